@@ -1,0 +1,60 @@
+"""`cmr-fusion`: the one command-line entry point.
+
+Each sub-command lives in ``cmr_fusion_ros/commands/<name>.py`` and exposes ``HELP``, ``add_arguments(parser)`` and
+``run(args) -> int``; modules are imported only when their command runs, so ``cmr-fusion --help`` stays fast and a
+command's heavy imports (open3d, torch, rclpy) never slow another one down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from cmr_fusion_ros.core.errors import CmrFusionError
+
+# name -> module under cmr_fusion_ros.commands
+COMMANDS: dict[str, str] = {
+    "convert-check": "convert_check",
+}
+
+# one-line help per command, kept here so --help needs no imports
+HELP: dict[str, str] = {
+    "convert-check": "convert the real sensor samples to ROS messages and back, and report losses and timings",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cmr-fusion", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        p = sub.add_parser(name, help=HELP[name], description=HELP[name])
+        p.set_defaults(_command=name)
+        p.set_defaults(_lazy=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # First pass finds the command; its module then adds its own arguments.
+    if argv and argv[0] in COMMANDS:
+        name = argv[0]
+        module = importlib.import_module(f"cmr_fusion_ros.commands.{COMMANDS[name]}")
+        sub = argparse.ArgumentParser(prog=f"cmr-fusion {name}", description=module.HELP)
+        module.add_arguments(sub)
+        args = sub.parse_args(argv[1:])
+        try:
+            return int(module.run(args) or 0)
+        except CmrFusionError as err:
+            print(f"cmr-fusion {name}: error: {err}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"cmr-fusion {name}: interrupted", file=sys.stderr)
+            return 130
+    parser.parse_args(argv)  # prints help / usage errors
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of `cmr-fusion`: thin argument parsing over tested library functions."""

@@ -1,0 +1,42 @@
+"""Value types shared by every layer. Frozen dataclasses and enums; times are integer nanoseconds."""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+__all__ = ["Modality", "Pose"]
+
+
+class Modality(str, enum.Enum):
+    """A sensor modality. The value is the string used in config files and in messages."""
+
+    CAMERA = "camera"
+    LIDAR = "lidar"
+    RADAR = "radar"
+
+    @classmethod
+    def parse(cls, value: str) -> "Modality":
+        from cmr_fusion_ros.core.errors import ConfigError
+
+        try:
+            return cls(str(value).lower())
+        except ValueError:
+            raise ConfigError("modality", value, " | ".join(m.value for m in cls)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Pose:
+    """Position (metres) and orientation (unit quaternion x, y, z, w) in some fixed frame."""
+
+    x: float = 0.0
+    y: float = 0.0
+    z: float = 0.0
+    qx: float = 0.0
+    qy: float = 0.0
+    qz: float = 0.0
+    qw: float = 1.0
+
+    def distance_to(self, other: "Pose") -> float:
+        return math.dist((self.x, self.y, self.z), (other.x, other.y, other.z))
