@@ -112,6 +112,10 @@ def read_dgp_npz(path: str | Path) -> np.ndarray:
     )
 
 
+# Column names that real files run together (a missing comma in the header), split back apart.
+_HEADER_FIXES = {"prob_of_existobject_type": ["prob_of_exist", "object_type"]}
+
+
 def _column(values: list[str]) -> np.ndarray:
     try:
         return np.array([int(v) for v in values], dtype=np.int64)
@@ -131,6 +135,8 @@ def read_radar_csv(path: str | Path) -> np.ndarray:
         raise BagError(str(p), "radar CSV needs a header row and at least one data row")
     head = [h.strip() for h in rows[0]]
     body = rows[1:]
+    if body and len(body[0]) > len(head):  # known header typos: two column names run together
+        head = [part for h in head for part in _HEADER_FIXES.get(h, [h])]
     for i, row in enumerate(body, start=2):
         if len(row) != len(head):
             raise BagError(str(p), f"line {i}: {len(row)} values, header has {len(head)} columns")
