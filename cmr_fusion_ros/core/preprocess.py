@@ -1,0 +1,344 @@
+"""Preprocessing, defined once: raw sensor arrays -> the float32 CHW tensors the encoders take.
+
+Training (``cmr_fusion_ros.training``) and the runtime (``cmr_fusion_ros.core.encoder``) both call these functions, so
+a model sees at run time exactly the tensors it was trained on. Every parameter lives in a frozen dataclass that
+validates itself and is written into the model card (``to_dict``) and rebuilt from it (``preprocessing_from_dict``).
+
+Inputs:
+
+- camera: ``H x W x 3`` uint8 RGB image (what ``core.image.decode_image`` returns for ``rgb8``).
+- LiDAR: a structured array with fields ``x, y, z`` and optionally ``intensity`` (``core.pointcloud.decode_cloud``),
+  or a plain ``(N, >=3)`` float array whose columns are ``x, y, z[, intensity]``; points in the sensor frame.
+- radar: a structured array with fields ``x, y, z, doppler, rcs`` or a plain ``(N, 5)`` array in that column order.
+
+Outputs are ``(C, H, W)`` float32 arrays; ``batch`` stacks several into ``(N, C, H, W)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Protocol, Sequence
+
+import cv2
+import numpy as np
+
+from cmr_fusion_ros.core.errors import ConfigError, ConversionError
+from cmr_fusion_ros.core.types import Modality
+
+__all__ = [
+    "CameraPreprocessing",
+    "LidarBevPreprocessing",
+    "Preprocessing",
+    "RadarBevPreprocessing",
+    "batch",
+    "default_preprocessing",
+    "points_columns",
+    "preprocessing_from_dict",
+]
+
+
+class Preprocessing(Protocol):
+    """What every preprocessing dataclass offers."""
+
+    modality: Modality
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]: ...
+
+    def __call__(self, data: np.ndarray) -> np.ndarray: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def _require(cond: bool, key: str, value: Any, allowed: str) -> None:
+    if not cond:
+        raise ConfigError(key, value, allowed)
+
+
+def _positive_int(key: str, value: Any, upper: int = 4096) -> None:
+    _require(
+        isinstance(value, int) and not isinstance(value, bool) and 0 < value <= upper,
+        key,
+        value,
+        f"an integer in 1..{upper}",
+    )
+
+
+def _positive_float(key: str, value: Any) -> None:
+    _require(
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0,
+        key,
+        value,
+        "a finite number > 0",
+    )
+
+
+def _finite(key: str, value: Any) -> None:
+    _require(
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+        key,
+        value,
+        "a finite number",
+    )
+
+
+def points_columns(data: np.ndarray, names: Sequence[str], *, required: int, what: str) -> np.ndarray:
+    """Return an ``(N, len(names))`` float32 array from a structured array (by field name) or a plain 2-D array.
+
+    Only the first ``required`` names must be present; a missing optional field is filled with zeros.
+    """
+    if data.dtype.names is not None:
+        n = data.shape[0] if data.ndim else 0
+        out = np.zeros((n, len(names)), dtype=np.float32)
+        for i, name in enumerate(names):
+            if name in data.dtype.names:
+                out[:, i] = data[name].reshape(-1)
+            elif i < required:
+                raise ConversionError(what, name, f"field missing; the cloud has fields {list(data.dtype.names)}")
+        return out
+    arr = np.asarray(data)
+    if arr.ndim != 2 or arr.shape[1] < required:
+        raise ConversionError(what, "points", f"expected an (N, >={required}) array, got shape {arr.shape}")
+    out = np.zeros((arr.shape[0], len(names)), dtype=np.float32)
+    k = min(arr.shape[1], len(names))
+    out[:, :k] = arr[:, :k]
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class CameraPreprocessing:
+    """Resize (area interpolation) to ``width x height``, scale to [0, 1], normalise per channel, HWC -> CHW."""
+
+    width: int = 128
+    height: int = 96
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    modality: Modality = Modality.CAMERA
+
+    def __post_init__(self) -> None:
+        _positive_int("camera.width", self.width)
+        _positive_int("camera.height", self.height)
+        for key, val in (("camera.mean", self.mean), ("camera.std", self.std)):
+            _require(
+                isinstance(val, (tuple, list)) and len(val) == 3, key, val, "three numbers (R, G, B)"
+            )
+            for v in val:
+                _finite(key, v)
+        for v in self.std:
+            _positive_float("camera.std", v)
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        _require(self.modality is Modality.CAMERA, "camera.modality", self.modality, "camera")
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (3, self.height, self.width)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        img = np.asarray(image)
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise ConversionError("camera image", "shape", f"expected H x W x 3 RGB, got {img.shape}")
+        if img.dtype != np.uint8:
+            raise ConversionError("camera image", "dtype", f"expected uint8, got {img.dtype}")
+        if img.shape[0] != self.height or img.shape[1] != self.width:
+            img = cv2.resize(img, (self.width, self.height), interpolation=cv2.INTER_AREA)
+        x = img.astype(np.float32) * np.float32(1.0 / 255.0)
+        x -= np.asarray(self.mean, dtype=np.float32)
+        x /= np.asarray(self.std, dtype=np.float32)
+        return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self, "camera_rgb")
+
+
+def _bev_indices(
+    xy: np.ndarray, x_min: float, x_max: float, y_half: float, rows: int, cols: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flat cell index of each point inside ``x in [x_min, x_max), y in [-y_half, y_half)``, and the kept mask.
+
+    Row 0 is the far +x edge (ahead of the sensor), column 0 the +y edge (left), like an image seen from above.
+    """
+    row = np.floor((x_max - xy[:, 0]) * (rows / (x_max - x_min))).astype(np.int64)
+    col = np.floor((y_half - xy[:, 1]) * (cols / (2.0 * y_half))).astype(np.int64)
+    keep = (row >= 0) & (row < rows) & (col >= 0) & (col < cols)
+    return row[keep] * cols + col[keep], keep
+
+
+def _check_extent(prefix: str, obj: Any) -> None:
+    _positive_int(f"{prefix}.rows", obj.rows)
+    _positive_int(f"{prefix}.cols", obj.cols)
+    _finite(f"{prefix}.x_min_m", obj.x_min_m)
+    _finite(f"{prefix}.x_max_m", obj.x_max_m)
+    _require(obj.x_max_m > obj.x_min_m, f"{prefix}.x_max_m", obj.x_max_m, f"> x_min_m ({obj.x_min_m})")
+    _positive_float(f"{prefix}.y_half_m", obj.y_half_m)
+
+
+@dataclass(frozen=True, slots=True)
+class LidarBevPreprocessing:
+    """LiDAR bird's-eye grid: ``rows x cols`` cells over ``x in [x_min_m, x_max_m)``, ``y in [-y_half_m, y_half_m)``
+    (sensor frame, x forward, y left; row 0 is the far front edge, column 0 the left edge).
+
+    Channels: 0 occupancy ``log1p(count) / log1p(count_scale)`` clipped to 1; 1 highest point, ``(z - z_min) /
+    (z_max - z_min)`` clipped to [0, 1] (0 for empty cells); 2 mean intensity divided by ``intensity_scale``.
+    Points with z outside ``[z_min_m, z_max_m]`` or non-finite coordinates are dropped.
+    """
+
+    rows: int = 64
+    cols: int = 64
+    x_min_m: float = -40.0
+    x_max_m: float = 40.0
+    y_half_m: float = 40.0
+    z_min_m: float = -3.0
+    z_max_m: float = 5.0
+    count_scale: float = 32.0
+    intensity_scale: float = 255.0
+    modality: Modality = Modality.LIDAR
+
+    def __post_init__(self) -> None:
+        _check_extent("lidar", self)
+        _finite("lidar.z_min_m", self.z_min_m)
+        _finite("lidar.z_max_m", self.z_max_m)
+        _require(self.z_max_m > self.z_min_m, "lidar.z_max_m", self.z_max_m, f"> z_min_m ({self.z_min_m})")
+        _positive_float("lidar.count_scale", self.count_scale)
+        _positive_float("lidar.intensity_scale", self.intensity_scale)
+        _require(self.modality is Modality.LIDAR, "lidar.modality", self.modality, "lidar")
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (3, self.rows, self.cols)
+
+    def __call__(self, cloud: np.ndarray) -> np.ndarray:
+        pts = points_columns(cloud, ("x", "y", "z", "intensity"), required=3, what="lidar cloud")
+        pts = pts[np.isfinite(pts).all(axis=1)]
+        pts = pts[(pts[:, 2] >= self.z_min_m) & (pts[:, 2] <= self.z_max_m)]
+        n = self.rows * self.cols
+        idx, keep = _bev_indices(pts[:, :2], self.x_min_m, self.x_max_m, self.y_half_m, self.rows, self.cols)
+        pts = pts[keep]
+        count = np.bincount(idx, minlength=n).astype(np.float32)
+        height = np.zeros(n, dtype=np.float32)
+        zn = np.clip((pts[:, 2] - self.z_min_m) / (self.z_max_m - self.z_min_m), 0.0, 1.0).astype(np.float32)
+        # highest point per cell (empty cells stay 0; the occupancy channel tells them apart)
+        np.maximum.at(height, idx, zn)
+        inten = np.bincount(idx, weights=pts[:, 3], minlength=n).astype(np.float32)
+        occupied = count > 0
+        inten[occupied] /= count[occupied] * np.float32(self.intensity_scale)
+        occ = np.minimum(np.log1p(count) / np.float32(math.log1p(self.count_scale)), 1.0).astype(np.float32)
+        out = np.stack([occ, height, inten]).reshape(3, self.rows, self.cols)
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self, "lidar_bev")
+
+
+@dataclass(frozen=True, slots=True)
+class RadarBevPreprocessing:
+    """Radar bird's-eye grid: ``rows x cols`` cells over ``x in [x_min_m, x_max_m)``, ``y in [-y_half_m, y_half_m)``
+    (sensor frame; the default covers the front of a forward-looking radar).
+
+    Channels: 0 occupancy ``log1p(count) / log1p(count_scale)`` clipped to 1; 1 mean doppler divided by
+    ``doppler_scale_mps`` clipped to [-1, 1]; 2 strongest RCS ``(rcs - rcs_min_dbsm) / (rcs_max_dbsm - rcs_min_dbsm)``
+    clipped to [0, 1] (0 for empty cells).
+    """
+
+    rows: int = 64
+    cols: int = 64
+    x_min_m: float = 0.0
+    x_max_m: float = 64.0
+    y_half_m: float = 32.0
+    count_scale: float = 4.0
+    doppler_scale_mps: float = 20.0
+    rcs_min_dbsm: float = -20.0
+    rcs_max_dbsm: float = 30.0
+    modality: Modality = Modality.RADAR
+
+    def __post_init__(self) -> None:
+        _check_extent("radar", self)
+        _positive_float("radar.count_scale", self.count_scale)
+        _positive_float("radar.doppler_scale_mps", self.doppler_scale_mps)
+        _finite("radar.rcs_min_dbsm", self.rcs_min_dbsm)
+        _finite("radar.rcs_max_dbsm", self.rcs_max_dbsm)
+        _require(
+            self.rcs_max_dbsm > self.rcs_min_dbsm,
+            "radar.rcs_max_dbsm",
+            self.rcs_max_dbsm,
+            f"> rcs_min_dbsm ({self.rcs_min_dbsm})",
+        )
+        _require(self.modality is Modality.RADAR, "radar.modality", self.modality, "radar")
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (3, self.rows, self.cols)
+
+    def __call__(self, cloud: np.ndarray) -> np.ndarray:
+        pts = points_columns(cloud, ("x", "y", "z", "doppler", "rcs"), required=5, what="radar cloud")
+        pts = pts[np.isfinite(pts).all(axis=1)]
+        n = self.rows * self.cols
+        idx, keep = _bev_indices(pts[:, :2], self.x_min_m, self.x_max_m, self.y_half_m, self.rows, self.cols)
+        pts = pts[keep]
+        count = np.bincount(idx, minlength=n).astype(np.float32)
+        dop = np.bincount(idx, weights=pts[:, 3], minlength=n).astype(np.float32)
+        occupied = count > 0
+        dop[occupied] /= count[occupied] * np.float32(self.doppler_scale_mps)
+        dop = np.clip(dop, -1.0, 1.0)
+        rcs = np.zeros(n, dtype=np.float32)
+        rn = np.clip((pts[:, 4] - self.rcs_min_dbsm) / (self.rcs_max_dbsm - self.rcs_min_dbsm), 0.0, 1.0)
+        np.maximum.at(rcs, idx, rn.astype(np.float32))
+        occ = np.minimum(np.log1p(count) / np.float32(math.log1p(self.count_scale)), 1.0).astype(np.float32)
+        out = np.stack([occ, dop, rcs]).reshape(3, self.rows, self.cols)
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self, "radar_bev")
+
+
+_KINDS: dict[str, type] = {
+    "camera_rgb": CameraPreprocessing,
+    "lidar_bev": LidarBevPreprocessing,
+    "radar_bev": RadarBevPreprocessing,
+}
+
+
+def _to_dict(obj: Any, kind: str) -> dict[str, Any]:
+    d = asdict(obj)
+    d.pop("modality")
+    for k, v in d.items():
+        if isinstance(v, tuple):
+            d[k] = list(v)
+    return {"kind": kind, "modality": obj.modality.value, "params": d}
+
+
+def preprocessing_from_dict(d: dict[str, Any]) -> Preprocessing:
+    """Rebuild a preprocessing object from ``to_dict()`` output (as stored in a model card)."""
+    if not isinstance(d, dict):
+        raise ConfigError("preprocessing", d, "a mapping with 'kind' and 'params'")
+    kind = d.get("kind")
+    if kind not in _KINDS:
+        raise ConfigError("preprocessing.kind", kind, " | ".join(_KINDS))
+    cls = _KINDS[kind]
+    params = dict(d.get("params") or {})
+    known = {f.name for f in fields(cls)} - {"modality"}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ConfigError(f"preprocessing.params.{unknown[0]}", params[unknown[0]], " | ".join(sorted(known)))
+    for k, v in params.items():
+        if isinstance(v, list):
+            params[k] = tuple(v)
+    return cls(**params)
+
+
+def default_preprocessing(modality: Modality) -> Preprocessing:
+    """The preprocessing the shipped models were trained with, per modality."""
+    return {
+        Modality.CAMERA: CameraPreprocessing,
+        Modality.LIDAR: LidarBevPreprocessing,
+        Modality.RADAR: RadarBevPreprocessing,
+    }[Modality(modality)]()
+
+
+def batch(pre: Preprocessing, items: Sequence[np.ndarray]) -> np.ndarray:
+    """Preprocess several inputs into one ``(N, C, H, W)`` float32 array."""
+    out = np.empty((len(items), *pre.input_shape), dtype=np.float32)
+    for i, item in enumerate(items):
+        out[i] = pre(item)
+    return out

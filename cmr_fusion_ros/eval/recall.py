@@ -1,0 +1,113 @@
+"""Place-recognition recall: recall@k and recall@1% for one query set against one database.
+
+Definition (as in PointNetVLAD / LIP-Loc): a query counts only if at least one database entry lies within
+``radius`` metres of it (ground truth); its retrieval at k succeeds if any of its k most similar database entries
+(cosine similarity of L2-normalised embeddings) lies within ``radius``. recall@k = successes / counted queries.
+recall@1% uses k = max(1, round(len(database) / 100)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cmr_fusion_ros.core.errors import ConfigError
+
+__all__ = ["RecallResult", "one_percent_k", "recall_at_k"]
+
+
+@dataclass(frozen=True, slots=True)
+class RecallResult:
+    """Recall per k (``recalls[k]``), recall@1% and the counts behind them."""
+
+    recalls: dict[int, float]
+    recall_one_percent: float
+    one_percent_k: int
+    num_queries: int
+    num_counted: int
+    num_database: int
+    radius_m: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, float | int]:
+        d: dict[str, float | int] = {f"recall@{k}": v for k, v in sorted(self.recalls.items())}
+        d["recall@1%"] = self.recall_one_percent
+        d["one_percent_k"] = self.one_percent_k
+        d["num_queries"] = self.num_queries
+        d["num_counted"] = self.num_counted
+        d["num_database"] = self.num_database
+        d["radius_m"] = self.radius_m
+        return d
+
+
+def one_percent_k(num_database: int) -> int:
+    return max(1, int(round(num_database / 100.0)))
+
+
+def _check(name: str, arr: np.ndarray, ndim: int) -> np.ndarray:
+    a = np.asarray(arr)
+    if a.ndim != ndim:
+        raise ConfigError(name, a.shape, f"an array with {ndim} dimensions")
+    return a
+
+
+def recall_at_k(
+    query_emb: np.ndarray,
+    db_emb: np.ndarray,
+    query_pos: np.ndarray,
+    db_pos: np.ndarray,
+    radius: float,
+    ks: tuple[int, ...] = (1, 5, 10),
+    chunk: int = 1024,
+) -> RecallResult:
+    """Recall of ``query_emb`` (Nq, D) against ``db_emb`` (Nd, D); positions (N, 2 or 3) in metres.
+
+    Ties in similarity are broken by database index (lower first), so results are deterministic.
+    """
+    q = _check("query_emb", query_emb, 2).astype(np.float32)
+    d = _check("db_emb", db_emb, 2).astype(np.float32)
+    qp = _check("query_pos", query_pos, 2).astype(np.float64)
+    dp = _check("db_pos", db_pos, 2).astype(np.float64)
+    if q.shape[1] != d.shape[1]:
+        raise ConfigError("db_emb", d.shape, f"the same embedding size as the queries ({q.shape[1]})")
+    if qp.shape[0] != q.shape[0] or dp.shape[0] != d.shape[0] or qp.shape[1] != dp.shape[1]:
+        raise ConfigError("positions", (qp.shape, dp.shape), "one position per embedding, same dimensions")
+    if not (np.isfinite(radius) and radius > 0):
+        raise ConfigError("radius", radius, "a finite number > 0")
+    if not ks or any((not isinstance(k, (int, np.integer))) or k < 1 for k in ks):
+        raise ConfigError("ks", ks, "positive integers")
+    nd = d.shape[0]
+    k1 = one_percent_k(nd)
+    kmax = min(max(max(ks), k1), nd) if nd else 0
+    hits = {k: 0 for k in ks}
+    hit1p = 0
+    counted = 0
+    r2 = radius * radius
+    for start in range(0, q.shape[0], chunk):
+        qs, qps = q[start : start + chunk], qp[start : start + chunk]
+        dist2 = ((qps[:, None, :] - dp[None, :, :]) ** 2).sum(-1)
+        positive = dist2 <= r2
+        has_pos = positive.any(axis=1)
+        if nd == 0 or not has_pos.any():
+            continue
+        sim = qs[has_pos] @ d.T
+        pos = positive[has_pos]
+        # stable descending order: sort by (-sim, index)
+        order = np.argsort(-sim, axis=1, kind="stable")[:, :kmax]
+        ranked_pos = np.take_along_axis(pos, order, axis=1)
+        first_hit = np.where(ranked_pos.any(axis=1), ranked_pos.argmax(axis=1), kmax)
+        counted += int(has_pos.sum())
+        for k in ks:
+            hits[k] += int((first_hit < k).sum())
+        hit1p += int((first_hit < k1).sum())
+    denom = counted if counted else 1
+    return RecallResult(
+        recalls={k: hits[k] / denom if counted else float("nan") for k in ks},
+        recall_one_percent=hit1p / denom if counted else float("nan"),
+        one_percent_k=k1,
+        num_queries=int(q.shape[0]),
+        num_counted=counted,
+        num_database=nd,
+        radius_m=float(radius),
+    )

@@ -1,0 +1,141 @@
+"""Preprocessing: shapes, values on hand-made inputs, validation, card round trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cmr_fusion_ros.core.errors import ConfigError, ConversionError
+from cmr_fusion_ros.core.preprocess import (
+    CameraPreprocessing,
+    LidarBevPreprocessing,
+    RadarBevPreprocessing,
+    batch,
+    default_preprocessing,
+    preprocessing_from_dict,
+)
+from cmr_fusion_ros.core.types import Modality
+
+
+def _cloud(rows: list[tuple], names: tuple[str, ...]) -> np.ndarray:
+    dt = np.dtype([(n, np.float32) for n in names])
+    return np.array(rows, dtype=dt)
+
+
+def test_camera_resize_normalise_chw() -> None:
+    pre = CameraPreprocessing(width=8, height=4, mean=(0.5, 0.5, 0.5), std=(0.5, 0.25, 1.0))
+    img = np.zeros((40, 80, 3), np.uint8)
+    img[..., 0] = 255
+    img[..., 1] = 0
+    img[..., 2] = 51
+    x = pre(img)
+    assert x.shape == (3, 4, 8) and x.dtype == np.float32
+    np.testing.assert_allclose(x[0], 1.0, atol=1e-6)
+    np.testing.assert_allclose(x[1], -2.0, atol=1e-6)
+    np.testing.assert_allclose(x[2], 0.2 - 0.5, atol=1e-6)
+
+
+def test_camera_keeps_left_right_and_rejects_bad_images() -> None:
+    pre = CameraPreprocessing(width=4, height=2, mean=(0, 0, 0), std=(1, 1, 1))
+    img = np.zeros((2, 4, 3), np.uint8)
+    img[:, :2] = 255
+    x = pre(img)
+    assert (x[:, :, :2] == 1).all() and (x[:, :, 2:] == 0).all()
+    with pytest.raises(ConversionError, match="dtype"):
+        pre(img.astype(np.float32))
+    with pytest.raises(ConversionError, match="shape"):
+        pre(np.zeros((2, 4), np.uint8))
+
+
+def test_lidar_bev_cells_and_channels() -> None:
+    pre = LidarBevPreprocessing(rows=4, cols=4, x_min_m=-4, x_max_m=4, y_half_m=4, z_min_m=0, z_max_m=4,
+                                count_scale=3.0, intensity_scale=10.0)
+    cloud = _cloud(
+        [
+            (3.5, 3.5, 1.0, 10.0),  # front-left corner cell (row 0, col 0)
+            (3.0, 3.0, 2.0, 0.0),  # same cell, higher
+            (-3.5, -3.5, 4.0, 5.0),  # rear-right corner (row 3, col 3)
+            (0.5, -0.5, 9.0, 1.0),  # above z_max: dropped
+            (100.0, 0.0, 1.0, 1.0),  # outside the grid: dropped
+            (np.nan, 0.0, 1.0, 1.0),  # non-finite: dropped
+        ],
+        ("x", "y", "z", "intensity"),
+    )
+    x = pre(cloud)
+    assert x.shape == (3, 4, 4)
+    assert x[0, 0, 0] == pytest.approx(np.log1p(2) / np.log1p(3))
+    assert x[0, 3, 3] == pytest.approx(np.log1p(1) / np.log1p(3))
+    assert x[1, 0, 0] == pytest.approx(0.5)
+    assert x[1, 3, 3] == pytest.approx(1.0)
+    assert x[2, 0, 0] == pytest.approx(0.5)  # mean intensity 5 / 10
+    assert x[2, 3, 3] == pytest.approx(0.5)
+    others = np.ones((4, 4), bool)
+    others[0, 0] = others[3, 3] = False
+    assert (x[:, others] == 0).all()
+
+
+def test_lidar_plain_array_equals_structured() -> None:
+    rng = np.random.default_rng(1)
+    pts = rng.uniform(-30, 30, (500, 4)).astype(np.float32)
+    pts[:, 2] = rng.uniform(-2, 4, 500)
+    pre = LidarBevPreprocessing()
+    s = _cloud([tuple(r) for r in pts], ("x", "y", "z", "intensity"))
+    np.testing.assert_array_equal(pre(pts), pre(s))
+    # no intensity field is allowed (zeros)
+    assert pre(pts[:, :3])[2].max() == 0
+
+
+def test_radar_bev_channels_and_required_fields() -> None:
+    pre = RadarBevPreprocessing(rows=2, cols=2, x_min_m=0, x_max_m=2, y_half_m=1, count_scale=1.0,
+                                doppler_scale_mps=10.0, rcs_min_dbsm=0.0, rcs_max_dbsm=10.0)
+    cloud = _cloud([(1.5, 0.5, 0, -4.0, 5.0), (1.5, 0.5, 0, -2.0, 20.0), (0.5, -0.5, 0, 30.0, -5.0)],
+                   ("x", "y", "z", "doppler", "rcs"))
+    x = pre(cloud)
+    assert x[0, 0, 0] == pytest.approx(1.0)  # two points, clipped
+    assert x[1, 0, 0] == pytest.approx(-0.3)
+    assert x[2, 0, 0] == pytest.approx(1.0)
+    assert x[1, 1, 1] == pytest.approx(1.0)  # doppler clipped
+    assert x[2, 1, 1] == pytest.approx(0.0)
+    with pytest.raises(ConversionError, match="doppler"):
+        pre(_cloud([(1, 1, 0)], ("x", "y", "z")))
+    assert pre(cloud[:0]).sum() == 0  # empty cloud -> empty grid
+
+
+@pytest.mark.parametrize(
+    "factory, match",
+    [
+        (lambda: CameraPreprocessing(width=0), "camera.width"),
+        (lambda: CameraPreprocessing(std=(1.0, 0.0, 1.0)), "camera.std"),
+        (lambda: CameraPreprocessing(mean=(1.0, 2.0)), "camera.mean"),
+        (lambda: LidarBevPreprocessing(z_min_m=2.0, z_max_m=1.0), "lidar.z_max_m"),
+        (lambda: LidarBevPreprocessing(rows=1.5), "lidar.rows"),
+        (lambda: RadarBevPreprocessing(x_min_m=5.0, x_max_m=5.0), "radar.x_max_m"),
+        (lambda: RadarBevPreprocessing(doppler_scale_mps=-1.0), "radar.doppler_scale_mps"),
+    ],
+)
+def test_invalid_parameters_name_the_key(factory, match) -> None:
+    with pytest.raises(ConfigError, match=match):
+        factory()
+
+
+@pytest.mark.parametrize("modality", list(Modality))
+def test_card_round_trip(modality: Modality) -> None:
+    pre = default_preprocessing(modality)
+    again = preprocessing_from_dict(pre.to_dict())
+    assert again == pre and again.modality is modality
+
+
+def test_from_dict_rejects_unknown() -> None:
+    with pytest.raises(ConfigError, match="preprocessing.kind"):
+        preprocessing_from_dict({"kind": "sonar", "params": {}})
+    with pytest.raises(ConfigError, match="preprocessing.params.cell"):
+        preprocessing_from_dict({"kind": "lidar_bev", "params": {"cell": 3}})
+
+
+def test_batch_stacks() -> None:
+    pre = CameraPreprocessing(width=16, height=8)
+    imgs = [np.full((20, 30, 3), i * 40, np.uint8) for i in range(3)]
+    b = batch(pre, imgs)
+    assert b.shape == (3, 3, 8, 16)
+    for i, img in enumerate(imgs):
+        np.testing.assert_array_equal(b[i], pre(img))

@@ -1,0 +1,95 @@
+"""recall@k / recall@1% against a slow reference on hand-made and random cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from cmr_fusion_ros.core.errors import ConfigError
+from cmr_fusion_ros.eval.recall import one_percent_k, recall_at_k
+
+
+def slow_recall(q, d, qp, dp, radius, ks):
+    """Reference: loops, explicit sort with ties by index."""
+    results = {k: [] for k in ks}
+    k1 = max(1, int(round(len(d) / 100.0)))
+    one = []
+    for i in range(len(q)):
+        pos = {j for j in range(len(d)) if math.dist(qp[i], dp[j]) <= radius}
+        if not pos:
+            continue
+        sims = [(-float(np.dot(q[i], d[j])), j) for j in range(len(d))]
+        ranked = [j for _, j in sorted(sims)]
+        for k in ks:
+            results[k].append(any(j in pos for j in ranked[:k]))
+        one.append(any(j in pos for j in ranked[:k1]))
+    return {k: (sum(v) / len(v) if v else float("nan")) for k, v in results.items()}, (sum(one) / len(one) if one else float("nan")), len(one)
+
+
+def test_hand_made_case() -> None:
+    # database: 4 places on a line 0, 10, 20, 30 m; embeddings are unit axes
+    d = np.eye(4, dtype=np.float32)
+    dp = np.array([[0, 0], [10, 0], [20, 0], [30, 0]], float)
+    # radius 5 m. query 0 at 1 m: best match db 0 (right)
+    # query 1 at 21 m: db 3 first (wrong), then db 0, db 1, db 2 tied at 0 in index order: its positive db 2 is 4th
+    # query 2 at 29 m: best db 0 (wrong), second db 3 (right)
+    # query 3 at 100 m: no positive, not counted
+    q = np.array([[1, 0, 0, 0], [0, 0, 0, 1], [0.9, 0, 0, 0.5], [1, 0, 0, 0]], np.float32)
+    qp = np.array([[1, 0], [21, 0], [29, 0], [100, 0]], float)
+    r = recall_at_k(q, d, qp, dp, radius=5.0, ks=(1, 2, 3))
+    assert r.num_counted == 3 and r.num_queries == 4 and r.num_database == 4
+    assert r.recalls[1] == pytest.approx(1 / 3)
+    assert r.recalls[2] == pytest.approx(2 / 3)
+    assert r.recalls[3] == pytest.approx(2 / 3)
+    assert r.one_percent_k == 1 and r.recall_one_percent == pytest.approx(1 / 3)
+
+
+def test_ties_break_by_lower_index() -> None:
+    d = np.array([[1, 0], [1, 0]], np.float32)
+    dp = np.array([[100, 0], [0, 0]], float)
+    r = recall_at_k(np.array([[1, 0]], np.float32), d, np.zeros((1, 2)), dp, radius=1.0, ks=(1, 2))
+    assert r.recalls[1] == 0.0 and r.recalls[2] == 1.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_slow_reference_random(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    nd, nq, dim = 230, 57, 8
+    dp = rng.uniform(0, 200, (nd, 2))
+    qp = rng.uniform(0, 220, (nq, 2))
+    d = rng.standard_normal((nd, dim)).astype(np.float32)
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    q = rng.standard_normal((nq, dim)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    ks = (1, 5, 10)
+    fast = recall_at_k(q, d, qp, dp, radius=15.0, ks=ks, chunk=13)
+    ref, ref1p, counted = slow_recall(q, d, qp, dp, 15.0, ks)
+    assert fast.num_counted == counted > 0
+    for k in ks:
+        assert fast.recalls[k] == pytest.approx(ref[k])
+    assert fast.one_percent_k == 2
+    assert fast.recall_one_percent == pytest.approx(ref1p)
+
+
+def test_perfect_embeddings_give_full_recall() -> None:
+    rng = np.random.default_rng(3)
+    pos = rng.uniform(0, 500, (100, 2))
+    emb = rng.standard_normal((100, 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    r = recall_at_k(emb, emb, pos + 1.0, pos, radius=5.0)
+    assert r.recalls[1] == 1.0 and r.recall_one_percent == 1.0
+
+
+def test_no_positive_gives_nan_and_bad_input_raises() -> None:
+    r = recall_at_k(np.ones((2, 3)), np.ones((2, 3)), np.zeros((2, 2)), np.full((2, 2), 100.0), radius=1.0)
+    assert r.num_counted == 0 and math.isnan(r.recalls[1])
+    with pytest.raises(ConfigError, match="radius"):
+        recall_at_k(np.ones((2, 3)), np.ones((2, 3)), np.zeros((2, 2)), np.zeros((2, 2)), radius=0)
+    with pytest.raises(ConfigError, match="db_emb"):
+        recall_at_k(np.ones((2, 3)), np.ones((2, 4)), np.zeros((2, 2)), np.zeros((2, 2)), radius=1)
+
+
+def test_one_percent_k() -> None:
+    assert [one_percent_k(n) for n in (1, 49, 150, 1000)] == [1, 1, 2, 10]
