@@ -6,6 +6,7 @@ Never the current working directory.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 __all__ = ["share_dir", "config_file", "models_dir", "source_root"]
@@ -17,17 +18,25 @@ def source_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
+def _installed_share() -> Path | None:
+    try:
+        from ament_index_python.packages import get_package_share_directory
+    except ImportError:  # no ROS at all
+        get_package_share_directory = None
+    if get_package_share_directory is not None:
+        try:
+            return Path(get_package_share_directory(PACKAGE))
+        except (LookupError, OSError):  # not registered, or AMENT_PREFIX_PATH unset
+            pass
+    candidate = Path(sys.prefix) / "share" / PACKAGE  # a pip install into this environment
+    return candidate if candidate.is_dir() else None
+
+
 def share_dir() -> Path:
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-    except ImportError:  # no ROS at all: a source checkout
-        return source_root()
-    try:
-        share = Path(get_package_share_directory(PACKAGE))
-    except PackageNotFoundError:
-        return source_root()
-    # An editable install registers the package but the data may live in the source tree.
-    return share if (share / "config").is_dir() else source_root()
+    """The installed share/cmr_fusion_ros folder, or the source tree when running from a checkout."""
+    share = _installed_share()
+    # An editable install registers the package but leaves the data in the source tree.
+    return share if share is not None and (share / "config").is_dir() else source_root()
 
 
 def config_file(name: str) -> Path:
