@@ -1,0 +1,1 @@
+"""Bag reading, writing and replay helpers (rosbags; no rclpy)."""

@@ -1,0 +1,1 @@
+"""Evaluation: retrieval metrics, benchmark harness, reports."""
