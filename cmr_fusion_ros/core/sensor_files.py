@@ -3,7 +3,7 @@
 * ``.pcd`` (PCL; ascii, binary, binary_compressed): header parsed here, data read by open3d's tensor IO, which
   keeps every field with its type; field order follows the header.
 * DGP ``.npz`` LiDAR sweeps (key ``data``: N x 4 float64 X, Y, Z, INTENSITY in the sensor frame).
-* radar ``.csv`` files: every column becomes a field (int64 for integer columns, float64 otherwise); a file with
+* radar ``.csv`` files: every column becomes a field (int32 for integer columns that fit, float64 otherwise); a file with
   ``position_x``/``position_y`` (Continental ARS408 objects) or ``track_range_m``/``track_angle_rad`` (Delphi ESR
   tracks) also gets ``x, y, z, doppler, rcs`` float32 fields in the radar frame, the layout the encoders expect.
 
@@ -117,10 +117,16 @@ _HEADER_FIXES = {"prob_of_existobject_type": ["prob_of_exist", "object_type"]}
 
 
 def _column(values: list[str]) -> np.ndarray:
+    """int32 for integer columns that fit, else float64 (PointCloud2 has no 64-bit integer datatype, so e.g. a
+    ``time_ns`` column of epoch nanoseconds becomes float64, exact to 256 ns at today's epoch)."""
     try:
-        return np.array([int(v) for v in values], dtype=np.int64)
+        ints = np.array([int(v) for v in values], dtype=np.int64)
     except ValueError:
         return np.array([float(v) for v in values], dtype=np.float64)
+    info = np.iinfo(np.int32)
+    if ints.size == 0 or (ints.min() >= info.min and ints.max() <= info.max):
+        return ints.astype(np.int32)
+    return ints.astype(np.float64)
 
 
 def read_radar_csv(path: str | Path) -> np.ndarray:
