@@ -259,7 +259,7 @@ class OnnxEncoder:
             self.card.input_shape
         ):
             raise ModelError(str(path), f"input shape is {inp.shape}, the card says [batch, {', '.join(map(str, self.card.input_shape))}]")
-        if isinstance(inp.shape[0], int) and inp.shape[0] != 1:
+        if isinstance(inp.shape[0], int):
             raise ModelError(str(path), f"input batch dimension is fixed at {inp.shape[0]}; expected a dynamic batch")
         if out.name != self.card.output_name:
             raise ModelError(str(path), f"output is named {out.name!r}, the card says {self.card.output_name!r}")
