@@ -15,7 +15,7 @@ start=$(date +%s)
 
 # --- 1. system libraries --------------------------------------------------------------------------------------
 missing=()
-ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0' || missing+=(libusb-1.0-0)      # open3d
+{ ldconfig -p 2>/dev/null || true; } | grep 'libusb-1.0.so.0' >/dev/null || missing+=(libusb-1.0-0)  # open3d
 command -v g++ >/dev/null || missing+=(g++)                                          # interface package
 command -v make >/dev/null || missing+=(make)
 "$PYTHON" -c 'import sysconfig,os,sys; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"],"Python.h")) else 1)' \
