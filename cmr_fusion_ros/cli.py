@@ -16,11 +16,17 @@ from cmr_fusion_ros.core.errors import CmrFusionError
 # name -> module under cmr_fusion_ros.commands
 COMMANDS: dict[str, str] = {
     "convert-check": "convert_check",
+    "train": "train",
+    "export": "export",
+    "eval": "eval",
 }
 
 # one-line help per command, kept here so --help needs no imports
 HELP: dict[str, str] = {
     "convert-check": "convert the real sensor samples to ROS messages and back, and report losses and timings",
+    "train": "train the camera, LiDAR and radar encoders on bags with odometry (contrastive, all modality pairs)",
+    "export": "export trained encoders to ONNX with a torch parity check, latency and model cards",
+    "eval": "recall@1/5/10/1% of the encoders for all 9 query -> database modality pairs on two bags",
 }
 
 
