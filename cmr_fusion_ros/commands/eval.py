@@ -1,0 +1,78 @@
+"""`cmr-fusion eval`: recall of the encoders for all 9 query -> database modality pairs on two bags."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "embed a database bag and a query bag, print recall@1/5/10/1% for every query -> database modality pair"
+
+
+def add_topic_arguments(parser: argparse.ArgumentParser) -> None:
+    """Topic and radar-field options shared by the commands that read bags."""
+    g = parser.add_argument_group("bag topics")
+    g.add_argument("--camera-topic", action="append", default=None,
+                   help="camera topic (Image or CompressedImage); repeat for candidates "
+                        "(default: /camera/image/compressed, then /camera/image)")
+    g.add_argument("--lidar-topic", default="/lidar/points", help="LiDAR PointCloud2 topic (default /lidar/points)")
+    g.add_argument("--radar-topic", default="/radar/points", help="radar PointCloud2 topic (default /radar/points)")
+    g.add_argument("--odom-topic", default="/odom", help="nav_msgs/Odometry topic with the poses (default /odom)")
+    g.add_argument("--radar-fields", default="x,y,z,doppler,rcs",
+                   help="radar field names for x,y,z,doppler,rcs, comma-separated (default x,y,z,doppler,rcs)")
+
+
+def topics_from_args(args: argparse.Namespace):
+    from cmr_fusion_ros.bag.reader import BagTopics
+
+    kw = {}
+    if args.camera_topic:
+        kw["camera"] = tuple(args.camera_topic)
+    return BagTopics(lidar=args.lidar_topic, radar=args.radar_topic, odom=args.odom_topic,
+                     radar_fields=tuple(s.strip() for s in args.radar_fields.split(",")), **kw)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database", type=Path, required=True, help="bag whose samples form the database")
+    parser.add_argument("--queries", type=Path, required=True, help="bag whose samples are the queries")
+    parser.add_argument("--radius", type=float, default=10.0, help="positive if within this many metres (default 10)")
+    parser.add_argument("--models", type=Path, default=None,
+                        help="folder with <modality>_encoder.onnx and cards (default: the installed models)")
+    parser.add_argument("--json", type=Path, default=None, help="write the results as JSON to this file")
+    parser.add_argument("--png", type=Path, default=None, help="plot (default: beside --json, with .png)")
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
+    add_topic_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from cmr_fusion_ros.core.encoder import load_encoders
+    from cmr_fusion_ros.eval.evaluate import embed_bag, evaluate, format_table, plot_report, write_json
+    from cmr_fusion_ros.machine import machine_summary
+    from cmr_fusion_ros.paths import models_dir
+
+    topics = topics_from_args(args)
+    folder = args.models or models_dir()
+    encoders = load_encoders(folder, intra_op_threads=args.threads)
+    embedded = {}
+    for role, bag in (("database", args.database), ("queries", args.queries)):
+        with tqdm(desc=f"embedding {role} {bag.name}", unit=" msg", file=sys.stderr) as bar:
+            embedded[role] = embed_bag(bag, encoders, topics, progress=bar.update)
+    report = evaluate(embedded["database"], embedded["queries"], args.radius)
+    print(f"command: cmr-fusion {' '.join(sys.argv[2:]) if len(sys.argv) > 2 else 'eval'}")
+    print(f"machine: {machine_summary()}")
+    print(f"models: {folder}")
+    print(f"database: {args.database} | queries: {args.queries} | radius {args.radius:g} m")
+    print(format_table(report))
+    if args.json:
+        data = report.to_dict()
+        data["models"] = str(folder)
+        data["model_sha256"] = {m.value: e.card.sha256 for m, e in encoders.items()}
+        write_json(args.json, data)
+        print(f"wrote {args.json}")
+    png = args.png or (args.json.with_suffix(".png") if args.json else None)
+    if png:
+        plot_report(report, png)
+        print(f"wrote {png}")
+    return 0

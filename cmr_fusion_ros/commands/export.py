@@ -1,0 +1,87 @@
+"""`cmr-fusion export`: trained checkpoints -> ONNX models with parity check, latency and model cards."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+HELP = "export trained encoders to ONNX (dynamic batch), check parity with torch, write model cards"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoints", type=Path, required=True,
+                        help="folder written by `cmr-fusion train` (<modality>_encoder.pt, training.json)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for <modality>_encoder.onnx and the cards")
+    parser.add_argument("--metrics", type=Path, default=None,
+                        help="JSON written by `cmr-fusion eval --json` to record as the measured recall in the cards")
+    parser.add_argument("--eval-command", default=None, help="the eval command that produced --metrics (for the card)")
+    parser.add_argument("--no-latency", action="store_true", help="skip the onnxruntime latency measurement")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cmr_fusion_ros.core.encoder import EncoderConfig, OnnxEncoder
+    from cmr_fusion_ros.core.errors import BagError
+    from cmr_fusion_ros.core.preprocess import preprocessing_from_dict
+    from cmr_fusion_ros.eval.evaluate import measure_latency
+    from cmr_fusion_ros.machine import machine_summary
+    from cmr_fusion_ros.training.dataset import MODALITIES
+    from cmr_fusion_ros.training.export import export_all
+    from cmr_fusion_ros.training.models import checkpoint_path, load_checkpoint
+
+    models, pres = {}, {}
+    for m in MODALITIES:
+        mod, model, pre = load_checkpoint(checkpoint_path(args.checkpoints, m))
+        models[mod] = model
+        pres[mod] = preprocessing_from_dict(pre)
+    log_file = args.checkpoints / "training.json"
+    log = json.loads(log_file.read_text()) if log_file.is_file() else {}
+    last = log.get("history", [])
+    best = next((h for h in reversed(last) if h.get("best")), None)
+    training = {
+        "command": log.get("command"),
+        "seed": log.get("seed"),
+        "train_bags": log.get("train_bags"),
+        "val_bags": log.get("val_bags"),
+        "train_frames": log.get("train_frames"),
+        "config": log.get("config"),
+        "best_epoch": best and best["epoch"],
+        "val_recall@1_best_epoch": best and best["val_recall@1"],
+        "machine": log.get("machine"),
+    }
+    metrics = {}
+    if args.metrics:
+        if not args.metrics.is_file():
+            raise BagError(str(args.metrics), "no such metrics file")
+        ev = json.loads(args.metrics.read_text())
+        metrics = {
+            "command": args.eval_command,
+            "database": ev.get("database"),
+            "queries": ev.get("queries"),
+            "radius_m": ev.get("radius_m"),
+            "recall": {pair: {k: v for k, v in r.items() if k.startswith("recall@")} for pair, r in ev["pairs"].items()},
+            "num_queries": {pair: r.get("num_counted") for pair, r in ev["pairs"].items()},
+        }
+    machine = machine_summary()
+
+    def latency(onnx_file: Path) -> dict:
+        if args.no_latency:
+            return {}
+        enc = OnnxEncoder(EncoderConfig(str(onnx_file), intra_op_threads=1, verify_sha256=False))
+        return {**measure_latency(enc, (1, 8)), "machine": machine}
+
+    command = "cmr-fusion " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["export"] else None
+    print(f"command: {command or 'cmr-fusion export'}")
+    print(f"machine: {machine}")
+    results = export_all(models, pres, args.out, training={**training, "export_command": command}, metrics=metrics,
+                         latency_fn=latency)
+    for m, r in results.items():
+        shutil.copyfile(checkpoint_path(args.checkpoints, m), checkpoint_path(args.out, m))
+        size = Path(r["file"]).stat().st_size / 1e6
+        lat = r["latency_ms"]
+        lat_txt = (f"latency b1 {lat['batch1_median']:.2f} ms, b8 {lat['batch8_median']:.2f} ms (1 thread)" if lat else "")
+        print(f"{m.value:>6}: {r['file']} {size:.1f} MB, parity max|torch-onnx| {r['parity_max_abs_diff']:.2e}  {lat_txt}")
+    return 0

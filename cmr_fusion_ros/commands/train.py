@@ -1,0 +1,125 @@
+"""`cmr-fusion train`: contrastive training of the camera, LiDAR and radar encoders on bags with odometry."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from cmr_fusion_ros.commands.eval import add_topic_arguments, topics_from_args
+
+HELP = "train the three encoders (symmetric InfoNCE over all modality pairs) on bags with ground-truth odometry"
+
+
+def expand_bags(paths: list[Path]) -> list[Path]:
+    """A bag folder (has metadata.yaml) stays; a folder of bags (session_00, ...) expands to its bags, sorted."""
+    out: list[Path] = []
+    for p in paths:
+        if (p / "metadata.yaml").is_file() or p.suffix in (".mcap", ".db3"):
+            out.append(p)
+        elif p.is_dir():
+            subs = sorted(q for q in p.iterdir() if (q / "metadata.yaml").is_file())
+            out.extend(subs if subs else [p])
+        else:
+            out.append(p)
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from cmr_fusion_ros.training.train import TrainConfig
+
+    d = TrainConfig()
+    parser.add_argument("--bags", type=Path, nargs="+", required=True,
+                        help="bags, or folders of bags (one folder per place: its bags share the odometry frame)")
+    parser.add_argument("--val-bags", type=Path, nargs=2, metavar=("DATABASE", "QUERIES"), default=None,
+                        help="validation database and query bags (default: the two first bags of the last folder, "
+                             "held out from training, when there are several folders)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder for checkpoints and the training log")
+    parser.add_argument("--cache", type=Path, default=None, help="preprocessed-frame cache folder (default OUT/cache)")
+    parser.add_argument("--epochs", type=int, default=d.epochs)
+    parser.add_argument("--batch-anchors", type=int, default=d.batch_anchors,
+                        help=f"anchor frames per batch; each brings a positive and a hard negative (default {d.batch_anchors})")
+    parser.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch, help="0: one pass over the frames")
+    parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--pos-radius", type=float, default=d.pos_radius_m, help="positive within this (m)")
+    parser.add_argument("--neg-radius", type=float, default=d.neg_radius_m, help="negative beyond this (m)")
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--threads", type=int, default=d.threads, help="torch threads")
+    add_topic_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from cmr_fusion_ros.core.errors import BagError
+    from cmr_fusion_ros.core.preprocess import default_preprocessing
+    from cmr_fusion_ros.machine import machine_summary
+    from cmr_fusion_ros.training.dataset import MODALITIES, load_frames
+    from cmr_fusion_ros.training.models import checkpoint_path, save_checkpoint
+    from cmr_fusion_ros.training.report import plot_history
+    from cmr_fusion_ros.training.train import Trainer, TrainConfig, config_dict, write_json
+
+    cfg = TrainConfig(epochs=args.epochs, batch_anchors=args.batch_anchors, steps_per_epoch=args.steps_per_epoch,
+                      lr=args.lr, pos_radius_m=args.pos_radius, neg_radius_m=args.neg_radius, seed=args.seed,
+                      threads=args.threads)
+    topics = topics_from_args(args)
+    bags = expand_bags(args.bags)
+    val_bags = list(args.val_bags) if args.val_bags else None
+    if val_bags is None:
+        folders = list(dict.fromkeys(b.resolve().parent for b in bags))
+        last = [b for b in bags if b.resolve().parent == folders[-1]]
+        if len(folders) > 1 and len(last) >= 2:
+            val_bags = last[:2]
+            bags = [b for b in bags if b.resolve().parent != folders[-1]]
+    if not bags:
+        raise BagError("--bags", "no training bags left")
+    val_set = {b.resolve() for b in val_bags or []}
+    if any(b.resolve() in val_set for b in bags):
+        raise BagError("--val-bags", "a validation bag is also a training bag")
+    pre = {m: default_preprocessing(m) for m in MODALITIES}
+    args.out.mkdir(parents=True, exist_ok=True)
+    cache = args.cache or args.out / "cache"
+    command = "cmr-fusion " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] else "cmr-fusion train"
+    print(f"command: {command}")
+    print(f"machine: {machine_summary()}")
+    with tqdm(desc="reading bags", unit=" msg", file=sys.stderr) as bar:
+        train = load_frames(bags, pre, topics, cache_dir=cache, progress=bar.update)
+        val = None
+        if val_bags:
+            val = (load_frames([val_bags[0]], pre, topics, cache_dir=cache, progress=bar.update),
+                   load_frames([val_bags[1]], pre, topics, cache_dir=cache, progress=bar.update))
+    print(f"training frames: {len(train)} from {len(bags)} bags in {len(train.group_names)} place groups")
+    if val:
+        print(f"validation: database {val_bags[0]} ({len(val[0])} frames), queries {val_bags[1]} ({len(val[1])} frames)")
+    trainer = Trainer(cfg, {m: pre[m].input_shape for m in MODALITIES})
+
+    def on_epoch(epoch: int, e: dict) -> None:
+        rec = e["val_recall@1"]
+        txt = " ".join(f"{k}={v:.2f}" for k, v in rec.items())
+        mean = f" mean={e['val_mean_recall@1']:.3f}" if rec else ""
+        tqdm.write(f"epoch {epoch}/{cfg.epochs} loss={e['loss']:.4f} T={e['temperature']:.3f} {e['seconds']:.0f}s"
+                   f"{mean}{' *' if e.get('best') else ''}\n  val R@1: {txt}", file=sys.stdout)
+        sys.stdout.flush()
+
+    def progress(epoch: int, steps: int):
+        return tqdm(range(steps), desc=f"epoch {epoch}/{cfg.epochs}", leave=False, file=sys.stderr)
+
+    history = trainer.fit(train, val, on_epoch=on_epoch, progress=progress)
+    for m in MODALITIES:
+        save_checkpoint(checkpoint_path(args.out, m), m, trainer.models[m], pre[m].to_dict())
+    log = {
+        "command": command,
+        "machine": machine_summary(),
+        "seed": cfg.seed,
+        "config": config_dict(cfg),
+        "train_bags": [str(b) for b in bags],
+        "val_bags": [str(b) for b in val_bags] if val_bags else None,
+        "train_frames": len(train),
+        "history": history,
+    }
+    write_json(args.out / "training.json", log)
+    plot_history(history, args.out / "training.png")
+    print(f"wrote {', '.join(str(checkpoint_path(args.out, m)) for m in MODALITIES)}, "
+          f"{args.out / 'training.json'}, {args.out / 'training.png'}")
+    return 0

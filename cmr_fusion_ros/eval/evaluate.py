@@ -1,0 +1,192 @@
+"""Cross-modal retrieval evaluation of ONNX encoders on two bags (database and queries), and encoder latency.
+
+Every sensor sample of each bag is embedded by its modality's encoder, positioned by the bag's odometry, and every
+query modality -> database modality pair (9 pairs) is scored with recall@1/5/10 and recall@1%
+(:mod:`cmr_fusion_ros.eval.recall`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cmr_fusion_ros.bag.reader import BagTopics, read_samples
+from cmr_fusion_ros.core.encoder import OnnxEncoder
+from cmr_fusion_ros.core.errors import BagError
+from cmr_fusion_ros.core.types import Modality
+from cmr_fusion_ros.eval.recall import RecallResult, recall_at_k
+
+__all__ = [
+    "BagEmbeddings",
+    "EvalReport",
+    "embed_bag",
+    "evaluate",
+    "format_table",
+    "measure_latency",
+    "plot_report",
+]
+
+MODALITIES = (Modality.CAMERA, Modality.LIDAR, Modality.RADAR)
+
+
+@dataclass(frozen=True)
+class BagEmbeddings:
+    """Per modality: embeddings (N, D), positions (N, 3), stamps (N,)."""
+
+    path: str
+    embeddings: dict[Modality, np.ndarray]
+    positions: dict[Modality, np.ndarray]
+    stamps_ns: dict[Modality, np.ndarray]
+
+
+def embed_bag(
+    path: str | Path,
+    encoders: Mapping[Modality, OnnxEncoder],
+    topics: BagTopics | None = None,
+    *,
+    batch: int = 32,
+    progress: Callable[[int], None] | None = None,
+) -> BagEmbeddings:
+    """Embed every sample of the encoders' modalities in a bag (samples without an odometry pose are skipped)."""
+    mods = list(encoders)
+    pending: dict[Modality, list[np.ndarray]] = {m: [] for m in mods}
+    emb: dict[Modality, list[np.ndarray]] = {m: [] for m in mods}
+    pos: dict[Modality, list[tuple[float, float, float]]] = {m: [] for m in mods}
+    stamps: dict[Modality, list[int]] = {m: [] for m in mods}
+
+    def flush(m: Modality) -> None:
+        if pending[m]:
+            emb[m].append(encoders[m].encode_tensors(np.stack(pending[m])))
+            pending[m].clear()
+
+    for s in read_samples(path, topics, mods):
+        enc = encoders[s.modality]
+        pending[s.modality].append(enc.preprocessing(s.data))
+        pos[s.modality].append((s.pose.x, s.pose.y, s.pose.z))
+        stamps[s.modality].append(s.stamp_ns)
+        if len(pending[s.modality]) >= batch:
+            flush(s.modality)
+        if progress is not None:
+            progress(1)
+    for m in mods:
+        flush(m)
+        if not pos[m]:
+            raise BagError(str(path), f"no {m.value} samples with an odometry pose")
+    return BagEmbeddings(
+        str(path),
+        {m: np.concatenate(emb[m]) for m in mods},
+        {m: np.asarray(pos[m], np.float64) for m in mods},
+        {m: np.asarray(stamps[m], np.int64) for m in mods},
+    )
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    database: str
+    queries: str
+    radius_m: float
+    results: dict[tuple[Modality, Modality], RecallResult]  # (query modality, database modality)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "database": self.database,
+            "queries": self.queries,
+            "radius_m": self.radius_m,
+            "pairs": {f"{q.value}->{d.value}": r.to_dict() for (q, d), r in self.results.items()},
+        }
+
+
+def evaluate(database: BagEmbeddings, queries: BagEmbeddings, radius: float = 10.0, ks: tuple[int, ...] = (1, 5, 10)) -> EvalReport:
+    results = {}
+    for qm in queries.embeddings:
+        for dm in database.embeddings:
+            results[(qm, dm)] = recall_at_k(
+                queries.embeddings[qm], database.embeddings[dm], queries.positions[qm][:, :2],
+                database.positions[dm][:, :2], radius, ks,
+            )
+    return EvalReport(database.path, queries.path, float(radius), results)
+
+
+def _fmt(v: float) -> str:
+    return "  n/a" if math.isnan(v) else f"{v:.3f}"
+
+
+def format_table(report: EvalReport) -> str:
+    ks = sorted(next(iter(report.results.values())).recalls)
+    head = f"{'query -> database':<18}" + "".join(f"{'R@' + str(k):>8}" for k in ks) + f"{'R@1%':>8}{'queries':>9}{'db':>7}"
+    lines = [head, "-" * len(head)]
+    for (q, d), r in report.results.items():
+        lines.append(
+            f"{q.value + ' -> ' + d.value:<18}"
+            + "".join(f"{_fmt(r.recalls[k]):>8}" for k in ks)
+            + f"{_fmt(r.recall_one_percent):>8}{r.num_counted:>9}{r.num_database:>7}"
+        )
+    return "\n".join(lines)
+
+
+def plot_report(report: EvalReport, png: str | Path) -> None:
+    """A heat map of recall@1 (query modality rows, database modality columns) beside a bar chart of R@k per pair."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    qms = list(dict.fromkeys(q for q, _ in report.results))
+    dms = list(dict.fromkeys(d for _, d in report.results))
+    grid = np.array([[report.results[(q, d)].recalls[1] for d in dms] for q in qms])
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [1, 2]})
+    im = ax1.imshow(grid, vmin=0, vmax=1, cmap="viridis")
+    ax1.set_xticks(range(len(dms)), [d.value for d in dms])
+    ax1.set_yticks(range(len(qms)), [q.value for q in qms])
+    ax1.set_xlabel("database")
+    ax1.set_ylabel("query")
+    for i in range(len(qms)):
+        for j in range(len(dms)):
+            ax1.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", color="w" if grid[i, j] < 0.6 else "k")
+    fig.colorbar(im, ax=ax1, fraction=0.046)
+    ax1.set_title(f"recall@1 ({report.radius_m:g} m)")
+    ks = sorted(next(iter(report.results.values())).recalls)
+    names = [f"{q.value[:3]}>{d.value[:3]}" for q, d in report.results]
+    x = np.arange(len(names))
+    w = 0.8 / (len(ks) + 1)
+    for i, k in enumerate(ks):
+        ax2.bar(x + i * w, [r.recalls[k] for r in report.results.values()], w, label=f"R@{k}")
+    ax2.bar(x + len(ks) * w, [r.recall_one_percent for r in report.results.values()], w, label="R@1%")
+    ax2.set_xticks(x + w * len(ks) / 2, names, rotation=30)
+    ax2.set_ylim(0, 1)
+    ax2.legend(ncol=4, fontsize=8)
+    ax2.set_title(f"db {Path(report.database).name} / queries {Path(report.queries).name}")
+    fig.tight_layout()
+    fig.savefig(str(png), dpi=110)
+    plt.close(fig)
+
+
+def measure_latency(encoder: OnnxEncoder, batch_sizes: tuple[int, ...] = (1, 8), runs: int = 50, seed: int = 0) -> dict[str, Any]:
+    """Median and p90 wall time (ms) of one onnxruntime run per batch size, on seeded random inputs."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, Any] = {"providers": list(encoder.providers), "intra_op_threads": encoder.config.intra_op_threads}
+    for b in batch_sizes:
+        x = rng.standard_normal((b, *encoder.card.input_shape)).astype(np.float32)
+        for _ in range(3):
+            encoder._run(x)
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            encoder._run(x)
+            times.append((time.perf_counter() - t) * 1e3)
+        times.sort()
+        out[f"batch{b}_median"] = round(statistics.median(times), 3)
+        out[f"batch{b}_p90"] = round(times[int(0.9 * (len(times) - 1))], 3)
+    return out
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    Path(path).write_text(json.dumps(data, indent=2) + "\n")

@@ -1,0 +1,229 @@
+"""Training frames from bags: time-synchronised (camera, LiDAR, radar) tensors with ground-truth positions.
+
+Each bag is read once with :func:`cmr_fusion_ros.bag.reader.read_samples`; every sample goes through the core
+preprocessing (the same functions the runtime encoders use), and each LiDAR scan is paired with the camera image and
+radar scan nearest in time (within ``sync_tolerance_ns``). Frames are cached per bag in an ``.npz`` keyed by the
+preprocessing parameters and topics, so a second training run does not decode the bags again.
+
+Positions are only comparable inside a *place group*: by default the folder that holds the bag (the simulator writes
+all sessions of one town into one folder, with /odom in the town frame). Bags of a user's own data go into one folder
+only when their odometry shares one fixed frame.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cmr_fusion_ros.bag.reader import BagTopics, read_samples
+from cmr_fusion_ros.core.errors import BagError
+from cmr_fusion_ros.core.preprocess import Preprocessing
+from cmr_fusion_ros.core.types import Modality
+
+__all__ = ["FrameSet", "load_frames", "frames_from_bag", "MODALITIES"]
+
+MODALITIES = (Modality.CAMERA, Modality.LIDAR, Modality.RADAR)
+CACHE_VERSION = 1
+
+
+@dataclass
+class FrameSet:
+    """``tensors[m]``: (N, C, H, W) float32 per modality; ``positions`` (N, 3); ``yaw`` (N,); ``stamps_ns`` (N,);
+    ``bag`` (N,) index into ``bag_names``; ``group`` (N,) place-group index into ``group_names``."""
+
+    tensors: dict[Modality, np.ndarray]
+    positions: np.ndarray
+    yaw: np.ndarray
+    stamps_ns: np.ndarray
+    bag: np.ndarray
+    group: np.ndarray
+    bag_names: list[str]
+    group_names: list[str]
+
+    def __len__(self) -> int:
+        return int(self.positions.shape[0])
+
+    def subset(self, idx: np.ndarray) -> "FrameSet":
+        return FrameSet(
+            {m: t[idx] for m, t in self.tensors.items()},
+            self.positions[idx],
+            self.yaw[idx],
+            self.stamps_ns[idx],
+            self.bag[idx],
+            self.group[idx],
+            self.bag_names,
+            self.group_names,
+        )
+
+    @staticmethod
+    def concat(parts: Sequence["FrameSet"]) -> "FrameSet":
+        bag_names: list[str] = []
+        group_names: list[str] = []
+        bags, groups = [], []
+        for p in parts:
+            bag_map = []
+            for name in p.bag_names:
+                if name not in bag_names:
+                    bag_names.append(name)
+                bag_map.append(bag_names.index(name))
+            group_map = []
+            for name in p.group_names:
+                if name not in group_names:
+                    group_names.append(name)
+                group_map.append(group_names.index(name))
+            bags.append(np.asarray(bag_map, np.int64)[p.bag] if len(p) else np.zeros(0, np.int64))
+            groups.append(np.asarray(group_map, np.int64)[p.group] if len(p) else np.zeros(0, np.int64))
+        return FrameSet(
+            {m: np.concatenate([p.tensors[m] for p in parts]) for m in parts[0].tensors},
+            np.concatenate([p.positions for p in parts]),
+            np.concatenate([p.yaw for p in parts]),
+            np.concatenate([p.stamps_ns for p in parts]),
+            np.concatenate(bags),
+            np.concatenate(groups),
+            bag_names,
+            group_names,
+        )
+
+
+def _yaw(qx: float, qy: float, qz: float, qw: float) -> float:
+    return float(np.arctan2(2.0 * (qw * qz + qx * qy), 1.0 - 2.0 * (qy * qy + qz * qz)))
+
+
+def frames_from_bag(
+    path: str | Path,
+    preprocessing: dict[Modality, Preprocessing],
+    topics: BagTopics | None = None,
+    *,
+    sync_tolerance_ns: int = 60_000_000,
+    group: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> FrameSet:
+    """Read one bag into synchronised frames (one per LiDAR scan that has a camera image and a radar scan within
+    ``sync_tolerance_ns``). ``progress(n)`` is called after each decoded sample."""
+    path = Path(path)
+    per: dict[Modality, tuple[list[int], list[np.ndarray]]] = {m: ([], []) for m in MODALITIES}
+    lidar_pose: list[tuple[float, float, float, float]] = []
+    for s in read_samples(path, topics, MODALITIES):
+        stamps, tens = per[s.modality]
+        stamps.append(s.stamp_ns)
+        tens.append(preprocessing[s.modality](s.data))
+        if s.modality is Modality.LIDAR:
+            p = s.pose
+            lidar_pose.append((p.x, p.y, p.z, _yaw(p.qx, p.qy, p.qz, p.qw)))
+        if progress is not None:
+            progress(1)
+    for m in MODALITIES:
+        if not per[m][0]:
+            raise BagError(str(path), f"no {m.value} samples with a pose")
+    lid_t = np.asarray(per[Modality.LIDAR][0], np.int64)
+    keep = np.ones(len(lid_t), bool)
+    match: dict[Modality, np.ndarray] = {}
+    for m in (Modality.CAMERA, Modality.RADAR):
+        t = np.asarray(per[m][0], np.int64)
+        order = np.argsort(t, kind="stable")
+        ts = t[order]
+        j = np.clip(np.searchsorted(ts, lid_t), 1, len(ts) - 1) if len(ts) > 1 else np.zeros(len(lid_t), np.int64)
+        if len(ts) > 1:
+            left_closer = np.abs(lid_t - ts[j - 1]) <= np.abs(ts[j] - lid_t)
+            j = np.where(left_closer, j - 1, j)
+        keep &= np.abs(ts[j] - lid_t) <= sync_tolerance_ns
+        match[m] = order[j]
+    idx = np.nonzero(keep)[0]
+    poses = np.asarray(lidar_pose, np.float64).reshape(-1, 4)[idx]
+    tensors = {
+        Modality.LIDAR: np.stack([per[Modality.LIDAR][1][i] for i in idx]) if len(idx) else None,
+        Modality.CAMERA: np.stack([per[Modality.CAMERA][1][match[Modality.CAMERA][i]] for i in idx]) if len(idx) else None,
+        Modality.RADAR: np.stack([per[Modality.RADAR][1][match[Modality.RADAR][i]] for i in idx]) if len(idx) else None,
+    }
+    if not len(idx):
+        raise BagError(str(path), f"no LiDAR scan has a camera image and a radar scan within {sync_tolerance_ns} ns")
+    n = len(idx)
+    return FrameSet(
+        tensors=tensors,  # type: ignore[arg-type]
+        positions=poses[:, :3].copy(),
+        yaw=poses[:, 3].copy(),
+        stamps_ns=lid_t[idx],
+        bag=np.zeros(n, np.int64),
+        group=np.zeros(n, np.int64),
+        bag_names=[str(path)],
+        group_names=[group if group is not None else str(path.resolve().parent)],
+    )
+
+
+def _cache_key(path: Path, preprocessing: dict[Modality, Preprocessing], topics: BagTopics, tol: int) -> str:
+    stat_parts = []
+    for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
+        if f.is_file():
+            st = f.stat()
+            stat_parts.append((f.name, st.st_size, int(st.st_mtime)))
+    blob = json.dumps(
+        {
+            "v": CACHE_VERSION,
+            "pre": {m.value: preprocessing[m].to_dict() for m in MODALITIES},
+            "topics": repr(topics),
+            "tol": tol,
+            "files": stat_parts,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_frames(
+    bags: Sequence[str | Path],
+    preprocessing: dict[Modality, Preprocessing],
+    topics: BagTopics | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    sync_tolerance_ns: int = 60_000_000,
+    progress: Callable[[int], None] | None = None,
+) -> FrameSet:
+    """Frames of several bags, using (and filling) an ``.npz`` cache per bag in ``cache_dir`` when given."""
+    topics = topics or BagTopics()
+    parts = []
+    for bag in bags:
+        bag = Path(bag)
+        cache = None
+        if cache_dir is not None:
+            key = _cache_key(bag, preprocessing, topics, sync_tolerance_ns)
+            cache = Path(cache_dir) / f"{bag.resolve().parent.name}_{bag.name}_{key}.npz"
+        if cache is not None and cache.is_file():
+            z = np.load(cache, allow_pickle=False)
+            parts.append(
+                FrameSet(
+                    {m: z[m.value] for m in MODALITIES},
+                    z["positions"],
+                    z["yaw"],
+                    z["stamps_ns"],
+                    z["bag"],
+                    z["group"],
+                    [str(x) for x in z["bag_names"]],
+                    [str(x) for x in z["group_names"]],
+                )
+            )
+            continue
+        fs = frames_from_bag(bag, preprocessing, topics, sync_tolerance_ns=sync_tolerance_ns, progress=progress)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(".tmp.npz")
+            np.savez(
+                tmp,
+                **{m.value: fs.tensors[m] for m in MODALITIES},
+                positions=fs.positions,
+                yaw=fs.yaw,
+                stamps_ns=fs.stamps_ns,
+                bag=fs.bag,
+                group=fs.group,
+                bag_names=np.asarray(fs.bag_names),
+                group_names=np.asarray(fs.group_names),
+            )
+            tmp.replace(cache)
+        parts.append(fs)
+    if not parts:
+        raise BagError("--bags", "no bags given")
+    return FrameSet.concat(parts)

@@ -1,0 +1,272 @@
+"""Contrastive training of the three encoders into one space.
+
+Loss: symmetric multi-positive InfoNCE over every modality pair (camera-camera, lidar-lidar, radar-radar,
+camera-lidar, camera-radar, lidar-radar). Two frames are positives when they are in the same place group and within
+``pos_radius_m`` of each other (any time, any session); negatives are farther than ``neg_radius_m``; pairs in between
+are left out of the loss. For the same modality a frame is never its own positive. Each batch is built from anchors,
+one positive per anchor from another time or session when there is one, and one hard negative per anchor from a
+nearby place (between ``neg_radius_m`` and ``hard_max_m``).
+
+Everything is seeded: numpy, torch, the batch sampler. Validation recall (database = first bag of the validation
+group, queries = second) is computed after every epoch; the best epoch's weights are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from cmr_fusion_ros.core.errors import ConfigError
+from cmr_fusion_ros.core.types import Modality
+from cmr_fusion_ros.eval.recall import recall_at_k
+from cmr_fusion_ros.training.dataset import MODALITIES, FrameSet
+from cmr_fusion_ros.training.models import ConvEncoder, build_encoder
+
+__all__ = ["TrainConfig", "Trainer", "info_nce_multi", "pair_masks", "sample_batch", "embed_frames", "validate"]
+
+PAIRS = [(a, b) for i, a in enumerate(MODALITIES) for b in MODALITIES[i:]]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 12
+    batch_anchors: int = 32  # frames per batch = 3 x anchors (anchor, positive, hard negative)
+    steps_per_epoch: int = 0  # 0: ceil(train frames / anchors)
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    temperature: float = 0.07
+    pos_radius_m: float = 5.0
+    neg_radius_m: float = 12.0
+    hard_max_m: float = 40.0
+    min_time_apart_s: float = 10.0  # a positive from the same bag must be this far apart in time (a revisit)
+    embedding_dim: int = 256
+    seed: int = 0
+    threads: int = 2
+    flip_p: float = 0.5  # mirror a whole batch left-right (camera columns and BEV y) with this probability
+    color_jitter: float = 0.2
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        def need(key: str, ok: bool, allowed: str) -> None:
+            if not ok:
+                raise ConfigError(f"train.{key}", getattr(self, key), allowed)
+
+        for key in ("epochs", "batch_anchors", "embedding_dim", "threads"):
+            v = getattr(self, key)
+            need(key, isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1")
+        need("steps_per_epoch", isinstance(self.steps_per_epoch, int) and self.steps_per_epoch >= 0, "an integer >= 0")
+        for key in ("lr", "temperature", "pos_radius_m", "neg_radius_m", "hard_max_m"):
+            v = getattr(self, key)
+            need(key, isinstance(v, (int, float)) and math.isfinite(v) and v > 0, "a number > 0")
+        need("neg_radius_m", self.neg_radius_m >= self.pos_radius_m, f">= pos_radius_m ({self.pos_radius_m})")
+        need("hard_max_m", self.hard_max_m > self.neg_radius_m, f"> neg_radius_m ({self.neg_radius_m})")
+        for key in ("weight_decay", "min_time_apart_s", "color_jitter"):
+            v = getattr(self, key)
+            need(key, isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, "a number >= 0")
+        for key in ("flip_p", "dropout"):
+            v = getattr(self, key)
+            need(key, isinstance(v, (int, float)) and 0 <= v < 1, "a number in [0, 1)")
+        need("seed", isinstance(self.seed, int) and self.seed >= 0, "an integer >= 0")
+
+
+def pair_masks(
+    pos: np.ndarray, group: np.ndarray, pos_r: float, neg_r: float, same_modality: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(positive, valid) boolean matrices for a batch; valid = positive or a true negative."""
+    d = np.linalg.norm(pos[:, None, :2] - pos[None, :, :2], axis=-1)
+    same = group[:, None] == group[None, :]
+    positive = same & (d <= pos_r)
+    valid = positive | ~same | (d > neg_r)
+    if same_modality:
+        np.fill_diagonal(positive, False)
+        np.fill_diagonal(valid, False)
+    return positive, valid
+
+
+def info_nce_multi(logits: torch.Tensor, positive: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean over rows that have a positive of ``-log(sum_pos exp / sum_valid exp)``."""
+    neg_inf = torch.finfo(logits.dtype).min
+    has = positive.any(dim=1)
+    if not bool(has.any()):
+        return logits.sum() * 0.0
+    lg = logits[has]
+    num = torch.logsumexp(lg.masked_fill(~positive[has], neg_inf), dim=1)
+    den = torch.logsumexp(lg.masked_fill(~valid[has], neg_inf), dim=1)
+    return (den - num).mean()
+
+
+class _Index:
+    """Neighbour lookups per place group for the batch sampler."""
+
+    def __init__(self, frames: FrameSet, cfg: TrainConfig) -> None:
+        self.frames = frames
+        self.cfg = cfg
+        self.by_group = {g: np.nonzero(frames.group == g)[0] for g in np.unique(frames.group)}
+
+    def partners(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        f, cfg = self.frames, self.cfg
+        cand = self.by_group[int(f.group[i])]
+        d = np.linalg.norm(f.positions[cand, :2] - f.positions[i, :2], axis=1)
+        other_time = (f.bag[cand] != f.bag[i]) | (
+            np.abs(f.stamps_ns[cand] - f.stamps_ns[i]) > int(cfg.min_time_apart_s * 1e9)
+        )
+        pos = cand[(d <= cfg.pos_radius_m) & other_time]
+        hard = cand[(d > cfg.neg_radius_m) & (d <= cfg.hard_max_m)]
+        return pos, hard
+
+
+def sample_batch(index: _Index, rng: np.random.Generator, anchors: int) -> np.ndarray:
+    n = len(index.frames)
+    picks = rng.choice(n, size=min(anchors, n), replace=False)
+    out = list(picks)
+    for i in picks:
+        pos, hard = index.partners(int(i))
+        if len(pos):
+            out.append(int(rng.choice(pos)))
+        if len(hard):
+            out.append(int(rng.choice(hard)))
+    return np.asarray(out, np.int64)
+
+
+def _augment(batch: dict[Modality, torch.Tensor], cfg: TrainConfig, rng: np.random.Generator) -> None:
+    if cfg.flip_p and rng.random() < cfg.flip_p:
+        for m in batch:  # camera: columns; BEV: columns are +y..-y -> mirror y
+            batch[m] = torch.flip(batch[m], dims=[3])
+    if cfg.color_jitter:
+        cam = batch[Modality.CAMERA]
+        n = cam.shape[0]
+        gain = torch.from_numpy(rng.uniform(1 - cfg.color_jitter, 1 + cfg.color_jitter, (n, 3, 1, 1)).astype(np.float32))
+        shift = torch.from_numpy(rng.uniform(-cfg.color_jitter, cfg.color_jitter, (n, 1, 1, 1)).astype(np.float32))
+        batch[Modality.CAMERA] = cam * gain + shift
+
+
+def embed_frames(models: dict[Modality, ConvEncoder], frames: FrameSet, batch: int = 128) -> dict[Modality, np.ndarray]:
+    out: dict[Modality, np.ndarray] = {}
+    with torch.no_grad():
+        for m, model in models.items():
+            model.eval()
+            parts = [model(torch.from_numpy(frames.tensors[m][s : s + batch])).numpy() for s in range(0, len(frames), batch)]
+            out[m] = np.concatenate(parts) if parts else np.zeros((0, model.dim), np.float32)
+    return out
+
+
+def validate(
+    models: dict[Modality, ConvEncoder], database: FrameSet, queries: FrameSet, radius: float = 10.0
+) -> dict[str, float]:
+    """recall@1 for every query modality -> database modality pair (keys like ``camera->lidar``)."""
+    db = embed_frames(models, database)
+    q = embed_frames(models, queries)
+    out = {}
+    for qm in MODALITIES:
+        for dm in MODALITIES:
+            r = recall_at_k(q[qm], db[dm], queries.positions, database.positions, radius, ks=(1,))
+            out[f"{qm.value}->{dm.value}"] = r.recalls[1]
+    return out
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, input_shapes: dict[Modality, tuple[int, int, int]]) -> None:
+        self.cfg = cfg
+        torch.manual_seed(cfg.seed)
+        torch.set_num_threads(cfg.threads)
+        self.models = {
+            m: _with_dropout(build_encoder(m, input_shapes[m], cfg.embedding_dim), cfg.dropout) for m in MODALITIES
+        }
+        self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(1.0 / cfg.temperature)))
+        params = [p for mdl in self.models.values() for p in mdl.parameters()] + [self.logit_scale]
+        self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def loss(self, batch: dict[Modality, torch.Tensor], pos: np.ndarray, group: np.ndarray) -> torch.Tensor:
+        emb = {m: self.models[m](batch[m]) for m in MODALITIES}
+        scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
+        total = torch.zeros(())
+        masks = {
+            same: tuple(torch.from_numpy(a) for a in pair_masks(pos, group, self.cfg.pos_radius_m, self.cfg.neg_radius_m, same))
+            for same in (True, False)
+        }
+        for a, b in PAIRS:
+            positive, valid = masks[a == b]
+            logits = scale * emb[a] @ emb[b].T
+            total = total + 0.5 * (info_nce_multi(logits, positive, valid) + info_nce_multi(logits.T, positive.T, valid.T))
+        return total / len(PAIRS)
+
+    def fit(
+        self,
+        train: FrameSet,
+        val: tuple[FrameSet, FrameSet] | None,
+        *,
+        on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+        progress: Callable[[int, int], Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Train; returns the per-epoch history. ``progress(epoch, steps)`` returns an iterable wrapper (tqdm)."""
+        cfg = self.cfg
+        rng = np.random.default_rng(cfg.seed)
+        index = _Index(train, cfg)
+        steps = cfg.steps_per_epoch or max(1, math.ceil(len(train) / cfg.batch_anchors))
+        total_steps = steps * cfg.epochs
+        sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=0.1)
+        history: list[dict[str, Any]] = []
+        best = -1.0
+        self.best_state = {m: {k: v.clone() for k, v in mdl.state_dict().items()} for m, mdl in self.models.items()}
+        for epoch in range(1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            for mdl in self.models.values():
+                mdl.train()
+            losses = []
+            it = range(steps) if progress is None else progress(epoch, steps)
+            for _ in it:
+                idx = sample_batch(index, rng, cfg.batch_anchors)
+                batch = {m: torch.from_numpy(train.tensors[m][idx]) for m in MODALITIES}
+                _augment(batch, cfg, rng)
+                loss = self.loss(batch, train.positions[idx], train.group[idx])
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.opt.step()
+                sched.step()
+                losses.append(float(loss.detach()))
+                if hasattr(it, "set_postfix"):
+                    it.set_postfix(loss=f"{losses[-1]:.3f}")
+            rec = validate(self.models, *val) if val is not None else {}
+            score = float(np.mean(list(rec.values()))) if rec else -float(np.mean(losses))
+            entry = {
+                "epoch": epoch,
+                "loss": float(np.mean(losses)),
+                "temperature": float(1.0 / self.logit_scale.detach().exp()),
+                "val_recall@1": rec,
+                "val_mean_recall@1": score if rec else None,
+                "seconds": time.perf_counter() - t0,
+            }
+            if score > best:
+                best = score
+                entry["best"] = True
+                self.best_state = {m: {k: v.clone() for k, v in mdl.state_dict().items()} for m, mdl in self.models.items()}
+            history.append(entry)
+            if on_epoch is not None:
+                on_epoch(epoch, entry)
+        for m, mdl in self.models.items():
+            mdl.load_state_dict(self.best_state[m])
+            mdl.eval()
+        return history
+
+
+def _with_dropout(model: ConvEncoder, p: float) -> ConvEncoder:
+    model.dropout.p = p
+    return model
+
+
+def config_dict(cfg: TrainConfig) -> dict[str, Any]:
+    return asdict(cfg)
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    Path(path).write_text(json.dumps(data, indent=2, default=str) + "\n")
+

@@ -1,0 +1,146 @@
+"""Training side: loss and masks on hand-made cases, the training/runtime preprocessing identity, a tiny training
+run on a bag, checkpoint round trip, ONNX export parity (golden test) for fresh and for the shipped models."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxscript")
+
+from cmr_fusion_ros.bag.reader import read_samples  # noqa: E402
+from cmr_fusion_ros.core.encoder import EncoderConfig, OnnxEncoder, load_card, model_path  # noqa: E402
+from cmr_fusion_ros.core.errors import ConfigError, ModelError  # noqa: E402
+from cmr_fusion_ros.core.preprocess import (  # noqa: E402
+    CameraPreprocessing,
+    LidarBevPreprocessing,
+    RadarBevPreprocessing,
+    preprocessing_from_dict,
+)
+from cmr_fusion_ros.core.types import Modality  # noqa: E402
+from cmr_fusion_ros.paths import models_dir  # noqa: E402
+from cmr_fusion_ros.training.dataset import MODALITIES, FrameSet, frames_from_bag, load_frames  # noqa: E402
+from cmr_fusion_ros.training.export import PARITY_TOLERANCE, export_all, parity_inputs  # noqa: E402
+from cmr_fusion_ros.training.models import build_encoder, checkpoint_path, load_checkpoint, save_checkpoint  # noqa: E402
+from cmr_fusion_ros.training.train import Trainer, TrainConfig, info_nce_multi, pair_masks  # noqa: E402
+from tests.unit.test_bag_reader import write_bag  # noqa: E402  (helper beside this file)
+
+SMALL = {
+    Modality.CAMERA: CameraPreprocessing(width=32, height=24),
+    Modality.LIDAR: LidarBevPreprocessing(rows=32, cols=32, x_min_m=-8, x_max_m=8, y_half_m=8),
+    Modality.RADAR: RadarBevPreprocessing(rows=32, cols=32, x_min_m=0, x_max_m=16, y_half_m=8),
+}
+
+
+def test_pair_masks_hand_made() -> None:
+    pos = np.array([[0, 0, 0], [3, 0, 0], [8, 0, 0], [50, 0, 0], [0, 0, 0]], float)
+    group = np.array([0, 0, 0, 0, 1])
+    p, v = pair_masks(pos, group, pos_r=5, neg_r=10, same_modality=False)
+    assert p[0].tolist() == [True, True, False, False, False]
+    assert v[0].tolist() == [True, True, False, True, True]  # 8 m is in the ignored band; other group: negative
+    p, v = pair_masks(pos, group, pos_r=5, neg_r=10, same_modality=True)
+    assert not p[0, 0] and not v[0, 0] and p[0, 1]
+
+
+def test_info_nce_multi_matches_hand_computation() -> None:
+    logits = torch.tensor([[2.0, 1.0, 0.0], [0.5, 0.5, 3.0]])
+    positive = torch.tensor([[True, True, False], [False, False, False]])
+    valid = torch.tensor([[True, True, True], [True, True, True]])
+    got = float(info_nce_multi(logits, positive, valid))
+    want = -math.log((math.exp(2) + math.exp(1)) / (math.exp(2) + math.exp(1) + 1.0))  # row 2 has no positive
+    assert got == pytest.approx(want, rel=1e-5)
+    valid2 = torch.tensor([[True, True, False], [True, True, True]])  # excluding the negative -> loss 0
+    assert float(info_nce_multi(logits, positive, valid2)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_train_config_validation() -> None:
+    with pytest.raises(ConfigError, match="train.neg_radius_m"):
+        TrainConfig(pos_radius_m=10, neg_radius_m=5)
+    with pytest.raises(ConfigError, match="train.epochs"):
+        TrainConfig(epochs=0)
+
+
+def test_training_frames_equal_runtime_preprocessing(tmp_path: Path) -> None:
+    """The training path (frames_from_bag) and the runtime path (card preprocessing of reader samples) give
+    identical tensors."""
+    bag = tmp_path / "town" / "session_00"
+    bag.parent.mkdir()
+    write_bag(bag)
+    frames = frames_from_bag(bag, SMALL)
+    assert len(frames) == 10
+    samples = list(read_samples(bag))
+    for m in MODALITIES:
+        runtime_pre = preprocessing_from_dict(SMALL[m].to_dict())  # as the encoder rebuilds it from its card
+        stamps = [s.stamp_ns for s in samples if s.modality is m]
+        data = [runtime_pre(s.data) for s in samples if s.modality is m]
+        for i, t in enumerate(frames.stamps_ns):
+            j = stamps.index(int(t))  # all three sensors share stamps in this bag
+            np.testing.assert_array_equal(frames.tensors[m][i], data[j])
+    np.testing.assert_allclose(frames.positions[:, 0], np.clip(np.arange(10) * 0.2 - 0.2, 0, None), atol=1e-9)
+    # cache round trip
+    a = load_frames([bag], SMALL, cache_dir=tmp_path / "cache")
+    b = load_frames([bag], SMALL, cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+    for m in MODALITIES:
+        np.testing.assert_array_equal(a.tensors[m], b.tensors[m])
+    assert b.group_names == [str(bag.parent.resolve())]
+
+
+def test_tiny_training_run_checkpoint_and_export(tmp_path: Path) -> None:
+    bag = tmp_path / "town" / "session_00"
+    bag.parent.mkdir()
+    write_bag(bag)
+    frames = FrameSet.concat([frames_from_bag(bag, SMALL)])
+    cfg = TrainConfig(epochs=2, batch_anchors=4, steps_per_epoch=2, pos_radius_m=0.3, neg_radius_m=0.6,
+                      hard_max_m=3.0, min_time_apart_s=0.0, threads=1, seed=3)
+    trainer = Trainer(cfg, {m: SMALL[m].input_shape for m in MODALITIES})
+    history = trainer.fit(frames, (frames, frames))
+    assert len(history) == 2 and all(math.isfinite(h["loss"]) for h in history)
+    assert set(history[0]["val_recall@1"]) == {f"{a.value}->{b.value}" for a in MODALITIES for b in MODALITIES}
+    # checkpoint round trip gives the same outputs
+    x = torch.from_numpy(parity_inputs(SMALL[Modality.LIDAR].input_shape))
+    save_checkpoint(checkpoint_path(tmp_path, "lidar"), Modality.LIDAR, trainer.models[Modality.LIDAR],
+                    SMALL[Modality.LIDAR].to_dict())
+    mod, again, pre = load_checkpoint(checkpoint_path(tmp_path, "lidar"))
+    assert mod is Modality.LIDAR and preprocessing_from_dict(pre) == SMALL[Modality.LIDAR]
+    with torch.no_grad():
+        np.testing.assert_array_equal(again(x).numpy(), trainer.models[Modality.LIDAR].eval()(x).numpy())
+    # export every modality; the runtime encoder loads it and matches torch
+    out = export_all(trainer.models, SMALL, tmp_path / "onnx", training={"seed": 3})
+    for m in MODALITIES:
+        assert out[m]["parity_max_abs_diff"] <= PARITY_TOLERANCE
+        enc = OnnxEncoder(EncoderConfig(str(model_path(tmp_path / "onnx", m)), warmup_runs=0))
+        assert enc.modality is m and load_card(model_path(tmp_path / "onnx", m)).training["seed"] == 3
+        xin = parity_inputs(SMALL[m].input_shape, n=5, seed=9)
+        with torch.no_grad():
+            ref = trainer.models[m](torch.from_numpy(xin)).numpy()
+        np.testing.assert_allclose(enc.encode_tensors(xin), ref, atol=PARITY_TOLERANCE)
+
+
+def test_export_rejects_mismatched_preprocessing(tmp_path: Path) -> None:
+    model = build_encoder(Modality.CAMERA, (3, 24, 32))
+    with pytest.raises(ModelError, match="differs from preprocessing"):
+        export_all({Modality.CAMERA: model}, {Modality.CAMERA: CameraPreprocessing()}, tmp_path, training={})
+
+
+@pytest.mark.parametrize("modality", list(Modality))
+def test_golden_shipped_model_onnx_equals_torch(modality: Modality) -> None:
+    """Every shipped ONNX model gives the torch model's output (shipped beside it as .pt) on fixed inputs."""
+    folder = models_dir()
+    onnx_file = model_path(folder, modality)
+    assert onnx_file.is_file(), f"shipped model missing: {onnx_file}"
+    assert onnx_file.stat().st_size <= 10 * 2**20
+    mod, model, pre = load_checkpoint(checkpoint_path(folder, modality))
+    assert mod is modality
+    enc = OnnxEncoder(EncoderConfig(str(onnx_file), warmup_runs=0))
+    assert enc.preprocessing == preprocessing_from_dict(pre)
+    x = parity_inputs(enc.card.input_shape, n=8, seed=1234)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    got = enc.encode_tensors(x)
+    assert float(np.max(np.abs(got - ref))) <= PARITY_TOLERANCE
+    assert got.shape == (8, 256)
