@@ -36,7 +36,9 @@ fi
 pyver=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 [ "$pyver" = "3.11" ] || echo "setup: warning: Python $pyver found; the ROS 2 Kilted wheels target CPython 3.11" >&2
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+# Some machines' pip configuration names local package folders that may not exist: pip warns once per package.
+quiet() { "$@" 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }; }
+PIP=(quiet "$VENV/bin/python" -m pip --disable-pip-version-check)
 "${PIP[@]}" install -q --upgrade pip
 
 # --- 3.-5. Python packages ----------------------------------------------------------------------------------------

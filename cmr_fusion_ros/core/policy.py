@@ -222,6 +222,13 @@ class MatchPolicy:
     def config(self) -> PolicyConfig:
         return self._config
 
+    def reconfigure(self, config: PolicyConfig) -> None:
+        """Run-time tuning (threshold, k, debounce, ...): revisit and sequence state are kept."""
+        if not isinstance(config, PolicyConfig):
+            raise ConfigError("policy", config, "a PolicyConfig")
+        with self._lock:
+            self._config = config
+
     def reset(self) -> None:
         """Forget every revisit and sequence (e.g. after the memory was cleared)."""
         with self._lock:

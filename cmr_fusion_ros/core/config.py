@@ -1,0 +1,425 @@
+"""The one configuration type of the pipeline: ``FusionConfig`` (frozen, validating, no ROS).
+
+It composes the sections of the subsystems (``memory`` -> :class:`MemoryConfig`, ``policy`` -> :class:`PolicyConfig`)
+with the pipeline's own (``streams``, ``odometry``, ``sync``, ``encoders``, ``output``). Sources:
+
+* a nested dict, e.g. the ``ros__parameters`` of a YAML file: :meth:`FusionConfig.from_dict`;
+* a parameter file in ``node_name: ros__parameters:`` form: :meth:`FusionConfig.from_yaml`;
+* flat ROS parameters with dotted names (``memory.index.backend``): :func:`unflatten` then ``from_dict``.
+
+Every key is described in :data:`PARAMETERS` (description, range, read-only or tunable at run time); the ROS adapter
+declares exactly those, so the YAML files, the node and this module cannot drift apart (a test checks it).
+Bad values raise :class:`ConfigError` naming the full key, the value and what is allowed; unknown keys too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from cmr_fusion_ros.core.errors import ConfigError
+from cmr_fusion_ros.core.memory.config import (
+    MemoryConfig,
+    _bool,
+    _choice,
+    _float,
+    _int,
+    _no_unknown,
+    _section,
+    _str,
+)
+from cmr_fusion_ros.core.policy import PolicyConfig
+from cmr_fusion_ros.core.radar import RadarFields
+from cmr_fusion_ros.core.types import Modality
+
+__all__ = [
+    "EncodersConfig",
+    "FusionConfig",
+    "OdometryConfig",
+    "OutputConfig",
+    "PARAMETERS",
+    "ParamSpec",
+    "StreamConfig",
+    "SyncConfig",
+    "flatten",
+    "load_parameter_file",
+    "unflatten",
+]
+
+NS = 1_000_000_000
+RELIABILITY = ("best_effort", "reliable")
+TRANSPORTS = ("compressed", "raw")
+PROVIDERS = ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
+def _list_of_str(d: Mapping[str, Any], prefix: str, name: str, default: tuple[str, ...],
+                 choices: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    value = d.get(name, list(default))
+    allowed = "a list of strings" + (f" from {' | '.join(choices)}" if choices else "")
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{prefix}.{name}", value, allowed)
+    for v in value:
+        if not isinstance(v, str) or (choices and v not in choices):
+            raise ConfigError(f"{prefix}.{name}", v, allowed)
+    return tuple(value)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamConfig:
+    """One sensor input. ``topic`` stays relative so namespaces and remapping work."""
+
+    enabled: bool = True
+    topic: str = ""
+    transport: str = "raw"  # camera only: compressed (sensor_msgs/CompressedImage) | raw (sensor_msgs/Image)
+    reliability: str = "best_effort"
+    depth: int = 5
+    queue_size: int = 2
+    radar_fields: RadarFields = field(default_factory=RadarFields)
+
+    @classmethod
+    def from_dict(cls, d: Any, prefix: str, modality: Modality) -> "StreamConfig":
+        d = _section(d, prefix)
+        keys = ("enabled", "topic", "reliability", "depth", "queue_size")
+        keys += ("transport",) if modality is Modality.CAMERA else ()
+        keys += ("fields",) if modality is Modality.RADAR else ()
+        _no_unknown(d, prefix, keys)
+        default = _DEFAULT_STREAMS[modality]
+        topic = _str(d, prefix, "topic", default.topic)
+        enabled = _bool(d, prefix, "enabled", True)
+        if enabled and not topic:
+            raise ConfigError(f"{prefix}.topic", topic, "a topic name (relative, e.g. lidar/points)")
+        radar = RadarFields()
+        if modality is Modality.RADAR:
+            fd = _section(d.get("fields"), f"{prefix}.fields")
+            _no_unknown(fd, f"{prefix}.fields", ("x", "y", "z", "doppler", "rcs"))
+            radar = RadarFields(**{k: _str(fd, f"{prefix}.fields", k, getattr(RadarFields(), k))
+                                   for k in ("x", "y", "z", "doppler", "rcs")})
+        return cls(
+            enabled=enabled,
+            topic=topic,
+            transport=_choice(d, prefix, "transport", default.transport, TRANSPORTS),
+            reliability=_choice(d, prefix, "reliability", "best_effort", RELIABILITY),
+            depth=_int(d, prefix, "depth", 5, 1, 1000),
+            queue_size=_int(d, prefix, "queue_size", 2, 1, 1000),
+            radar_fields=radar,
+        )
+
+
+_DEFAULT_STREAMS = {
+    Modality.CAMERA: StreamConfig(topic="camera/image/compressed", transport="compressed"),
+    Modality.LIDAR: StreamConfig(topic="lidar/points"),
+    Modality.RADAR: StreamConfig(topic="radar/points"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class OdometryConfig:
+    topic: str = "odom"  # '' = no poses
+    max_gap_s: float = 1.0
+    max_extrapolation_s: float = 0.2
+
+    @classmethod
+    def from_dict(cls, d: Any, prefix: str = "odometry") -> "OdometryConfig":
+        d = _section(d, prefix)
+        _no_unknown(d, prefix, ("topic", "max_gap_s", "max_extrapolation_s"))
+        return cls(
+            topic=_str(d, prefix, "topic", "odom"),
+            max_gap_s=_float(d, prefix, "max_gap_s", 1.0, 0.0, 60.0),
+            max_extrapolation_s=_float(d, prefix, "max_extrapolation_s", 0.2, 0.0, 10.0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SyncConfig:
+    tolerance_s: float = 0.05
+    timeout_s: float = 0.5
+
+    @classmethod
+    def from_dict(cls, d: Any, prefix: str = "sync") -> "SyncConfig":
+        d = _section(d, prefix)
+        _no_unknown(d, prefix, ("tolerance_s", "timeout_s"))
+        tol = _float(d, prefix, "tolerance_s", 0.05, 0.0, 10.0)
+        timeout = _float(d, prefix, "timeout_s", 0.5, 0.0, 60.0)
+        if timeout < tol:
+            raise ConfigError(f"{prefix}.timeout_s", timeout, f"a number >= {prefix}.tolerance_s ({tol})")
+        return cls(tolerance_s=tol, timeout_s=timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class EncodersConfig:
+    models_dir: str = ""  # '' = the package's installed models
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    intra_op_threads: int = 1
+    batch_size: int = 8
+    warmup_runs: int = 2
+
+    @classmethod
+    def from_dict(cls, d: Any, prefix: str = "encoders") -> "EncodersConfig":
+        d = _section(d, prefix)
+        _no_unknown(d, prefix, ("models_dir", "providers", "intra_op_threads", "batch_size", "warmup_runs"))
+        providers = _list_of_str(d, prefix, "providers", ("CPUExecutionProvider",), PROVIDERS)
+        if not providers:
+            raise ConfigError(f"{prefix}.providers", [], "a non-empty list from " + " | ".join(PROVIDERS))
+        return cls(
+            models_dir=_str(d, prefix, "models_dir", ""),
+            providers=providers,
+            intra_op_threads=_int(d, prefix, "intra_op_threads", 1, 0, 256),
+            batch_size=_int(d, prefix, "batch_size", 8, 1, 4096),
+            warmup_runs=_int(d, prefix, "warmup_runs", 2, 0, 100),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OutputConfig:
+    insert_queries: bool = True  # every processed frame is also remembered (subject to admission)
+    markers: bool = True
+    marker_frame: str = "odom"
+    diagnostics_period_s: float = 1.0
+
+    @classmethod
+    def from_dict(cls, d: Any, prefix: str = "output") -> "OutputConfig":
+        d = _section(d, prefix)
+        _no_unknown(d, prefix, ("insert_queries", "markers", "marker_frame", "diagnostics_period_s"))
+        return cls(
+            insert_queries=_bool(d, prefix, "insert_queries", True),
+            markers=_bool(d, prefix, "markers", True),
+            marker_frame=_str(d, prefix, "marker_frame", "odom"),
+            diagnostics_period_s=_float(d, prefix, "diagnostics_period_s", 1.0, 0.05, 3600.0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FusionConfig:
+    session: str = ""
+    streams: tuple[tuple[Modality, StreamConfig], ...] = tuple(_DEFAULT_STREAMS.items())
+    odometry: OdometryConfig = field(default_factory=OdometryConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    encoders: EncodersConfig = field(default_factory=EncodersConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    KEYS = ("session", "streams", "odometry", "sync", "encoders", "memory", "policy", "output")
+
+    @classmethod
+    def from_dict(cls, d: Any, *, source: str | None = None) -> "FusionConfig":
+        try:
+            d = _section(d, "ros__parameters")
+            d = {k: v for k, v in d.items() if k not in ("use_sim_time",)}  # ROS's own parameters
+            _no_unknown_top(d, cls.KEYS)
+            sd = _section(d.get("streams"), "streams")
+            _no_unknown(sd, "streams", tuple(m.value for m in Modality))
+            streams = tuple((m, StreamConfig.from_dict(sd.get(m.value), f"streams.{m.value}", m)) for m in Modality)
+            if not any(s.enabled for _, s in streams):
+                raise ConfigError("streams", {m.value: False for m in Modality}, "at least one enabled stream")
+            session = d.get("session") or ""
+            if not isinstance(session, str):
+                raise ConfigError("session", session, "a string")
+            return cls(
+                session=session,
+                streams=streams,
+                odometry=OdometryConfig.from_dict(d.get("odometry")),
+                sync=SyncConfig.from_dict(d.get("sync")),
+                encoders=EncodersConfig.from_dict(d.get("encoders")),
+                memory=MemoryConfig.from_dict(d.get("memory")),
+                policy=PolicyConfig.from_dict(d.get("policy")),
+                output=OutputConfig.from_dict(d.get("output")),
+            )
+        except ConfigError as err:
+            if source and not err.source:
+                raise ConfigError(err.key.lstrip("."), err.value, err.allowed, source=source) from None
+            raise
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, node_name: str | None = None) -> "FusionConfig":
+        return cls.from_dict(load_parameter_file(path, node_name), source=str(path))
+
+    def stream(self, modality: Modality) -> StreamConfig:
+        return dict(self.streams)[Modality(modality)]
+
+    @property
+    def enabled_modalities(self) -> tuple[Modality, ...]:
+        return tuple(m for m, s in self.streams if s.enabled)
+
+    def session_id(self) -> str:
+        return self.session or time.strftime("session_%Y%m%dT%H%M%S", time.gmtime())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The nested dict that ``from_dict`` reads back to an equal config."""
+        out: dict[str, Any] = {"session": self.session, "streams": {}}
+        for m, s in self.streams:
+            sd: dict[str, Any] = {"enabled": s.enabled, "topic": s.topic, "reliability": s.reliability,
+                                  "depth": s.depth, "queue_size": s.queue_size}
+            if m is Modality.CAMERA:
+                sd["transport"] = s.transport
+            if m is Modality.RADAR:
+                sd["fields"] = {k: getattr(s.radar_fields, k) for k in ("x", "y", "z", "doppler", "rcs")}
+            out["streams"][m.value] = sd
+        for name in ("odometry", "sync", "encoders", "memory", "output"):
+            out[name] = _dc_to_dict(getattr(self, name))
+        pol = _dc_to_dict(self.policy)
+        pol["routes"] = {q.value: [t.value for t in ts] for q, ts in self.policy.routes}
+        out["policy"] = pol
+        return out
+
+
+def _no_unknown_top(d: Mapping[str, Any], known: tuple[str, ...]) -> None:
+    for k in d:
+        if k not in known:
+            raise ConfigError(str(k), d[k], f"a known key ({', '.join(known)})")
+
+
+def _dc_to_dict(obj: Any) -> Any:
+    if is_dataclass(obj):
+        return {f.name: _dc_to_dict(getattr(obj, f.name)) for f in fields(obj) if f.name.isidentifier()
+                and not f.name.isupper()}
+    if isinstance(obj, tuple):
+        return [_dc_to_dict(v) for v in obj]
+    if isinstance(obj, Modality):
+        return obj.value
+    return obj
+
+
+# --- flat (ROS parameter) form ----------------------------------------------------------------------------------
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(key, value, f"no value at '{p}' (it is a section)")
+        node[leaf] = value
+    return out
+
+
+def load_parameter_file(path: str | Path, node_name: str | None = None) -> dict[str, Any]:
+    """The ``ros__parameters`` of ``node_name`` (or of the only / wildcard node) in a ROS 2 parameter file."""
+    import yaml
+
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except OSError as err:
+        raise ConfigError("params_file", str(p), f"a readable YAML file ({err.strerror})") from err
+    except yaml.YAMLError as err:
+        raise ConfigError("params_file", str(p), f"valid YAML ({err})") from err
+    if not isinstance(data, Mapping) or not data:
+        raise ConfigError("params_file", str(p), "a mapping 'node_name: {ros__parameters: {...}}'")
+    candidates = [node_name, f"/{node_name}" if node_name else None, "/**", "**"]
+    section = None
+    for c in candidates:
+        if c and c in data:
+            section = data[c]
+            break
+    if section is None:
+        if node_name is None and len(data) == 1:
+            section = next(iter(data.values()))
+        else:
+            raise ConfigError("params_file", str(p), f"a section for node {node_name!r} or '/**' (has {list(data)})")
+    if not isinstance(section, Mapping) or "ros__parameters" not in section:
+        raise ConfigError("params_file", str(p), "node sections of the form 'node_name: {ros__parameters: {...}}'")
+    params = section["ros__parameters"]
+    return dict(params) if isinstance(params, Mapping) else {}
+
+
+# --- parameter descriptions ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class ParamSpec:
+    name: str
+    description: str
+    read_only: bool = True
+    min: float | None = None
+    max: float | None = None
+
+
+def _spec(name: str, description: str, rng: tuple[float | None, float | None] = (None, None), *, tunable: bool = False) -> ParamSpec:
+    return ParamSpec(name, description, read_only=not tunable, min=rng[0], max=rng[1])
+
+
+_STREAM_DOCS = []
+for _m in Modality:
+    _p = f"streams.{_m.value}"
+    _STREAM_DOCS += [
+        _spec(f"{_p}.enabled", f"subscribe to the {_m.value} stream"),
+        _spec(f"{_p}.topic", f"{_m.value} topic (relative, so namespaces and remapping apply)"),
+        _spec(f"{_p}.reliability", "QoS reliability of the subscription: best_effort | reliable"),
+        _spec(f"{_p}.depth", "QoS history depth of the subscription", (1, 1000)),
+        _spec(f"{_p}.queue_size", "bounded queue between the subscription and the pipeline; the oldest frame is "
+                                  "dropped (and counted) when it is full (latest wins)", (1, 1000)),
+    ]
+_STREAM_DOCS.append(_spec("streams.camera.transport", "compressed (sensor_msgs/CompressedImage) | raw (sensor_msgs/Image)"))
+for _f in ("x", "y", "z", "doppler", "rcs"):
+    _STREAM_DOCS.append(_spec(f"streams.radar.fields.{_f}", f"name of the radar PointCloud2 field holding '{_f}'"
+                              + (" ('' = none, 0 is used)" if _f in ("z", "rcs") else "")))
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    _spec("session", "id of this drive/recording stored with every entry ('' = start time)"),
+    *_STREAM_DOCS,
+    _spec("odometry.topic", "nav_msgs/Odometry topic giving the poses of the match events ('' = no poses)"),
+    _spec("odometry.max_gap_s", "no pose is interpolated between odometry messages further apart", (0, 60)),
+    _spec("odometry.max_extrapolation_s", "no pose for a stamp further than this outside the odometry", (0, 10)),
+    _spec("sync.tolerance_s", "frames of different sensors within this time form one set", (0, 10)),
+    _spec("sync.timeout_s", "an incomplete set is processed after this long (partial sets are not dropped)", (0, 60)),
+    _spec("encoders.models_dir", "folder with camera.onnx, lidar.onnx, radar.onnx and their cards ('' = installed)"),
+    _spec("encoders.providers", "onnxruntime execution providers in order of preference (CPU is the fallback)"),
+    _spec("encoders.intra_op_threads", "onnxruntime threads per encoder (0 = onnxruntime decides)", (0, 256)),
+    _spec("encoders.batch_size", "largest batch per encoder run", (1, 4096)),
+    _spec("encoders.warmup_runs", "encoder runs on zeros at start-up", (0, 100)),
+    _spec("memory.dim", "embedding size; must equal the encoders'", (1, 65536)),
+    _spec("memory.index.backend", "exact | faiss_flat | faiss_hnsw | faiss_ivf"),
+    _spec("memory.index.hnsw_m", "HNSW graph degree", (4, 256)),
+    _spec("memory.index.hnsw_ef_construction", "HNSW build effort", (8, 4096)),
+    _spec("memory.index.hnsw_ef_search", "HNSW search effort", (1, 65536)),
+    _spec("memory.index.ivf_nlist", "IVF cells", (1, 1 << 20)),
+    _spec("memory.index.ivf_nprobe", "IVF cells searched per query", (1, 1 << 20)),
+    _spec("memory.index.ivf_train_size", "entries before IVF is trained (0 = 39 x nlist)", (0, None)),
+    _spec("memory.index.filter_exact_below", "filtered searches over at most this many entries are exact", (0, None)),
+    _spec("memory.index.compact_fraction", "rebuild the index when this fraction of it is deleted", (0.01, 1.0)),
+    _spec("memory.capacity.max_entries", "entries kept (0 = unlimited)", (0, None)),
+    _spec("memory.capacity.eviction", "oldest | oldest_same_modality | reject"),
+    _spec("memory.admission.enabled", "skip near-duplicate entries", tunable=False),
+    _spec("memory.admission.duplicate_cosine", "cosine above which a new entry is a near-duplicate", (-1, 1)),
+    _spec("memory.admission.duplicate_distance_m", "... if the sensor also moved less than this", (0, None)),
+    _spec("memory.persistence.directory", "where the memory is persisted ('' = RAM only)"),
+    _spec("memory.persistence.flush_interval_s", "journal flush interval: a crash loses at most this much", (0, 3600)),
+    _spec("memory.persistence.snapshot_every_n", "journal records between snapshots (0 = on save/close)", (0, None)),
+    _spec("memory.persistence.save_index", "store the FAISS index beside the snapshot"),
+    _spec("policy.routes.camera", "memory modalities a camera query searches", tunable=True),
+    _spec("policy.routes.lidar", "memory modalities a LiDAR query searches", tunable=True),
+    _spec("policy.routes.radar", "memory modalities a radar query searches", tunable=True),
+    _spec("policy.top_k", "neighbours per query and memory modality", (1, 1000), tunable=True),
+    _spec("policy.min_score", "cosine score threshold of a match", (-1, 1), tunable=True),
+    _spec("policy.exclude_recent_s", "entries newer than the query minus this are not candidates", (0, None), tunable=True),
+    _spec("policy.exclude_same_session", "only match entries of other sessions", tunable=True),
+    _spec("policy.debounce_s", "one event per revisit: a place fires again only after this long without support",
+          (0, None), tunable=True),
+    _spec("policy.rearm_distance_m", "... or once the query moved this far from where it fired (0 = off)", (0, None), tunable=True),
+    _spec("policy.place_radius_m", "matches within this distance are the same place", (0, None), tunable=True),
+    _spec("policy.place_window_s", "without poses: matched stamps within this are the same place", (0, None), tunable=True),
+    _spec("policy.sequence_length", "consecutive consistent matches needed before firing", (1, 1000), tunable=True),
+    _spec("policy.sequence_max_jump_m", "consistent: matched poses within this of the previous", (0, None), tunable=True),
+    _spec("policy.sequence_max_gap_s", "consistent without poses: matched stamps within this", (0, None), tunable=True),
+    _spec("output.insert_queries", "remember every processed frame (subject to admission)"),
+    _spec("output.markers", "publish visualization_msgs/MarkerArray of matches on ~/markers"),
+    _spec("output.marker_frame", "frame of the markers (the odometry frame)"),
+    _spec("output.diagnostics_period_s", "period of /diagnostics", (0.05, 3600)),
+)

@@ -1,0 +1,138 @@
+"""The fusion pipeline with stand-in encoders: search before insert, cross-modal revisits, poses, query ids."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from cmr_fusion_ros.core.config import FusionConfig
+from cmr_fusion_ros.core.errors import ConfigError
+from cmr_fusion_ros.core.memory import SceneMemory
+from cmr_fusion_ros.core.pipeline import EmbeddingInput, FusionPipeline
+from cmr_fusion_ros.core.poses import PoseBuffer
+from cmr_fusion_ros.core.sync import Frame, FrameSet
+from cmr_fusion_ros.core.types import Modality, Pose
+
+S = 1_000_000_000
+C, L, R = Modality.CAMERA, Modality.LIDAR, Modality.RADAR
+
+
+class PlaceEncoder:
+    """Stand-in encoder: the frame's data is a place number; every modality embeds a place to the same vector."""
+
+    dim = 32
+
+    def __init__(self, noise: float = 0.05, seed: int = 0):
+        self.noise = noise
+        self.rng = np.random.default_rng(seed)
+        self.calls = 0
+
+    def encode(self, items):
+        self.calls += 1
+        out = []
+        for place in items:
+            v = np.random.default_rng(int(place)).normal(size=self.dim) + self.noise * self.rng.normal(size=self.dim)
+            out.append(v / np.linalg.norm(v))
+        return np.asarray(out, np.float32)
+
+
+def make(config=None, poses=True):
+    cfg = config or FusionConfig.from_dict({
+        "session": "s0",
+        "memory": {"dim": 32, "admission": {"enabled": False}},
+        "policy": {"min_score": 0.8, "exclude_recent_s": 20.0, "debounce_s": 5.0, "top_k": 3},
+    })
+    buf = PoseBuffer() if poses else None
+    enc = {m: PlaceEncoder(seed=i) for i, m in enumerate(Modality)}
+    return FusionPipeline(cfg, enc, SceneMemory(cfg.memory), poses=buf), buf
+
+
+def frame_set(t_s: float, place: int, mods=(C, L, R)) -> FrameSet:
+    t = round(t_s * S)
+    fs = FrameSet(anchor_ns=t, deadline_ns=t)
+    for m in mods:
+        fs.frames[m] = Frame(m, f"/{m.value}", f"{m.value}_frame", t, data=place)
+    fs.complete = len(mods) == 3
+    return fs
+
+
+def drive(pipe, buf, schedule):
+    """schedule: (t_s, place, x) tuples; poses at x metres along a line."""
+    outs = []
+    for t_s, place, x in schedule:
+        if buf is not None:
+            buf.add(round(t_s * S), Pose(x=float(x)))
+        outs.append(pipe.process_set(frame_set(t_s, place)))
+    return outs
+
+
+def test_first_pass_has_no_matches_and_every_frame_is_remembered():
+    pipe, buf = make()
+    outs = drive(pipe, buf, [(t, t, 10 * t) for t in range(10)])
+    assert all(not o.events for o in outs)
+    assert len(pipe.memory) == 30
+    ids = [p.entry_id for o in outs for p in o.frames]
+    assert ids == sorted(ids) and 0 not in ids
+
+
+def test_revisit_matches_other_modalities_of_the_same_place():
+    pipe, buf = make()
+    drive(pipe, buf, [(t, t, 10 * t) for t in range(10)])
+    out = drive(pipe, buf, [(100, 4, 41.0)])[0]
+    pairs = {(e.query_modality, e.match_modality) for e in out.events}
+    assert pairs == {(q, m) for q in Modality for m in Modality if q != m}  # default routes: every other modality
+    for q in Modality:  # per query: both other modalities found, ranked best first
+        assert sorted(e.rank for e in out.events if e.query_modality == q) == [0, 1]
+    for e in out.events:
+        assert e.score > 0.9
+        assert e.match_stamp_ns == 4 * S and e.query_stamp_ns == 100 * S
+        assert e.query_id > 0 and e.match_id > 0 and e.query_id != e.match_id
+        assert e.distance == pytest.approx(1.0)
+        assert e.match_topic == f"/{e.match_modality.value}"
+
+
+def test_no_self_match_within_the_recent_window_and_debounce():
+    pipe, buf = make()
+    drive(pipe, buf, [(0, 1, 0.0)])
+    # same place 2 s later: too recent (exclude_recent_s = 20)
+    assert drive(pipe, buf, [(2, 1, 0.0)])[0].events == ()
+    # revisit at t=30, then again at t=31 (debounced: one event per revisit), then at t=40 (debounce expired)
+    first, second = drive(pipe, buf, [(30, 1, 0.0), (31, 1, 0.0)])
+    assert len(first.events) == 6 and second.events == ()
+    assert len(drive(pipe, buf, [(40, 1, 0.0)])[0].events) == 6
+
+
+def test_without_odometry_poses_are_unknown_and_distance_nan():
+    pipe, _ = make(poses=False)
+    drive(pipe, None, [(0, 3, 0)])
+    out = drive(pipe, None, [(50, 3, 0)])[0]
+    assert out.events and all(e.query_pose is None and math.isnan(e.distance) for e in out.events)
+
+
+def test_partial_set_and_embeddings_path():
+    pipe, buf = make()
+    buf.add(0, Pose(x=0.0))
+    out = pipe.process_set(frame_set(0, 7, mods=(L,)))
+    assert [p.modality for p in out.frames] == [L] and out.complete is False
+    vec = PlaceEncoder(noise=0.0).encode([7])[0]
+    buf.add(60 * S, Pose(x=3.0))
+    out = pipe.process_embeddings([EmbeddingInput(C, "/cam", "cam", 60 * S, vec)])
+    assert [(e.query_modality, e.match_modality) for e in out.events] == [(C, L)]
+    assert out.events[0].distance == pytest.approx(3.0)
+
+
+def test_dimension_mismatch_is_a_config_error():
+    cfg = FusionConfig.from_dict({"memory": {"dim": 16}})
+    with pytest.raises(ConfigError, match=r"memory.dim.*camera encoder's embedding size 32"):
+        FusionPipeline(cfg, {C: PlaceEncoder()}, SceneMemory(cfg.memory))
+
+
+def test_run_time_policy_change_keeps_working():
+    pipe, buf = make()
+    drive(pipe, buf, [(0, 2, 0.0)])
+    stricter = FusionConfig.from_dict({"policy": {"min_score": 1.0, "exclude_recent_s": 20.0}}).policy
+    pipe.set_policy(stricter)
+    assert drive(pipe, buf, [(50, 2, 0.0)])[0].events == ()
+    assert pipe.config.policy.min_score == 1.0
