@@ -165,13 +165,13 @@ def qos_from_offers(offers: Sequence[Any], topic: str) -> QosSpec:
     )
 
 
-def _duration_ns(value: Any, key: str) -> int:
+def _duration_ns(value: Any, key: str, source: str | None = None) -> int:
     allowed = "{sec: S, nsec: N} with integers >= 0, or a number of seconds >= 0"
     if isinstance(value, bool):
-        raise ConfigError(key, value, allowed)
+        raise ConfigError(key, value, allowed, source=source)
     if isinstance(value, (int, float)):
         if not math.isfinite(value) or value < 0:
-            raise ConfigError(key, value, allowed)
+            raise ConfigError(key, value, allowed, source=source)
         return round(value * 1_000_000_000)
     if isinstance(value, Mapping) and set(value) <= {"sec", "nsec"} and value:
         sec, nsec = value.get("sec", 0), value.get("nsec", 0)
@@ -179,7 +179,7 @@ def _duration_ns(value: Any, key: str) -> int:
             total = sec * 1_000_000_000 + nsec
             # ros2 bag writes "infinite" as the largest representable duration: treat it as unset.
             return 0 if sec >= 0x7FFFFFFF else total
-    raise ConfigError(key, value, allowed)
+    raise ConfigError(key, value, allowed, source=source)
 
 
 def parse_qos_overrides(data: Any, source: str = "QoS overrides") -> dict[str, QosSpec]:
@@ -223,7 +223,7 @@ def parse_qos_overrides(data: Any, source: str = "QoS overrides") -> dict[str, Q
                     raise ConfigError(full, value, "true | false", source=source)
                 kwargs[key] = value
             else:
-                kwargs[f"{key}_ns"] = _duration_ns(value, full)
+                kwargs[f"{key}_ns"] = _duration_ns(value, full, source)
         if kwargs.get("history") == "keep_all" and "depth" not in kwargs:
             kwargs["depth"] = 0
         try:
