@@ -16,17 +16,27 @@ from cmr_fusion_ros.core.errors import CmrFusionError
 # name -> module under cmr_fusion_ros.commands
 COMMANDS: dict[str, str] = {
     "convert-check": "convert_check",
+    "simulate": "simulate",
+    "import": "import_data",
+    "bench": "bench",
     "train": "train",
     "export": "export",
     "eval": "eval",
+    "replay": "replay",
+    "launch": "launch",
 }
 
 # one-line help per command, kept here so --help needs no imports
 HELP: dict[str, str] = {
     "convert-check": "convert the real sensor samples to ROS messages and back, and report losses and timings",
+    "simulate": "generate a synthetic town seen by camera, LiDAR and radar and record sessions as rosbag2 bags",
+    "import": "convert real datasets (DGP scenes, PJLab single frames) into rosbag2 bags",
+    "bench": "benchmarks: `bench memory` (scene memory vs raw FAISS: insert, query latency, recall@1)",
     "train": "train the camera, LiDAR and radar encoders on bags with odometry (contrastive, all modality pairs)",
     "export": "export trained encoders to ONNX with a torch parity check, latency and model cards",
     "eval": "recall@1/5/10/1% of the encoders for all 9 query -> database modality pairs on two bags",
+    "replay": "replay rosbag2 bags (sqlite3, mcap) on ROS 2 topics with the recorded timing, /clock, remaps and QoS",
+    "launch": "start the fusion graph (all-in-one or split nodes) as child processes, without ros2 launch",
 }
 
 

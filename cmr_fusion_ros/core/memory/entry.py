@@ -76,6 +76,11 @@ def normalise_vectors(vectors: object, dim: int, where: str = "vector") -> np.nd
 
 def normalise_vector(vector: object, dim: int, where: str = "vector") -> np.ndarray:
     """Validate one vector and return it as a unit-length float32 (dim,) array."""
+    if isinstance(vector, np.ndarray) and vector.dtype == np.float32 and vector.shape == (dim,):
+        # fast path: a NaN or infinity anywhere makes the sum of squares non-finite
+        ss = float(np.dot(vector, vector))
+        if 1e-24 < ss < float("inf"):
+            return vector / np.float32(np.sqrt(ss))
     arr = normalise_vectors(vector, dim, where)
     if arr.shape[0] != 1:
         raise MemoryStoreError(where, f"expected one vector, got {arr.shape[0]}")

@@ -38,7 +38,17 @@ class VectorStore:
     def __init__(self, dim: int, capacity: int = 1024) -> None:
         self.dim = dim
         self._data = np.empty((max(capacity, 16), dim), dtype=np.float32)
+        self._ro = self._readonly_view()
         self.n = 0
+
+    def _readonly_view(self) -> np.ndarray:
+        ro = self._data.view()
+        ro.flags.writeable = False
+        return ro
+
+    def readonly(self) -> np.ndarray:
+        """A read-only view of the whole buffer (rows < n are valid); rows taken from it are read-only too."""
+        return self._ro
 
     def append(self, rows: np.ndarray) -> None:
         m = rows.shape[0]
@@ -46,6 +56,7 @@ class VectorStore:
             new = np.empty((max(2 * self._data.shape[0], self.n + m), self.dim), dtype=np.float32)
             new[: self.n] = self._data[: self.n]
             self._data = new
+            self._ro = self._readonly_view()
         self._data[self.n : self.n + m] = rows
         self.n += m
 
@@ -56,6 +67,7 @@ class VectorStore:
         self._data = np.array(rows, dtype=np.float32, order="C", copy=True)
         if self._data.shape[0] == 0:
             self._data = np.empty((16, self.dim), dtype=np.float32)
+        self._ro = self._readonly_view()
         self.n = rows.shape[0]
 
 
@@ -188,7 +200,9 @@ class _FaissBase:
 
     def search(self, query, k, allowed, effort=1):
         q = query.reshape(1, -1)
-        k = max(1, min(k, max(self._index.ntotal, 1)))
+        ntotal = self._index.ntotal
+        if k > ntotal:
+            k = max(ntotal, 1)
         if allowed is None and effort == 1:
             scores, slots = self._index.search(q, k)
         else:

@@ -46,6 +46,14 @@ def _modality(value: Modality | str) -> Modality:
     return value if isinstance(value, Modality) else Modality.parse(value)
 
 
+def _codes(modalities: Iterable[Modality | str] | Modality | str | None) -> list[int] | None:
+    if modalities is None:
+        return None
+    if isinstance(modalities, str):  # one modality (Modality is a str too)
+        modalities = (modalities,)
+    return sorted({_CODE[_modality(m)] for m in modalities})
+
+
 @dataclass(frozen=True, slots=True)
 class MemoryStats:
     """Counters and state of a scene memory (for diagnostics)."""
@@ -64,6 +72,7 @@ class MemoryStats:
     evicted: int
     cleared: int
     compactions: int
+    search_retries: int
     exact_fallbacks: int
     flushes: int
     snapshots: int
@@ -90,9 +99,13 @@ class _Columns:
         "alive": (np.bool_, ()),
     }
 
+    META = ("ids", "modality", "stamp_ns", "pose_valid", "topic", "frame", "session")
+
     def __init__(self, capacity: int = 1024) -> None:
         self.n = 0
         self.a = {k: np.empty((capacity,) + shape, dtype) for k, (dtype, shape) in self.SPEC.items()}
+        # the same immutable fields again, row-wise, so that one gather fetches a result's metadata
+        self.meta = np.empty((capacity, len(self.META)), np.int64)
 
     def append(self, rows: dict[str, np.ndarray]) -> None:
         m = rows["ids"].shape[0]
@@ -104,9 +117,13 @@ class _Columns:
                 arr = np.empty((new_cap,) + shape, dtype)
                 arr[: self.n] = self.a[k][: self.n]
                 grown[k] = arr
-            self.a = grown
+            meta = np.empty((new_cap, len(self.META)), np.int64)
+            meta[: self.n] = self.meta[: self.n]
+            self.a, self.meta = grown, meta
         for k in self.SPEC:
             self.a[k][self.n : self.n + m] = rows[k]
+        for j, k in enumerate(self.META):
+            self.meta[self.n : self.n + m, j] = rows[k]
         self.n += m
 
     def view(self, key: str) -> np.ndarray:
@@ -119,6 +136,9 @@ class _Columns:
             arr = np.empty((max(n, 1024),) + shape, dtype)
             arr[:n] = rows[k]
             self.a[k] = arr
+        self.meta = np.empty((max(n, 1024), len(self.META)), np.int64)
+        for j, k in enumerate(self.META):
+            self.meta[:n, j] = rows[k]
         self.n = n
 
 
@@ -177,7 +197,7 @@ class SceneMemory:
         self._records_since_snapshot = 0
         self._count = dict.fromkeys(
             ("added", "skipped_duplicate", "skipped_capacity", "evicted", "cleared", "compactions",
-             "exact_fallbacks", "flushes", "snapshots"), 0)
+             "search_retries", "exact_fallbacks", "flushes", "snapshots"), 0)
         self.last_rejection: Rejection | None = None
         self._dir: Path | None = None
         self._read_only = read_only
@@ -369,7 +389,7 @@ class SceneMemory:
     def clear(self, modalities: Iterable[Modality | str] | None = None) -> int:
         """Forget every entry (or those of the given modalities). Returns how many were removed."""
         self._check_writable("clear")
-        codes = None if modalities is None else sorted({_CODE[_modality(m)] for m in modalities})
+        codes = _codes(modalities)
         with self._rw.write():
             n = self._cols.n
             mask = self._cols.view("alive").copy()
@@ -406,10 +426,11 @@ class SceneMemory:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise MemoryStoreError("search", f"k must be an integer >= 1, got {k!r}")
         q = normalise_vector(vector, self._dim, "search.vector")
-        codes = None if modalities is None else sorted({_CODE[_modality(m)] for m in modalities})
+        codes = _codes(modalities)
         if codes is not None and not codes:
             return []
-        with self._rw.read():
+        self._rw.acquire_read()
+        try:
             if self._closed:
                 raise MemoryStoreError("search", "the memory is closed")
             n = self._cols.n
@@ -438,12 +459,13 @@ class SceneMemory:
             if want == 0:
                 return []
             scores, slots = self._search_slots(q, int(k), allowed, n_ok, want)
-            out = []
-            for rank, (s, slot) in enumerate(zip(scores.tolist(), slots.tolist())):
-                if min_score is not None and s < min_score:
-                    break
-                out.append(Neighbor(self._entry_at(slot), s, rank))
-            return out
+            if min_score is not None:
+                keep = int(np.count_nonzero(scores >= min_score))  # scores are sorted, best first
+                scores, slots = scores[:keep], slots[:keep]
+            entries = self._entries(slots.tolist())
+        finally:
+            self._rw.release_read()
+        return [Neighbor(e, s, rank) for rank, (e, s) in enumerate(zip(entries, scores.tolist()))]
 
     def get(self, entry_id: int) -> MemoryEntry | None:
         """The live entry with this id, or None."""
@@ -554,30 +576,37 @@ class SceneMemory:
         effort = 1
         while True:
             scores, slots = index.search(q, k, allowed, effort)
-            good = slots >= 0
-            if int(good.sum()) >= want:
-                return scores[good], slots[good]
+            if slots.shape[0] >= want and min(slots[:want].tolist()) >= 0:
+                return scores[:want], slots[:want]
             if not index.approximate or effort >= _MAX_EFFORT:
                 break
             effort *= 4
+            with self._stats_lock:
+                self._count["search_retries"] += 1
         with self._stats_lock:
             self._count["exact_fallbacks"] += 1
         return exact_search(self._store.view(), q, k, allowed)
 
     def _entry_at(self, slot: int) -> MemoryEntry:
-        a = self._cols.a
-        vec = self._store.view()[slot]
-        vec.flags.writeable = False
-        return MemoryEntry(
-            id=int(a["ids"][slot]),
-            modality=MODALITIES[a["modality"][slot]],
-            topic=self._strings["topic"].items[a["topic"][slot]],
-            frame_id=self._strings["frame"].items[a["frame"][slot]],
-            stamp_ns=int(a["stamp_ns"][slot]),
-            pose=Pose(*a["pose"][slot].tolist()) if a["pose_valid"][slot] else None,
-            session=self._strings["session"].items[a["session"][slot]],
-            vector=vec,
-        )
+        return self._entries([slot])[0]
+
+    def _entries(self, slots: list[int]) -> list[MemoryEntry]:
+        """Entries of the given slots (one gather; vectors are read-only views into the store)."""
+        meta = self._cols.meta[slots].tolist()
+        t_items = self._strings["topic"].items
+        f_items = self._strings["frame"].items
+        s_items = self._strings["session"].items
+        vecs = self._store.readonly()
+        pose = self._cols.a["pose"]
+        out = []
+        for slot, (eid, mod, stamp, valid, topic, frame, session) in zip(slots, meta):
+            out.append(
+                MemoryEntry(
+                    eid, MODALITIES[mod], t_items[topic], f_items[frame], stamp,
+                    Pose(*pose[slot].tolist()) if valid else None, s_items[session], vecs[slot],
+                )
+            )
+        return out
 
     def _slot_of(self, entry_id: int) -> int | None:
         ids = self._cols.view("ids")

@@ -1,0 +1,132 @@
+"""`cmr-fusion bench <benchmark>`: benchmarks that print the command, the machine and the figures.
+
+Each benchmark is one entry of ``BENCHMARKS`` (name -> help, add_arguments, run); add new ones there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from typing import Callable
+
+HELP = "benchmarks (memory: scene memory insert/query/recall vs raw FAISS)"
+
+
+def _memory_arguments(p: argparse.ArgumentParser) -> None:
+    from cmr_fusion_ros.core.memory.config import BACKENDS as ALL_BACKENDS
+
+    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000], help="database sizes (default: %(default)s)")
+    p.add_argument("--dim", type=int, default=256, help="embedding dimension (default: %(default)s)")
+    p.add_argument(
+        "--backends", nargs="+", default=["exact", "faiss_hnsw", "faiss_ivf"], choices=ALL_BACKENDS,
+        help="backends to measure (default: %(default)s)",
+    )
+    p.add_argument("--queries", type=int, default=1000, help="single queries timed per backend (default: %(default)s)")
+    p.add_argument("--k", type=int, default=10, help="neighbours per query (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--single-adds", type=int, default=500, help="single-entry adds timed (default: %(default)s)")
+    p.add_argument("--json", metavar="FILE", help="write every figure to this JSON file")
+    p.add_argument("--plot", metavar="FILE.png", help="write a plot of query latency and recall against size")
+
+
+def _run_memory(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from cmr_fusion_ros.eval import bench_memory as bm
+
+    command = "cmr-fusion bench memory " + " ".join(
+        shlex.quote(str(a))
+        for a in [
+            "--sizes", *args.sizes, "--dim", args.dim, "--backends", *args.backends, "--queries", args.queries,
+            "--k", args.k, "--seed", args.seed, "--single-adds", args.single_adds,
+            *(["--json", args.json] if args.json else []), *(["--plot", args.plot] if args.plot else []),
+        ]
+    )
+    machine = bm.machine_info()
+    print(f"command: {command}")
+    print(
+        f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram_gib']} GiB RAM, "
+        f"load average at start {tuple(round(x, 2) for x in machine['loadavg_at_start'])}; python {machine['python']}, "
+        f"numpy {machine['numpy']}, faiss {machine['faiss']} ({machine['faiss_omp_threads']} OpenMP threads)"
+    )
+    print(f"data: {bm.DataSpec().describe(max(args.sizes))}")
+    print(f"dim {args.dim}, k {args.k}, {args.queries} single queries per backend (fewer for exact at large sizes), "
+          f"wrapper = SceneMemory.search/add_batch/add, raw = bare FAISS index with the same parameters and data")
+    steps = len(args.sizes) * len(args.backends)
+    bar = tqdm(total=steps, desc="bench memory", file=sys.stderr, leave=False)
+    rows, info = bm.run_benchmark(
+        args.sizes, dim=args.dim, backends=args.backends, n_queries=args.queries, k=args.k, seed=args.seed,
+        n_single_adds=args.single_adds, progress=bar.set_description, on_row=lambda row: bar.update(1),
+    )
+    bar.close()
+    print(bm.format_table(rows))
+    print("columns: insert/s = bulk add_batch in chunks of 10000 (IVF training included); add1 = one add() into the "
+          "full index; q = one query; w/r = wrapper QPS / raw QPS; R@1 = top-1 score equals the exact top-1 score")
+    for r in rows:
+        if r.backend in ("faiss_hnsw", "faiss_ivf"):
+            lat = r.query_ms["wrapper"]["p50"]
+            rec = r.recall_at_1["wrapper"]
+            ok = lat <= 0.5 and rec >= 0.98
+            print(
+                f"target n={r.size} {r.backend} {r.params}: query p50 {lat:.3f} ms <= 0.5 and recall@1 {rec:.3f} "
+                f">= 0.98: {'MET' if ok else 'NOT MET'}; wrapper/raw throughput {r.throughput_ratio:.2f} >= 0.90: "
+                f"{'MET' if r.throughput_ratio >= 0.9 else 'NOT MET'}"
+            )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"command": command, "machine": machine, "info": info, "rows": [r.to_dict() for r in rows]},
+                      f, indent=2)
+        print(f"wrote {args.json}")
+    if args.plot:
+        _plot(rows, args.plot, command)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _plot(rows, path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for backend in dict.fromkeys(r.backend for r in rows):
+        rs = [r for r in rows if r.backend == backend]
+        sizes = [r.size for r in rs]
+        (line,) = ax1.plot(sizes, [r.query_ms["wrapper"]["p50"] for r in rs], "o-", label=f"{backend} wrapper")
+        ax1.plot(sizes, [r.query_ms["raw"]["p50"] for r in rs], "x--", color=line.get_color(), label=f"{backend} raw")
+        ax2.plot(sizes, [r.recall_at_1["wrapper"] for r in rs], "o-", color=line.get_color(), label=backend)
+    ax1.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax1.set(xscale="log", yscale="log", xlabel="entries", ylabel="query p50 (ms)", title="single-query latency")
+    ax2.axhline(0.98, color="grey", lw=0.8, ls=":")
+    ax2.set(xscale="log", xlabel="entries", ylabel="recall@1 vs exact", title="recall@1", ylim=(0.8, 1.005))
+    ax1.legend(fontsize=7)
+    ax2.legend(fontsize=7)
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# name -> (help, add_arguments, run)
+BENCHMARKS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "memory": (
+        "scene memory: insert and query latency/throughput and recall@1 of exact, HNSW and IVF vs raw FAISS",
+        _memory_arguments,
+        _run_memory,
+    ),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    for name, (help_, add, _) in BENCHMARKS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        add(p)
+        p.set_defaults(_benchmark=name)
+
+
+def run(args: argparse.Namespace) -> int:
+    return BENCHMARKS[args._benchmark][2](args)
