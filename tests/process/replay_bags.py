@@ -39,7 +39,7 @@ def cloud_cdr(points: int, stamp_ns: int, seed: int = 0) -> bytes:
 
 
 def write_bag(path: Path, messages: Sequence[tuple[str, str, int, bytes]], *, storage: str = "sqlite3",
-              qos_by_topic: dict[str, Qos] | None = None) -> Path:
+              qos_by_topic: dict[str, Qos] | None = None, typestore=TYPESTORE) -> Path:
     """``messages``: (topic, msgtype, receive time ns, CDR bytes), any order. Returns the bag folder."""
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
     with Writer(path, version=9, storage_plugin=plugin) as writer:
@@ -47,7 +47,7 @@ def write_bag(path: Path, messages: Sequence[tuple[str, str, int, bytes]], *, st
         for topic, msgtype, _, _ in messages:
             if topic not in conns:
                 offers = [qos_by_topic[topic]] if qos_by_topic and topic in qos_by_topic else []
-                conns[topic] = writer.add_connection(topic, msgtype, typestore=TYPESTORE,
+                conns[topic] = writer.add_connection(topic, msgtype, typestore=typestore,
                                                      offered_qos_profiles=offers)
         for topic, _, stamp, data in sorted(messages, key=lambda m: m[2]):
             writer.write(conns[topic], stamp, data)
