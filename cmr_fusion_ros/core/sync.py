@@ -7,9 +7,10 @@ stream; Autoware's experience is that a fusion node must keep working when one s
   else it opens a new set (anchor = its stamp);
 * a set is emitted as soon as it is complete, or as soon as every stream it lacks has delivered a frame stamped
   past ``anchor + tolerance`` (in-order streams cannot fill it any more), or, for a stream that went silent, when
-  ``now`` passes ``anchor + timeout``: partial sets are processed, never dropped;
-* ``now`` is whatever clock the caller uses (the node clock, sim time during replay, bag time offline), so the same
-  message order gives the same sets live and offline.
+  ``now`` passes the set's opening time + ``timeout``: partial sets are processed, never dropped;
+* ``now`` is the caller's arrival clock (a monotonic clock in a node, the bag's log time offline), never compared
+  with the stamps, so a bag replayed without sim time works too; since timeouts only matter for silent streams,
+  the same message order gives the same sets live and offline.
 
 Sets are emitted as soon as they are ready; each call returns its sets in anchor order. Times are integer
 nanoseconds.
@@ -87,7 +88,7 @@ class Synchronizer:
             if best is None or abs(fs.anchor_ns - s) < abs(best.anchor_ns - s):
                 best = fs
         if best is None:
-            best = FrameSet(anchor_ns=s, deadline_ns=s + self.timeout_ns)
+            best = FrameSet(anchor_ns=s, deadline_ns=now_ns + self.timeout_ns)
             self._open.append(best)
             self._open.sort(key=lambda f: f.anchor_ns)
         best.frames[m] = frame

@@ -1,0 +1,309 @@
+"""``fusion_node``: the all-in-one node (sensors in, match events out) for the lowest latency.
+
+Callbacks only queue messages: each stream has a bounded queue where the newest message wins under overload (the
+dropped ones are counted). One worker thread converts, time-aligns, encodes, searches and inserts, and publishes:
+
+* ``~/matches``  cmr_fusion_msgs/MatchEventArray (one per frame set that produced events)
+* ``~/markers``  visualization_msgs/MarkerArray (query -> match lines with scores)
+* ``/diagnostics`` diagnostic_msgs/DiagnosticArray (per stream: rate, latency, drops, bad messages; memory size)
+* services ``~/save_memory``, ``~/clear_memory``, ``~/query_memory``
+
+A bad message is logged (throttled), counted in the diagnostics, and the node goes on.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import shutil
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Odometry
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image, PointCloud2
+from visualization_msgs.msg import MarkerArray
+
+from cmr_fusion_msgs.msg import MatchEventArray
+from cmr_fusion_msgs.srv import ClearMemory, QueryMemory, SaveMemory
+from cmr_fusion_ros.core.config import FusionConfig
+from cmr_fusion_ros.core.errors import CmrFusionError
+from cmr_fusion_ros.core.memory.entry import Neighbor
+from cmr_fusion_ros.core.pipeline import FusionPipeline, PipelineOutput, frame_from
+from cmr_fusion_ros.core.policy import MatchResult, Query
+from cmr_fusion_ros.core.sync import Synchronizer
+from cmr_fusion_ros.core.types import Modality
+from cmr_fusion_ros.ros.conversions import stamp_to_ns
+from cmr_fusion_ros.ros.messages import diagnostics_message, markers, match_event, match_event_array, ros_to_pose
+from cmr_fusion_ros.ros.params import declare_fusion_parameters, on_policy_change
+
+__all__ = ["FusionNode", "StreamStats", "main", "qos_for"]
+
+
+def qos_for(reliability: str, depth: int) -> QoSProfile:
+    return QoSProfile(depth=depth, history=HistoryPolicy.KEEP_LAST,
+                      reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT)
+
+
+@dataclass
+class StreamStats:
+    received: int = 0
+    processed: int = 0
+    dropped: int = 0
+    bad_messages: int = 0
+    latencies_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=2000))
+    arrivals: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200))
+
+    def summary(self) -> dict[str, float | int]:
+        lat = np.asarray(self.latencies_ms, dtype=float)
+        now = time.monotonic()
+        recent = [t for t in self.arrivals if now - t <= 5.0]
+        rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
+        return {
+            "rate_hz": float(rate),
+            "received": self.received,
+            "processed": self.processed,
+            "dropped": self.dropped,
+            "bad_messages": self.bad_messages,
+            "latency_p50_ms": float(np.percentile(lat, 50)) if lat.size else 0.0,
+            "latency_p99_ms": float(np.percentile(lat, 99)) if lat.size else 0.0,
+        }
+
+
+class FusionNode(Node):
+    def __init__(self, node_name: str = "fusion_node", *, pipeline: FusionPipeline | None = None, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self.config: FusionConfig = declare_fusion_parameters(self)
+        self.pipeline = pipeline or FusionPipeline.from_config(self.config)
+        self.sync = Synchronizer(self.config.enabled_modalities, round(self.config.sync.tolerance_s * 1e9),
+                                 round(self.config.sync.timeout_s * 1e9))
+        self.stats = {m: StreamStats() for m in self.config.enabled_modalities}
+        self.events_published = 0
+        self.problems: collections.deque[str] = collections.deque(maxlen=5)
+        self._seq = itertools.count()
+        self._inbox: dict[Modality, collections.deque] = {
+            m: collections.deque(maxlen=self.config.stream(m).queue_size) for m in self.config.enabled_modalities}
+        self._cond = threading.Condition()
+        self._running = True
+        self._marker_ids = itertools.count(step=2)
+
+        self.pub_matches = self.create_publisher(MatchEventArray, "~/matches", 10)
+        self.pub_markers = self.create_publisher(MarkerArray, "~/markers", 10) if self.config.output.markers else None
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        for m in self.config.enabled_modalities:
+            sc = self.config.stream(m)
+            msg_type = (CompressedImage if sc.transport == "compressed" else Image) if m is Modality.CAMERA else PointCloud2
+            self.create_subscription(msg_type, sc.topic, self._enqueue_cb(m), qos_for(sc.reliability, sc.depth))
+        if self.config.odometry.topic:
+            self.create_subscription(Odometry, self.config.odometry.topic, self._on_odom, qos_for("reliable", 100))
+        self.create_service(SaveMemory, "~/save_memory", self._on_save)
+        self.create_service(ClearMemory, "~/clear_memory", self._on_clear)
+        self.create_service(QueryMemory, "~/query_memory", self._on_query)
+        self.add_on_set_parameters_callback(on_policy_change(self, lambda: self.config, self._apply_policy))
+        self.create_timer(self.config.output.diagnostics_period_s, self._publish_diagnostics)
+        self._worker = threading.Thread(target=self._work, name="fusion_worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"streams {[m.value for m in self.config.enabled_modalities]}, memory {len(self.pipeline.memory)} entries "
+            f"({self.config.memory.persistence.directory or 'RAM only'}), session {self.pipeline.session}")
+
+    # --- callbacks: queue only ---------------------------------------------------------------------------------
+
+    def _enqueue_cb(self, modality: Modality):
+        topic = self.resolve_topic_name(self.config.stream(modality).topic)
+        inbox, stats = self._inbox[modality], self.stats[modality]
+
+        def callback(msg: Any) -> None:
+            stats.received += 1
+            stats.arrivals.append(time.monotonic())
+            with self._cond:
+                if len(inbox) == inbox.maxlen:
+                    stats.dropped += 1  # latest wins: the oldest queued message is dropped
+                inbox.append((next(self._seq), time.perf_counter(), topic, msg))
+                self._cond.notify()
+
+        return callback
+
+    def _on_odom(self, msg: Odometry) -> None:
+        if self.pipeline.poses is not None:
+            self.pipeline.poses.add(stamp_to_ns(msg.header.stamp), ros_to_pose(msg.pose.pose))
+
+    def _apply_policy(self, policy) -> None:
+        self.pipeline.set_policy(policy)
+        self.config = self.pipeline.config
+
+    # --- the worker ----------------------------------------------------------------------------------------------
+
+    def _next(self, timeout: float):
+        with self._cond:
+            if not any(self._inbox.values()):
+                self._cond.wait(timeout)
+            heads = [(q[0][0], m) for m, q in self._inbox.items() if q]
+            if not heads:
+                return None
+            _, m = min(heads)
+            return m, self._inbox[m].popleft()
+
+    def _work(self) -> None:
+        while self._running:
+            try:
+                item = self._next(0.05)
+                sets = []
+                if item is not None:
+                    sets += self._sync_item(*item)
+                sets += self.sync.poll(time.monotonic_ns())
+                for fs in sets:
+                    self._process(fs)
+            except Exception as err:  # the worker must survive anything; errors are reported in diagnostics
+                self._problem(f"worker error: {err!r}")
+                self.get_logger().error(traceback.format_exc(), throttle_duration_sec=5.0)
+
+    def _sync_item(self, modality: Modality, item: tuple) -> list:
+        _, received, topic, msg = item
+        sc = self.config.stream(modality)
+        try:
+            frame = frame_from(modality, topic, msg, compressed=sc.transport == "compressed",
+                               radar_fields=sc.radar_fields, stamp_ns=stamp_to_ns(msg.header.stamp),
+                               receive_ns=round(received * 1e9))
+        except CmrFusionError as err:
+            self.stats[modality].bad_messages += 1
+            self.get_logger().warning(f"bad {modality.value} message on {topic}: {err}", throttle_duration_sec=2.0)
+            return []
+        return self.sync.push(frame, time.monotonic_ns())
+
+    def _process(self, fs) -> PipelineOutput | None:
+        try:
+            out = self.pipeline.process_set(fs)
+        except CmrFusionError as err:
+            for m in fs.frames:
+                self.stats[m].bad_messages += 1
+            self.get_logger().warning(f"frame set at {fs.anchor_ns} ns not processed: {err}", throttle_duration_sec=2.0)
+            return None
+        self.publish(out)
+        done = time.perf_counter()
+        for m, fr in fs.frames.items():
+            st = self.stats[m]
+            st.processed += 1
+            st.latencies_ms.append((done - fr.receive_ns / 1e9) * 1e3)
+        return out
+
+    def publish(self, out: PipelineOutput) -> None:
+        if not out.events:
+            return
+        self.pub_matches.publish(match_event_array(out))
+        self.events_published += len(out.events)
+        if self.pub_markers is not None:
+            arr = markers(out.events, self.config.output.marker_frame, out.stamp_ns, next(self._marker_ids) * 64)
+            if arr.markers:
+                self.pub_markers.publish(arr)
+
+    def _problem(self, text: str) -> None:
+        self.problems.append(text)
+
+    def _publish_diagnostics(self) -> None:
+        mem = self.pipeline.memory
+        stats = mem.stats()
+        memory_values = {"entries": len(mem), "events_published": self.events_published,
+                         "suppressed_by_policy": self.pipeline.policy.suppressed,
+                         "open_frame_sets": self.sync.open_sets}
+        for key in ("added", "skipped_duplicate", "skipped_capacity", "evicted", "pending_records", "backend",
+                    "torn_tail_bytes"):
+            memory_values[key] = getattr(stats, key)
+        self.pub_diag.publish(diagnostics_message(
+            self.get_fully_qualified_name(), self.get_clock().now().nanoseconds,
+            {m.value: s.summary() for m, s in self.stats.items()}, memory_values, self.problems))
+
+    # --- services ------------------------------------------------------------------------------------------------
+
+    def _on_save(self, req: SaveMemory.Request, res: SaveMemory.Response) -> SaveMemory.Response:
+        mem = self.pipeline.memory
+        try:
+            mem.flush()
+            if mem.directory is None:
+                raise CmrFusionError("memory.persistence.directory is '' (RAM only): nothing to save to")
+            mem.snapshot()
+            if req.path and Path(req.path).resolve() != mem.directory.resolve():
+                target = Path(req.path)
+                if target.exists() and any(target.iterdir()):
+                    raise CmrFusionError(f"{target} exists and is not empty")
+                shutil.copytree(mem.directory, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.lock"))
+            res.success, res.entries = True, len(mem)
+            res.message = f"saved {len(mem)} entries to {req.path or mem.directory}"
+        except (CmrFusionError, OSError) as err:
+            res.success, res.message = False, str(err)
+        return res
+
+    def _on_clear(self, req: ClearMemory.Request, res: ClearMemory.Response) -> ClearMemory.Response:
+        try:
+            mods = [Modality.parse(m) for m in req.modalities] or None
+            res.removed = self.pipeline.memory.clear(mods)
+            self.pipeline.policy.reset()
+            res.success, res.message = True, f"removed {res.removed} entries"
+        except CmrFusionError as err:
+            res.success, res.message = False, str(err)
+        return res
+
+    def _on_query(self, req: QueryMemory.Request, res: QueryMemory.Response) -> QueryMemory.Response:
+        try:
+            mods = tuple(Modality.parse(m) for m in req.modalities) or tuple(Modality)
+            found: list[Neighbor] = self.pipeline.memory.search(np.asarray(req.vector, np.float32), max(1, req.k),
+                                                                modalities=mods, min_score=float(req.min_score))
+            q = Query(Modality.CAMERA, "", 0, "", np.zeros(1, np.float32))
+            res.matches = [match_event(MatchResult.of(q, n)) for n in found]
+            for e in res.matches:
+                e.query_modality = ""
+            res.success, res.message = True, f"{len(found)} neighbours"
+        except CmrFusionError as err:
+            res.success, res.message = False, str(err)
+        return res
+
+    # --- shutdown ------------------------------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Stop the worker, process what is queued and the open sets, then close (save) the memory."""
+        self._running = False
+        self._worker.join(timeout=10.0)
+        while (item := self._next(0.0)) is not None:
+            for fs in self._sync_item(*item):
+                self._process(fs)
+        for fs in self.sync.flush():
+            self._process(fs)
+        self.pipeline.close()
+
+
+def main(args: list[str] | None = None) -> None:
+    from cmr_fusion_ros.rosenv import apply_ros_defaults
+
+    apply_ros_defaults()
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = FusionNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except CmrFusionError as err:
+        if node is None:  # bad configuration or model: say what and exit non-zero
+            print(f"fusion_node: error: {err}", flush=True)
+            raise SystemExit(2) from None
+        raise
+    finally:
+        if node is not None:
+            node.shutdown()
+            node.get_logger().info(f"stopped: {len(node.pipeline.memory)} entries in memory, "
+                                   f"{node.events_published} match events published")
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

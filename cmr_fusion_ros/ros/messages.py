@@ -1,0 +1,102 @@
+"""Core values -> ROS messages: match events, RViz/Foxglove markers, diagnostics."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point, Quaternion
+from geometry_msgs.msg import Pose as RosPose
+from std_msgs.msg import ColorRGBA
+from visualization_msgs.msg import Marker, MarkerArray
+
+from cmr_fusion_msgs.msg import MatchEvent, MatchEventArray
+from cmr_fusion_ros.core.pipeline import PipelineOutput
+from cmr_fusion_ros.core.policy import MatchResult
+from cmr_fusion_ros.core.types import Modality, Pose
+from cmr_fusion_ros.ros.conversions import make_header, ns_to_stamp
+
+__all__ = ["diagnostics_message", "match_event", "match_event_array", "markers", "pose_to_ros", "ros_to_pose"]
+
+_COLOURS = {Modality.CAMERA: (0.2, 0.6, 1.0), Modality.LIDAR: (0.2, 0.9, 0.3), Modality.RADAR: (1.0, 0.5, 0.1)}
+
+
+def pose_to_ros(p: Pose | None) -> RosPose:
+    if p is None:
+        return RosPose(orientation=Quaternion(w=1.0))
+    return RosPose(position=Point(x=p.x, y=p.y, z=p.z), orientation=Quaternion(x=p.qx, y=p.qy, z=p.qz, w=p.qw))
+
+
+def ros_to_pose(p: RosPose) -> Pose:
+    return Pose(p.position.x, p.position.y, p.position.z, p.orientation.x, p.orientation.y, p.orientation.z,
+                p.orientation.w)
+
+
+def match_event(r: MatchResult) -> MatchEvent:
+    e = MatchEvent(header=make_header(r.query_stamp_ns, r.query_frame_id))
+    e.query_modality, e.query_topic, e.query_id = r.query_modality.value, r.query_topic, int(r.query_id)
+    e.match_modality, e.match_topic, e.match_id = r.match_modality.value, r.match_topic, int(r.match_id)
+    e.match_stamp, e.match_frame_id = ns_to_stamp(r.match_stamp_ns), r.match_frame_id
+    e.score, e.rank = float(r.score), int(r.rank)
+    e.query_pose_valid, e.query_pose = r.query_pose is not None, pose_to_ros(r.query_pose)
+    e.match_pose_valid, e.match_pose = r.match_pose is not None, pose_to_ros(r.match_pose)
+    e.distance = float(r.distance)
+    return e
+
+
+def match_event_array(out: PipelineOutput) -> MatchEventArray:
+    return MatchEventArray(header=make_header(out.stamp_ns, out.frame_id), events=[match_event(r) for r in out.events])
+
+
+def markers(events: Sequence[MatchResult], frame_id: str, stamp_ns: int, start_id: int, lifetime_s: float = 30.0) -> MarkerArray:
+    """One line per match with known poses (query -> matched position, coloured by the matched modality) and a text
+    label with the score."""
+    arr = MarkerArray()
+    life = ns_to_stamp(round(lifetime_s * 1e9))
+    for i, r in enumerate(e for e in events if e.query_pose is not None and e.match_pose is not None):
+        rgb = _COLOURS[r.match_modality]
+        line = Marker(header=make_header(stamp_ns, frame_id), ns=f"cmr_match/{r.query_modality.value}",
+                      id=start_id + 2 * i, type=Marker.LINE_LIST, action=Marker.ADD)
+        line.pose.orientation.w = 1.0
+        line.scale.x = 0.3
+        line.color = ColorRGBA(r=rgb[0], g=rgb[1], b=rgb[2], a=max(0.3, min(1.0, r.score)))
+        line.points = [Point(x=r.query_pose.x, y=r.query_pose.y, z=r.query_pose.z + 1.0),
+                       Point(x=r.match_pose.x, y=r.match_pose.y, z=r.match_pose.z + 1.0)]
+        line.lifetime.sec, line.lifetime.nanosec = life.sec, life.nanosec
+        text = Marker(header=line.header, ns=f"cmr_match_label/{r.query_modality.value}", id=start_id + 2 * i + 1,
+                      type=Marker.TEXT_VIEW_FACING, action=Marker.ADD)
+        text.pose.position = Point(x=(r.query_pose.x + r.match_pose.x) / 2, y=(r.query_pose.y + r.match_pose.y) / 2,
+                                   z=max(r.query_pose.z, r.match_pose.z) + 2.0)
+        text.pose.orientation.w = 1.0
+        text.scale.z = 1.0
+        text.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
+        dist = "" if math.isnan(r.distance) else f" {r.distance:.1f} m"
+        text.text = f"{r.query_modality.value}->{r.match_modality.value} {r.score:.2f}{dist}"
+        text.lifetime = line.lifetime
+        arr.markers += [line, text]
+    return arr
+
+
+def diagnostics_message(node_name: str, stamp_ns: int, streams: Mapping[str, Mapping[str, float | int | str]],
+                        memory: Mapping[str, float | int | str], problems: Iterable[str] = ()) -> DiagnosticArray:
+    """One DiagnosticStatus per stream (rate, latency, drops, bad messages) and one for the memory."""
+    arr = DiagnosticArray(header=make_header(stamp_ns))
+    problems = list(problems)
+    for name, values in streams.items():
+        bad = int(values.get("bad_messages", 0)) + int(values.get("dropped", 0))
+        st = DiagnosticStatus(level=DiagnosticStatus.WARN if bad else DiagnosticStatus.OK,
+                              name=f"{node_name}: stream {name}", hardware_id=node_name,
+                              message="drops or bad messages" if bad else "ok")
+        st.values = [KeyValue(key=k, value=_fmt(v)) for k, v in values.items()]
+        arr.status.append(st)
+    mem = DiagnosticStatus(level=DiagnosticStatus.ERROR if problems else DiagnosticStatus.OK,
+                           name=f"{node_name}: memory", hardware_id=node_name,
+                           message="; ".join(problems)[:200] if problems else "ok")
+    mem.values = [KeyValue(key=k, value=_fmt(v)) for k, v in memory.items()]
+    arr.status.append(mem)
+    return arr
+
+
+def _fmt(v: float | int | str) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
