@@ -50,6 +50,7 @@ class CameraConfig:
     hfov_deg: float = 90.0
     noise_std: float = 3.0  # pixel noise, 0-255 scale
     shadows: bool = True
+    lighting: str = "random"  # random: a lighting preset drawn per session; flat: white ambient only (albedo)
     jpeg_quality: int = 90
     translation: tuple[float, float, float] = (1.5, 0.0, 1.6)  # base_link -> camera_optical_frame
 
@@ -57,6 +58,7 @@ class CameraConfig:
         _positive("camera", self, "rate_hz", "width", "height", "hfov_deg")
         _non_negative("camera", self, "noise_std")
         _check("camera.hfov_deg", self.hfov_deg, self.hfov_deg < 170, "0 < hfov_deg < 170")
+        _check("camera.lighting", self.lighting, self.lighting in ("random", "flat"), "random | flat")
         _check("camera.jpeg_quality", self.jpeg_quality, 1 <= int(self.jpeg_quality) <= 100, "an integer 1..100")
         _check("camera.width", self.width, isinstance(self.width, int), "an integer > 0")
         _check("camera.height", self.height, isinstance(self.height, int), "an integer > 0")
@@ -219,6 +221,10 @@ def _coerce(key: str, value: Any, default: Any, source: str | None) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(key, value, "a number", source=source)
         return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(key, value, "a string", source=source)
+        return value
     if isinstance(default, tuple):
         if not isinstance(value, (list, tuple)) or len(value) != len(default):
             raise ConfigError(key, value, f"a list of {len(default)} numbers", source=source)

@@ -99,7 +99,8 @@ class CameraModel:
                     blocked = world.cast(o, np.broadcast_to(sun, o.shape), state.t, (state.x, state.y), any_hit=True)
                     lambert[li[blocked]] = 0.0
             # a little sky light from above so vertical walls facing away from the sun still differ
-            ambient = np.asarray(light.ambient, dtype=np.float32) * (np.float32(0.8) + np.float32(0.2) * np.abs(n[:, 2:3]))
+            sky = np.float32(light.sky_light)
+            ambient = np.asarray(light.ambient, dtype=np.float32) * ((1 - sky) + sky * np.abs(n[:, 2:3]))
             shaded = albedo * (ambient + lambert[:, None] * np.asarray(light.sun_colour, dtype=np.float32))
             fog = np.exp(-hits.t[idx] / np.float32(light.fog_distance))[:, None]
             img[idx] = shaded * fog + img[idx] * (1 - fog)

@@ -94,7 +94,8 @@ def plan_session(seed: int, session: int, duration: float, config: SimConfig | N
     town = town if town is not None else generate_town(seed, cfg.town)
     world_rng = np.random.default_rng([int(seed), int(session), 1])
     world = SessionWorld(town, world_rng, moving_cars=cfg.town.moving_cars, pedestrians=cfg.town.pedestrians,
-                         parked_fill=cfg.town.parked_car_fill, shadows=cfg.camera.shadows)
+                         parked_fill=cfg.town.parked_car_fill, shadows=cfg.camera.shadows,
+                         lighting=cfg.camera.lighting)
     loop = make_loop(town, cfg.route)
     route_rng = np.random.default_rng([int(seed), int(session), 2])
     speed = SpeedProfile(

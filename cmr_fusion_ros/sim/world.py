@@ -38,6 +38,13 @@ class Lighting:
     fog_distance: float
     shadows: bool
     name: str
+    sky_light: float = 0.2  # share of the ambient light that comes from above (walls get less than the ground)
+
+    @classmethod
+    def flat(cls) -> "Lighting":
+        """Ambient white light only: every hit shows its albedo exactly (for tests and debugging)."""
+        return cls((0.0, 0.0, 1.0), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (0.5, 0.7, 0.9), (0.8, 0.85, 0.9), float("inf"),
+                   False, "flat", 0.0)
 
     @classmethod
     def draw(cls, rng: np.random.Generator) -> "Lighting":
@@ -93,9 +100,11 @@ class SessionWorld:
     """World of one session. Deterministic given (town, session rng, shadows flag)."""
 
     def __init__(self, town: Town, rng: np.random.Generator, *, moving_cars: int, pedestrians: int,
-                 parked_fill: float, shadows: bool = True, ego_clearance: float = 6.0) -> None:
+                 parked_fill: float, shadows: bool = True, lighting: str = "random", ego_clearance: float = 6.0) -> None:
         self.town = town
-        self.lighting = Lighting.draw(rng)
+        self.lighting = Lighting.draw(rng)  # drawn even when flat, so the rest of the session stays the same
+        if lighting == "flat":
+            self.lighting = Lighting.flat()
         if not shadows:
             self.lighting = Lighting(**{**self.lighting.__dict__, "shadows": False})
         self.ego_clearance = ego_clearance
