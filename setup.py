@@ -68,6 +68,9 @@ setup(
     entry_points={
         "console_scripts": [
             "cmr-fusion = cmr_fusion_ros.cli:main",
+            "fusion_node = cmr_fusion_ros.ros.fusion_node:main",
+            "encoder_node = cmr_fusion_ros.ros.encoder_node:main",
+            "memory_node = cmr_fusion_ros.ros.memory_node:main",
         ],
     },
 )

@@ -46,6 +46,7 @@ __all__ = [
     "SyncConfig",
     "flatten",
     "load_parameter_file",
+    "render_parameter_file",
     "unflatten",
 ]
 
@@ -423,3 +424,48 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _spec("output.marker_frame", "frame of the markers (the odometry frame)"),
     _spec("output.diagnostics_period_s", "period of /diagnostics", (0.05, 3600)),
 )
+
+
+def render_parameter_file(nodes: Mapping[str, Mapping[str, Any]], header: str = "") -> str:
+    """A ROS 2 parameter file (``node_name: ros__parameters: ...``) with each parameter's description as a comment.
+
+    ``nodes`` maps node names to nested parameter dicts (e.g. ``FusionConfig().to_dict()``).
+    """
+    import json
+
+    docs = {p.name: p for p in PARAMETERS}
+    lines = [f"# {line}".rstrip() for line in header.strip().splitlines()] if header else []
+
+    def scalar(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(scalar(x) for x in v) + "]"
+        return json.dumps(str(v))
+
+    def emit(d: Mapping[str, Any], indent: int, prefix: str) -> None:
+        for k, v in d.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            pad = "  " * indent
+            if isinstance(v, Mapping):
+                lines.append(f"{pad}{k}:")
+                emit(v, indent + 1, key)
+                continue
+            spec = docs.get(key)
+            note = ""
+            if spec is not None:
+                rng = ""
+                if spec.min is not None or spec.max is not None:
+                    lo = "" if spec.min is None else f"{spec.min:g}"
+                    hi = "" if spec.max is None else f"{spec.max:g}"
+                    rng = f" [{lo}..{hi}]"
+                note = f"  # {spec.description}{rng}{'' if spec.read_only else ' (tunable at run time)'}"
+            lines.append(f"{pad}{k}: {scalar(v)}{note}")
+
+    for node, params in nodes.items():
+        lines.append(f"{node}:")
+        lines.append("  ros__parameters:")
+        emit(params, 2, "")
+    return "\n".join(lines) + "\n"

@@ -11,6 +11,7 @@ the set's embeddings inserted, so a query never finds itself or its sibling fram
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -134,7 +135,7 @@ class FusionPipeline:
             encoders = dict(_load(enc.models_dir or None, config.enabled_modalities, providers=enc.providers,
                                   intra_op_threads=enc.intra_op_threads, batch_size=enc.batch_size,
                                   warmup_runs=enc.warmup_runs))
-        directory = memory_dir if memory_dir is not None else config.memory.persistence.directory
+        directory = os.path.expanduser(memory_dir if memory_dir is not None else config.memory.persistence.directory)
         memory = SceneMemory.open(directory, config.memory) if directory else SceneMemory(config.memory)
         if poses is None and config.odometry.topic:
             poses = PoseBuffer(max_gap_ns=round(config.odometry.max_gap_s * 1e9),

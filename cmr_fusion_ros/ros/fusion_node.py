@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import collections
 import itertools
-import shutil
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,16 +32,14 @@ from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
 from cmr_fusion_msgs.msg import MatchEventArray
-from cmr_fusion_msgs.srv import ClearMemory, QueryMemory, SaveMemory
 from cmr_fusion_ros.core.config import FusionConfig
 from cmr_fusion_ros.core.errors import CmrFusionError
-from cmr_fusion_ros.core.memory.entry import Neighbor
 from cmr_fusion_ros.core.pipeline import FusionPipeline, PipelineOutput, frame_from
-from cmr_fusion_ros.core.policy import MatchResult, Query
 from cmr_fusion_ros.core.sync import Synchronizer
 from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.ros.conversions import stamp_to_ns
-from cmr_fusion_ros.ros.messages import diagnostics_message, markers, match_event, match_event_array, ros_to_pose
+from cmr_fusion_ros.ros.messages import diagnostics_message, markers, match_event_array, ros_to_pose
+from cmr_fusion_ros.ros.services import add_memory_services
 from cmr_fusion_ros.ros.params import declare_fusion_parameters, on_policy_change
 
 __all__ = ["FusionNode", "StreamStats", "main", "qos_for"]
@@ -105,9 +101,7 @@ class FusionNode(Node):
             self.create_subscription(msg_type, sc.topic, self._enqueue_cb(m), qos_for(sc.reliability, sc.depth))
         if self.config.odometry.topic:
             self.create_subscription(Odometry, self.config.odometry.topic, self._on_odom, qos_for("reliable", 100))
-        self.create_service(SaveMemory, "~/save_memory", self._on_save)
-        self.create_service(ClearMemory, "~/clear_memory", self._on_clear)
-        self.create_service(QueryMemory, "~/query_memory", self._on_query)
+        add_memory_services(self, self.pipeline)
         self.add_on_set_parameters_callback(on_policy_change(self, lambda: self.config, self._apply_policy))
         self.create_timer(self.config.output.diagnostics_period_s, self._publish_diagnostics)
         self._worker = threading.Thread(target=self._work, name="fusion_worker", daemon=True)
@@ -221,50 +215,6 @@ class FusionNode(Node):
         self.pub_diag.publish(diagnostics_message(
             self.get_fully_qualified_name(), self.get_clock().now().nanoseconds,
             {m.value: s.summary() for m, s in self.stats.items()}, memory_values, self.problems))
-
-    # --- services ------------------------------------------------------------------------------------------------
-
-    def _on_save(self, req: SaveMemory.Request, res: SaveMemory.Response) -> SaveMemory.Response:
-        mem = self.pipeline.memory
-        try:
-            mem.flush()
-            if mem.directory is None:
-                raise CmrFusionError("memory.persistence.directory is '' (RAM only): nothing to save to")
-            mem.snapshot()
-            if req.path and Path(req.path).resolve() != mem.directory.resolve():
-                target = Path(req.path)
-                if target.exists() and any(target.iterdir()):
-                    raise CmrFusionError(f"{target} exists and is not empty")
-                shutil.copytree(mem.directory, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.lock"))
-            res.success, res.entries = True, len(mem)
-            res.message = f"saved {len(mem)} entries to {req.path or mem.directory}"
-        except (CmrFusionError, OSError) as err:
-            res.success, res.message = False, str(err)
-        return res
-
-    def _on_clear(self, req: ClearMemory.Request, res: ClearMemory.Response) -> ClearMemory.Response:
-        try:
-            mods = [Modality.parse(m) for m in req.modalities] or None
-            res.removed = self.pipeline.memory.clear(mods)
-            self.pipeline.policy.reset()
-            res.success, res.message = True, f"removed {res.removed} entries"
-        except CmrFusionError as err:
-            res.success, res.message = False, str(err)
-        return res
-
-    def _on_query(self, req: QueryMemory.Request, res: QueryMemory.Response) -> QueryMemory.Response:
-        try:
-            mods = tuple(Modality.parse(m) for m in req.modalities) or tuple(Modality)
-            found: list[Neighbor] = self.pipeline.memory.search(np.asarray(req.vector, np.float32), max(1, req.k),
-                                                                modalities=mods, min_score=float(req.min_score))
-            q = Query(Modality.CAMERA, "", 0, "", np.zeros(1, np.float32))
-            res.matches = [match_event(MatchResult.of(q, n)) for n in found]
-            for e in res.matches:
-                e.query_modality = ""
-            res.success, res.message = True, f"{len(found)} neighbours"
-        except CmrFusionError as err:
-            res.success, res.message = False, str(err)
-        return res
 
     # --- shutdown ------------------------------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ _SPECS = {p.name: p for p in PARAMETERS}
 _INT_MAX = 2**31 - 1
 
 
-def _is_ours(name: str, prefixes: tuple[str, ...]) -> bool:
+def _is_ours(name: str, prefixes: tuple[str, ...] = ()) -> bool:
     return name not in ROS_OWN_PARAMETERS and not name.startswith("qos_overrides.") and (
         not prefixes or name.split(".", 1)[0] in prefixes)
 
@@ -70,17 +70,20 @@ def _descriptor(spec: ParamSpec | None, name: str, value: Any) -> ParameterDescr
     return d
 
 
-def declare_fusion_parameters(node: Node, *, sections: Iterable[str] = (), base: FusionConfig | None = None) -> FusionConfig:
+def declare_fusion_parameters(node: Node, *, sections: Iterable[str] = (), base: FusionConfig | None = None,
+                              own: Iterable[str] = ()) -> FusionConfig:
     """Validate the node's overrides into a FusionConfig, then declare every parameter; returns the config.
 
     ``sections``: only these top-level sections are declared and accepted (e.g. a split encoder node has no
-    ``memory``); empty = all.
+    ``memory``); empty = all. ``own``: names of node-specific parameters the node declares itself.
     """
     prefixes = tuple(sections)
+    skip = set(own)
     defaults = flatten((base or FusionConfig()).to_dict())
     if prefixes:
         defaults = {k: v for k, v in defaults.items() if k.split(".", 1)[0] in prefixes}
-    overrides = {name: p.value for name, p in getattr(node, "_parameter_overrides", {}).items() if _is_ours(name, prefixes)}
+    overrides = {name: p.value for name, p in getattr(node, "_parameter_overrides", {}).items()
+                 if name not in skip and _is_ours(name, ())}
     values = dict(defaults)
     for name, value in overrides.items():
         default = defaults.get(name)

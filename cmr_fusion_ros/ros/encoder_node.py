@@ -1,0 +1,144 @@
+"""``encoder_node``: one modality's stream -> ``cmr_fusion_msgs/Embedding`` on ``embeddings`` (split deployment).
+
+Run one per modality (parameter ``modality``), e.g. on a GPU host (``encoders.providers``), and a ``memory_node``
+elsewhere. The subscription queue is bounded and the newest message wins under overload; drops and bad messages are
+counted in ``/diagnostics``.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+import traceback
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from sensor_msgs.msg import CompressedImage, Image, PointCloud2
+
+from cmr_fusion_msgs.msg import Embedding
+from cmr_fusion_ros.core.encoder import OnnxEncoder, EncoderConfig, model_path
+from cmr_fusion_ros.core.errors import CmrFusionError, ConfigError
+from cmr_fusion_ros.core.pipeline import frame_from
+from cmr_fusion_ros.core.types import Modality
+from cmr_fusion_ros.ros.conversions import make_header, stamp_to_ns
+from cmr_fusion_ros.ros.fusion_node import StreamStats, qos_for
+from cmr_fusion_ros.ros.messages import diagnostics_message
+from cmr_fusion_ros.ros.params import declare_fusion_parameters
+
+__all__ = ["EncoderNode", "main"]
+
+
+class EncoderNode(Node):
+    def __init__(self, node_name: str = "encoder_node", *, encoder=None, **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        raw = self.declare_parameter("modality", "lidar", ParameterDescriptor(
+            description="camera | lidar | radar: the stream this node encodes", read_only=True)).value
+        self.modality = Modality.parse(raw)
+        self.output_topic = self.declare_parameter("output_topic", "embeddings", ParameterDescriptor(
+            description="topic of the cmr_fusion_msgs/Embedding messages", read_only=True)).value
+        self.config = declare_fusion_parameters(self, sections=("streams", "encoders", "output"),
+                                                own=("modality", "output_topic"))
+        sc = self.config.stream(self.modality)
+        if not sc.enabled:
+            raise ConfigError(f"streams.{self.modality.value}.enabled", False, "true for the node's own modality")
+        if encoder is None:
+            from cmr_fusion_ros.paths import models_dir
+
+            enc = self.config.encoders
+            encoder = OnnxEncoder(EncoderConfig(
+                model_path=str(model_path(enc.models_dir or models_dir(), self.modality)), providers=enc.providers,
+                intra_op_threads=enc.intra_op_threads, batch_size=enc.batch_size, warmup_runs=enc.warmup_runs))
+        self.encoder = encoder
+        card = getattr(encoder, "card", None)
+        self.model_id = f"{self.modality.value}:{(getattr(card, 'sha256', '') or 'unknown')[:12]}"
+        self.stats = StreamStats()
+        self._queue: collections.deque = collections.deque(maxlen=sc.queue_size)
+        self._cond = threading.Condition()
+        self._running = True
+        self.topic = self.resolve_topic_name(sc.topic)
+        msg_type = (CompressedImage if sc.transport == "compressed" else Image) if self.modality is Modality.CAMERA else PointCloud2
+        self.create_subscription(msg_type, sc.topic, self._on_msg, qos_for(sc.reliability, sc.depth))
+        self.pub = self.create_publisher(Embedding, self.output_topic, 50)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(self.config.output.diagnostics_period_s, self._diagnostics)
+        self._worker = threading.Thread(target=self._work, daemon=True)
+        self._worker.start()
+
+    def _on_msg(self, msg) -> None:
+        self.stats.received += 1
+        self.stats.arrivals.append(time.monotonic())
+        with self._cond:
+            if len(self._queue) == self._queue.maxlen:
+                self.stats.dropped += 1
+            self._queue.append((time.perf_counter(), msg))
+            self._cond.notify()
+
+    def _work(self) -> None:
+        while self._running:
+            with self._cond:
+                if not self._queue:
+                    self._cond.wait(0.05)
+                if not self._queue:
+                    continue
+                received, msg = self._queue.popleft()
+            self._encode(received, msg)
+
+    def _encode(self, received: float, msg) -> None:
+        sc = self.config.stream(self.modality)
+        try:
+            frame = frame_from(self.modality, self.topic, msg, compressed=sc.transport == "compressed",
+                               radar_fields=sc.radar_fields, stamp_ns=stamp_to_ns(msg.header.stamp))
+            vec = self.encoder.encode([frame.data])[0]
+        except CmrFusionError as err:
+            self.stats.bad_messages += 1
+            self.get_logger().warning(f"bad {self.modality.value} message: {err}", throttle_duration_sec=2.0)
+            return
+        except Exception:  # keep running; reported
+            self.stats.bad_messages += 1
+            self.get_logger().error(traceback.format_exc(), throttle_duration_sec=5.0)
+            return
+        out = Embedding(header=make_header(frame.stamp_ns, frame.frame_id), modality=self.modality.value,
+                        source_topic=self.topic, model_id=self.model_id)
+        out.vector = vec.astype("float32").tolist()
+        self.pub.publish(out)
+        self.stats.processed += 1
+        self.stats.latencies_ms.append((time.perf_counter() - received) * 1e3)
+
+    def _diagnostics(self) -> None:
+        self.pub_diag.publish(diagnostics_message(self.get_fully_qualified_name(), self.get_clock().now().nanoseconds,
+                                                  {self.modality.value: self.stats.summary()}, {"model_id": self.model_id}))
+
+    def shutdown(self) -> None:
+        self._running = False
+        self._worker.join(timeout=5.0)
+
+
+def main(args: list[str] | None = None) -> None:
+    from cmr_fusion_ros.rosenv import apply_ros_defaults
+
+    apply_ros_defaults()
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = EncoderNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except CmrFusionError as err:
+        if node is None:
+            print(f"encoder_node: error: {err}", flush=True)
+            raise SystemExit(2) from None
+        raise
+    finally:
+        if node is not None:
+            node.shutdown()
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()

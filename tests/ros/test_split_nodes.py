@@ -1,0 +1,75 @@
+"""Split deployment in-process: encoder_node (LiDAR, camera) -> Embedding -> memory_node -> MatchEventArray."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import PointCloud2
+
+from cmr_fusion_msgs.msg import Embedding, MatchEventArray
+from cmr_fusion_ros.ros.conversions import array_to_pointcloud2, make_header, stamp_to_ns
+from cmr_fusion_ros.ros.encoder_node import EncoderNode
+from cmr_fusion_ros.ros.memory_node import MemoryNode
+from tests.ros.test_fusion_node import DIM, PlaceFromData, cloud_at, wait_for
+
+S = 1_000_000_000
+
+
+def test_encoder_and_memory_nodes(tmp_path):
+    rclpy.init()
+    nodes = []
+    try:
+        common = [Parameter("streams.lidar.reliability", value="reliable"),
+                  Parameter("streams.radar.reliability", value="reliable")]
+        lidar_enc = EncoderNode("lidar_encoder", encoder=PlaceFromData(),
+                                parameter_overrides=[Parameter("modality", value="lidar"), *common])
+        # a second "modality" on another topic, to have a cross-modal pair: radar clouds carry the place too
+        radar_enc = EncoderNode("radar_encoder", encoder=PlaceFromData(),
+                                parameter_overrides=[Parameter("modality", value="radar"), *common,
+                                                     Parameter("streams.radar.fields.rcs", value="")])
+        memory = MemoryNode("memory_node", parameter_overrides=[
+            Parameter("memory.dim", value=DIM), Parameter("memory.admission.enabled", value=False),
+            Parameter("policy.exclude_recent_s", value=10.0), Parameter("policy.min_score", value=0.9),
+            Parameter("odometry.topic", value="")])
+        peer = rclpy.create_node("peer")
+        nodes = [lidar_enc, radar_enc, memory, peer]
+        got: list[MatchEventArray] = []
+        embeddings: list[Embedding] = []
+        peer.create_subscription(MatchEventArray, "/memory_node/matches", got.append, 10)
+        peer.create_subscription(Embedding, "/embeddings", embeddings.append, 50)
+        lidar = peer.create_publisher(PointCloud2, "/lidar/points", 10)
+        radar = peer.create_publisher(PointCloud2, "/radar/points", 10)
+        ex = SingleThreadedExecutor()
+        for n in nodes:
+            ex.add_node(n)
+        threading.Thread(target=ex.spin, daemon=True).start()
+        assert wait_for(lambda: lidar.get_subscription_count() and radar.get_subscription_count())
+
+        def radar_cloud(place):
+            c = np.zeros(20, dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("doppler", "f4")])
+            c["x"] = place
+            return c
+
+        for t, place in [(0, 1), (1, 2), (2, 3)]:
+            lidar.publish(array_to_pointcloud2(cloud_at(place), make_header(t * S, "lidar")))
+            radar.publish(array_to_pointcloud2(radar_cloud(place + 10), make_header(t * S, "radar")))
+            time.sleep(0.05)
+        radar.publish(array_to_pointcloud2(radar_cloud(2), make_header(30 * S, "radar")))  # radar sees place 2 again
+        assert wait_for(lambda: got, timeout=10)
+        ev = got[0].events[0]
+        assert (ev.query_modality, ev.match_modality) == ("radar", "lidar")
+        assert stamp_to_ns(ev.match_stamp) == 1 * S and ev.score > 0.99
+        assert {e.modality for e in embeddings} == {"lidar", "radar"}
+        assert all(len(e.vector) == DIM and e.model_id.startswith(e.modality) for e in embeddings)
+        ex.shutdown()
+    finally:
+        for n in nodes:
+            if hasattr(n, "shutdown"):
+                n.shutdown()
+            n.destroy_node()
+        rclpy.try_shutdown()
