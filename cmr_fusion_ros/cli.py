@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "eval": "eval",
     "replay": "replay",
     "launch": "launch",
+    "process": "process",
 }
 
 # one-line help per command, kept here so --help needs no imports
@@ -37,6 +38,7 @@ HELP: dict[str, str] = {
     "eval": "recall@1/5/10/1% of the encoders for all 9 query -> database modality pairs on two bags",
     "replay": "replay rosbag2 bags (sqlite3, mcap) on ROS 2 topics with the recorded timing, /clock, remaps and QoS",
     "launch": "start the fusion graph (all-in-one or split nodes) as child processes, without ros2 launch",
+    "process": "process bags offline (no DDS, full speed): match events to JSONL and an mcap bag, plus a summary",
 }
 
 
