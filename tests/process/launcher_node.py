@@ -5,7 +5,7 @@ Run as ``python -m tests.process.launcher_node --ros-args -r __node:=NAME ...``.
 ``~/heartbeat`` every 0.1 s, and on SIGINT "saves" (writes ``$LAUNCHER_TEST_DIR/<name>.saved``), prints SAVED and
 exits 0, like a node saving its memory. Environment switches, each naming one node:
 ``LAUNCHER_TEST_CRASH=<name>``: that node exits with code 7 shortly after READY;
-``LAUNCHER_TEST_STUBBORN=<name>``: that node ignores SIGINT (SIGTERM still ends it).
+``LAUNCHER_TEST_STUBBORN=<name>``: that node ignores SIGINT and SIGTERM (only SIGKILL ends it).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ def main(args: list[str] | None = None) -> int:
     name = node.get_name()
     if os.environ.get("LAUNCHER_TEST_STUBBORN") == name:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     pub = node.create_publisher(String, "~/heartbeat", 10)
     beats = [0]
 
@@ -37,10 +38,10 @@ def main(args: list[str] | None = None) -> int:
 
     node.create_timer(0.1, beat)
     modality = node.get_parameter("modality").value if node.has_parameter("modality") else "-"
-    print(f"READY name={name} ns={node.get_namespace()} use_sim_time={node.get_parameter('use_sim_time').value} "
-          f"modality={modality}", flush=True)
     crash_at = time.monotonic() + 0.3 if os.environ.get("LAUNCHER_TEST_CRASH") == name else None
-    try:
+    try:  # from READY on, SIGINT leads to the shutdown below, however early it comes
+        print(f"READY name={name} ns={node.get_namespace()} use_sim_time={node.get_parameter('use_sim_time').value}"
+              f" modality={modality}", flush=True)
         while rclpy.ok():
             rclpy.spin_once(node, timeout_sec=0.05)
             if crash_at is not None and time.monotonic() >= crash_at:
