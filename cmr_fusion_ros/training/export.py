@@ -42,24 +42,40 @@ def parity_check(model: ConvEncoder, onnx_file: str | Path, inputs: np.ndarray) 
 
 
 def export_encoder(model: ConvEncoder, onnx_file: str | Path) -> None:
-    """Export with a dynamic batch dimension, input ``input`` and output ``embedding``."""
+    """Export with a dynamic batch dimension, input ``input`` and output ``embedding`` (opset 17).
+
+    Uses torch's TorchScript-based exporter (about 20x faster than the dynamo exporter for these plain CNNs, and
+    the result is checked by :func:`parity_check` anyway); falls back to the dynamo exporter if it is unavailable.
+    """
     model = model.eval()
     onnx_file = Path(onnx_file)
     onnx_file.parent.mkdir(parents=True, exist_ok=True)
     dummy = torch.zeros((2, *model.input_shape), dtype=torch.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (dummy,),
-            str(onnx_file),
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}},
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
+        try:
+            torch.onnx.export(
+                model,
+                (dummy,),
+                str(onnx_file),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                opset_version=17,
+                dynamo=False,
+            )
+        except (TypeError, RuntimeError, NotImplementedError):
+            torch.onnx.export(
+                model,
+                (dummy,),
+                str(onnx_file),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}},
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
 
 
 def write_card(

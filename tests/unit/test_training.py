@@ -144,3 +144,44 @@ def test_golden_shipped_model_onnx_equals_torch(modality: Modality) -> None:
     got = enc.encode_tensors(x)
     assert float(np.max(np.abs(got - ref))) <= PARITY_TOLERANCE
     assert got.shape == (8, 256)
+
+
+def test_train_export_eval_commands_end_to_end(tmp_path: Path, capsys) -> None:
+    """The three sub-commands on two tiny bags of one place: checkpoints, ONNX + cards, the 9-pair table."""
+    import json
+
+    from cmr_fusion_ros.cli import main
+
+    town = tmp_path / "town"
+    town.mkdir()
+    write_bag(town / "session_00")
+    write_bag(town / "session_01")
+    out = tmp_path / "run"
+    assert main(["train", "--bags", str(town), "--val-bags", str(town / "session_00"), str(town / "session_01"),
+                 "--out", str(out), "--epochs", "1", "--steps-per-epoch", "1", "--batch-anchors", "4",
+                 "--threads", "1"]) == 2  # validation bags are also training bags: refused
+    assert "also a training bag" in capsys.readouterr().err
+    assert main(["train", "--bags", str(town / "session_00"), "--val-bags", str(town / "session_00"),
+                 str(town / "session_01"), "--out", str(out), "--epochs", "1", "--steps-per-epoch", "1",
+                 "--batch-anchors", "4", "--threads", "1"]) == 2
+    assert main(["train", "--bags", str(town / "session_01"), "--val-bags", str(town / "session_00"),
+                 str(town / "session_00"), "--out", str(out), "--epochs", "1", "--steps-per-epoch", "1",
+                 "--batch-anchors", "4", "--threads", "1", "--seed", "5"]) == 0
+    text = capsys.readouterr().out
+    assert "epoch 1/1" in text and "camera->lidar=" in text
+    log = json.loads((out / "training.json").read_text())
+    assert log["seed"] == 5 and (out / "training.png").is_file()
+    models = tmp_path / "models"
+    assert main(["export", "--checkpoints", str(out), "--out", str(models), "--no-latency"]) == 0
+    res = tmp_path / "eval.json"
+    assert main(["eval", "--database", str(town / "session_00"), "--queries", str(town / "session_01"),
+                 "--models", str(models), "--json", str(res)]) == 0
+    text = capsys.readouterr().out
+    assert "camera -> lidar" in text and "radar -> radar" in text
+    data = json.loads(res.read_text())
+    assert len(data["pairs"]) == 9 and data["pairs"]["lidar->camera"]["num_counted"] == 10
+    assert res.with_suffix(".png").is_file()
+    assert main(["export", "--checkpoints", str(out), "--out", str(models), "--no-latency", "--metrics", str(res)]) == 0
+    card = load_card(model_path(models, "radar"))
+    assert card.metrics["recall"]["radar->lidar"]["recall@1"] == data["pairs"]["radar->lidar"]["recall@1"]
+    assert card.training["seed"] == 5
