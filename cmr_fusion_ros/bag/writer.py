@@ -76,7 +76,8 @@ def _qos(latched: bool) -> list[Any]:
 class BagWriter:
     """A rosbag2 directory being written. Use as a context manager; topics are added on first use or explicitly."""
 
-    def __init__(self, path: str | Path, *, storage: str = "mcap", typestore: Any = None) -> None:
+    def __init__(self, path: str | Path, *, storage: str = "mcap", typestore: Any = None,
+                 custom_data: dict[str, str] | None = None) -> None:
         from rosbags.rosbag2 import StoragePlugin, Writer
 
         if storage not in STORAGES:
@@ -87,6 +88,8 @@ class BagWriter:
         self.typestore = typestore if typestore is not None else default_typestore()
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
         self._writer = Writer(self.path, version=9, storage_plugin=plugin)
+        for key, value in (custom_data or {}).items():
+            self._writer.set_custom_data(key, str(value))
         self._connections: dict[str, Any] = {}
         self._types: dict[str, str] = {}
         self.counts: dict[str, int] = {}
