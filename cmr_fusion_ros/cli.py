@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "replay": "replay",
     "launch": "launch",
     "process": "process",
+    "demo": "demo",
 }
 
 # one-line help per command, kept here so --help needs no imports
@@ -39,6 +40,7 @@ HELP: dict[str, str] = {
     "replay": "replay rosbag2 bags (sqlite3, mcap) on ROS 2 topics with the recorded timing, /clock, remaps and QoS",
     "launch": "start the fusion graph (all-in-one or split nodes) as child processes, without ros2 launch",
     "process": "process bags offline (no DDS, full speed): match events to JSONL and an mcap bag, plus a summary",
+    "demo": "run the whole system on the sample bag: launch the graph, replay, print match events, summary + PNG",
 }
 
 

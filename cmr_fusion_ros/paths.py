@@ -40,8 +40,16 @@ def share_dir() -> Path:
 
 
 def config_file(name: str) -> Path:
+    """A file of the package's config/ folder (installed copy first, else the source tree's)."""
+    for root in (share_dir(), source_root()):
+        if (root / "config" / name).is_file():
+            return root / "config" / name
     return share_dir() / "config" / name
 
 
 def models_dir() -> Path:
+    """The shipped models (installed copy first, else the source tree's)."""
+    for root in (share_dir(), source_root()):
+        if any((root / "models").glob("*.onnx")):
+            return root / "models"
     return share_dir() / "models"
