@@ -110,8 +110,8 @@ def points_columns(data: np.ndarray, names: Sequence[str], *, required: int, wha
 class CameraPreprocessing:
     """Resize (area interpolation) to ``width x height``, scale to [0, 1], normalise per channel, HWC -> CHW."""
 
-    width: int = 128
-    height: int = 96
+    width: int = 96
+    height: int = 72
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     modality: Modality = Modality.CAMERA
@@ -190,7 +190,7 @@ class LidarBevPreprocessing:
     x_max_m: float = 40.0
     y_half_m: float = 40.0
     z_min_m: float = -3.0
-    z_max_m: float = 5.0
+    z_max_m: float = 9.0
     count_scale: float = 32.0
     intensity_scale: float = 255.0
     modality: Modality = Modality.LIDAR

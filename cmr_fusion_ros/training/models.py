@@ -1,8 +1,9 @@
 """Small per-modality CNN encoders into one L2-normalised embedding space.
 
 Each encoder maps a ``(N, C, H, W)`` float32 tensor (from ``cmr_fusion_ros.core.preprocess``) to ``(N, dim)``
-unit vectors. The nets are deliberately small (a few ms per sample with onnxruntime on one CPU core): five
-stride-2 stages of conv-BN-ReLU (each followed by one stride-1 conv-BN-ReLU), then a flatten of the small final
+unit vectors. The nets are deliberately small (about 1 ms per sample with onnxruntime on one CPU core, and cheap
+enough to train on two shared CPU cores): five stride-2 stages of conv-BN-ReLU, one more stride-1 conv-BN-ReLU at
+the end, then a flatten of the small final
 map (keeps the spatial layout: what is ahead versus behind matters when matching a forward camera to a 360 degree
 LiDAR) and a linear projection.
 """
@@ -49,9 +50,10 @@ class ConvEncoder(nn.Module):
         c, h, w = input_shape
         layers: list[nn.Module] = []
         cin = c
-        for width in widths:
+        for i, width in enumerate(widths):
             layers += _block(cin, width, 2)
-            layers += _block(width, width, 1)
+            if i == len(widths) - 1:
+                layers += _block(width, width, 1)
             cin = width
             h, w = (h + 1) // 2, (w + 1) // 2
         self.features = nn.Sequential(*layers)

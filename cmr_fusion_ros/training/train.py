@@ -50,7 +50,7 @@ class TrainConfig:
     min_time_apart_s: float = 10.0  # a positive from the same bag must be this far apart in time (a revisit)
     embedding_dim: int = 256
     seed: int = 0
-    threads: int = 2
+    threads: int = 1
     flip_p: float = 0.5  # mirror a whole batch left-right (camera columns and BEV y) with this probability
     color_jitter: float = 0.2
     dropout: float = 0.1
