@@ -173,8 +173,33 @@ class SessionWorld:
         self.velocity = np.zeros((len(material), 3), dtype=np.float32)  # updated per instant for movers
         self._reflect = np.array([MATERIALS[Material(m)].lidar_reflectivity for m in range(len(Material))], dtype=np.float32)
         self._scene_cache: tuple[float, object, np.ndarray] | None = None
-        # per-object lookups for the ground: street geometry
-        self._sx, self._sy = sx.astype(np.float32), sy.astype(np.float32)
+        self.static_scene = o3d.t.geometry.RaycastingScene()
+        self.static_scene.add_triangles(o3d.core.Tensor(self.static_vertices), o3d.core.Tensor(self.static_triangles))
+        self._ground_luts()
+
+    def _ground_luts(self) -> None:
+        """1-D lookups along x and y (1 cm): distance to the nearest street centre line and block index; a 0.5 m
+        value-noise texture. The ground look of a hit then costs a few gathers instead of searches."""
+        town = self.town
+        pad = 250.0
+        self._lut_res = 0.01
+        for axis, lines in (("x", town.street_x), ("y", town.street_y)):
+            lo = float(lines[0] - pad)
+            coords = lo + self._lut_res * np.arange(int((lines[-1] - lines[0] + 2 * pad) / self._lut_res) + 1)
+            idx = np.clip(np.searchsorted(lines, coords), 1, len(lines) - 1)
+            dist = np.minimum(np.abs(coords - lines[idx - 1]), np.abs(lines[idx] - coords))
+            outside = (coords < lines[0] - town.half_street) | (coords > lines[-1] + town.half_street)
+            dist[outside] = 1e6  # no street out there
+            block = np.clip(idx - 1, 0, len(lines) - 2)
+            block[outside] = -1
+            setattr(self, f"_lut_{axis}0", lo)
+            setattr(self, f"_lut_d{axis}", dist.astype(np.float32))
+            setattr(self, f"_lut_b{axis}", block.astype(np.int16))
+        self._noise_res = 0.5
+        nx = int(len(self._lut_dx) * self._lut_res / self._noise_res) + 2
+        ny = int(len(self._lut_dy) * self._lut_res / self._noise_res) + 2
+        rng = np.random.default_rng([self.town.seed, 0x6E01])
+        self._noise = rng.random((ny, nx), dtype=np.float32)
 
     # ---------------------------------------------------------------------------------------------- movers
     def mover_states(self, t: float) -> list[tuple[_Mover, float, float, float, np.ndarray]]:
@@ -195,12 +220,12 @@ class SessionWorld:
             out.append((m, float(x), float(y), float(yaw), v))
         return out
 
-    def _scene(self, t: float, ego_xy: tuple[float, float]):
-        """The scene at time t (static + movers, rebuilt per instant; cheap) and its triangle -> object map."""
+    def _dynamic(self, t: float, ego_xy: tuple[float, float]):
+        """The movers at time t as a small scene (rebuilt per instant, cached) and its triangle -> object map."""
         if self._scene_cache is not None and self._scene_cache[0] == t:
             return self._scene_cache[1], self._scene_cache[2]
-        v, tri, obj = [self.static_vertices], [self.static_triangles], [self.static_object]
-        n = len(self.static_vertices)
+        v, tri, obj = [], [], []
+        n = 0
         self.velocity[:] = 0.0
         for m, x, y, yaw, vel in self.mover_states(t):
             if np.hypot(x - ego_xy[0], y - ego_xy[1]) < self.ego_clearance:
@@ -211,13 +236,16 @@ class SessionWorld:
             else:
                 parts = [box_mesh((x, y, 0.85), (0.35, 0.5, 1.7), yaw), box_mesh((x, y, 1.82), (0.22, 0.22, 0.24), yaw)]
             for p in parts:
-                v.append(p.vertices.astype(np.float32))
-                tri.append((p.triangles + n).astype(np.uint32))
+                v.append(p.vertices)
+                tri.append(p.triangles + n)
                 obj.append(np.full(len(p.triangles), m.object_id, dtype=np.int32))
                 n += len(p.vertices)
-        scene = o3d.t.geometry.RaycastingScene()
-        scene.add_triangles(o3d.core.Tensor(np.vstack(v)), o3d.core.Tensor(np.vstack(tri)))
-        objs = np.concatenate(obj)
+        scene, objs = None, np.zeros(0, dtype=np.int32)
+        if v:
+            scene = o3d.t.geometry.RaycastingScene()
+            scene.add_triangles(o3d.core.Tensor(np.vstack(v).astype(np.float32)),
+                                o3d.core.Tensor(np.vstack(tri).astype(np.uint32)))
+            objs = np.concatenate(obj)
         self._scene_cache = (t, scene, objs)
         return scene, objs
 
@@ -228,14 +256,34 @@ class SessionWorld:
         rays = np.empty((len(directions), 6), dtype=np.float32)
         rays[:, :3] = origins
         rays[:, 3:] = directions
-        scene, tri_obj = self._scene(t, ego_xy)
+        rays_t = o3d.core.Tensor(rays)
+        dyn, dyn_obj = self._dynamic(t, ego_xy)
         if any_hit:
-            return scene.test_occlusions(o3d.core.Tensor(rays)).numpy()
-        r = scene.cast_rays(o3d.core.Tensor(rays))
+            blocked = self.static_scene.test_occlusions(rays_t).numpy()
+            if dyn is not None:
+                blocked |= dyn.test_occlusions(rays_t).numpy()
+            return blocked
+        r = self.static_scene.cast_rays(rays_t)
         th = r["t_hit"].numpy()
-        idx = np.nonzero(np.isfinite(th))[0]
-        obj = tri_obj[r["primitive_ids"].numpy()[idx]]
-        normal = r["primitive_normals"].numpy()[idx]
+        prim = r["primitive_ids"].numpy()
+        if dyn is None:
+            idx = np.nonzero(np.isfinite(th))[0]
+            obj = self.static_object[prim[idx]]
+            normal = r["primitive_normals"].numpy()[idx]
+        else:
+            rd = dyn.cast_rays(rays_t)
+            td = rd["t_hit"].numpy()
+            closer = td < th
+            th = np.minimum(th, td)
+            idx = np.nonzero(np.isfinite(th))[0]
+            is_dyn = np.nonzero(closer[idx])[0]
+            # static primitive ids of rays that only hit a mover are invalid: clip before the gather, then overwrite
+            obj = self.static_object[np.minimum(prim[idx], len(self.static_object) - 1)]
+            normal = r["primitive_normals"].numpy()[idx]
+            if len(is_dyn):
+                di = idx[is_dyn]
+                obj[is_dyn] = dyn_obj[rd["primitive_ids"].numpy()[di]]
+                normal[is_dyn] = rd["primitive_normals"].numpy()[di]
         d = directions[idx]
         flip = np.einsum("ij,ij->i", normal, d) > 0
         normal[flip] *= -1.0
@@ -295,47 +343,57 @@ class SessionWorld:
     def _ground(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         town = self.town
         x, y = p[:, 0], p[:, 1]
-        sx, sy = self._sx, self._sy
-        ix = np.clip(np.searchsorted(sx, x), 1, len(sx) - 1)
-        iy = np.clip(np.searchsorted(sy, y), 1, len(sy) - 1)
-        dxl, dxr = x - sx[ix - 1], sx[ix] - x
-        dyl, dyr = y - sy[iy - 1], sy[iy] - y
-        dx = np.minimum(np.abs(dxl), np.abs(dxr))
-        dy = np.minimum(np.abs(dyl), np.abs(dyr))
-        inside = (x > sx[0] - town.half_street) & (x < sx[-1] + town.half_street) & \
-                 (y > sy[0] - town.half_street) & (y < sy[-1] + town.half_street)
-        rh, hs = town.road_half_width, town.half_street
-        road = inside & ((dx < rh) | (dy < rh))
-        sidewalk = inside & ~road & ((dx < hs) | (dy < hs))
-        block = inside & ~road & ~sidewalk
-        noise = _hash2(np.floor(x * 2.0), np.floor(y * 2.0))
+        ix = np.clip(((x - self._lut_x0) / self._lut_res).astype(np.int64), 0, len(self._lut_dx) - 1)
+        iy = np.clip(((y - self._lut_y0) / self._lut_res).astype(np.int64), 0, len(self._lut_dy) - 1)
+        dx, dy = self._lut_dx[ix], self._lut_dy[iy]
+        bx, by = self._lut_bx[ix], self._lut_by[iy]
+        noise = self._noise[(iy * self._lut_res / self._noise_res).astype(np.int64),
+                            (ix * self._lut_res / self._noise_res).astype(np.int64)]
+        rh, hs = np.float32(town.road_half_width), np.float32(town.half_street)
+        road = (dx < rh) | (dy < rh)
+        street = (dx < hs) | (dy < hs)
+        sidewalk = street & ~road
+        inside = (bx >= 0) & (by >= 0)
+        kind = np.where(inside, town.block_kind[np.maximum(bx, 0), np.maximum(by, 0)], 2)
+        plaza = ~street & (kind == 1)
+        # grass everywhere else (parks, lawns, outside the town)
         albedo = np.empty((len(p), 3), dtype=np.float32)
-        refl = np.empty(len(p), dtype=np.float32)
-        # outside the town and parks: grass
-        albedo[:] = np.array([0.28, 0.45, 0.2], dtype=np.float32) * (0.85 + 0.3 * noise)[:, None]
-        refl[:] = 0.25
-        kind = town.block_kind[np.clip(ix - 1, 0, town.block_kind.shape[0] - 1), np.clip(iy - 1, 0, town.block_kind.shape[1] - 1)]
-        plaza = block & (kind == 1)
-        tile = ((np.floor(x / 1.5) + np.floor(y / 1.5)) % 2).astype(np.float32)
-        albedo[plaza] = (np.array([0.62, 0.6, 0.56], dtype=np.float32) * (0.9 + 0.1 * tile[plaza])[:, None])
-        refl[plaza] = 0.3
-        albedo[sidewalk] = np.array([0.7, 0.7, 0.68], dtype=np.float32) * (0.92 + 0.1 * noise[sidewalk])[:, None]
+        refl = np.full(len(p), 0.25, dtype=np.float32)
+        albedo[:] = _GRASS
+        scale = np.float32(0.85) + np.float32(0.3) * noise
+        if plaza.any():
+            tile = ((np.floor(x[plaza] / 1.5) + np.floor(y[plaza] / 1.5)) % 2).astype(np.float32)
+            albedo[plaza] = _PLAZA
+            scale[plaza] = 0.9 + 0.1 * tile
+            refl[plaza] = 0.3
+        albedo[sidewalk] = _SIDEWALK
+        scale[sidewalk] = 0.92 + 0.1 * noise[sidewalk]
         refl[sidewalk] = 0.3
-        albedo[road] = np.array([0.22, 0.22, 0.23], dtype=np.float32) * (0.9 + 0.2 * noise[road])[:, None]
-        refl[road] = 0.08
-        # markings: dashed centre lines (not inside intersections) and solid parking-lane lines
-        on_x_street = road & (dx < rh) & (dy >= hs)
-        on_y_street = road & (dy < rh) & (dx >= hs)
-        centre = (on_x_street & (dx < 0.08) & (np.mod(y, 6.0) < 3.0)) | (on_y_street & (dy < 0.08) & (np.mod(x, 6.0) < 3.0))
-        edge = rh - PARKING_LANE
-        side = (on_x_street & (np.abs(dx - edge) < 0.07)) | (on_y_street & (np.abs(dy - edge) < 0.07))
-        # zebra crossings just before each intersection
-        zebra = road & (((dx < rh) & (dy >= hs) & (dy < hs + 3.0) & (np.mod(x, 1.0) < 0.5)) |
-                        ((dy < rh) & (dx >= hs) & (dx < hs + 3.0) & (np.mod(y, 1.0) < 0.5)))
-        mark = centre | side | zebra
-        albedo[mark] = (0.9, 0.9, 0.85)
-        refl[mark] = 0.7
+        ri = np.nonzero(road)[0]
+        albedo[ri] = _ASPHALT
+        scale[ri] = 0.9 + 0.2 * noise[ri]
+        refl[ri] = 0.08
+        albedo *= scale[:, None]
+        # markings on the road only: dashed centre lines (not in intersections), parking-lane lines, zebra crossings
+        dxr, dyr, xr, yr = dx[ri], dy[ri], x[ri], y[ri]
+        on_x = (dxr < rh) & (dyr >= hs)
+        on_y = (dyr < rh) & (dxr >= hs)
+        edge = rh - np.float32(PARKING_LANE)
+        mark = (on_x & (dxr < 0.08) & (np.mod(yr, 6.0) < 3.0)) | (on_y & (dyr < 0.08) & (np.mod(xr, 6.0) < 3.0))
+        mark |= (on_x & (np.abs(dxr - edge) < 0.07)) | (on_y & (np.abs(dyr - edge) < 0.07))
+        mark |= on_x & (dyr < hs + 3.0) & (np.mod(xr, 1.0) < 0.5)
+        mark |= on_y & (dxr < hs + 3.0) & (np.mod(yr, 1.0) < 0.5)
+        mi = ri[mark]
+        albedo[mi] = _MARKING
+        refl[mi] = 0.7
         return albedo, refl
+
+
+_GRASS = np.array([0.28, 0.45, 0.2], dtype=np.float32)
+_PLAZA = np.array([0.62, 0.6, 0.56], dtype=np.float32)
+_SIDEWALK = np.array([0.7, 0.7, 0.68], dtype=np.float32)
+_ASPHALT = np.array([0.22, 0.22, 0.23], dtype=np.float32)
+_MARKING = np.array([0.9, 0.9, 0.85], dtype=np.float32)
 
 
 def _hash2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
