@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         txt = " ".join(f"{k}={v:.2f}" for k, v in rec.items())
         mean = f" mean={e['val_mean_recall@1']:.3f}" if rec else ""
         tqdm.write(f"epoch {epoch}/{cfg.epochs} loss={e['loss']:.4f} T={e['temperature']:.3f} {e['seconds']:.0f}s"
-                   f"{mean}{' *' if e.get('best') else ''}\n  val R@1: {txt}", file=sys.stdout)
+                   f"{mean}{' *' if e.get('best') else ''}" + (f"\n  val R@1: {txt}" if rec else ""), file=sys.stdout)
         sys.stdout.flush()
 
     def progress(epoch: int, steps: int):

@@ -213,7 +213,14 @@ class Trainer:
         index = _Index(train, cfg)
         steps = cfg.steps_per_epoch or max(1, math.ceil(len(train) / cfg.batch_anchors))
         total_steps = steps * cfg.epochs
-        sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=0.1)
+        warm = max(1, total_steps // 20)
+
+        def lr_factor(step: int) -> float:  # linear warm-up, then cosine decay to 0
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total_steps - warm))))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_factor)
         history: list[dict[str, Any]] = []
         best = -1.0
         self.best_state = {m: {k: v.clone() for k, v in mdl.state_dict().items()} for m, mdl in self.models.items()}
