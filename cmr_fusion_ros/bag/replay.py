@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -298,7 +298,7 @@ class TopicPlan:
     out_topic: str
     msgtype: str
     qos: QosSpec
-    qos_source: str  # "bag", "override", "latched" or "default"
+    qos_source: str  # "bag", "override", "latched" or "default" (+ ", keep_all at rate 0")
     count: int
 
 
@@ -400,6 +400,11 @@ class BagSet:
                 offers = [q for _, c in conns for q in getattr(c.ext, "offered_qos_profiles", None) or ()]
                 qos = qos_from_offers(offers, topic)
                 source = "latched" if topic == TF_STATIC else ("bag" if offers else "default")
+                if opts.rate == 0 and qos.reliability == "reliable" and not qos.latched:
+                    # as fast as possible: a keep_last writer would overwrite samples before slower reliable
+                    # readers got them; keep_all keeps them until acknowledged (the player bounds the backlog)
+                    qos = replace(qos, history="keep_all", depth=0)
+                    source += ", keep_all at rate 0"
             index = len(self.plan)
             for r, c in conns:
                 self._conns[r][c.id] = index

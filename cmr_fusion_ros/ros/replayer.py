@@ -71,14 +71,26 @@ def qos_profile(spec: QosSpec) -> Any:
 
 
 class RosSink:
-    """One publisher per replayed topic (the recorded type, the planned QoS) and, when asked, ``/clock``."""
+    """One publisher per replayed topic (the recorded type, the planned QoS) and, when asked, ``/clock``.
 
-    def __init__(self, node: Any, plan: Sequence[TopicPlan], classes: dict[int, type], clock: bool) -> None:
+    ``backlog_bytes`` (rate 0, where reliable topics are keep_all): a keep_all writer holds every sample until its
+    reliable readers acknowledge it, so a slow subscriber would make the whole bag pile up in memory. After every
+    ``backlog_bytes`` published on reliable topics the sink waits until everything is acknowledged (Fast DDS
+    acknowledges on its heartbeat, every few seconds: a small cost for a few hundred MB).
+    """
+
+    def __init__(self, node: Any, plan: Sequence[TopicPlan], classes: dict[int, type], clock: bool, *,
+                 backlog_bytes: int | None = None, stop: threading.Event | None = None) -> None:
         from rclpy.qos import QoSProfile, ReliabilityPolicy
 
         self.node = node
         self.publishers: dict[int, Any] = {}
         self.reliable: list[Any] = []
+        self._reliable_index: set[int] = set()
+        self.backlog_bytes = backlog_bytes
+        self._unacked = 0
+        self.stop = stop or threading.Event()
+        self.drain_timeouts = 0
         for topic in plan:
             if topic.index not in classes:
                 continue
@@ -86,6 +98,7 @@ class RosSink:
             self.publishers[topic.index] = pub
             if topic.qos.reliability == "reliable":
                 self.reliable.append(pub)
+                self._reliable_index.add(topic.index)
         self.clock_pub = None
         self._clock_msg = None
         if clock:
@@ -98,6 +111,12 @@ class RosSink:
 
     def publish(self, index: int, data: bytes) -> None:
         self.publishers[index].publish(data if isinstance(data, bytes) else bytes(data))
+        if self.backlog_bytes is not None and index in self._reliable_index:
+            self._unacked += len(data)
+            if self._unacked >= self.backlog_bytes:
+                if not self.drain(30.0):
+                    self.drain_timeouts += 1
+                self._unacked = 0
 
     def publish_clock(self, stamp_ns: int) -> None:
         if self.clock_pub is None:
@@ -109,16 +128,21 @@ class RosSink:
     def subscription_counts(self) -> dict[int, int]:
         return {i: pub.get_subscription_count() for i, pub in self.publishers.items()}
 
-    def wait_acked(self, timeout_s: float) -> bool:
-        """Wait (bounded) until reliable subscribers acknowledged everything published."""
+    def drain(self, timeout_s: float) -> bool:
+        """Wait until reliable readers acknowledged everything published, in short steps (stop-aware), at most
+        ``timeout_s``; publishers whose subscribers have all gone are not waited for. True when all acknowledged."""
         from rclpy.duration import Duration
 
         deadline = time.monotonic() + timeout_s
-        ok = True
-        for pub in self.reliable:
-            left = max(0.0, deadline - time.monotonic())
-            ok = pub.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9))) and ok
-        return ok
+        pending = list(self.reliable)
+        step = Duration(nanoseconds=200_000_000)
+        while pending:
+            pending = [p for p in pending if p.get_subscription_count() > 0 and not p.wait_for_all_acked(step)]
+            if not pending:
+                return True
+            if self.stop.is_set() or time.monotonic() >= deadline:
+                return False
+        return True
 
 
 @dataclass
@@ -187,11 +211,13 @@ def _install_stop_handlers(stop: threading.Event) -> Callable[[], None]:
 
 def replay(paths: Sequence[str | Path], options: ReplayOptions, *, progress: bool = True,
            stop: threading.Event | None = None, log: Callable[[str], None] | None = None,
-           ack_timeout_s: float = 5.0) -> ReplayResult:
+           ack_timeout_s: float = 30.0, backlog_bytes: int = 256_000_000) -> ReplayResult:
     """Replay ``paths`` with ``options`` over ROS 2; returns the plan and what was published.
 
-    Stops early (``stats.interrupted``) on SIGINT/SIGTERM or when ``stop`` is set. Initialises rclpy with its own
-    signal handlers off and shuts it down again.
+    Stops early (``stats.interrupted``) on SIGINT/SIGTERM or when ``stop`` is set. At the end it waits (at most
+    ``ack_timeout_s``) until reliable subscribers acknowledged everything, so nothing is lost by exiting. At rate 0
+    at most ``backlog_bytes`` stay unacknowledged (see :class:`RosSink`). Initialises rclpy with its own signal
+    handlers off and shuts it down again.
     """
     from cmr_fusion_ros.rosenv import apply_ros_defaults
 
@@ -225,7 +251,8 @@ def replay(paths: Sequence[str | Path], options: ReplayOptions, *, progress: boo
             try:
                 node = rclpy.create_node(NODE_NAME)
                 try:
-                    sink = RosSink(node, bags.plan, classes, options.clock)
+                    sink = RosSink(node, bags.plan, classes, options.clock, stop=stop,
+                                   backlog_bytes=backlog_bytes if options.rate == 0 else None)
                     clock = MonotonicClock(stop)
                     if not _wait_and_delay(sink, options, bags.first_ns, clock, result, say):
                         return result
@@ -236,8 +263,12 @@ def replay(paths: Sequence[str | Path], options: ReplayOptions, *, progress: boo
                     finally:
                         if bar is not None:
                             bar.close()
-                    if sink.reliable and not stop.is_set():
-                        sink.wait_acked(ack_timeout_s)
+                    if sink.reliable and not stop.is_set() and not sink.drain(ack_timeout_s):
+                        sink.drain_timeouts += 1
+                    if sink.drain_timeouts:
+                        result.warnings.append(f"reliable subscribers did not acknowledge everything in time "
+                                               f"({sink.drain_timeouts} times): they may have missed messages")
+                        say(f"warning: {result.warnings[-1]}")
                     result.stats.interrupted = result.stats.interrupted or stop.is_set()
                     return result
                 finally:

@@ -356,3 +356,16 @@ def test_replay_core_does_not_import_rclpy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          cwd=Path(__file__).resolve().parents[2], check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_rate_zero_keeps_all_on_reliable_topics_unless_overridden(tmp_path):
+    paths = _two_bags(tmp_path)  # /chatter: no recorded QoS (reliable default); /cloud: recorded best effort
+    with BagSet(paths, ReplayOptions(rate=0)) as bags:
+        plan = {t.topic: t for t in bags.plan}
+    assert plan["/chatter"].qos.history == "keep_all" and plan["/chatter"].qos_source == "default, keep_all at rate 0"
+    assert plan["/cloud"].qos.history == "keep_last"  # best effort: nothing to keep for
+    over = {"/chatter": QosSpec(depth=4)}
+    with BagSet(paths, ReplayOptions(rate=0, qos_overrides=over)) as bags:
+        assert bags.plan[0].qos == QosSpec(depth=4) and bags.plan[0].qos_source == "override"
+    with BagSet(paths, ReplayOptions(rate=1)) as bags:
+        assert bags.plan[0].qos.history == "keep_last"
