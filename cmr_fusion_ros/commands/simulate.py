@@ -56,12 +56,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"config: {config_path if config_path.exists() else '(built-in defaults)'}")
     total = total_samples(config, args.duration, args.sessions)
     start = time.perf_counter()
+    cpu0 = time.process_time()
     with tqdm(total=total, unit="msg", disable=args.no_progress, desc="simulate", file=sys.stderr) as bar:
         record, results = simulate_dataset(
             args.out, seed=args.seed, duration=args.duration, sessions=args.sessions, config=config,
             storage=args.storage, raw_images=args.raw_images, jobs=args.jobs, progress=bar.update,
         )
     wall = time.perf_counter() - start
+    cpu = time.process_time() - cpu0
     for res, info in zip(results, record["sessions"]):
         counts = ", ".join(f"{t} {n}" for t, n in sorted(res.counts.items()))
         print(f"{res.path}: lighting {info['lighting']}, {res.sim_seconds:.1f} s simulated in {res.wall_seconds:.1f} s "
@@ -76,8 +78,20 @@ def run(args: argparse.Namespace) -> int:
           f"{lid.rate_hz:g} Hz, radar @ {config.radar.rate_hz:g} Hz, odom @ {config.odom.rate_hz:g} Hz")
     print(f"machine: {platform.node()} {platform.machine()}, {_cpus()} CPUs, python {platform.python_version()}, "
           f"jobs {args.jobs}")
-    print(f"speed: {sim_total:.1f} simulated s in {wall:.1f} wall s = {sim_total / wall:.2f} simulated s per wall s")
+    print(f"map: {Path(args.out) / 'town.png'}")
+    print(f"speed: {sim_total:.1f} simulated s in {wall:.1f} wall s = {sim_total / wall:.2f} simulated s per wall s "
+          f"(this process used {cpu:.1f} CPU s{'; workers not counted' if args.jobs > 1 else ''}; load average "
+          f"{_load()})")
     return 0
+
+
+def _load() -> str:
+    import os
+
+    try:
+        return " ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
 def _cpus() -> int:

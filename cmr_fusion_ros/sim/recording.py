@@ -166,6 +166,9 @@ def simulate_dataset(out: str | Path, *, seed: int, duration: float, sessions: i
     plans = [plan_session(seed, k, duration, cfg, town) for k in range(sessions)]
     record = _town_record(town, cfg, duration, sessions, storage, raw_images, plans)
     (out / "town.json").write_text(json.dumps(record, indent=1) + "\n")
+    from cmr_fusion_ros.sim.plot import plot_town
+
+    plot_town(plans, out / "town.png")
     results: list[RecordResult] = []
     if jobs <= 1 or sessions == 1:
         for plan in plans:

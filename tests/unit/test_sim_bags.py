@@ -171,3 +171,17 @@ def test_existing_output_and_bad_options_are_refused(tmp_path: Path, small_confi
     bad.write_text("camera: {widht: 10}\n")
     assert main(["simulate", "--out", str(tmp_path / "y"), "--config", str(bad), "--no-progress"]) == 2
     assert "camera.widht" in capsys.readouterr().err
+
+
+def test_parallel_sessions_equal_serial_ones(tmp_path: Path, small_config: Path) -> None:
+    _simulate(tmp_path / "serial", small_config, "--duration", "0.5", "--sessions", "2")
+    _simulate(tmp_path / "parallel", small_config, "--duration", "0.5", "--sessions", "2", "--jobs", "2")
+    for k in range(2):
+        a = _read_all(tmp_path / "serial" / f"session_{k:02d}")
+        b = _read_all(tmp_path / "parallel" / f"session_{k:02d}")
+        assert a.keys() == b.keys()
+        for topic in a:
+            assert [s for s, _ in a[topic]] == [s for s, _ in b[topic]]
+            for (_, ma), (_, mb) in zip(a[topic], b[topic]):
+                _assert_same(ma, mb, topic)
+    assert (tmp_path / "parallel" / "town.png").stat().st_size > 10_000
