@@ -13,13 +13,14 @@ HELP = "train the three encoders (symmetric InfoNCE over all modality pairs) on 
 
 
 def expand_bags(paths: list[Path]) -> list[Path]:
-    """A bag folder (has metadata.yaml) stays; a folder of bags (session_00, ...) expands to its bags, sorted."""
+    """A bag (a folder with metadata.yaml, or an .mcap/.db3 file) stays; any other folder expands to every bag
+    below it (e.g. town_101/session_00, town_101/session_01, town_102/...), sorted."""
     out: list[Path] = []
     for p in paths:
         if (p / "metadata.yaml").is_file() or p.suffix in (".mcap", ".db3"):
             out.append(p)
         elif p.is_dir():
-            subs = sorted(q for q in p.iterdir() if (q / "metadata.yaml").is_file())
+            subs = sorted(q.parent for q in p.rglob("metadata.yaml"))
             out.extend(subs if subs else [p])
         else:
             out.append(p)

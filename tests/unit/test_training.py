@@ -185,3 +185,16 @@ def test_train_export_eval_commands_end_to_end(tmp_path: Path, capsys) -> None:
     card = load_card(model_path(models, "radar"))
     assert card.metrics["recall"]["radar->lidar"]["recall@1"] == data["pairs"]["radar->lidar"]["recall@1"]
     assert card.training["seed"] == 5
+
+
+def test_expand_bags_finds_nested_sessions(tmp_path: Path) -> None:
+    from cmr_fusion_ros.commands.train import expand_bags
+
+    for town in ("town_2", "town_1"):
+        for s in ("session_01", "session_00"):
+            (tmp_path / town / s).mkdir(parents=True)
+            (tmp_path / town / s / "metadata.yaml").write_text("x")
+    got = expand_bags([tmp_path])
+    assert [p.relative_to(tmp_path).as_posix() for p in got] == [
+        "town_1/session_00", "town_1/session_01", "town_2/session_00", "town_2/session_01"]
+    assert expand_bags([tmp_path / "town_2" / "session_00"]) == [tmp_path / "town_2" / "session_00"]
