@@ -4,7 +4,7 @@
 
 Arguments:
   params_file   parameters YAML in the ``node_name: ros__parameters:`` form (default: the package's
-                config/fusion.yaml when it exists, else none)
+                config/fusion.yaml for all_in_one, config/split.yaml for split, when it exists)
   use_sim_time  true | false (default false): follow /clock, e.g. from ``cmr-fusion replay --clock``
   mode          all_in_one (one fusion_node) | split (camera/lidar/radar encoder_node + memory_node)
   namespace     namespace for every node (default: none)
@@ -21,19 +21,21 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from cmr_fusion_ros.paths import config_file
-from cmr_fusion_ros.ros.graph import DEFAULT_PARAMS_FILE, PACKAGE, Mode, build_graph, normalize_namespace
+from cmr_fusion_ros.ros.graph import PACKAGE, Mode, build_graph, default_params_name, normalize_namespace
 
 TRUE = ("true", "1", "yes", "on")
 
 
-def _default_params_file() -> str:
-    path = config_file(DEFAULT_PARAMS_FILE)  # the installed share/cmr_fusion_ros/config (or the source tree)
+def _default_params_file(mode: str) -> str:
+    path = config_file(default_params_name(mode))  # the installed share/cmr_fusion_ros/config (or the source tree)
     return str(path) if path.is_file() else ""
 
 
 def _nodes(context, *args, **kwargs) -> list[Node]:
     mode = LaunchConfiguration("mode").perform(context)
     params_file = LaunchConfiguration("params_file").perform(context).strip()
+    if params_file == "default":
+        params_file = _default_params_file(mode)
     use_sim_time = LaunchConfiguration("use_sim_time").perform(context).strip().lower() in TRUE
     namespace = normalize_namespace(LaunchConfiguration("namespace").perform(context))
     actions = []
@@ -47,8 +49,9 @@ def _nodes(context, *args, **kwargs) -> list[Node]:
 
 def generate_launch_description() -> LaunchDescription:
     return LaunchDescription([
-        DeclareLaunchArgument("params_file", default_value=_default_params_file(),
-                              description="parameters YAML (node_name: ros__parameters: form); empty = none"),
+        DeclareLaunchArgument("params_file", default_value="default",
+                              description="parameters YAML (node_name: ros__parameters: form); 'default' = the "
+                                          "package's config file for the mode; empty = none"),
         DeclareLaunchArgument("use_sim_time", default_value="false", choices=["true", "false"],
                               description="follow /clock (e.g. from cmr-fusion replay --clock)"),
         DeclareLaunchArgument("mode", default_value=Mode.ALL_IN_ONE.value, choices=[m.value for m in Mode],

@@ -13,7 +13,7 @@ HELP = "start the fusion graph (all-in-one or split nodes) as child processes, w
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", type=Path, default=None, metavar="FILE",
                         help="parameters YAML (node_name: ros__parameters: form); default: the package's "
-                             "config/fusion.yaml when it exists")
+                             "config/fusion.yaml (all_in_one) or config/split.yaml (split) when it exists")
     parser.add_argument("--mode", choices=("all_in_one", "split"), default="all_in_one",
                         help="one fusion_node, or one encoder_node per modality + memory_node (default all_in_one)")
     parser.add_argument("--use-sim-time", action="store_true", help="nodes follow /clock (e.g. from replay --clock)")
@@ -32,12 +32,12 @@ def plan(args: argparse.Namespace) -> list:
     from cmr_fusion_ros.core.errors import ConfigError
     from cmr_fusion_ros.launcher import ChildSpec
     from cmr_fusion_ros.paths import config_file
-    from cmr_fusion_ros.ros.graph import DEFAULT_PARAMS_FILE, build_graph, node_command, normalize_namespace
+    from cmr_fusion_ros.ros.graph import build_graph, default_params_name, node_command, normalize_namespace
     from cmr_fusion_ros.ros.graph import parse_module_overrides
 
     params = args.params
     if params is None:
-        default = config_file(DEFAULT_PARAMS_FILE)
+        default = config_file(default_params_name(args.mode))
         params = default if default.is_file() else None
     elif not params.is_file():
         raise ConfigError("--params", str(params), "an existing parameters YAML file")
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{child.name}: {shlex.join(child.argv)}")
         return 0
     if not any("--params-file" in c.argv for c in children):
-        print("[launcher] no parameters file (none given, no config/fusion.yaml): nodes use their defaults",
+        print("[launcher] no parameters file (none given, no default in config/): nodes use their defaults",
               file=sys.stderr, flush=True)
     launcher = Launcher(children, env=env, sigint_timeout=args.sigint_timeout, sigterm_timeout=args.sigterm_timeout)
     return launcher.run()

@@ -20,12 +20,10 @@ from pathlib import Path
 from cmr_fusion_ros.core.errors import ConfigError
 from cmr_fusion_ros.core.types import Modality
 
-__all__ = ["Mode", "NodeSpec", "build_graph", "node_command", "normalize_namespace", "parse_module_overrides",
-           "ros_arguments",
-           "DEFAULT_PARAMS_FILE", "PACKAGE"]
+__all__ = ["Mode", "NodeSpec", "build_graph", "default_params_name", "node_command", "normalize_namespace",
+           "parse_module_overrides", "ros_arguments", "DEFAULT_PARAMS_FILES", "PACKAGE"]
 
 PACKAGE = "cmr_fusion_ros"
-DEFAULT_PARAMS_FILE = "fusion.yaml"  # under the package's config/ folder
 _NS_TOKEN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -39,6 +37,14 @@ class Mode(str, Enum):
             return cls(value)
         except ValueError:
             raise ConfigError("mode", value, " | ".join(m.value for m in cls)) from None
+
+
+# the parameters file each mode uses when none is given, under the package's config/ folder
+DEFAULT_PARAMS_FILES = {Mode.ALL_IN_ONE: "fusion.yaml", Mode.SPLIT: "split.yaml"}
+
+
+def default_params_name(mode: str | Mode) -> str:
+    return DEFAULT_PARAMS_FILES[Mode.parse(mode)]
 
 
 @dataclass(frozen=True, slots=True)

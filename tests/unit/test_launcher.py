@@ -17,10 +17,12 @@ import pytest
 
 from cmr_fusion_ros.core.errors import ConfigError
 from cmr_fusion_ros.launcher import ChildSpec, Launcher, child_environment, describe_returncode
+from cmr_fusion_ros.paths import config_file
 from cmr_fusion_ros.ros.graph import (
     Mode,
     NodeSpec,
     build_graph,
+    default_params_name,
     node_command,
     normalize_namespace,
     parse_module_overrides,
@@ -139,6 +141,8 @@ def _load_launch_file():
 @pytest.mark.parametrize("mode, use_sim_time, params, namespace", [
     ("all_in_one", "false", "", ""),
     ("split", "true", "/etc/fusion.yaml", "robot1"),
+    ("all_in_one", "true", "default", ""),
+    ("split", "false", "default", "/"),
 ])
 def test_launch_file_builds_the_same_graph(monkeypatch, mode, use_sim_time, params, namespace):
     made = _stub_launch_modules(monkeypatch)
@@ -146,18 +150,29 @@ def test_launch_file_builds_the_same_graph(monkeypatch, mode, use_sim_time, para
     args = {e.name: e for e in desc.entities if hasattr(e, "name")}
     assert set(args) == {"params_file", "use_sim_time", "mode", "namespace"}
     assert args["mode"].default_value == "all_in_one" and args["mode"].choices == ["all_in_one", "split"]
-    assert args["use_sim_time"].default_value == "false"
+    assert args["use_sim_time"].default_value == "false" and args["params_file"].default_value == "default"
     (opaque,) = [e for e in desc.entities if hasattr(e, "function")]
     nodes = opaque.function({"mode": mode, "use_sim_time": use_sim_time, "params_file": params,
                              "namespace": namespace})
     assert len(nodes) == len(made["nodes"])
     graph = build_graph(mode)
     assert [n["name"] for n in made["nodes"]] == [s.name for s in graph]
+    if params == "default":  # the mode's shipped file
+        params = str(config_file(default_params_name(mode)))
+        assert Path(params).is_file()
     for kwargs, spec in zip(made["nodes"], graph):
         assert kwargs["package"] == "cmr_fusion_ros" and kwargs["executable"] == spec.executable
         assert kwargs["namespace"] == normalize_namespace(namespace)
         expected = ([params] if params else []) + [{**spec.parameters, "use_sim_time": use_sim_time == "true"}]
         assert kwargs["parameters"] == expected
+
+
+def test_each_mode_has_a_shipped_parameters_file_naming_its_nodes():
+    import yaml
+
+    for mode in Mode:
+        data = yaml.safe_load(config_file(default_params_name(mode)).read_text())
+        assert {s.name for s in build_graph(mode)} <= set(data), mode
 
 
 # ---------------------------------------------------------------- launcher with plain child processes
@@ -315,6 +330,8 @@ def test_launch_plan_split_with_params_and_overrides(tmp_path):
     for c in children:
         assert ("--params-file", str(params.resolve())) == tuple(c.argv[c.argv.index("--params-file"):][:2])
         assert "use_sim_time:=true" in c.argv and "__ns:=/r2" in c.argv
+    (default,) = plan(_args(mode="split"))[:1]
+    assert default.argv[default.argv.index("--params-file") + 1] == str(config_file("split.yaml").resolve())
 
 
 def test_launch_plan_errors_name_the_option(tmp_path):
