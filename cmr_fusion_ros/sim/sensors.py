@@ -73,6 +73,28 @@ class CameraModel:
         self.dirs_optical = (d / np.linalg.norm(d, axis=1, keepdims=True)).astype(np.float32)
         self._noise_bank = np.random.default_rng(0x5EED).standard_normal(2 * len(d) * 3, dtype=np.float32)
 
+    def _mover_pixels(self, boxes: np.ndarray, pose: RigidTransform) -> np.ndarray | None:
+        """Flat indices of the pixels inside the movers' projected bounding boxes (None: cast every pixel)."""
+        c = self.config
+        if len(boxes) == 0:
+            return np.zeros(0, dtype=np.int64)
+        sel = np.array([[0, 0, 0], [0, 0, 1], [0, 1, 0], [0, 1, 1], [1, 0, 0], [1, 0, 1], [1, 1, 0], [1, 1, 1]])
+        corners = boxes[:, sel, [0, 1, 2]]  # (K, 8, 3)
+        cam = np.einsum("kni,ij->knj", corners - pose.translation, pose.rotation)  # world -> optical
+        z = cam[..., 2]
+        if ((z.min(axis=1) <= 0.05) & (z.max(axis=1) > 0.05)).any():
+            return None  # a box straddles the image plane: no bound from its corners
+        fx, fy, cx, cy = c.intrinsics
+        mask = np.zeros((c.height, c.width), dtype=bool)
+        for k in np.nonzero(z.min(axis=1) > 0.05)[0]:
+            u = fx * cam[k, :, 0] / z[k] + cx
+            v = fy * cam[k, :, 1] / z[k] + cy
+            u0, u1 = int(max(np.floor(u.min()) - 1, 0)), int(min(np.ceil(u.max()) + 2, c.width))
+            v0, v1 = int(max(np.floor(v.min()) - 1, 0)), int(min(np.ceil(v.max()) + 2, c.height))
+            if u0 < u1 and v0 < v1:
+                mask[v0:v1, u0:u1] = True
+        return np.flatnonzero(mask)
+
     @property
     def extrinsic(self) -> RigidTransform:
         """base_link <- camera_optical_frame."""
@@ -89,7 +111,8 @@ class CameraModel:
         pose = base_pose(state).compose(self.extrinsic)
         dirs = _rotate(self.dirs_optical, pose.rotation)
         origins = np.broadcast_to(pose.translation.astype(np.float32), dirs.shape)
-        hits = world.cast(origins, dirs, state.t, (state.x, state.y))
+        candidates = self._mover_pixels(world.mover_boxes(state.t, (state.x, state.y)), pose)
+        hits = world.cast(origins, dirs, state.t, (state.x, state.y), dynamic_candidates=candidates)
         light = world.lighting
         img = _sky(dirs, light)
         idx = hits.index

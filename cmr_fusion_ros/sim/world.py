@@ -172,7 +172,7 @@ class SessionWorld:
         self.pattern = np.asarray(pattern, dtype=np.float32)
         self.velocity = np.zeros((len(material), 3), dtype=np.float32)  # updated per instant for movers
         self._reflect = np.array([MATERIALS[Material(m)].lidar_reflectivity for m in range(len(Material))], dtype=np.float32)
-        self._scene_cache: tuple[float, object, np.ndarray] | None = None
+        self._scene_cache: tuple[float, object, np.ndarray, np.ndarray] | None = None
         self.static_scene = o3d.t.geometry.RaycastingScene()
         self.static_scene.add_triangles(o3d.core.Tensor(self.static_vertices), o3d.core.Tensor(self.static_triangles))
         self._ground_luts()
@@ -224,7 +224,7 @@ class SessionWorld:
         """The movers at time t as a small scene (rebuilt per instant, cached) and its triangle -> object map."""
         if self._scene_cache is not None and self._scene_cache[0] == t:
             return self._scene_cache[1], self._scene_cache[2]
-        v, tri, obj = [], [], []
+        v, tri, obj, boxes = [], [], [], []
         n = 0
         self.velocity[:] = 0.0
         for m, x, y, yaw, vel in self.mover_states(t):
@@ -240,19 +240,32 @@ class SessionWorld:
                 tri.append(p.triangles + n)
                 obj.append(np.full(len(p.triangles), m.object_id, dtype=np.int32))
                 n += len(p.vertices)
+            allv = np.vstack([p.vertices for p in parts])
+            boxes.append((allv.min(axis=0), allv.max(axis=0)))
         scene, objs = None, np.zeros(0, dtype=np.int32)
         if v:
             scene = o3d.t.geometry.RaycastingScene()
             scene.add_triangles(o3d.core.Tensor(np.vstack(v).astype(np.float32)),
                                 o3d.core.Tensor(np.vstack(tri).astype(np.uint32)))
             objs = np.concatenate(obj)
-        self._scene_cache = (t, scene, objs)
+        box_arr = np.array(boxes, dtype=np.float64).reshape(-1, 2, 3)
+        self._scene_cache = (t, scene, objs, box_arr)
         return scene, objs
+
+    def mover_boxes(self, t: float, ego_xy: tuple[float, float]) -> np.ndarray:
+        """Axis-aligned bounds (K, 2, 3) (min, max corners) of the movers rendered at time t."""
+        self._dynamic(t, ego_xy)
+        assert self._scene_cache is not None
+        return self._scene_cache[3]
 
     # ---------------------------------------------------------------------------------------------- casting
     def cast(self, origins: np.ndarray, directions: np.ndarray, t: float, ego_xy: tuple[float, float],
-             *, any_hit: bool = False) -> Hits | np.ndarray:
-        """Cast rays (world frame, float32) at time t. With any_hit, only a bool (N,) 'blocked' mask is returned."""
+             *, any_hit: bool = False, dynamic_candidates: np.ndarray | None = None) -> Hits | np.ndarray:
+        """Cast rays (world frame, float32) at time t. With any_hit, only a bool (N,) 'blocked' mask is returned.
+
+        `dynamic_candidates`: indices of the only rays that can hit a mover (a conservative superset, e.g. the pixels
+        inside the movers' projected bounds); the others skip the mover scene.
+        """
         rays = np.empty((len(directions), 6), dtype=np.float32)
         rays[:, :3] = origins
         rays[:, 3:] = directions
@@ -271,8 +284,18 @@ class SessionWorld:
             obj = self.static_object[prim[idx]]
             normal = r["primitive_normals"].numpy()[idx]
         else:
-            rd = dyn.cast_rays(rays_t)
-            td = rd["t_hit"].numpy()
+            if dynamic_candidates is None:
+                rd = dyn.cast_rays(rays_t)
+                td, dprim, dnorm = rd["t_hit"].numpy(), rd["primitive_ids"].numpy(), rd["primitive_normals"].numpy()
+            else:
+                td = np.full(len(th), np.inf, dtype=np.float32)
+                dprim = np.zeros(len(th), dtype=np.uint32)
+                dnorm = np.zeros((len(th), 3), dtype=np.float32)
+                if len(dynamic_candidates):
+                    rd = dyn.cast_rays(o3d.core.Tensor(rays[dynamic_candidates]))
+                    td[dynamic_candidates] = rd["t_hit"].numpy()
+                    dprim[dynamic_candidates] = rd["primitive_ids"].numpy()
+                    dnorm[dynamic_candidates] = rd["primitive_normals"].numpy()
             closer = td < th
             th = np.minimum(th, td)
             idx = np.nonzero(np.isfinite(th))[0]
@@ -282,8 +305,8 @@ class SessionWorld:
             normal = r["primitive_normals"].numpy()[idx]
             if len(is_dyn):
                 di = idx[is_dyn]
-                obj[is_dyn] = dyn_obj[rd["primitive_ids"].numpy()[di]]
-                normal[is_dyn] = rd["primitive_normals"].numpy()[di]
+                obj[is_dyn] = dyn_obj[dprim[di]]
+                normal[is_dyn] = dnorm[di]
         d = directions[idx]
         flip = np.einsum("ij,ij->i", normal, d) > 0
         normal[flip] *= -1.0
