@@ -390,7 +390,8 @@ class BagSet:
                                f"topic {topic} is recorded with different types: {', '.join(types)}")
             out = opts.remaps.get(topic, topic)
             if out in outs:
-                raise ConfigError("--remap", f"{topic}:={out}", f"distinct targets; {outs[out]} is also published on {out}")
+                raise ConfigError("--remap", f"{topic}:={out}",
+                                  f"distinct targets; {outs[out]} is also published on {out}")
             outs[out] = topic
             if topic in opts.qos_overrides:
                 qos, source = opts.qos_overrides[topic], "override"

@@ -4,8 +4,8 @@
 
 Writes a bag of PointCloud2 (x, y, z, intensity float32) at 10 Hz plus std_msgs/String at 100 Hz, then runs
 ``cmr-fusion replay`` at ``--rate 0`` (as fast as possible) and ``--rate 1``, each with a subscriber process that
-counts what arrives (raw CDR, reliable, keep_all). Prints the commands, the machine, the replay summaries and the subscriber's
-counts. A benchmark, not a test: nothing here decides pass or fail.
+counts what arrives (raw CDR, reliable, keep_all). Prints the commands, the machine, the replay summaries and the
+subscriber's counts. A benchmark, not a test: nothing here decides pass or fail.
 """
 
 from __future__ import annotations
