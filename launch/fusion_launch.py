@@ -52,8 +52,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("params_file", default_value="default",
                               description="parameters YAML (node_name: ros__parameters: form); 'default' = the "
                                           "package's config file for the mode; empty = none"),
-        DeclareLaunchArgument("use_sim_time", default_value="false", choices=["true", "false"],
-                              description="follow /clock (e.g. from cmr-fusion replay --clock)"),
+        DeclareLaunchArgument("use_sim_time", default_value="false",
+                              description="true | false: follow /clock (e.g. from cmr-fusion replay --clock)"),
         DeclareLaunchArgument("mode", default_value=Mode.ALL_IN_ONE.value, choices=[m.value for m in Mode],
                               description="all_in_one: one fusion_node; split: an encoder_node per modality "
                                           "+ memory_node"),

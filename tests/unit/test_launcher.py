@@ -143,6 +143,7 @@ def _load_launch_file():
     ("split", "true", "/etc/fusion.yaml", "robot1"),
     ("all_in_one", "true", "default", ""),
     ("split", "false", "default", "/"),
+    ("all_in_one", "True", "", ""),
 ])
 def test_launch_file_builds_the_same_graph(monkeypatch, mode, use_sim_time, params, namespace):
     made = _stub_launch_modules(monkeypatch)
@@ -163,7 +164,8 @@ def test_launch_file_builds_the_same_graph(monkeypatch, mode, use_sim_time, para
     for kwargs, spec in zip(made["nodes"], graph):
         assert kwargs["package"] == "cmr_fusion_ros" and kwargs["executable"] == spec.executable
         assert kwargs["namespace"] == normalize_namespace(namespace)
-        expected = ([params] if params else []) + [{**spec.parameters, "use_sim_time": use_sim_time == "true"}]
+        expected = ([params] if params else []) + [{**spec.parameters,
+                                                    "use_sim_time": use_sim_time.lower() == "true"}]
         assert kwargs["parameters"] == expected
 
 
