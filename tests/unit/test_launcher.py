@@ -345,3 +345,11 @@ def test_launch_plan_errors_name_the_option(tmp_path):
         plan(_args(sigint_timeout=0))
     with pytest.raises(ConfigError, match="'namespace'"):
         plan(_args(namespace="9x"))
+
+
+def test_every_graph_node_has_a_module_and_a_console_script():
+    setup_py = (REPO / "setup.py").read_text()
+    for mode in Mode:
+        for spec in build_graph(mode):
+            assert importlib.util.find_spec(spec.module) is not None, spec.module
+            assert f'"{spec.executable} = {spec.module}:main"' in setup_py, spec.executable
