@@ -173,6 +173,12 @@ class SessionWorld:
         self.velocity = np.zeros((len(material), 3), dtype=np.float32)  # updated per instant for movers
         self._reflect = np.array([MATERIALS[Material(m)].lidar_reflectivity for m in range(len(Material))], dtype=np.float32)
         self._scene_cache: tuple[float, object, np.ndarray, np.ndarray] | None = None
+        # mover meshes in their own frame (x forward, on the ground): two boxes each, same topology
+        car = car_parts(0.0, 0.0, 0.0)
+        ped = [box_mesh((0.0, 0.0, 0.85), (0.35, 0.5, 1.7)), box_mesh((0.0, 0.0, 1.82), (0.22, 0.22, 0.24))]
+        self._car_template = (np.vstack([p.vertices for p in car]), np.vstack([car[0].triangles, car[1].triangles + 8]))
+        self._ped_template = (np.vstack([p.vertices for p in ped]), np.vstack([ped[0].triangles, ped[1].triangles + 8]))
+        assert np.array_equal(self._car_template[1], self._ped_template[1])
         self.static_scene = o3d.t.geometry.RaycastingScene()
         self.static_scene.add_triangles(o3d.core.Tensor(self.static_vertices), o3d.core.Tensor(self.static_triangles))
         self._ground_luts()
@@ -224,30 +230,28 @@ class SessionWorld:
         """The movers at time t as a small scene (rebuilt per instant, cached) and its triangle -> object map."""
         if self._scene_cache is not None and self._scene_cache[0] == t:
             return self._scene_cache[1], self._scene_cache[2]
-        v, tri, obj, boxes = [], [], [], []
-        n = 0
         self.velocity[:] = 0.0
-        for m, x, y, yaw, vel in self.mover_states(t):
-            if np.hypot(x - ego_xy[0], y - ego_xy[1]) < self.ego_clearance:
-                continue  # never render a mover inside or against the ego vehicle
-            self.velocity[m.object_id] = vel
-            if m.kind == Material.CAR:
-                parts = car_parts(x, y, yaw)
-            else:
-                parts = [box_mesh((x, y, 0.85), (0.35, 0.5, 1.7), yaw), box_mesh((x, y, 1.82), (0.22, 0.22, 0.24), yaw)]
-            for p in parts:
-                v.append(p.vertices)
-                tri.append(p.triangles + n)
-                obj.append(np.full(len(p.triangles), m.object_id, dtype=np.int32))
-                n += len(p.vertices)
-            allv = np.vstack([p.vertices for p in parts])
-            boxes.append((allv.min(axis=0), allv.max(axis=0)))
-        scene, objs = None, np.zeros(0, dtype=np.int32)
-        if v:
+        states = [st for st in self.mover_states(t)
+                  if np.hypot(st[1] - ego_xy[0], st[2] - ego_xy[1]) >= self.ego_clearance]  # none inside the ego
+        scene, objs, boxes = None, np.zeros(0, dtype=np.int32), []
+        if states:
+            for m, _, _, _, vel in states:
+                self.velocity[m.object_id] = vel
+            xy = np.array([[x, y, 0.0] for _, x, y, _, _ in states])
+            yaw = np.array([st[3] for st in states])
+            c, s_ = np.cos(yaw), np.sin(yaw)
+            rot = np.zeros((len(states), 3, 3))
+            rot[:, 0, 0], rot[:, 0, 1], rot[:, 1, 0], rot[:, 1, 1], rot[:, 2, 2] = c, -s_, s_, c, 1.0
+            is_car = np.array([m.kind == Material.CAR for m, *_ in states])
+            templ = np.where(is_car[:, None, None], self._car_template[0][None], self._ped_template[0][None])
+            verts = np.einsum("kij,knj->kni", rot, templ) + xy[:, None, :]  # (K, 16, 3)
+            nv, nt = self._car_template[0].shape[0], self._car_template[1].shape[0]
+            tris = self._car_template[1][None] + (np.arange(len(states)) * nv)[:, None, None]
             scene = o3d.t.geometry.RaycastingScene()
-            scene.add_triangles(o3d.core.Tensor(np.vstack(v).astype(np.float32)),
-                                o3d.core.Tensor(np.vstack(tri).astype(np.uint32)))
-            objs = np.concatenate(obj)
+            scene.add_triangles(o3d.core.Tensor(verts.reshape(-1, 3).astype(np.float32)),
+                                o3d.core.Tensor(tris.reshape(-1, 3).astype(np.uint32)))
+            objs = np.repeat(np.array([m.object_id for m, *_ in states], dtype=np.int32), nt)
+            boxes = np.stack([verts.min(axis=1), verts.max(axis=1)], axis=1)
         box_arr = np.array(boxes, dtype=np.float64).reshape(-1, 2, 3)
         self._scene_cache = (t, scene, objs, box_arr)
         return scene, objs

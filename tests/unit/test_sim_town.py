@@ -101,3 +101,14 @@ def test_frames_render_deterministically_and_look_plausible() -> None:
     radar = a[SensorKind.RADAR]
     assert 0 < len(radar) <= cfg.radar.max_points + 20
     assert np.all(np.abs(np.degrees(np.arctan2(radar["y"], radar["x"]))) <= cfg.radar.hfov_deg / 2 + 2)
+
+
+def test_simulator_bag_writer_and_importers_import_no_ros() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, cmr_fusion_ros.sim, cmr_fusion_ros.bag.writer, cmr_fusion_ros.bag.importers; "
+            "bad = [m for m in sys.modules if m == 'rclpy' or m.startswith('rclpy.') or m.endswith('_msgs')]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
