@@ -114,7 +114,7 @@ def backend_config(backend: str, n: int, dim: int, chunk: int) -> MemoryConfig:
         hnsw_ef_construction=80,
         hnsw_ef_search=64,
         ivf_nlist=nlist,
-        ivf_nprobe=16 if n <= 200_000 else 24,
+        ivf_nprobe=16 if n <= 200_000 else 32,
         ivf_train_size=train,
     )
     return MemoryConfig(dim=dim, index=index, admission=AdmissionConfig(enabled=False))
@@ -161,7 +161,9 @@ class BenchRow:
     qps: dict = field(default_factory=dict)
     recall_at_1: dict = field(default_factory=dict)
     n_queries: int = 0
-    throughput_ratio: float = 0.0  # wrapper qps / raw qps
+    throughput_ratio: float = 0.0  # wrapper search() qps / raw qps
+    throughput_ratio_ids: float = 0.0  # wrapper search_ids() qps / raw qps
+    search_ids_agrees: float = 0.0  # fraction of queries where search_ids returned the ids search returned
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -236,30 +238,39 @@ def run_benchmark(
                 nq = int(max(20, min(n_queries, exact_query_budget_s / max(per, 1e-6) / 2)))
             say(f"n={n} {backend}: {nq} queries")
             tw = np.empty(nq)
+            ti = np.empty(nq)
             tr = np.empty(nq)
             top_w = np.empty(nq, np.float32)
             top_r = np.empty(nq, np.float32)
+            same_ids = 0
             for i in range(nq):
                 q = queries[i]
                 qq = q[None, :]
                 t1 = time.perf_counter()
                 res = mem.search(q, k)
+                ids_w = [nb.entry.id for nb in res]  # a consumer reads the entries
                 t2 = time.perf_counter()
-                scores, _ = raw.search(qq, k)
+                ids, _ = mem.search_ids(q, k)
                 t3 = time.perf_counter()
+                scores, labels = raw.search(qq, k)
+                t4 = time.perf_counter()
                 tw[i] = t2 - t1
-                tr[i] = t3 - t2
+                ti[i] = t3 - t2
+                tr[i] = t4 - t3
                 top_w[i] = res[0].score if res else -np.inf
                 top_r[i] = scores[0, 0]
+                same_ids += ids.tolist() == ids_w
             gt = gt_score[:nq]
             row.n_queries = nq
-            row.query_ms = {"wrapper": _stats_ms(tw), "raw": _stats_ms(tr)}
-            row.qps = {"wrapper": nq / tw.sum(), "raw": nq / tr.sum()}
+            row.query_ms = {"wrapper": _stats_ms(tw), "wrapper_ids": _stats_ms(ti), "raw": _stats_ms(tr)}
+            row.qps = {"wrapper": nq / tw.sum(), "wrapper_ids": nq / ti.sum(), "raw": nq / tr.sum()}
             row.throughput_ratio = row.qps["wrapper"] / row.qps["raw"]
+            row.throughput_ratio_ids = row.qps["wrapper_ids"] / row.qps["raw"]
             row.recall_at_1 = {
                 "wrapper": float(np.mean(top_w >= gt - 1e-5)),
                 "raw": float(np.mean(top_r >= gt - 1e-5)),
             }
+            row.search_ids_agrees = same_ids / nq
             # -- single-entry adds into the full index (the per-frame cost)
             say(f"n={n} {backend}: {n_single_adds} single adds")
             t1 = time.perf_counter()
@@ -317,21 +328,23 @@ def machine_info() -> dict:
     }
 
 
-def format_table(rows: list[BenchRow]) -> str:
+def format_table(rows: list[BenchRow], header: bool = True) -> str:
     """A plain-text table: one line per (size, backend), wrapper and raw FAISS side by side."""
     head = (
         f"{'size':>9} {'backend':<10} {'insert/s wrap':>13} {'insert/s raw':>12} {'add1 us w/r':>13} "
-        f"{'q p50 ms w/r':>13} {'q p99 ms w/r':>13} {'QPS wrap':>9} {'QPS raw':>9} {'w/r':>5} "
-        f"{'R@1 w/r':>11} {'nq':>5}"
+        f"{'q p50 ms w/ids/raw':>20} {'q p99 ms w/ids/raw':>20} {'QPS w/ids/raw':>17} {'ratio w,ids':>11} "
+        f"{'R@1 w/raw':>11} {'nq':>5}"
     )
-    lines = [head, "-" * len(head)]
+    lines = [head, "-" * len(head)] if header else []
     for r in rows:
+        qm = r.query_ms
         lines.append(
             f"{r.size:>9} {r.backend:<10} {r.insert_rate['wrapper']:>13.0f} {r.insert_rate['raw']:>12.0f} "
             f"{r.add_one_us['wrapper']:>6.0f}/{r.add_one_us['raw']:<6.0f} "
-            f"{r.query_ms['wrapper']['p50']:>6.3f}/{r.query_ms['raw']['p50']:<6.3f} "
-            f"{r.query_ms['wrapper']['p99']:>6.3f}/{r.query_ms['raw']['p99']:<6.3f} "
-            f"{r.qps['wrapper']:>9.0f} {r.qps['raw']:>9.0f} {r.throughput_ratio:>5.2f} "
+            f"{qm['wrapper']['p50']:>6.3f}/{qm['wrapper_ids']['p50']:.3f}/{qm['raw']['p50']:<6.3f} "
+            f"{qm['wrapper']['p99']:>6.3f}/{qm['wrapper_ids']['p99']:.3f}/{qm['raw']['p99']:<6.3f} "
+            f"{r.qps['wrapper']:>5.0f}/{r.qps['wrapper_ids']:.0f}/{r.qps['raw']:<5.0f} "
+            f"{r.throughput_ratio:>5.2f},{r.throughput_ratio_ids:<5.2f} "
             f"{r.recall_at_1['wrapper']:>5.3f}/{r.recall_at_1['raw']:<5.3f} {r.n_queries:>5}"
         )
     return "\n".join(lines)

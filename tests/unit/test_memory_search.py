@@ -296,3 +296,15 @@ def test_approximate_search_that_runs_dry_is_retried_then_answered_exactly(monke
     monkeypatch.setattr(mem._index, "search", dry)
     res = mem.search(a, 20, modalities=["lidar"])
     assert [n.entry.id for n in res] == want and mem.stats().exact_fallbacks == 1
+
+
+@pytest.mark.parametrize("backend", ["exact", "faiss_hnsw"])
+def test_search_ids_equals_search(backend):
+    mem = SceneMemory(make_config(backend))
+    db, queries = fill(mem, 500)
+    for q in queries[:10]:
+        for f in ({}, FILTERS[0], FILTERS[2]):
+            res = mem.search(q, 7, min_score=0.1, **f)
+            ids, scores = mem.search_ids(q, 7, min_score=0.1, **f)
+            assert ids.tolist() == [n.entry.id for n in res]
+            np.testing.assert_allclose(scores, [n.score for n in res], atol=1e-6)

@@ -423,49 +423,77 @@ class SceneMemory:
         the filters (or ``min_score``): an approximate index that runs dry is retried with more effort and then
         answered exactly over the filtered subset.
         """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise MemoryStoreError("search", f"k must be an integer >= 1, got {k!r}")
-        q = normalise_vector(vector, self._dim, "search.vector")
-        codes = _codes(modalities)
-        if codes is not None and not codes:
-            return []
+        q, codes = self._query(vector, k, modalities)
         self._rw.acquire_read()
         try:
-            if self._closed:
-                raise MemoryStoreError("search", "the memory is closed")
-            n = self._cols.n
-            if self._n_alive == 0:
-                return []
-            allowed = None
-            n_ok = self._n_alive
-            if (
-                (codes is not None and len(codes) < len(MODALITIES))
-                or exclude_newer_than_ns is not None
-                or exclude_session is not None
-                or self._n_dead
-            ):
-                allowed = self._cols.a["alive"][:n].copy()
-                if codes is not None and len(codes) < len(MODALITIES):
-                    mods = self._cols.a["modality"][:n]
-                    allowed &= (mods == codes[0]) if len(codes) == 1 else np.isin(mods, codes)
-                if exclude_newer_than_ns is not None:
-                    allowed &= self._cols.a["stamp_ns"][:n] <= int(exclude_newer_than_ns)
-                if exclude_session is not None:
-                    sidx = self._strings["session"].index.get(exclude_session)
-                    if sidx is not None:
-                        allowed &= self._cols.a["session"][:n] != sidx
-                n_ok = int(np.count_nonzero(allowed))
-            want = min(int(k), n_ok)
-            if want == 0:
-                return []
-            scores, slots = self._search_slots(q, int(k), allowed, n_ok, want)
-            if min_score is not None:
-                keep = int(np.count_nonzero(scores >= min_score))  # scores are sorted, best first
-                scores, slots = scores[:keep], slots[:keep]
+            scores, slots = self._find(q, int(k), codes, exclude_newer_than_ns, exclude_session, min_score)
             entries = self._entries(slots.tolist())
         finally:
             self._rw.release_read()
         return [Neighbor(e, s, rank) for rank, (e, s) in enumerate(zip(entries, scores.tolist()))]
+
+    def search_ids(
+        self,
+        vector: object,
+        k: int = 10,
+        *,
+        modalities: Iterable[Modality | str] | None = None,
+        exclude_newer_than_ns: int | None = None,
+        exclude_session: str | None = None,
+        min_score: float | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Like ``search`` but returns only (ids int64, scores float32), best first: the lean path for callers that
+        need many queries and few entries (look them up with ``get``)."""
+        q, codes = self._query(vector, k, modalities)
+        self._rw.acquire_read()
+        try:
+            scores, slots = self._find(q, int(k), codes, exclude_newer_than_ns, exclude_session, min_score)
+            ids = self._cols.a["ids"][slots]
+        finally:
+            self._rw.release_read()
+        return ids, scores
+
+    def _query(self, vector: object, k: int, modalities) -> tuple[np.ndarray, list[int] | None]:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise MemoryStoreError("search", f"k must be an integer >= 1, got {k!r}")
+        return normalise_vector(vector, self._dim, "search.vector"), _codes(modalities)
+
+    _EMPTY = (np.empty(0, np.float32), np.empty(0, np.int64))
+
+    def _find(self, q, k, codes, exclude_newer_than_ns, exclude_session, min_score) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, slots) under the read lock."""
+        if self._closed:
+            raise MemoryStoreError("search", "the memory is closed")
+        if codes is not None and not codes or self._n_alive == 0:
+            return self._EMPTY
+        n = self._cols.n
+        allowed = None
+        n_ok = self._n_alive
+        if (
+            (codes is not None and len(codes) < len(MODALITIES))
+            or exclude_newer_than_ns is not None
+            or exclude_session is not None
+            or self._n_dead
+        ):
+            allowed = self._cols.a["alive"][:n].copy()
+            if codes is not None and len(codes) < len(MODALITIES):
+                mods = self._cols.a["modality"][:n]
+                allowed &= (mods == codes[0]) if len(codes) == 1 else np.isin(mods, codes)
+            if exclude_newer_than_ns is not None:
+                allowed &= self._cols.a["stamp_ns"][:n] <= int(exclude_newer_than_ns)
+            if exclude_session is not None:
+                sidx = self._strings["session"].index.get(exclude_session)
+                if sidx is not None:
+                    allowed &= self._cols.a["session"][:n] != sidx
+            n_ok = int(np.count_nonzero(allowed))
+        want = min(k, n_ok)
+        if want == 0:
+            return self._EMPTY
+        scores, slots = self._search_slots(q, k, allowed, n_ok, want)
+        if min_score is not None:
+            keep = int(np.count_nonzero(scores >= min_score))  # scores are sorted, best first
+            scores, slots = scores[:keep], slots[:keep]
+        return scores, slots
 
     def get(self, entry_id: int) -> MemoryEntry | None:
         """The live entry with this id, or None."""
