@@ -86,7 +86,7 @@ def test_sigint_stops_a_looping_replay_cleanly(tmp_path):
     err_text: list[str] = []
 
     def read_stderr() -> None:  # the progress bar shows up once messages are flowing
-        for chunk in iter(lambda: rep.stderr.read(64), ""):
+        for chunk in iter(lambda: os.read(rep.stderr.fileno(), 4096).decode(errors="replace"), ""):
             err_text.append(chunk)
             if "msgs" in "".join(err_text[-3:]):
                 seen.set()
@@ -132,3 +132,35 @@ def test_unimportable_types_are_skipped_with_one_warning(tmp_path):
     assert rep.returncode == 0, err
     assert err.count("not importable") == 1 and "/thing (nosuch_pkg/msg/Thing)" in err
     assert "replayed 1 messages" in out and "skipped: type not importable" in out
+
+
+def test_tf_static_is_latched_for_late_subscribers(tmp_path):
+    # /tf_static first, then a message 4 s later keeps the replay (and its latched writer) alive
+    bag = write_bag(tmp_path / "latched", [("/tf_static", "std_msgs/msg/String", T0, string_cdr("static transforms")),
+                                          ("/chatter", "std_msgs/msg/String", T0 + 4_000_000_000, string_cdr("end"))])
+    rep = _replay(str(bag))
+    published = threading.Event()
+    err_text: list[str] = []
+
+    def read_stderr() -> None:  # the progress bar counts "1 msgs" once /tf_static went out
+        for chunk in iter(lambda: os.read(rep.stderr.fileno(), 4096).decode(errors="replace"), ""):
+            err_text.append(chunk)
+            if "1 msgs" in "".join(err_text[-4:]):
+                published.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    late = None
+    try:
+        assert published.wait(60), "".join(err_text)[-2000:]
+        late = subprocess.Popen([sys.executable, str(Path(__file__).with_name("replay_late_subscriber.py")),
+                                 "/tf_static"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+        out, err = late.communicate(timeout=60)
+        assert late.returncode == 0, err[-2000:]
+        assert out.strip() == "static transforms"
+        rep_out = rep.stdout.read()
+        assert rep.wait(timeout=60) == 0
+    finally:
+        _stop(rep, *([late] if late else []))
+    reader.join(timeout=5)
+    assert "reliable, transient_local, depth 100 [latched]" in rep_out
