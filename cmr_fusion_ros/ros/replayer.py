@@ -114,7 +114,7 @@ class RosSink:
         if self.backlog_bytes is not None and index in self._reliable_index:
             self._unacked += len(data)
             if self._unacked >= self.backlog_bytes:
-                if not self.drain(30.0):
+                if not self.drain(30.0) and not self.stop.is_set():
                     self.drain_timeouts += 1
                 self._unacked = 0
 
@@ -223,6 +223,7 @@ def replay(paths: Sequence[str | Path], options: ReplayOptions, *, progress: boo
 
     apply_ros_defaults()
     import rclpy
+    from rclpy.context import Context
     from rclpy.signals import SignalHandlerOptions
 
     say = log or (lambda text: print(text, file=sys.stderr, flush=True))
@@ -247,9 +248,11 @@ def replay(paths: Sequence[str | Path], options: ReplayOptions, *, progress: boo
                 say(f"warning: {text}")
             result = ReplayResult(plan=list(bags.plan), stats=ReplayStats(), skipped=skipped, warnings=warnings)
             # own argv only: the replay command line is not for rcl (FROM:=TO would read as a remap rule)
-            rclpy.init(args=[NODE_NAME], signal_handler_options=SignalHandlerOptions.NO)
+            # a context of its own: works beside an rclpy already initialised in this process
+            context = Context()
+            rclpy.init(args=[NODE_NAME], context=context, signal_handler_options=SignalHandlerOptions.NO)
             try:
-                node = rclpy.create_node(NODE_NAME)
+                node = rclpy.create_node(NODE_NAME, context=context)
                 try:
                     sink = RosSink(node, bags.plan, classes, options.clock, stop=stop,
                                    backlog_bytes=backlog_bytes if options.rate == 0 else None)
@@ -274,7 +277,7 @@ def replay(paths: Sequence[str | Path], options: ReplayOptions, *, progress: boo
                 finally:
                     node.destroy_node()
             finally:
-                rclpy.try_shutdown()
+                rclpy.try_shutdown(context=context)
     finally:
         restore()
 
