@@ -45,8 +45,8 @@ def _non_negative(prefix: str, obj: Any, *names: str) -> None:
 @dataclass(frozen=True)
 class CameraConfig:
     rate_hz: float = 10.0
-    width: int = 480
-    height: int = 360
+    width: int = 400
+    height: int = 300
     hfov_deg: float = 90.0
     noise_std: float = 3.0  # pixel noise, 0-255 scale
     shadows: bool = True
