@@ -391,7 +391,6 @@ class SceneMemory:
         self._check_writable("clear")
         codes = _codes(modalities)
         with self._rw.write():
-            n = self._cols.n
             mask = self._cols.view("alive").copy()
             if codes is not None:
                 mask &= np.isin(self._cols.view("modality"), codes)
@@ -400,7 +399,6 @@ class SceneMemory:
             self._last_kept = {k: v for k, v in self._last_kept.items() if codes is not None and k[0] not in codes}
             self._count["cleared"] += len(slots)
             self._maybe_compact()
-            del n
         self._after_write()
         return int(len(slots))
 
