@@ -24,6 +24,7 @@ from cmr_fusion_ros.core.errors import ConfigError, ConversionError
 from cmr_fusion_ros.core.image import convert_color, decode_compressed, decode_image
 from cmr_fusion_ros.core.memory import SceneMemory
 from cmr_fusion_ros.core.pointcloud import decode_cloud
+from cmr_fusion_ros.core.preprocess import batch as preprocess_batch
 from cmr_fusion_ros.core.policy import MatchPolicy, MatchResult, Query
 from cmr_fusion_ros.core.poses import PoseBuffer
 from cmr_fusion_ros.core.radar import RadarFields, radar_array
@@ -84,7 +85,8 @@ class EmbeddingInput:
 
 @dataclass(frozen=True, slots=True)
 class FramePath:
-    """What happened to one frame: timings (ms), the memory id it got (0: not inserted) and why not."""
+    """What happened to one frame: timings (ms; search includes the policy), the memory id it got (0: not
+    inserted) and why not."""
 
     modality: Modality
     topic: str
@@ -94,6 +96,7 @@ class FramePath:
     entry_id: int
     rejected: str = ""
     has_pose: bool = False
+    preprocess_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,27 +158,33 @@ class FusionPipeline:
     def process_set(self, frame_set: FrameSet) -> PipelineOutput:
         """Encode every frame of a synchronised set, then search and insert them."""
         frames = [frame_set.frames[m] for m in Modality if m in frame_set.frames]
-        inputs: list[tuple[EmbeddingInput, float]] = []
+        inputs: list[tuple[EmbeddingInput, tuple[float, float]]] = []
         for fr in frames:
             encoder = self.encoders.get(fr.modality)
             if encoder is None:
                 raise ConfigError(f"streams.{fr.modality.value}.enabled", True, "a loaded encoder for this modality")
             t0 = self._clock()
-            vec = encoder.encode([fr.data])[0]
-            ms = (self._clock() - t0) * 1e3
+            if hasattr(encoder, "encode_tensors") and hasattr(encoder, "preprocessing"):
+                tensor = preprocess_batch(encoder.preprocessing, [fr.data])  # timed apart from the network
+                t1 = self._clock()
+                vec = encoder.encode_tensors(tensor)[0]
+            else:
+                t1 = t0
+                vec = encoder.encode([fr.data])[0]
+            t2 = self._clock()
             inputs.append((EmbeddingInput(fr.modality, fr.topic, fr.frame_id, fr.stamp_ns, vec,
-                                          self.pose_at(fr.stamp_ns)), ms))
+                                          self.pose_at(fr.stamp_ns)), ((t1 - t0) * 1e3, (t2 - t1) * 1e3)))
         anchor = frames[0] if frames else None
         return self._search_insert(inputs, frame_set.anchor_ns, anchor.frame_id if anchor else "", frame_set.complete)
 
     def process_embeddings(self, items: Sequence[EmbeddingInput]) -> PipelineOutput:
         """Embeddings computed elsewhere (split deployment); poses taken from the items, else from odometry."""
-        inputs = [(it if it.pose is not None else dataclasses.replace(it, pose=self.pose_at(it.stamp_ns)), 0.0)
+        inputs = [(it if it.pose is not None else dataclasses.replace(it, pose=self.pose_at(it.stamp_ns)), (0.0, 0.0))
                   for it in items]
         first = items[0] if items else None
         return self._search_insert(inputs, first.stamp_ns if first else 0, first.frame_id if first else "", True)
 
-    def _search_insert(self, inputs: list[tuple[EmbeddingInput, float]], stamp_ns: int, frame_id: str,
+    def _search_insert(self, inputs: list[tuple[EmbeddingInput, tuple[float, float]]], stamp_ns: int, frame_id: str,
                        complete: bool) -> PipelineOutput:
         found: list[tuple[list[MatchResult], float]] = []
         for it, _ in inputs:
@@ -184,7 +193,7 @@ class FusionPipeline:
             found.append((self.policy.match(self.memory, q), (self._clock() - t0) * 1e3))
         events: list[MatchResult] = []
         paths: list[FramePath] = []
-        for (it, enc_ms), (results, search_ms) in zip(inputs, found):
+        for (it, (pre_ms, enc_ms)), (results, search_ms) in zip(inputs, found):
             entry_id, rejected = 0, ""
             if self.config.output.insert_queries:
                 entry = self.memory.add(it.vector, it.modality, it.topic, it.frame_id, it.stamp_ns, it.pose,
@@ -196,7 +205,7 @@ class FusionPipeline:
                     rejected = getattr(getattr(rej, "reason", None), "value", str(rej)) if rej else "rejected"
             events += [dataclasses.replace(r, query_id=entry_id) for r in results]
             paths.append(FramePath(it.modality, it.topic, it.stamp_ns, enc_ms, search_ms, entry_id, rejected,
-                                   it.pose is not None))
+                                   it.pose is not None, pre_ms))
         return PipelineOutput(stamp_ns, frame_id, tuple(events), tuple(paths), complete)
 
     def close(self) -> None:
@@ -205,6 +214,8 @@ class FusionPipeline:
 
 def frame_from(modality: Modality, topic: str, msg: Any, *, compressed: bool, radar_fields: RadarFields,
                stamp_ns: int, receive_ns: int = 0) -> Frame:
-    """A :class:`Frame` from a sensor message (rclpy or rosbags)."""
+    """A :class:`Frame` from a sensor message (rclpy or rosbags), with the decoding time."""
+    t0 = time.perf_counter()
     data = decode_sensor(modality, msg, compressed=compressed, radar_fields=radar_fields)
-    return Frame(modality, topic, str(msg.header.frame_id), stamp_ns, data, receive_ns)
+    return Frame(modality, topic, str(msg.header.frame_id), stamp_ns, data, receive_ns,
+                 (time.perf_counter() - t0) * 1e3)

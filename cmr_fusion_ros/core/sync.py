@@ -38,6 +38,7 @@ class Frame:
     stamp_ns: int
     data: Any = field(compare=False, repr=False)
     receive_ns: int = 0
+    decode_ms: float = 0.0
 
 
 @dataclass(slots=True)

@@ -50,14 +50,30 @@ def qos_for(reliability: str, depth: int) -> QoSProfile:
                       reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT)
 
 
+STAGES = ("decode", "preprocess", "encode", "search", "publish")
+
+
 @dataclass
 class StreamStats:
+    """Counters and recent timings of one stream. ``latencies_ms``: receive -> processed and published (includes
+    the wait in the queue and for the frame set); ``stages``: per-stage times (ms)."""
+
     received: int = 0
     processed: int = 0
     dropped: int = 0
     bad_messages: int = 0
     latencies_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=2000))
     arrivals: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200))
+    stages: dict = field(default_factory=lambda: {s: collections.deque(maxlen=2000) for s in STAGES})
+
+    def stage_summary(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, values in self.stages.items():
+            if values:
+                arr = np.asarray(values, dtype=float)
+                out[f"{name}_p50_ms"] = float(np.percentile(arr, 50))
+                out[f"{name}_p99_ms"] = float(np.percentile(arr, 99))
+        return out
 
     def summary(self) -> dict[str, float | int]:
         lat = np.asarray(self.latencies_ms, dtype=float)
@@ -72,6 +88,7 @@ class StreamStats:
             "bad_messages": self.bad_messages,
             "latency_p50_ms": float(np.percentile(lat, 50)) if lat.size else 0.0,
             "latency_p99_ms": float(np.percentile(lat, 99)) if lat.size else 0.0,
+            **self.stage_summary(),
         }
 
 
@@ -182,12 +199,21 @@ class FusionNode(Node):
                 self.stats[m].bad_messages += 1
             self.get_logger().warning(f"frame set at {fs.anchor_ns} ns not processed: {err}", throttle_duration_sec=2.0)
             return None
+        t0 = time.perf_counter()
         self.publish(out)
         done = time.perf_counter()
+        by_modality = {p.modality: p for p in out.frames}
         for m, fr in fs.frames.items():
             st = self.stats[m]
             st.processed += 1
             st.latencies_ms.append((done - fr.receive_ns / 1e9) * 1e3)
+            path = by_modality.get(m)
+            st.stages["decode"].append(fr.decode_ms)
+            st.stages["publish"].append((done - t0) * 1e3)
+            if path is not None:
+                st.stages["preprocess"].append(path.preprocess_ms)
+                st.stages["encode"].append(path.encode_ms)
+                st.stages["search"].append(path.search_ms)
         return out
 
     def publish(self, out: PipelineOutput) -> None:
