@@ -155,6 +155,7 @@ class RouteConfig:
     loop_blocks_y: int = 1
     speed: float = 8.0  # m/s mean
     speed_variation: float = 0.15  # relative amplitude of a slow speed modulation
+    shift_sessions: bool = True  # sessions 1, 2, 4, 5, ... drive the loop moved by one block (partial overlap)
 
     def __post_init__(self) -> None:
         _positive("route", self, "loop_blocks_x", "loop_blocks_y", "speed")

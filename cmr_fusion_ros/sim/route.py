@@ -14,7 +14,7 @@ import numpy as np
 from cmr_fusion_ros.sim.config import RouteConfig
 from cmr_fusion_ros.sim.town import Town
 
-__all__ = ["EgoState", "Loop", "SpeedProfile", "make_loop"]
+__all__ = ["EgoState", "Loop", "SpeedProfile", "make_loop", "session_shift"]
 
 
 @dataclass(frozen=True)
@@ -56,11 +56,30 @@ class Loop:
         return x, y, float(np.arctan2(np.sin(yaw), np.cos(yaw))), k
 
 
-def make_loop(town: Town, route: RouteConfig, *, corner_radius: float = 7.0, step: float = 0.05) -> Loop:
-    """The rectangle of ``route.loop_blocks_x × loop_blocks_y`` blocks nearest the town centre, counter-clockwise."""
+def session_shift(route: RouteConfig, town: Town, session: int) -> tuple[int, int]:
+    """Blocks by which session `session`'s loop is moved from the central one: 0, +1, -1, 0, +1, ... along the loop's
+    longer side (so the loops share the streets in between, driven in the same direction); none for square loops,
+    whose shifted copies would only share streets driven the other way, or without `route.shift_sessions`."""
+    if not route.shift_sessions or route.loop_blocks_x == route.loop_blocks_y:
+        return (0, 0)
+    step = (0, 1, -1)[session % 3]
     nbx, nby = len(town.street_x) - 1, len(town.street_y) - 1
-    i0 = (nbx - route.loop_blocks_x) // 2
+    if route.loop_blocks_x > route.loop_blocks_y:
+        i0 = (nbx - route.loop_blocks_x) // 2
+        return (step if 0 <= i0 + step <= nbx - route.loop_blocks_x else 0, 0)
     j0 = (nby - route.loop_blocks_y) // 2
+    return (0, step if 0 <= j0 + step <= nby - route.loop_blocks_y else 0)
+
+
+def make_loop(town: Town, route: RouteConfig, *, shift: tuple[int, int] = (0, 0), corner_radius: float = 7.0,
+              step: float = 0.05) -> Loop:
+    """The rectangle of ``route.loop_blocks_x × loop_blocks_y`` blocks nearest the town centre (moved by `shift`
+    blocks), driven counter-clockwise."""
+    nbx, nby = len(town.street_x) - 1, len(town.street_y) - 1
+    i0 = (nbx - route.loop_blocks_x) // 2 + shift[0]
+    j0 = (nby - route.loop_blocks_y) // 2 + shift[1]
+    if not (0 <= i0 <= nbx - route.loop_blocks_x and 0 <= j0 <= nby - route.loop_blocks_y):
+        raise ValueError(f"loop shifted by {shift} leaves the town")
     i1, j1 = i0 + route.loop_blocks_x, j0 + route.loop_blocks_y
     lo = town.lane_offset
     # counter-clockwise driving, right-hand traffic: the lane is outside the rectangle of centre lines

@@ -16,7 +16,7 @@ import numpy as np
 
 from cmr_fusion_ros.sim.config import SimConfig
 from cmr_fusion_ros.sim.geometry import RigidTransform
-from cmr_fusion_ros.sim.route import EgoState, Loop, SpeedProfile, make_loop
+from cmr_fusion_ros.sim.route import EgoState, Loop, SpeedProfile, make_loop, session_shift
 from cmr_fusion_ros.sim.sensors import CAMERA_FRAME, LIDAR_FRAME, RADAR_FRAME, CameraModel, LidarModel, RadarModel
 from cmr_fusion_ros.sim.town import Town, generate_town
 from cmr_fusion_ros.sim.world import SessionWorld
@@ -96,7 +96,7 @@ def plan_session(seed: int, session: int, duration: float, config: SimConfig | N
     world = SessionWorld(town, world_rng, moving_cars=cfg.town.moving_cars, pedestrians=cfg.town.pedestrians,
                          parked_fill=cfg.town.parked_car_fill, shadows=cfg.camera.shadows,
                          lighting=cfg.camera.lighting)
-    loop = make_loop(town, cfg.route)
+    loop = make_loop(town, cfg.route, shift=session_shift(cfg.route, town, session))
     route_rng = np.random.default_rng([int(seed), int(session), 2])
     speed = SpeedProfile(
         s0=float(route_rng.uniform(0.0, loop.length)),

@@ -112,3 +112,25 @@ def test_simulator_bag_writer_and_importers_import_no_ros() -> None:
             "print(bad); sys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_sessions_drive_overlapping_loops() -> None:
+    from cmr_fusion_ros.sim.route import session_shift
+
+    town = generate_town(4)
+    route = RouteConfig(loop_blocks_x=2, loop_blocks_y=1)
+    loops = [make_loop(town, route, shift=session_shift(route, town, k)) for k in range(3)]
+    assert len({lp.blocks for lp in loops}) == 3
+    base = np.stack([loops[0].x, loops[0].y], axis=1)[::20]
+    for other in loops[1:]:
+        pts = np.stack([other.x, other.y], axis=1)[::20]
+        d = np.linalg.norm(pts[:, None] - base[None], axis=2)
+        j = d.argmin(axis=1)
+        shared = d.min(axis=1) < 0.5
+        # a real share of each route is the base route, driven in the same direction; the rest is new ground
+        assert 0.2 < shared.mean() < 0.8
+        same_dir = np.cos(other.yaw[::20][shared] - loops[0].yaw[::20][j[shared]]) > 0.9
+        assert same_dir.mean() > 0.9
+    square = RouteConfig(loop_blocks_x=1, loop_blocks_y=1)
+    assert {session_shift(square, town, k) for k in range(4)} == {(0, 0)}
+    assert session_shift(RouteConfig(shift_sessions=False), town, 1) == (0, 0)
