@@ -201,9 +201,12 @@ def foreign_journal_header(d: Path) -> None:
         (foreign_journal_header, "not a scene memory journal"),
     ],
 )
-def test_damaged_directory_fails_clearly_and_is_untouched(tmp_path, damage, match):
+@pytest.mark.parametrize("copied_without_lock", [False, True])
+def test_damaged_directory_fails_clearly_and_is_untouched(tmp_path, damage, match, copied_without_lock):
     d = make_store(tmp_path)
     damage(d)
+    if copied_without_lock:
+        (d / "LOCK").unlink()
     before = tree_digest(d)
     for read_only in (True, False):
         with pytest.raises(MemoryStoreError, match=match):

@@ -103,6 +103,9 @@ class IndexConfig:
     compact_fraction: evicted/cleared entries stay as tombstones in the index until they are this fraction of it,
     then the index is rebuilt from the live vectors (HNSW cannot remove).
     ivf_train_size: entries needed before an IVF index is trained (0 = 39 x nlist); until then searches are exact.
+    faiss_threads: OpenMP threads FAISS may use (0 = leave FAISS's default). This is process-wide. One thread suits
+    a node that adds and searches one vector at a time: a multi-threaded FAISS call on one vector mostly waits for
+    thread wake-ups, badly so on a busy machine.
     """
 
     backend: str = "exact"
@@ -114,10 +117,11 @@ class IndexConfig:
     ivf_train_size: int = 0
     filter_exact_below: int = 8192
     compact_fraction: float = 0.25
+    faiss_threads: int = 0
 
     KEYS = (
         "backend", "hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "ivf_nlist", "ivf_nprobe",
-        "ivf_train_size", "filter_exact_below", "compact_fraction",
+        "ivf_train_size", "filter_exact_below", "compact_fraction", "faiss_threads",
     )
 
     @classmethod
@@ -135,6 +139,7 @@ class IndexConfig:
             ivf_train_size=_int(d, prefix, "ivf_train_size", 0, 0),
             filter_exact_below=_int(d, prefix, "filter_exact_below", 8192, 0),
             compact_fraction=_float(d, prefix, "compact_fraction", 0.25, 0.01, 1.0),
+            faiss_threads=_int(d, prefix, "faiss_threads", 0, 0, 1024),
         )
 
     @property

@@ -175,6 +175,8 @@ class _FaissBase:
         self._faiss = _faiss()
         self._store = store
         self._config = config
+        if config.faiss_threads:
+            self._faiss.omp_set_num_threads(config.faiss_threads)
         self._index = self._new_index()
 
     def _new_index(self):  # pragma: no cover - abstract

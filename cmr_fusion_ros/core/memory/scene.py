@@ -827,13 +827,15 @@ class SceneMemory:
             if manifest.dim != self._dim:
                 raise MemoryStoreError(str(path), f"stored vectors have dim {manifest.dim}, config says {self._dim}")
             self._dir = path
-            if not self._read_only:
-                self._lock()
+            if not self._read_only and (path / "LOCK").exists():
+                self._lock(create=False)  # before reading, so a live writer is detected
             try:
                 snap = persist.read_snapshot(path / manifest.snapshot, self._dim, manifest.generation) \
                     if manifest.snapshot else None
                 scan = persist.read_journal(path / manifest.journal, self._dim, manifest.generation)
                 self._load(manifest, snap, scan)
+                if not self._read_only and self._lock_fd is None:
+                    self._lock()  # created only now that the directory proved valid: a damaged one stays untouched
             except BaseException:
                 self._dir = None
                 if self._lock_fd is not None:
@@ -856,9 +858,9 @@ class SceneMemory:
         if not self._read_only:
             self._fd = os.open(path / journal, os.O_WRONLY | os.O_APPEND)
 
-    def _lock(self) -> None:
+    def _lock(self, create: bool = True) -> None:
         assert self._dir is not None
-        fd = os.open(self._dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self._dir / "LOCK", os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
