@@ -19,7 +19,7 @@ $(STAMP): $(SOURCES)
 	touch $@
 
 demo: $(STAMP)
-	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$(( $$$$ % 100 + 1 ))} $(VENV)/bin/cmr-fusion convert-check
+	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$(( $$$$ % 100 + 1 ))} $(VENV)/bin/cmr-fusion demo --out demo_out
 
 test: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider -q tests
