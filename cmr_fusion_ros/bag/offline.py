@@ -8,6 +8,7 @@ same events (as long as the live node drops nothing).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -65,6 +66,7 @@ class OfflineSummary:
     bad_messages: int = 0
     frame_sets: int = 0
     partial_sets: int = 0
+    time_jumps: int = 0
     events: int = 0
     events_with_poses: int = 0
     true_events: int = 0
@@ -85,7 +87,8 @@ class OfflineSummary:
             f"bags: {', '.join(self.bags)}",
             f"messages: {self.messages}; frames: " + ", ".join(f"{k} {v}" for k, v in self.frames.items())
             + f"; bad messages: {self.bad_messages}",
-            f"frame sets: {self.frame_sets} ({self.partial_sets} partial)",
+            f"frame sets: {self.frame_sets} ({self.partial_sets} partial)"
+            + (f"; time jumped back {self.time_jumps} times (state reset)" if self.time_jumps else ""),
             f"match events: {self.events}; true revisits by ground truth (distance <= {self.truth_radius_m:g} m): {prec}",
             f"memory: {self.memory_entries} entries",
         ]
@@ -169,7 +172,13 @@ def process_bags(
     t_start = time.perf_counter()
     first = last = None
     try:
-        with AnyReader(paths) as reader:
+        stack = contextlib.ExitStack()
+        try:
+            reader = stack.enter_context(AnyReader(paths))
+        except Exception as err:  # rosbags raises several untyped errors on truncated or corrupt files
+            raise BagError(summary.bags[0] if len(paths) == 1 else ", ".join(summary.bags),
+                           f"cannot open the bag: {err}") from err
+        with stack:
             conns = [c for c in reader.connections if c.topic in topics or (c.topic == odom_topic and c.msgtype == ODOM)]
             missing = [t for t in topics if not any(c.topic == t for c in conns)]
             if len(missing) == len(topics):
@@ -181,7 +190,16 @@ def process_bags(
                 from tqdm import tqdm
 
                 bar = tqdm(total=total, unit="msg", desc="process", leave=False)
-            for conn, log_ns, raw in reader.messages(connections=conns):
+            messages = reader.messages(connections=conns)
+            while True:
+                try:
+                    item = next(messages, None)
+                except Exception as err:  # a corrupt chunk or record in the middle of the file
+                    raise BagError(summary.bags[0] if len(paths) == 1 else ", ".join(summary.bags),
+                                   f"unreadable after {summary.messages} messages: {err}") from err
+                if item is None:
+                    break
+                conn, log_ns, raw = item
                 summary.messages += 1
                 first = log_ns if first is None else first
                 last = log_ns
@@ -189,14 +207,17 @@ def process_bags(
                     bar.update(1)
                 try:
                     msg = reader.deserialize(raw, conn.msgtype)
-                except Exception as err:  # rosbags raises several untyped errors on corrupt CDR
+                except Exception:  # rosbags raises several untyped errors on corrupt CDR
                     summary.bad_messages += 1
                     continue
                 if conn.topic == odom_topic:
                     if pipeline.poses is not None:
-                        p, q = msg.pose.pose.position, msg.pose.pose.orientation
-                        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-                        pipeline.poses.add(stamp, Pose(p.x, p.y, p.z, q.x, q.y, q.z, q.w))
+                        try:
+                            p, q = msg.pose.pose.position, msg.pose.pose.orientation
+                            stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+                            pipeline.add_pose(stamp, Pose(p.x, p.y, p.z, q.x, q.y, q.z, q.w))
+                        except (CmrFusionError, ValueError, TypeError):
+                            summary.bad_messages += 1
                     continue
                 m = topics[conn.topic]
                 sc = config.stream(m)
@@ -221,8 +242,9 @@ def process_bags(
             events_file.close()
         if writer is not None:
             writer.close()
-    summary.memory_entries = len(pipeline.memory)
-    pipeline.close()
+        summary.memory_entries = len(pipeline.memory)
+        summary.time_jumps = pipeline.time_jumps
+        pipeline.close()
     summary.wall_s = time.perf_counter() - t_start
     summary.bag_duration_s = ((last or 0) - (first or 0)) / 1e9
     summary.realtime_factor = summary.bag_duration_s / summary.wall_s if summary.wall_s > 0 else 0.0

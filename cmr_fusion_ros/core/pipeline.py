@@ -6,6 +6,11 @@ bag, so live and offline runs give the same events for the same message order.
 Per frame set: each frame is preprocessed and encoded by its modality's encoder, its pose looked up, the memory is
 searched through the match policy (routes, threshold, temporal exclusion, debounce, sequences), and only then are
 the set's embeddings inserted, so a query never finds itself or its sibling frames of the same instant.
+
+Time jumps (a bag that loops, a clock reset): a frame set or embedding stamped more than the jump threshold before
+the newest one processed, or an odometry pose stamped that far before the newest pose, starts a new time line: the
+policy forgets its revisits and sequences (their times lie in the new line's future, so they would suppress every
+revisit until time caught up) and the pose buffer forgets the old line's poses. The memory is kept.
 """
 
 from __future__ import annotations
@@ -28,11 +33,14 @@ from cmr_fusion_ros.core.preprocess import batch as preprocess_batch
 from cmr_fusion_ros.core.policy import MatchPolicy, MatchResult, Query
 from cmr_fusion_ros.core.poses import PoseBuffer
 from cmr_fusion_ros.core.radar import RadarFields, radar_array
-from cmr_fusion_ros.core.sync import Frame, FrameSet
+from cmr_fusion_ros.core.sync import Frame, FrameSet, jump_back_threshold_ns
 from cmr_fusion_ros.core.types import Modality, Pose
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "EmbeddingInput",
+    "InputLimits",
+    "check_limits",
     "FramePath",
     "FusionPipeline",
     "PipelineOutput",
@@ -45,23 +53,140 @@ IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 _COLOUR = {"rgb8", "bgr8", "rgba8", "bgra8", "mono8"}
 
 
-def decode_sensor(modality: Modality, msg: Any, *, compressed: bool, radar_fields: RadarFields = RadarFields()) -> np.ndarray:
+@dataclass(frozen=True, slots=True)
+class InputLimits:
+    """Sanity limits on one sensor message, checked on the sizes a message *claims* before anything is allocated
+    or decoded, so a corrupt header (a PointCloud2 claiming billions of points, a PNG header claiming 100k x 100k
+    pixels) costs the message, not the process. The defaults are far above real sensors (a 4K camera has 8.3 Mpx,
+    a 128-beam LiDAR about 260k points per scan)."""
+
+    max_image_pixels: int = 4096 * 4096
+    max_points: int = 2_000_000
+    max_message_bytes: int = 256 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for name in ("max_image_pixels", "max_points", "max_message_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"limits.{name}", value, "an integer >= 1")
+
+
+DEFAULT_LIMITS = InputLimits()
+
+
+def _data_size(data: Any) -> int:
+    try:
+        return memoryview(data).nbytes
+    except TypeError:
+        return len(data)
+
+
+def _compressed_dims(buf: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG IHDR or a JPEG SOFn header, read without decoding; None when not found."""
+    if buf[:8] == b"\x89PNG\r\n\x1a\n" and len(buf) >= 24 and buf[12:16] == b"IHDR":
+        return int.from_bytes(buf[16:20], "big"), int.from_bytes(buf[20:24], "big")
+    if buf[:2] != b"\xff\xd8":
+        return None
+    pos, n = 2, len(buf)
+    while pos + 4 <= n:
+        if buf[pos] != 0xFF:
+            return None
+        marker = buf[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            pos += 2
+            continue
+        length = int.from_bytes(buf[pos + 2:pos + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if pos + 9 > n:
+                return None
+            return int.from_bytes(buf[pos + 7:pos + 9], "big"), int.from_bytes(buf[pos + 5:pos + 7], "big")
+        if length < 2:
+            return None
+        pos += 2 + length
+    return None
+
+
+def check_limits(modality: Modality, msg: Any, *, compressed: bool, limits: InputLimits = DEFAULT_LIMITS) -> None:
+    """Raise :class:`ConversionError` naming the field when ``msg`` claims more than ``limits`` allow."""
+    if modality is Modality.CAMERA and compressed:
+        kind = "sensor_msgs/CompressedImage"
+        size = _data_size(msg.data)
+        if size > limits.max_message_bytes:
+            raise ConversionError(kind, "data", f"{size} bytes > limit {limits.max_message_bytes}")
+        head = bytes(memoryview(msg.data)[:65536]) if size else b""
+        dims = _compressed_dims(head)
+        if dims is not None:
+            w, h = dims
+            if w == 0 or h == 0:
+                raise ConversionError(kind, "data", f"header declares an empty {w}x{h} image")
+            if w * h > limits.max_image_pixels:
+                raise ConversionError(kind, "data", f"header declares {w}x{h} = {w * h} pixels > limit "
+                                                    f"{limits.max_image_pixels}")
+        return
+    if modality is Modality.CAMERA:
+        kind = "sensor_msgs/Image"
+        h, w = int(msg.height), int(msg.width)
+        if h <= 0 or w <= 0:
+            raise ConversionError(kind, "height/width", f"empty image {w}x{h}")
+        if h * w > limits.max_image_pixels:
+            raise ConversionError(kind, "height/width", f"{w}x{h} = {w * h} pixels > limit {limits.max_image_pixels}")
+    else:
+        kind = "sensor_msgs/PointCloud2"
+        h, w = int(msg.height), int(msg.width)
+        if h < 0 or w < 0 or h * w > limits.max_points:
+            raise ConversionError(kind, "height/width", f"{w}x{h} = {w * h} points; allowed 0..{limits.max_points}")
+    size = _data_size(msg.data)
+    if size > limits.max_message_bytes:
+        raise ConversionError(kind, "data", f"{size} bytes > limit {limits.max_message_bytes}")
+
+
+def _finite_points(cloud: np.ndarray, modality: Modality, names: tuple[str, ...]) -> np.ndarray:
+    """Drop points with a non-finite coordinate (NaN, Inf); a cloud left empty carries nothing to embed (and every
+    empty cloud would embed alike, so they would all "match" each other): rejected."""
+    flat = cloud.reshape(-1)
+    have = [n for n in names if n in (flat.dtype.names or ())]
+    if have and flat.shape[0]:
+        ok = np.ones(flat.shape[0], dtype=bool)
+        for n in have:
+            col = flat[n]
+            if col.dtype.kind == "f":
+                ok &= np.isfinite(col).reshape(col.shape[0], -1).all(axis=1)
+        if not ok.all():
+            flat = flat[ok]
+    if flat.shape[0] == 0:
+        raise ConversionError("sensor_msgs/PointCloud2", "data",
+                              f"no {modality.value} point with finite {', '.join(have) or 'coordinates'}: nothing to embed")
+    return flat
+
+
+def decode_sensor(modality: Modality, msg: Any, *, compressed: bool, radar_fields: RadarFields = RadarFields(),
+                  limits: InputLimits = DEFAULT_LIMITS) -> np.ndarray:
     """Decode a sensor message (rclpy or rosbags object) into what the encoder of ``modality`` takes.
 
-    camera: ``H x W x 3`` uint8 RGB; lidar: structured cloud, NaN points dropped; radar: x, y, z, doppler, rcs.
+    camera: ``H x W x 3`` uint8 RGB; lidar: structured cloud, points with a non-finite x/y/z dropped; radar: x, y,
+    z, doppler, rcs with non-finite rows dropped. Raises :class:`ConversionError` (naming the field) for anything
+    malformed, beyond ``limits``, or left without a point.
     """
+    check_limits(modality, msg, compressed=compressed, limits=limits)
     if modality is Modality.CAMERA:
         if compressed:
-            return decode_compressed(msg, "rgb8")
-        img = decode_image(msg)
-        enc = str(msg.encoding)
-        if enc not in _COLOUR:
-            raise ConversionError("sensor_msgs/Image", "encoding", f"camera encoders take colour images, got {enc!r}")
-        return convert_color(img, enc, "rgb8")
+            img = decode_compressed(msg, "rgb8")
+        else:
+            enc = str(msg.encoding)
+            if enc not in _COLOUR:
+                raise ConversionError("sensor_msgs/Image", "encoding",
+                                      f"camera encoders take colour images ({sorted(_COLOUR)}), got {enc!r}")
+            img = convert_color(decode_image(msg), enc, "rgb8")
+        if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] == 0 or img.shape[1] == 0:
+            raise ConversionError("sensor_msgs/Image", "data", f"decoded to shape {img.shape}, not H x W x 3")
+        return img
     cloud = decode_cloud(msg, skip_nans=True)
     if modality is Modality.RADAR:
-        return radar_array(cloud, radar_fields)
-    return cloud
+        return _finite_points(radar_array(cloud, radar_fields), modality, ("x", "y", "z", "doppler", "rcs"))
+    return _finite_points(cloud, modality, ("x", "y", "z"))
 
 
 class Encoder(Protocol):
@@ -122,6 +247,11 @@ class FusionPipeline:
         self.poses = poses
         self.session = session if session is not None else config.session_id()
         self._clock = clock
+        self.jump_back_ns = jump_back_threshold_ns(round(config.sync.tolerance_s * 1e9),
+                                                   round(config.sync.timeout_s * 1e9))
+        self.time_jumps = 0  # times the policy state was reset because time went back
+        self._newest_ns: int | None = None
+        self._newest_pose_ns: int | None = None
         for m, enc in self.encoders.items():
             if enc.dim != memory.dim:
                 raise ConfigError("memory.dim", memory.dim, f"the {m.value} encoder's embedding size {enc.dim}")
@@ -150,6 +280,29 @@ class FusionPipeline:
         self.policy.reconfigure(policy_config)
         self.config = dataclasses.replace(self.config, policy=policy_config)
 
+    def add_pose(self, stamp_ns: int, pose: Pose) -> bool:
+        """Feed one odometry pose; returns True when it started a new time line (the older poses were dropped)."""
+        if self.poses is None:
+            return False
+        jumped = self._newest_pose_ns is not None and stamp_ns < self._newest_pose_ns - self.jump_back_ns
+        if jumped:
+            self.poses.clear()
+            self._newest_pose_ns = None
+        self._newest_pose_ns = stamp_ns if self._newest_pose_ns is None else max(self._newest_pose_ns, stamp_ns)
+        self.poses.add(stamp_ns, pose)
+        return jumped
+
+    def reset_time(self) -> None:
+        """Start a new time line now (the clock jumped back): forget the policy's revisits and sequences."""
+        self.policy.reset()
+        self._newest_ns = None
+        self.time_jumps += 1
+
+    def _check_time(self, stamp_ns: int) -> None:
+        if self._newest_ns is not None and stamp_ns < self._newest_ns - self.jump_back_ns:
+            self.reset_time()
+        self._newest_ns = stamp_ns if self._newest_ns is None else max(self._newest_ns, stamp_ns)
+
     def pose_at(self, stamp_ns: int) -> Pose | None:
         return self.poses.lookup(stamp_ns) if self.poses is not None else None
 
@@ -158,6 +311,7 @@ class FusionPipeline:
     def process_set(self, frame_set: FrameSet) -> PipelineOutput:
         """Encode every frame of a synchronised set, then search and insert them."""
         frames = [frame_set.frames[m] for m in Modality if m in frame_set.frames]
+        self._check_time(frame_set.anchor_ns)
         inputs: list[tuple[EmbeddingInput, tuple[float, float]]] = []
         for fr in frames:
             encoder = self.encoders.get(fr.modality)
@@ -179,6 +333,8 @@ class FusionPipeline:
 
     def process_embeddings(self, items: Sequence[EmbeddingInput]) -> PipelineOutput:
         """Embeddings computed elsewhere (split deployment); poses taken from the items, else from odometry."""
+        for it in items:
+            self._check_time(it.stamp_ns)
         inputs = [(it if it.pose is not None else dataclasses.replace(it, pose=self.pose_at(it.stamp_ns)), (0.0, 0.0))
                   for it in items]
         first = items[0] if items else None
@@ -213,9 +369,9 @@ class FusionPipeline:
 
 
 def frame_from(modality: Modality, topic: str, msg: Any, *, compressed: bool, radar_fields: RadarFields,
-               stamp_ns: int, receive_ns: int = 0) -> Frame:
+               stamp_ns: int, receive_ns: int = 0, limits: InputLimits = DEFAULT_LIMITS) -> Frame:
     """A :class:`Frame` from a sensor message (rclpy or rosbags), with the decoding time."""
     t0 = time.perf_counter()
-    data = decode_sensor(modality, msg, compressed=compressed, radar_fields=radar_fields)
+    data = decode_sensor(modality, msg, compressed=compressed, radar_fields=radar_fields, limits=limits)
     return Frame(modality, topic, str(msg.header.frame_id), stamp_ns, data, receive_ns,
                  (time.perf_counter() - t0) * 1e3)

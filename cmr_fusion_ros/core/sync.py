@@ -14,6 +14,11 @@ stream; Autoware's experience is that a fusion node must keep working when one s
 
 Sets are emitted as soon as they are ready; each call returns its sets in anchor order. Times are integer
 nanoseconds.
+
+Time jumps: a frame stamped more than ``jump_back_ns`` before the newest frame of its own stream (a bag that
+loops, a sensor clock reset) starts a new time line: the open sets are emitted first (they hold valid data of the
+old time line), then the buffers are cleared, so the stale ``newest stamp`` of each stream neither closes new sets
+early (as partial sets) nor keeps old sets waiting. ``reset()`` does the same on demand (``/clock`` jumped back).
 """
 
 from __future__ import annotations
@@ -25,7 +30,15 @@ from typing import Any
 from cmr_fusion_ros.core.errors import ConfigError
 from cmr_fusion_ros.core.types import Modality
 
-__all__ = ["Frame", "FrameSet", "Synchronizer"]
+__all__ = ["DEFAULT_JUMP_BACK_NS", "Frame", "FrameSet", "Synchronizer", "jump_back_threshold_ns"]
+
+DEFAULT_JUMP_BACK_NS = 1_000_000_000
+
+
+def jump_back_threshold_ns(tolerance_ns: int, timeout_ns: int) -> int:
+    """How far back a stamp must go to count as a time jump: 1 s, or twice the sync window when that is longer
+    (sets emitted out of anchor order are at most about ``timeout + tolerance`` apart)."""
+    return max(DEFAULT_JUMP_BACK_NS, 2 * (int(tolerance_ns) + int(timeout_ns)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +71,8 @@ class FrameSet:
 class Synchronizer:
     """Groups frames of several modalities by stamp. Not thread-safe: one caller (the node's sync callback)."""
 
-    def __init__(self, modalities: Iterable[Modality], tolerance_ns: int, timeout_ns: int, max_open: int = 64) -> None:
+    def __init__(self, modalities: Iterable[Modality], tolerance_ns: int, timeout_ns: int, max_open: int = 64,
+                 jump_back_ns: int | None = None) -> None:
         self.modalities = tuple(dict.fromkeys(Modality(m) for m in modalities))
         if not self.modalities:
             raise ConfigError("sync.modalities", [], "at least one of camera, lidar, radar")
@@ -69,6 +83,11 @@ class Synchronizer:
         self.tolerance_ns = int(tolerance_ns)
         self.timeout_ns = int(timeout_ns)
         self.max_open = int(max_open)
+        self.jump_back_ns = int(jump_back_ns) if jump_back_ns is not None else jump_back_threshold_ns(tolerance_ns,
+                                                                                                    timeout_ns)
+        if self.jump_back_ns <= 0:
+            raise ConfigError("sync.jump_back_ns", self.jump_back_ns, "> 0")
+        self.time_jumps = 0
         self._open: list[FrameSet] = []
         self._last: dict[Modality, int] = {}
 
@@ -77,10 +96,13 @@ class Synchronizer:
         return len(self._open)
 
     def push(self, frame: Frame, now_ns: int) -> list[FrameSet]:
-        """Add a frame; return the sets that are ready (in anchor order)."""
+        """Add a frame; return the sets that are ready (in anchor order; after a time jump, the sets of the old time
+        line first)."""
         if frame.modality not in self.modalities:
             raise ConfigError("sync.modalities", frame.modality.value, f"one of {[m.value for m in self.modalities]}")
         m, s = frame.modality, frame.stamp_ns
+        if self.is_jump(frame):
+            return self.reset() + self.push(frame, now_ns)
         self._last[m] = max(self._last.get(m, s), s)
         best: FrameSet | None = None
         for fs in self._open:
@@ -99,6 +121,22 @@ class Synchronizer:
     def poll(self, now_ns: int) -> list[FrameSet]:
         """Sets whose timeout has passed at ``now_ns`` (call it periodically)."""
         return self._ready(now_ns)
+
+    def newest(self, modality: Modality) -> int | None:
+        """The newest stamp seen on ``modality`` in the current time line (None before its first frame)."""
+        return self._last.get(Modality(modality))
+
+    def is_jump(self, frame: Frame) -> bool:
+        """Whether ``frame`` is stamped more than ``jump_back_ns`` before the newest frame of its stream."""
+        last = self._last.get(frame.modality)
+        return last is not None and frame.stamp_ns < last - self.jump_back_ns
+
+    def reset(self) -> list[FrameSet]:
+        """Start a new time line: return every open set (oldest first) and forget the streams' newest stamps."""
+        self.time_jumps += 1
+        out = self.flush()
+        self._last.clear()
+        return out
 
     def flush(self) -> list[FrameSet]:
         """Every open set, complete or not (end of a bag, shutdown)."""

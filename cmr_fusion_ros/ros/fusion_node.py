@@ -8,7 +8,10 @@ dropped ones are counted). One worker thread converts, time-aligns, encodes, sea
 * ``/diagnostics`` diagnostic_msgs/DiagnosticArray (per stream: rate, latency, drops, bad messages; memory size)
 * services ``~/save_memory``, ``~/clear_memory``, ``~/query_memory``
 
-A bad message is logged (throttled), counted in the diagnostics, and the node goes on.
+A bad message is logged (throttled, naming the field and the reason), counted in the diagnostics, and the node
+goes on. Time going back (a bag that loops, ``/clock`` jumping back under ``use_sim_time``, sensor stamps going
+back by more than the sync window) resets the sync buffers, the policy's revisit/sequence state and the pose
+buffer instead of stalling or firing bogus events (counted as ``time_jumps`` in the diagnostics).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
+from rclpy.clock import JumpThreshold
+from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -108,6 +113,8 @@ class FusionNode(Node):
         self._cond = threading.Condition()
         self._running = True
         self._marker_ids = itertools.count(step=2)
+        self._clock_jumped = False
+        self._last_bad: dict[Modality, str] = {}
 
         self.pub_matches = self.create_publisher(MatchEventArray, "~/matches", 10)
         self.pub_markers = self.create_publisher(MarkerArray, "~/markers", 10) if self.config.output.markers else None
@@ -121,6 +128,11 @@ class FusionNode(Node):
         add_memory_services(self, self.pipeline)
         self.add_on_set_parameters_callback(on_policy_change(self, lambda: self.config, self._apply_policy))
         self.create_timer(self.config.output.diagnostics_period_s, self._publish_diagnostics)
+        # /clock jumping back (use_sim_time, a bag replayed with --loop --clock): reset what depends on time
+        self._jump_handle = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-self.pipeline.jump_back_ns),
+                          on_clock_change=False),
+            post_callback=self._on_clock_jump)
         self._worker = threading.Thread(target=self._work, name="fusion_worker", daemon=True)
         self._worker.start()
         self.get_logger().info(
@@ -146,7 +158,17 @@ class FusionNode(Node):
 
     def _on_odom(self, msg: Odometry) -> None:
         if self.pipeline.poses is not None:
-            self.pipeline.poses.add(stamp_to_ns(msg.header.stamp), ros_to_pose(msg.pose.pose))
+            try:
+                if self.pipeline.add_pose(stamp_to_ns(msg.header.stamp), ros_to_pose(msg.pose.pose)):
+                    self.get_logger().warning("odometry stamps went back in time: pose buffer reset",
+                                              throttle_duration_sec=2.0)
+            except (CmrFusionError, ValueError, TypeError) as err:
+                self.get_logger().warning(f"bad odometry message: {err}", throttle_duration_sec=2.0)
+
+    def _on_clock_jump(self, jump) -> None:
+        with self._cond:
+            self._clock_jumped = True
+            self._cond.notify()
 
     def _apply_policy(self, policy) -> None:
         self.pipeline.set_policy(policy)
@@ -167,6 +189,8 @@ class FusionNode(Node):
     def _work(self) -> None:
         while self._running:
             try:
+                if self._clock_jumped:
+                    self._reset_time("the clock jumped back")
                 item = self._next(0.05)
                 sets = []
                 if item is not None:
@@ -186,10 +210,30 @@ class FusionNode(Node):
                                radar_fields=sc.radar_fields, stamp_ns=stamp_to_ns(msg.header.stamp),
                                receive_ns=round(received * 1e9))
         except CmrFusionError as err:
-            self.stats[modality].bad_messages += 1
-            self.get_logger().warning(f"bad {modality.value} message on {topic}: {err}", throttle_duration_sec=2.0)
-            return []
+            return self._bad(modality, topic, str(err))
+        except Exception as err:  # a conversion gap: still the message's fault, never the node's
+            return self._bad(modality, topic, f"unexpected {type(err).__name__}: {err}")
+        if self.sync.is_jump(frame):
+            self.get_logger().warning(f"{modality.value} stamps went back in time by "
+                                      f"{(self.sync.newest(modality) - frame.stamp_ns) / 1e9:.3f} s: "
+                                      f"sync buffers and match policy reset", throttle_duration_sec=2.0)
         return self.sync.push(frame, time.monotonic_ns())
+
+    def _bad(self, modality: Modality, topic: str, reason: str) -> list:
+        self.stats[modality].bad_messages += 1
+        self._last_bad[modality] = reason
+        self.get_logger().warning(f"bad {modality.value} message on {topic}: {reason}", throttle_duration_sec=2.0)
+        return []
+
+    def _reset_time(self, why: str) -> None:
+        """New time line: process the open sets of the old one, then forget the sync and policy state."""
+        with self._cond:
+            self._clock_jumped = False
+        for fs in self.sync.reset():
+            self._process(fs)
+        self.pipeline.reset_time()  # the pose buffer resets itself when the odometry stamps go back
+        self.get_logger().warning(f"{why}: sync buffers and match policy reset",
+                                  throttle_duration_sec=2.0)
 
     def _process(self, fs) -> PipelineOutput | None:
         try:
@@ -234,13 +278,14 @@ class FusionNode(Node):
         stats = mem.stats()
         memory_values = {"entries": len(mem), "events_published": self.events_published,
                          "suppressed_by_policy": self.pipeline.policy.suppressed,
-                         "open_frame_sets": self.sync.open_sets}
+                         "open_frame_sets": self.sync.open_sets, "time_jumps": self.pipeline.time_jumps}
         for key in ("added", "skipped_duplicate", "skipped_capacity", "evicted", "pending_records", "backend",
                     "torn_tail_bytes"):
             memory_values[key] = getattr(stats, key)
         self.pub_diag.publish(diagnostics_message(
             self.get_fully_qualified_name(), self.get_clock().now().nanoseconds,
-            {m.value: s.summary() for m, s in self.stats.items()}, memory_values, self.problems))
+            {m.value: {**s.summary(), "last_bad_reason": self._last_bad.get(m, "")} for m, s in self.stats.items()},
+            memory_values, self.problems))
 
     # --- shutdown ------------------------------------------------------------------------------------------------
 

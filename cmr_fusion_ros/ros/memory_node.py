@@ -59,7 +59,10 @@ class MemoryNode(Node):
 
     def _on_odom(self, msg: Odometry) -> None:
         if self.pipeline.poses is not None:
-            self.pipeline.poses.add(stamp_to_ns(msg.header.stamp), ros_to_pose(msg.pose.pose))
+            try:
+                self.pipeline.add_pose(stamp_to_ns(msg.header.stamp), ros_to_pose(msg.pose.pose))
+            except (CmrFusionError, ValueError, TypeError) as err:
+                self.get_logger().warning(f"bad odometry message: {err}", throttle_duration_sec=2.0)
 
     def _on_embedding(self, msg: Embedding) -> None:
         t0 = time.perf_counter()
@@ -98,7 +101,8 @@ class MemoryNode(Node):
         self.pub_diag.publish(diagnostics_message(
             self.get_fully_qualified_name(), self.get_clock().now().nanoseconds,
             {m.value: s.summary() for m, s in self.stats.items() if s.received},
-            {"entries": len(self.pipeline.memory), "events_published": self.events_published}))
+            {"entries": len(self.pipeline.memory), "events_published": self.events_published,
+             "time_jumps": self.pipeline.time_jumps}))
 
 
 def main(args: list[str] | None = None) -> None:
