@@ -235,6 +235,8 @@ def import_dgp(scene_json: str | Path, out: str | Path, *, storage: str = "mcap"
                main_camera: str | None = None, progress: Callable[[int], None] | None = None) -> ImportResult:
     """Write one DGP scene as a bag at `out`."""
     scene = load_dgp_scene(scene_json)
+    if not scene.datums:
+        raise BagError(str(scene.scene_json), "the scene has no datums")
     cams = [n for n in scene.extrinsics if n in scene.cameras]
     if main_camera is not None and main_camera not in cams:
         raise BagError(str(scene.scene_json), f"--main-camera {main_camera!r} has no images; cameras: {', '.join(cams)}")
@@ -250,7 +252,7 @@ def import_dgp(scene_json: str | Path, out: str | Path, *, storage: str = "mcap"
     custom = {"cmr_fusion.source": str(scene.scene_json), "cmr_fusion.time_offset_ns": str(offset)}
     with BagWriter(out, storage=storage, custom_data=custom) as bag:
         ts = bag.typestore
-        first = scene.datums[0].stamp_ns - offset if scene.datums else 0
+        first = scene.datums[0].stamp_ns - offset
         statics = []
         for name, ext in scene.extrinsics.items():
             if name not in {d.name for d in scene.datums}:
@@ -361,6 +363,8 @@ def import_pjlab(out: str | Path, *, lidar: str | Path, radar: str | Path | None
             raise BagError(str(lidar_to_camera), "extrinsic JSON must hold a 4x4 matrix")
         statics.append(("camera", np.linalg.inv(T_cam_lidar)))  # base_link (= lidar) <- camera
     if radar is not None:
+        if radar_to_lidar is None and radar_to_camera is None:
+            raise BagError(str(radar), "a radar needs --radar-to-lidar or --radar-to-camera to place it")
         if radar_to_lidar is not None:
             T = read_pjlab_matrix(radar_to_lidar)
             statics.append(("radar", T))

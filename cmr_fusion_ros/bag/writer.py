@@ -74,7 +74,8 @@ def _qos(latched: bool) -> list[Any]:
 
 
 class BagWriter:
-    """A rosbag2 directory being written. Use as a context manager; topics are added on first use or explicitly."""
+    """A rosbag2 directory being written. Use as a context manager (an exception in the block removes the partial
+    bag); topics are added on first use or explicitly."""
 
     def __init__(self, path: str | Path, *, storage: str = "mcap", typestore: Any = None,
                  custom_data: dict[str, str] | None = None) -> None:
@@ -100,7 +101,14 @@ class BagWriter:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
+        """Close; if the block failed, remove the half-written bag (the directory did not exist before: ours)."""
+        try:
+            self.close()
+        finally:
+            if exc_type is not None and self.path.is_dir():
+                import shutil
+
+                shutil.rmtree(self.path, ignore_errors=True)
 
     def open(self) -> None:
         try:

@@ -189,6 +189,7 @@ def test_broken_input_names_the_file_and_problem(tmp_path: Path, broken: str, ma
     scene = _write_scene(tmp_path, broken=broken)
     with pytest.raises(BagError, match=match):
         import_dgp(scene, tmp_path / "bag")
+    assert not (tmp_path / "bag").exists()  # no half-written bag left behind
 
 
 def test_not_a_scene_and_missing_calibration(tmp_path: Path) -> None:

@@ -107,7 +107,9 @@ def test_cli_and_missing_or_broken_files(tmp_path: Path, calib: dict[str, Path],
     notcsv = tmp_path / "radar.csv"
     notcsv.write_text("a,b\n1,2\n")
     with pytest.raises(BagError, match=r"radar\.csv: radar CSV has neither"):
-        import_pjlab(tmp_path / "b5", lidar=DATA / "lidar.pcd", radar=notcsv)
+        import_pjlab(tmp_path / "b5", lidar=DATA / "lidar.pcd", radar=notcsv, radar_to_lidar=calib["radar_to_lidar"])
+    with pytest.raises(BagError, match=r"front_radar\.csv: a radar needs --radar-to-lidar"):
+        import_pjlab(tmp_path / "b7", lidar=DATA / "lidar.pcd", radar=DATA / "front_radar.csv")
     assert main(["import", "pjlab", "--out", str(tmp_path / "b6"), "--lidar", str(tmp_path / "nope.pcd")]) == 2
     assert "nope.pcd" in capsys.readouterr().err
 
