@@ -148,6 +148,10 @@ def _finite_points(cloud: np.ndarray, modality: Modality, names: tuple[str, ...]
     empty cloud would embed alike, so they would all "match" each other): rejected."""
     flat = cloud.reshape(-1)
     have = [n for n in names if n in (flat.dtype.names or ())]
+    for n in names[:3]:
+        if n not in have:
+            raise ConversionError("sensor_msgs/PointCloud2", f"fields[{n!r}]",
+                                  f"field missing; the cloud has {list(flat.dtype.names or ())}")
     if have and flat.shape[0]:
         ok = np.ones(flat.shape[0], dtype=bool)
         for n in have:
@@ -183,6 +187,9 @@ def decode_sensor(modality: Modality, msg: Any, *, compressed: bool, radar_field
         if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] == 0 or img.shape[1] == 0:
             raise ConversionError("sensor_msgs/Image", "data", f"decoded to shape {img.shape}, not H x W x 3")
         return img
+    if int(msg.height) * int(msg.width) == 0:  # (decode_cloud's NaN filter fails on an empty cloud)
+        raise ConversionError("sensor_msgs/PointCloud2", "height/width",
+                              f"{int(msg.width)}x{int(msg.height)} = 0 points: nothing to embed")
     cloud = decode_cloud(msg, skip_nans=True)
     if modality is Modality.RADAR:
         return _finite_points(radar_array(cloud, radar_fields), modality, ("x", "y", "z", "doppler", "rcs"))
