@@ -222,7 +222,11 @@ class SceneMemory:
     def open(
         cls, directory: str | os.PathLike, config: MemoryConfig | None = None, *, read_only: bool = False
     ) -> "SceneMemory":
-        """Load the memory stored in ``directory``, or create one there when it is missing or empty."""
+        """Load the memory stored in ``directory``, or create one there when it is missing or empty.
+
+        Only one process may open a directory for writing (a ``LOCK`` file is flock'ed). ``read_only=True`` takes no
+        lock and writes nothing (a torn journal tail is skipped, not truncated); it reads the last flushed state, and
+        may fail if the writer replaces its snapshot at that moment (retry)."""
         return cls(config, directory=directory, read_only=read_only)
 
     # --- properties ---------------------------------------------------------------------------------------------
