@@ -266,6 +266,7 @@ class MatchPolicy:
         candidates = [
             n for n in neighbors
             if n.entry.modality in targets
+            and not (query.id and n.entry.id == query.id)  # never the query's own entry
             and n.score >= c.min_score
             and n.entry.stamp_ns <= newest
             and not (c.exclude_same_session and n.entry.session == query.session)

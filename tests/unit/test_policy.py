@@ -92,6 +92,13 @@ def test_decide_ignores_candidates_that_break_the_rules():
     assert [r.match_id for r in out] == [5] and out[0].rank == 4
 
 
+def test_the_query_never_matches_its_own_entry():
+    p = policy(exclude_recent_s=0.0, routes={"camera": ["camera"]})
+    own = entry(7, CAM, 100.0)
+    assert p.decide(query(100.0, qid=7), [nb(own, 1.0, 0)]) == []
+    assert [r.match_id for r in p.decide(query(100.0, qid=8), [nb(own, 1.0, 0)])] == [7]
+
+
 def test_match_result_fills_every_event_field():
     p = policy()
     q = query(100.0, Pose(3, 4, 0), qid=42)
