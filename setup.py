@@ -29,6 +29,7 @@ setup(
         *_tree("launch"),
         *_tree("config"),
         *_tree("models"),
+        *_tree("bags"),
     ],
     python_requires=">=3.11",
     install_requires=[
