@@ -157,7 +157,8 @@ def malformed_image(draw) -> tuple[str, ImageMsg]:
     elif kind == "width":  # wider than the step holds
         msg.width = draw(st.integers(msg.step // (row // msg.width) + 1, 100_000))
     elif kind == "encoding":
-        msg.encoding = draw(st.text(max_size=12).filter(lambda e: e not in ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")))
+        msg.encoding = draw(st.text(st.characters(min_codepoint=32, max_codepoint=0x2FFF, exclude_categories=("Cs",)),
+                                    max_size=12).filter(lambda e: e not in ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")))
     elif kind == "not_colour":
         msg.encoding = draw(st.sampled_from(["mono16", "16UC1", "32FC1", "64FC1", "8UC3", "rgb16"]))
     elif kind == "empty":
@@ -270,3 +271,10 @@ def expected_place(data: Any) -> int:
     if data.dtype.names:
         return int(round(float(np.asarray(data["x"], np.float64).mean())))
     return int(round(float(data.mean()) / 10))
+
+
+def valid_plain(modality: Modality, place: int) -> Any:
+    """The plain (undisguised) valid frame of ``place``."""
+    if modality is Modality.CAMERA:
+        return image_of(place)
+    return cloud_of(modality, place)
