@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "launch": "launch",
     "process": "process",
     "demo": "demo",
+    "eval-events": "eval_events",
 }
 
 # one-line help per command, kept here so --help needs no imports
@@ -40,6 +41,7 @@ HELP: dict[str, str] = {
     "replay": "replay rosbag2 bags (sqlite3, mcap) on ROS 2 topics with the recorded timing, /clock, remaps and QoS",
     "launch": "start the fusion graph (all-in-one or split nodes) as child processes, without ros2 launch",
     "process": "process bags offline (no DDS, full speed): match events to JSONL and an mcap bag, plus a summary",
+    "eval-events": "precision/recall of match events against ground-truth revisits, PR curve over the score threshold",
     "demo": "run the whole system on the sample bag: launch the graph, replay, print match events, summary + PNG",
 }
 
