@@ -120,12 +120,27 @@ def _plot(rows, path: str, title: str) -> None:
     plt.close(fig)
 
 
+def _lazy(module: str, attr: str) -> Callable:
+    """A function of ``module`` imported only when called (benchmarks live in cmr_fusion_ros.eval)."""
+    def call(*args):
+        import importlib
+
+        return getattr(importlib.import_module(module), attr)(*args)
+
+    return call
+
+
 # name -> (help, add_arguments, run)
 BENCHMARKS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "memory": (
         "scene memory: insert and query latency/throughput and recall@1 of exact, HNSW and IVF vs raw FAISS",
         _memory_arguments,
         _run_memory,
+    ),
+    "offline": (
+        "offline real-time factor of `process` on a bag; encoder wrapper vs bare onnxruntime (ratio)",
+        _lazy("cmr_fusion_ros.eval.bench_offline", "add_arguments"),
+        _lazy("cmr_fusion_ros.eval.bench_offline", "run"),
     ),
 }
 
