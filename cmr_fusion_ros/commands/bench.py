@@ -105,7 +105,9 @@ def _plot(rows, path: str, title: str) -> None:
     for backend in dict.fromkeys(r.backend for r in rows):
         rs = [r for r in rows if r.backend == backend]
         sizes = [r.size for r in rs]
-        (line,) = ax1.plot(sizes, [r.query_ms["wrapper"]["p50"] for r in rs], "o-", label=f"{backend} wrapper")
+        (line,) = ax1.plot(sizes, [r.query_ms["wrapper"]["p50"] for r in rs], "o-", label=f"{backend} search")
+        ax1.plot(sizes, [r.query_ms["wrapper_ids"]["p50"] for r in rs], "s:", color=line.get_color(),
+                 label=f"{backend} search_ids")
         ax1.plot(sizes, [r.query_ms["raw"]["p50"] for r in rs], "x--", color=line.get_color(), label=f"{backend} raw")
         ax2.plot(sizes, [r.recall_at_1["wrapper"] for r in rs], "o-", color=line.get_color(), label=backend)
     ax1.axhline(0.5, color="grey", lw=0.8, ls=":")
