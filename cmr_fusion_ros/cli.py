@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "process": "process",
     "demo": "demo",
     "eval-events": "eval_events",
+    "stress": "stress",
 }
 
 # one-line help per command, kept here so --help needs no imports
@@ -43,6 +44,7 @@ HELP: dict[str, str] = {
     "process": "process bags offline (no DDS, full speed): match events to JSONL and an mcap bag, plus a summary",
     "eval-events": "precision/recall of match events against ground-truth revisits, PR curve over the score threshold",
     "demo": "run the whole system on the sample bag: launch the graph, replay, print match events, summary + PNG",
+    "stress": "reliability stress: `crash` (SIGKILL while writing the memory, reload, count lost entries), `overload`, `soak`",
 }
 
 

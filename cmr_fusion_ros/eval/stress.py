@@ -1,0 +1,538 @@
+"""Reliability stress runs: SIGKILL while the memory is written (crash), overload, and long replays (soak).
+
+* :func:`crash_stress` starts a pipeline child (``python -m cmr_fusion_ros.eval.stress child ...``: the offline
+  pipeline of ``cmr-fusion process`` on a bag, with a persistent memory flushed every ``flush_interval_s``), kills it
+  with SIGKILL at a random moment, reloads the memory and checks it, and repeats. *Flushed* is what the child itself
+  reports: after each frame set it prints ``DURABLE <id>`` when the memory has no pending journal records, i.e. every
+  entry up to that id was written and fsynced (or is in a snapshot). Lost = a reported-durable entry, or an entry
+  present at the previous successful load, that is missing after the kill.
+* :func:`overload_run` runs ``fusion_node`` in this process with every encoder slowed down, and replays a bag faster
+  than real time into it: the latest-wins queues must keep the latency bounded and count the drops.
+* :func:`soak_run` launches the live graph (``cmr-fusion launch``), replays a bag in a loop (``cmr-fusion replay
+  --loop``), and samples the RSS of the node process and the latencies it reports on ``/diagnostics``.
+
+Each returns a report (JSON-ready dataclass); the ``cmr-fusion stress`` command prints it and writes JSON + a PNG.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CrashReport", "OverloadReport", "SoakReport", "crash_stress", "overload_run", "soak_run",
+           "stress_config"]
+
+
+# --- configuration --------------------------------------------------------------------------------------------------
+
+def stress_config(params: str | Path, *, models: str | Path | None = None, memory_dir: str | Path | None = None,
+                  node_name: str = "fusion_node", **memory_overrides: Any):
+    """A FusionConfig from a parameter file with the models folder, the memory folder and memory settings
+    (``flush_interval_s``, ``snapshot_every_n``, ``max_entries``) replaced."""
+    from cmr_fusion_ros.core.config import FusionConfig, load_parameter_file
+
+    config = FusionConfig.from_dict(load_parameter_file(params, node_name), source=str(params))
+    mem = config.memory
+    pers = mem.persistence
+    if memory_dir is not None:
+        pers = dataclasses.replace(pers, directory=str(memory_dir))
+    for key in ("flush_interval_s", "snapshot_every_n"):
+        if memory_overrides.get(key) is not None:
+            pers = dataclasses.replace(pers, **{key: memory_overrides[key]})
+    mem = dataclasses.replace(mem, persistence=pers)
+    if memory_overrides.get("max_entries") is not None:
+        mem = dataclasses.replace(mem, capacity=dataclasses.replace(mem.capacity,
+                                                                     max_entries=memory_overrides["max_entries"]))
+    enc = config.encoders if models is None else dataclasses.replace(config.encoders, models_dir=str(models))
+    return dataclasses.replace(config, memory=mem, encoders=enc)
+
+
+def _machine() -> str:
+    try:
+        from cmr_fusion_ros.machine import machine_summary
+
+        return machine_summary()
+    except Exception:  # the machine line is informative only
+        import platform
+
+        return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+# --- crash ----------------------------------------------------------------------------------------------------------
+
+def run_child(bags: Sequence[str | Path], config, *, encoders: dict | None = None,
+              emit: Callable[[str], None] = lambda s: print(s, flush=True)) -> int:
+    """The pipeline child of the crash stress: process ``bags`` into the persistent memory of ``config`` and report
+    ``LOADED <entries> <last id>`` once the memory is open, ``DURABLE <id>`` whenever everything up to ``id`` is on
+    disk, and ``DONE <entries>`` at the end."""
+    from cmr_fusion_ros.bag.offline import process_bags
+    from cmr_fusion_ros.core.memory import SceneMemory
+    from cmr_fusion_ros.core.pipeline import FusionPipeline
+    from cmr_fusion_ros.core.poses import PoseBuffer
+
+    if encoders is None:
+        pipeline = FusionPipeline.from_config(config)
+    else:
+        memory = SceneMemory.open(os.path.expanduser(config.memory.persistence.directory), config.memory)
+        poses = PoseBuffer(max_gap_ns=round(config.odometry.max_gap_s * 1e9),
+                           max_extrapolation_ns=round(config.odometry.max_extrapolation_s * 1e9)) \
+            if config.odometry.topic else None
+        pipeline = FusionPipeline(config, encoders, memory, poses=poses)
+    mem = pipeline.memory
+    ids = mem.ids()
+    emit(f"LOADED {len(mem)} {int(ids[-1]) if len(ids) else 0}")
+    durable = [int(ids[-1]) if len(ids) else 0]
+
+    def on_output(_res) -> None:
+        st = mem.stats()
+        if st.pending_records == 0 and st.next_id - 1 > durable[0]:
+            durable[0] = st.next_id - 1
+            emit(f"DURABLE {durable[0]}")
+
+    summary = process_bags(bags, config, pipeline=pipeline, progress=False, on_output=on_output)
+    emit(f"DONE {summary.memory_entries}")
+    return 0
+
+
+@dataclass
+class CrashReport:
+    command: str
+    machine: str
+    kills: int = 0
+    runs_finished: int = 0  # runs that ended before their kill came
+    kills_before_load: int = 0
+    reloads_ok: int = 0
+    entries_lost: int = 0
+    reload_errors: list[str] = field(default_factory=list)
+    durable_max: int = 0
+    final_entries: int = 0
+    torn_tails: int = 0
+    load_s: list[float] = field(default_factory=list)
+    kill_after_s: list[float] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.entries_lost == 0 and not self.reload_errors and self.reloads_ok == self.kills
+
+    def lines(self) -> list[str]:
+        return [
+            f"kills: {self.kills} (SIGKILL at {min(self.kill_after_s, default=0):.2f}..{max(self.kill_after_s, default=0):.2f} s"
+            f" after start; {self.kills_before_load} before the memory was loaded; {self.runs_finished} runs finished "
+            f"before their kill)",
+            f"reloads without error: {self.reloads_ok}/{self.kills}; entries lost: {self.entries_lost}; "
+            f"reload errors: {len(self.reload_errors)}",
+            f"last durable id reported: {self.durable_max}; entries at the end: {self.final_entries}; reloads that "
+            f"met a torn journal tail: {self.torn_tails}",
+            f"memory load time p50 {np.percentile(self.load_s, 50) * 1e3 if self.load_s else 0:.0f} ms, max "
+            f"{max(self.load_s, default=0) * 1e3:.0f} ms; wall {self.wall_s:.0f} s",
+            "result: " + ("PASS (every flushed entry survived every kill)" if self.ok else "FAIL"),
+        ]
+
+
+def _read_until(proc: subprocess.Popen, deadline: float, lines: list[str], stop: Callable[[], bool]) -> None:
+    fd = proc.stdout.fileno()
+    buf = b""
+    while time.monotonic() < deadline and not stop():
+        ready, _, _ = select.select([fd], [], [], max(0.0, min(0.05, deadline - time.monotonic())))
+        if not ready:
+            if proc.poll() is not None:
+                break
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        buf += chunk
+        *complete, buf = buf.split(b"\n")
+        lines += [c.decode(errors="replace") for c in complete]
+
+
+def crash_stress(child_argv: Sequence[str], memory_dir: str | Path, memory_config, *, kills: int = 50,
+                 seed: int = 0, max_delay_s: float = 4.0, env: dict | None = None, command: str = "",
+                 progress: Callable[[int, CrashReport], None] | None = None) -> CrashReport:
+    """Kill the child ``kills`` times at random moments (uniform in ``[0.05, max_delay_s]`` s after its start),
+    reloading and checking the memory in ``memory_dir`` after each kill (read-only, as a writer every third time)."""
+    from cmr_fusion_ros.core.errors import CmrFusionError
+    from cmr_fusion_ros.core.memory import SceneMemory
+
+    rng = np.random.default_rng(seed)
+    report = CrashReport(command=command, machine=_machine())
+    memory_dir = Path(memory_dir)
+    known: set[int] = set()  # ids present at the previous successful load
+    t_start = time.monotonic()
+    for k in range(kills):
+        delay = float(rng.uniform(0.05, max_delay_s))
+        proc = subprocess.Popen(list(child_argv), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+                                start_new_session=True)
+        lines: list[str] = []
+        try:
+            _read_until(proc, time.monotonic() + delay, lines, lambda: False)
+            finished = proc.poll() is not None
+            if not finished:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+            _read_until(proc, time.monotonic() + 2.0, lines, lambda: False)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=60)
+            proc.stdout.close()
+        report.kills += 1
+        report.kill_after_s.append(delay)
+        report.runs_finished += int(finished and proc.returncode == 0)
+        report.kills_before_load += int(not any(line.startswith("LOADED") for line in lines))
+        for line in lines:
+            if line.startswith("DURABLE"):
+                report.durable_max = max(report.durable_max, int(line.split()[1]))
+        if not known and not report.durable_max and (not memory_dir.exists() or not any(memory_dir.iterdir())):
+            report.reloads_ok += 1  # killed before the memory was created: nothing to lose yet
+            if progress is not None:
+                progress(k + 1, report)
+            continue
+        t0 = time.perf_counter()
+        try:
+            mem = SceneMemory.open(memory_dir, memory_config, read_only=k % 3 != 2)
+        except CmrFusionError as err:
+            report.reload_errors.append(f"kill {k + 1}: {err}")
+            continue
+        try:
+            report.load_s.append(time.perf_counter() - t0)
+            ids = set(int(i) for i in mem.ids())
+            required = known | set(range(1, report.durable_max + 1))
+            lost = required - ids
+            report.entries_lost += len(lost)
+            if lost:
+                report.reload_errors.append(f"kill {k + 1}: {len(lost)} flushed entries missing, e.g. {sorted(lost)[:5]}")
+            for i in sorted(ids)[-3:]:  # the newest entries read back whole
+                e = mem.get(i)
+                if e is None or not np.isfinite(e.vector).all() or abs(float(np.linalg.norm(e.vector)) - 1) > 1e-3:
+                    report.reload_errors.append(f"kill {k + 1}: entry {i} unreadable or not normalised")
+            report.torn_tails += int(mem.stats().torn_tail_bytes > 0)
+            report.final_entries = len(mem)
+            known = ids
+            report.reloads_ok += 1
+        finally:
+            mem.close()
+        if progress is not None:
+            progress(k + 1, report)
+    report.wall_s = time.monotonic() - t_start
+    return report
+
+
+# --- overload -------------------------------------------------------------------------------------------------------
+
+class SlowEncoder:
+    """Wraps an encoder and sleeps ``delay_s`` per item: a slow accelerator or an overloaded CPU, on purpose."""
+
+    def __init__(self, inner, delay_s: float) -> None:
+        self.inner = inner
+        self.dim = inner.dim
+        self.delay_s = delay_s
+
+    def encode(self, items):
+        time.sleep(self.delay_s * len(items))
+        return self.inner.encode(items)
+
+
+@dataclass
+class OverloadReport:
+    command: str
+    machine: str
+    rate: float
+    encoder_delay_ms: float
+    streams: dict[str, dict[str, float]] = field(default_factory=dict)
+    rss_mb: list[float] = field(default_factory=list)
+    max_queue: dict[str, int] = field(default_factory=dict)
+    queue_size: dict[str, int] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    def lines(self) -> list[str]:
+        out = [f"replay at {self.rate:g}x real time, encoders slowed by {self.encoder_delay_ms:g} ms per frame"]
+        for m, s in self.streams.items():
+            out.append(f"  {m}: received {s['received']}, processed {s['processed']}, dropped {s['dropped']} "
+                       f"({100 * s['dropped'] / max(1, s['received']):.0f} %), bad {s['bad_messages']}; latency p50 "
+                       f"{s['latency_p50_ms']:.0f} ms p99 {s['latency_p99_ms']:.0f} ms; queue max "
+                       f"{self.max_queue.get(m, 0)}/{self.queue_size.get(m, 0)}")
+        if self.rss_mb:
+            out.append(f"RSS {self.rss_mb[0]:.0f} MB -> {self.rss_mb[-1]:.0f} MB (max {max(self.rss_mb):.0f} MB) "
+                       f"over {self.wall_s:.0f} s")
+        return out
+
+
+def overload_run(bag: str | Path, config, *, rate: float = 2.0, delay_s: float = 0.05, duration_s: float = 0.0,
+                 env: dict | None = None, command: str = "") -> OverloadReport:
+    """``fusion_node`` in this process with slowed encoders; ``cmr-fusion replay BAG --rate R`` feeds it."""
+    import threading
+
+    import psutil
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+
+    from cmr_fusion_ros.core.pipeline import FusionPipeline
+    from cmr_fusion_ros.ros.fusion_node import FusionNode
+
+    pipeline = FusionPipeline.from_config(config)
+    pipeline.encoders = {m: SlowEncoder(e, delay_s) for m, e in pipeline.encoders.items()}
+    report = OverloadReport(command=command, machine=_machine(), rate=rate, encoder_delay_ms=delay_s * 1e3)
+    me = psutil.Process()
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = FusionNode(pipeline=pipeline, context=context, parameter_overrides=_overrides(config))
+    ex = MultiThreadedExecutor(num_threads=2, context=context)
+    ex.add_node(node)
+    spinner = threading.Thread(target=ex.spin, daemon=True)
+    spinner.start()
+    argv = [sys.executable, "-m", "cmr_fusion_ros.cli", "replay", str(bag), "--rate", str(rate)]
+    report.queue_size = {m.value: q.maxlen for m, q in node._inbox.items()}
+    t0 = time.monotonic()
+    replay = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        while replay.poll() is None and (not duration_s or time.monotonic() - t0 < duration_s):
+            report.rss_mb.append(me.memory_info().rss / 2**20)
+            for m, q in node._inbox.items():
+                report.max_queue[m.value] = max(report.max_queue.get(m.value, 0), len(q))
+            time.sleep(0.02)
+    finally:
+        if replay.poll() is None:
+            replay.send_signal(signal.SIGINT)
+            replay.wait(timeout=30)
+        time.sleep(1.0)
+        report.wall_s = time.monotonic() - t0
+        report.streams = {m.value: s.summary() for m, s in node.stats.items()}
+        ex.shutdown()
+        node.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+    return report
+
+
+def _overrides(config) -> list:
+    from rclpy.parameter import Parameter
+
+    from cmr_fusion_ros.core.config import flatten
+
+    out = []
+    for k, v in flatten(config.to_dict()).items():
+        out.append(Parameter(k, value=list(v) if isinstance(v, tuple) else v))
+    return [p for p in out if not (isinstance(p.value, list) and not p.value)]
+
+
+# --- soak -----------------------------------------------------------------------------------------------------------
+
+@dataclass
+class SoakReport:
+    command: str
+    machine: str
+    duration_s: float
+    interval_s: float
+    samples: list[dict[str, Any]] = field(default_factory=list)  # t_s, rss_mb, per-stream p99/processed/dropped
+    intervals: list[dict[str, Any]] = field(default_factory=list)
+    rss_growth_pct: float = 0.0
+    loops: int = 0
+    launcher_exit: int | None = None
+    errors: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [f"soak {self.duration_s:.0f} s, {len(self.samples)} samples, bag loops ~{self.loops}"]
+        for iv in self.intervals:
+            p99 = ", ".join(f"{m} {v:.0f}" for m, v in iv["latency_p99_ms"].items())
+            out.append(f"  {iv['start_s']:6.0f}-{iv['end_s']:6.0f} s: RSS {iv['rss_mb']:.1f} MB; latency p99 (ms) {p99}; "
+                       f"processed {iv['processed']}, dropped {iv['dropped']}")
+        out.append(f"RSS growth (first interval -> last): {self.rss_growth_pct:+.1f} %")
+        out.append(f"launcher exit code: {self.launcher_exit}" + (f"; errors: {self.errors}" if self.errors else ""))
+        return out
+
+
+def _diag_listener(context, samples: dict) -> Any:
+    from diagnostic_msgs.msg import DiagnosticArray
+    import rclpy
+
+    node = rclpy.create_node("stress_soak_listener", context=context)
+
+    def on_diag(msg: DiagnosticArray) -> None:
+        for st in msg.status:
+            if ": stream " in st.name:
+                values = {kv.key: kv.value for kv in st.values}
+                samples[st.name.rsplit(" ", 1)[-1]] = values
+            elif st.name.endswith(": memory"):
+                samples["memory"] = {kv.key: kv.value for kv in st.values}
+
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
+    return node
+
+
+def soak_run(bag: str | Path, params_file: str | Path, *, duration_s: float, interval_s: float = 60.0,
+             sample_s: float = 1.0, env: dict | None = None, command: str = "",
+             progress: Callable[[float], None] | None = None, log: Path | None = None) -> SoakReport:
+    """Launch the graph with ``params_file``, replay ``bag`` in a loop for ``duration_s``, sample RSS and latency."""
+    import threading
+
+    import psutil
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    report = SoakReport(command=command, machine=_machine(), duration_s=duration_s, interval_s=interval_s)
+    logf = open(log, "w") if log else subprocess.DEVNULL
+    launcher = subprocess.Popen([sys.executable, "-m", "cmr_fusion_ros.cli", "launch", "--params", str(params_file)],
+                                stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    replay = None
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    latest: dict[str, dict] = {}
+    listener = _diag_listener(context, latest)
+    ex = SingleThreadedExecutor(context=context)
+    ex.add_node(listener)
+    threading.Thread(target=ex.spin, daemon=True).start()
+    try:
+        node_proc = None
+        deadline = time.monotonic() + 120
+        while node_proc is None and time.monotonic() < deadline:
+            if launcher.poll() is not None:
+                raise RuntimeError(f"the launcher exited with {launcher.returncode} (see {log})")
+            for child in psutil.Process(launcher.pid).children(recursive=True):
+                if any("fusion_node" in a for a in child.cmdline()):
+                    node_proc = child
+            time.sleep(0.2)
+        if node_proc is None:
+            raise RuntimeError("fusion_node did not start in 120 s")
+        while "memory" not in latest and time.monotonic() < deadline:  # the node is up when it publishes
+            time.sleep(0.2)
+        replay = subprocess.Popen([sys.executable, "-m", "cmr_fusion_ros.cli", "replay", str(bag), "--loop"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                                  start_new_session=True)
+        t0 = time.monotonic()
+        while (t := time.monotonic() - t0) < duration_s:
+            if launcher.poll() is not None or replay.poll() is not None:
+                report.errors.append(f"a child exited early at {t:.0f} s (launcher {launcher.returncode}, replay "
+                                     f"{replay.returncode})")
+                break
+            sample: dict[str, Any] = {"t_s": round(t, 2), "rss_mb": node_proc.memory_info().rss / 2**20}
+            for name, values in list(latest.items()):
+                if name == "memory":
+                    sample["entries"] = int(values.get("entries", 0))
+                    sample["time_jumps"] = int(values.get("time_jumps", 0))
+                else:
+                    sample[name] = {k: float(values[k]) for k in ("latency_p99_ms", "latency_p50_ms", "processed",
+                                                                  "dropped", "bad_messages") if k in values}
+            report.samples.append(sample)
+            if progress is not None:
+                progress(t)
+            time.sleep(max(0.0, t0 + len(report.samples) * sample_s - time.monotonic()))
+    finally:
+        if replay is not None and replay.poll() is None:
+            os.killpg(replay.pid, signal.SIGINT)
+            try:
+                replay.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(replay.pid, signal.SIGKILL)
+                replay.wait()
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGINT)
+            try:
+                launcher.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(launcher.pid, signal.SIGKILL)
+                launcher.wait()
+        report.launcher_exit = launcher.returncode
+        ex.shutdown()
+        listener.destroy_node()
+        rclpy.try_shutdown(context=context)
+        if log:
+            logf.close()
+    _summarise_soak(report)
+    return report
+
+
+def _summarise_soak(report: SoakReport) -> None:
+    samples = report.samples
+    if not samples:
+        return
+    streams = sorted({k for s in samples for k, v in s.items() if isinstance(v, dict)})
+    end = samples[-1]["t_s"]
+    start = 0.0
+    while start < end:
+        stop = min(start + report.interval_s, end + 1e-9)
+        part = [s for s in samples if start <= s["t_s"] < stop or (stop >= end and s["t_s"] == end)]
+        if part:
+            iv = {"start_s": start, "end_s": min(stop, end), "rss_mb": float(np.mean([s["rss_mb"] for s in part])),
+                  "latency_p99_ms": {}, "processed": 0, "dropped": 0}
+            for m in streams:
+                vals = [s[m]["latency_p99_ms"] for s in part if m in s and "latency_p99_ms" in s[m]]
+                if vals:
+                    iv["latency_p99_ms"][m] = float(np.median(vals))
+                first = next((s[m] for s in part if m in s), None)
+                last = next((s[m] for s in reversed(part) if m in s), None)
+                if first and last:
+                    iv["processed"] += int(last.get("processed", 0) - first.get("processed", 0))
+                    iv["dropped"] += int(last.get("dropped", 0) - first.get("dropped", 0))
+            report.intervals.append(iv)
+        start = stop
+    if len(report.intervals) >= 2:
+        a, b = report.intervals[0]["rss_mb"], report.intervals[-1]["rss_mb"]
+        report.rss_growth_pct = 100.0 * (b - a) / a if a else 0.0
+    report.loops = max((s.get("time_jumps", 0) for s in samples), default=0)
+
+
+def plot_soak(report: SoakReport, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [s["t_s"] / 60 for s in report.samples]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    ax1.plot(t, [s["rss_mb"] for s in report.samples], color="tab:blue")
+    ax1.set_ylabel("fusion_node RSS (MB)")
+    ax1.set_title(f"soak: {report.duration_s / 60:.1f} min, RSS growth {report.rss_growth_pct:+.1f} %")
+    streams = sorted({k for s in report.samples for k, v in s.items() if isinstance(v, dict)})
+    for m in streams:
+        pts = [(s["t_s"] / 60, s[m]["latency_p99_ms"]) for s in report.samples if m in s and "latency_p99_ms" in s[m]]
+        if pts:
+            ax2.plot(*zip(*pts), label=f"{m} p99")
+    ax2.set_ylabel("latency p99 (ms, rolling)")
+    ax2.set_xlabel("minutes")
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_json(report: Any, path: Path) -> None:
+    path.write_text(json.dumps(asdict(report), indent=2))
+
+
+# --- the crash child entry point ------------------------------------------------------------------------------------
+
+def _child_main(argv: Sequence[str]) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m cmr_fusion_ros.eval.stress child")
+    p.add_argument("bags", nargs="+")
+    p.add_argument("--params", required=True)
+    p.add_argument("--models", default=None)
+    p.add_argument("--memory", required=True)
+    p.add_argument("--flush-interval", type=float, default=0.05)
+    p.add_argument("--snapshot-every", type=int, default=500)
+    args = p.parse_args(argv)
+    config = stress_config(args.params, models=args.models, memory_dir=args.memory,
+                           flush_interval_s=args.flush_interval, snapshot_every_n=args.snapshot_every)
+    return run_child(args.bags, config)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "child":
+        sys.exit(_child_main(sys.argv[2:]))
+    print("usage: python -m cmr_fusion_ros.eval.stress child BAG... --params P --memory DIR [--models M]")
+    sys.exit(2)
