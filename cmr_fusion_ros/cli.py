@@ -35,7 +35,7 @@ HELP: dict[str, str] = {
     "convert-check": "convert the real sensor samples to ROS messages and back, and report losses and timings",
     "simulate": "generate a synthetic town seen by camera, LiDAR and radar and record sessions as rosbag2 bags",
     "import": "convert real datasets (DGP scenes, PJLab single frames) into rosbag2 bags",
-    "bench": "benchmarks: `bench memory` (scene memory vs raw FAISS: insert, query latency, recall@1)",
+    "bench": "benchmarks: `bench memory` (scene memory vs raw FAISS), `bench pipeline` (live latency vs DDS floor), `bench offline` (real-time factor, encoder vs bare onnxruntime)",
     "train": "train the camera, LiDAR and radar encoders on bags with odometry (contrastive, all modality pairs)",
     "export": "export trained encoders to ONNX with a torch parity check, latency and model cards",
     "eval": "recall@1/5/10/1% of the encoders for all 9 query -> database modality pairs on two bags",

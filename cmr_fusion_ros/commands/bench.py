@@ -144,6 +144,11 @@ BENCHMARKS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Call
         _lazy("cmr_fusion_ros.eval.bench_offline", "add_arguments"),
         _lazy("cmr_fusion_ros.eval.bench_offline", "run"),
     ),
+    "pipeline": (
+        "live graph latency per stream (e2e, stages, drops, CPU) against a plain rclpy relay (DDS floor), same run",
+        _lazy("cmr_fusion_ros.eval.bench_pipeline", "add_arguments"),
+        _lazy("cmr_fusion_ros.eval.bench_pipeline", "run"),
+    ),
 }
 
 

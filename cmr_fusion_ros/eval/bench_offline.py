@@ -290,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
                    f"{'MET' if worst <= WRAPPER_GOAL else 'NOT MET'})")
     report.tables.append(Table("encoder wrapper vs bare onnxruntime (ms per call)",
                                ["modality", "batch", "wrapper p50", "bare p50", "ratio p50", "ratio mean",
-                                "wrapper p99", "bare p99", "max |diff|", "load avg"], rows,
+                                "wrapper p99", "bare p99", "max abs diff", "load avg"], rows,
                                "wrapper = OnnxEncoder.encode_tensors (checks, batching, L2 norm); bare = "
                                "InferenceSession.run with the same options; calls interleaved, order alternating"))
     for line in summary:
