@@ -28,6 +28,7 @@ from cmr_fusion_ros.core.types import Modality
 
 __all__ = [
     "CameraPreprocessing",
+    "LidarBevFrontPreprocessing",
     "LidarBevPreprocessing",
     "Preprocessing",
     "RadarBevPreprocessing",
@@ -232,20 +233,124 @@ class LidarBevPreprocessing:
 
 
 @dataclass(frozen=True, slots=True)
+class LidarBevFrontPreprocessing:
+    """LiDAR as two images side by side in one ``(3, rows, rows + fv_cols)`` tensor.
+
+    Left: the bird's-eye grid of :class:`LidarBevPreprocessing` (``rows x rows`` over ``x in [-half_extent_m,
+    half_extent_m)``, ``y`` likewise; channels occupancy, highest point, mean intensity). Right: a front view seen
+    like the camera: columns ``(0.5 - (y / x) / (2 tan(fv_hfov_deg / 2))) * fv_cols`` (pinhole, x forward, left
+    first), rows equiangular in elevation from ``fv_elev_max_deg`` (top) to ``fv_elev_min_deg``, computed at
+    ``fv_rows`` and repeated to ``rows``; each pixel keeps its closest point: channels ``1 - range / fv_max_range_m``
+    (0 = no return), its height ``(z - z_min) / (z_max - z_min)`` and its intensity / ``intensity_scale``.
+
+    The front view gives the encoder the camera's geometry (what is left, right, near, tall); the bird's-eye half
+    gives the layout around the vehicle, in the same metric grid as the radar's.
+    """
+
+    rows: int = 64
+    half_extent_m: float = 40.0
+    z_min_m: float = -3.0
+    z_max_m: float = 9.0
+    count_scale: float = 32.0
+    intensity_scale: float = 255.0
+    fv_cols: int = 64
+    fv_rows: int = 32
+    fv_hfov_deg: float = 90.0
+    fv_elev_min_deg: float = -25.0
+    fv_elev_max_deg: float = 15.0
+    fv_max_range_m: float = 80.0
+    modality: Modality = Modality.LIDAR
+
+    def __post_init__(self) -> None:
+        _positive_int("lidar.rows", self.rows)
+        _positive_float("lidar.half_extent_m", self.half_extent_m)
+        _finite("lidar.z_min_m", self.z_min_m)
+        _finite("lidar.z_max_m", self.z_max_m)
+        _require(self.z_max_m > self.z_min_m, "lidar.z_max_m", self.z_max_m, f"> z_min_m ({self.z_min_m})")
+        _positive_float("lidar.count_scale", self.count_scale)
+        _positive_float("lidar.intensity_scale", self.intensity_scale)
+        _positive_int("lidar.fv_cols", self.fv_cols)
+        _positive_int("lidar.fv_rows", self.fv_rows)
+        _require(self.rows % self.fv_rows == 0, "lidar.fv_rows", self.fv_rows, f"a divisor of rows ({self.rows})")
+        _positive_float("lidar.fv_hfov_deg", self.fv_hfov_deg)
+        _require(self.fv_hfov_deg < 170, "lidar.fv_hfov_deg", self.fv_hfov_deg, "0 < fv_hfov_deg < 170")
+        _finite("lidar.fv_elev_min_deg", self.fv_elev_min_deg)
+        _finite("lidar.fv_elev_max_deg", self.fv_elev_max_deg)
+        _require(
+            -90 < self.fv_elev_min_deg < self.fv_elev_max_deg < 90,
+            "lidar.fv_elev_max_deg",
+            self.fv_elev_max_deg,
+            f"-90 < fv_elev_min_deg ({self.fv_elev_min_deg}) < fv_elev_max_deg < 90",
+        )
+        _positive_float("lidar.fv_max_range_m", self.fv_max_range_m)
+        _require(self.modality is Modality.LIDAR, "lidar.modality", self.modality, "lidar")
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (3, self.rows, self.rows + self.fv_cols)
+
+    def _bev(self) -> LidarBevPreprocessing:
+        h = self.half_extent_m
+        return LidarBevPreprocessing(
+            rows=self.rows, cols=self.rows, x_min_m=-h, x_max_m=h, y_half_m=h, z_min_m=self.z_min_m,
+            z_max_m=self.z_max_m, count_scale=self.count_scale, intensity_scale=self.intensity_scale,
+        )
+
+    def front_view(self, pts: np.ndarray) -> np.ndarray:
+        """The ``(3, fv_rows, fv_cols)`` front view of finite ``(N, 4)`` points ``x, y, z, intensity``."""
+        rows, cols = self.fv_rows, self.fv_cols
+        out = np.zeros((3, rows * cols), dtype=np.float32)
+        x, y, z = pts[:, 0], pts[:, 1], pts[:, 2]
+        front = x > 0.1
+        pts, x, y, z = pts[front], x[front], y[front], z[front]
+        rng = np.sqrt(x * x + y * y + z * z)
+        half = math.tan(math.radians(self.fv_hfov_deg) / 2.0)
+        col = np.floor((0.5 - (y / x) / (2.0 * half)) * cols).astype(np.int64)
+        elev = np.degrees(np.arctan2(z, np.sqrt(x * x + y * y)))
+        span = self.fv_elev_max_deg - self.fv_elev_min_deg
+        row = np.floor((self.fv_elev_max_deg - elev) / span * rows).astype(np.int64)
+        keep = (col >= 0) & (col < cols) & (row >= 0) & (row < rows) & (rng < self.fv_max_range_m)
+        if not keep.any():
+            return out.reshape(3, rows, cols)
+        pix = row[keep] * cols + col[keep]
+        r, zz, inten = rng[keep], z[keep], pts[keep, 3]
+        order = np.lexsort((r, pix))  # by pixel, then nearest first
+        pix_sorted = pix[order]
+        first = np.ones(len(order), bool)
+        first[1:] = pix_sorted[1:] != pix_sorted[:-1]
+        sel = order[first]
+        out[0, pix[sel]] = 1.0 - r[sel] / self.fv_max_range_m
+        out[1, pix[sel]] = np.clip((zz[sel] - self.z_min_m) / (self.z_max_m - self.z_min_m), 0.0, 1.0)
+        out[2, pix[sel]] = np.clip(inten[sel] / self.intensity_scale, 0.0, None)
+        return out.reshape(3, rows, cols)
+
+    def __call__(self, cloud: np.ndarray) -> np.ndarray:
+        pts = points_columns(cloud, ("x", "y", "z", "intensity"), required=3, what="lidar cloud")
+        pts = pts[np.isfinite(pts).all(axis=1)]
+        bev = self._bev()(pts)
+        fv = np.repeat(self.front_view(pts), self.rows // self.fv_rows, axis=1)
+        return np.ascontiguousarray(np.concatenate([bev, fv], axis=2), dtype=np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self, "lidar_bev_front")
+
+
+@dataclass(frozen=True, slots=True)
 class RadarBevPreprocessing:
     """Radar bird's-eye grid: ``rows x cols`` cells over ``x in [x_min_m, x_max_m)``, ``y in [-y_half_m, y_half_m)``
-    (sensor frame; the default covers the front of a forward-looking radar).
+    (sensor frame; the default covers the front of a forward-looking radar on the same 1.25 m grid as the front
+    half of the LiDAR bird's-eye view).
 
     Channels: 0 occupancy ``log1p(count) / log1p(count_scale)`` clipped to 1; 1 mean doppler divided by
     ``doppler_scale_mps`` clipped to [-1, 1]; 2 strongest RCS ``(rcs - rcs_min_dbsm) / (rcs_max_dbsm - rcs_min_dbsm)``
     clipped to [0, 1] (0 for empty cells).
     """
 
-    rows: int = 64
+    rows: int = 32
     cols: int = 64
     x_min_m: float = 0.0
-    x_max_m: float = 64.0
-    y_half_m: float = 32.0
+    x_max_m: float = 40.0
+    y_half_m: float = 40.0
     count_scale: float = 4.0
     doppler_scale_mps: float = 20.0
     rcs_min_dbsm: float = -20.0
@@ -295,6 +400,7 @@ class RadarBevPreprocessing:
 _KINDS: dict[str, type] = {
     "camera_rgb": CameraPreprocessing,
     "lidar_bev": LidarBevPreprocessing,
+    "lidar_bev_front": LidarBevFrontPreprocessing,
     "radar_bev": RadarBevPreprocessing,
 }
 
@@ -331,7 +437,7 @@ def default_preprocessing(modality: Modality) -> Preprocessing:
     """The preprocessing the shipped models were trained with, per modality."""
     return {
         Modality.CAMERA: CameraPreprocessing,
-        Modality.LIDAR: LidarBevPreprocessing,
+        Modality.LIDAR: LidarBevFrontPreprocessing,
         Modality.RADAR: RadarBevPreprocessing,
     }[Modality(modality)]()
 

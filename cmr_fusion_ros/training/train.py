@@ -38,7 +38,7 @@ PAIRS = [(a, b) for i, a in enumerate(MODALITIES) for b in MODALITIES[i:]]
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 12
+    epochs: int = 5
     batch_anchors: int = 32  # frames per batch = 3 x anchors (anchor, positive, hard negative)
     steps_per_epoch: int = 0  # 0: ceil(train frames / anchors)
     lr: float = 2e-3
@@ -52,7 +52,7 @@ class TrainConfig:
     seed: int = 0
     threads: int = 1
     flip_p: float = 0.5  # mirror a whole batch left-right (camera columns and BEV y) with this probability
-    color_jitter: float = 0.2
+    color_jitter: float = 0.4
     dropout: float = 0.1
 
     def __post_init__(self) -> None:

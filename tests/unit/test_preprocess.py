@@ -8,6 +8,7 @@ import pytest
 from cmr_fusion_ros.core.errors import ConfigError, ConversionError
 from cmr_fusion_ros.core.preprocess import (
     CameraPreprocessing,
+    LidarBevFrontPreprocessing,
     LidarBevPreprocessing,
     RadarBevPreprocessing,
     batch,
@@ -83,6 +84,36 @@ def test_lidar_plain_array_equals_structured() -> None:
     np.testing.assert_array_equal(pre(pts), pre(s))
     # no intensity field is allowed (zeros)
     assert pre(pts[:, :3])[2].max() == 0
+
+
+def test_lidar_front_view_pixels_closest_point_and_bev_half() -> None:
+    pre = LidarBevFrontPreprocessing(rows=8, half_extent_m=8.0, z_min_m=-2.0, z_max_m=2.0, fv_cols=4, fv_rows=4,
+                                     fv_hfov_deg=90.0, fv_elev_min_deg=-20.0, fv_elev_max_deg=20.0,
+                                     fv_max_range_m=20.0, intensity_scale=100.0)
+    assert pre.input_shape == (3, 8, 12)
+    cloud = _cloud(
+        [
+            (10.0, 1.0, 0.5, 50.0),  # ahead, slightly left: column 1 (y/x = 0.1 -> 0.45 * 4), elevation ~2.8 deg: row 1
+            (5.0, 0.5, 0.25, 20.0),  # same pixel, closer: wins
+            (4.0, -3.0, 0.0, 10.0),  # right: y/x = -0.75 -> column 3; elevation 0 -> row 2
+            (-4.0, 0.0, 0.0, 10.0),  # behind: not in the front view, but in the bird's-eye half
+            (10.0, 20.0, 0.0, 10.0),  # outside the horizontal field of view (column < 0)
+        ],
+        ("x", "y", "z", "intensity"),
+    )
+    x = pre(cloud)
+    fv = x[:, ::2, 8:]  # front view at fv_rows resolution (rows are repeated twice)
+    np.testing.assert_array_equal(x[:, 0::2, 8:], x[:, 1::2, 8:])
+    r = np.sqrt(5.0**2 + 0.5**2 + 0.25**2)
+    assert fv[0, 1, 1] == pytest.approx(1 - r / 20.0)
+    assert fv[1, 1, 1] == pytest.approx((0.25 + 2.0) / 4.0)
+    assert fv[2, 1, 1] == pytest.approx(0.2)
+    assert fv[0, 2, 3] == pytest.approx(1 - 5.0 / 20.0)
+    assert (fv[0] > 0).sum() == 2
+    np.testing.assert_array_equal(x[:, :, :8], LidarBevPreprocessing(
+        rows=8, cols=8, x_min_m=-8, x_max_m=8, y_half_m=8, z_min_m=-2, z_max_m=2, intensity_scale=100.0)(cloud))
+    with pytest.raises(ConfigError, match="lidar.fv_rows"):
+        LidarBevFrontPreprocessing(rows=8, fv_rows=3)
 
 
 def test_radar_bev_channels_and_required_fields() -> None:
