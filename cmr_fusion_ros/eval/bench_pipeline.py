@@ -563,10 +563,11 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - one orchestration, in 
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
-    rclpy.init()
-    node = rclpy.create_node("bench_subscriber")
+    context = rclpy.Context()  # its own context: usable beside an rclpy already initialised in this process
+    context.init()
+    node = rclpy.create_node("bench_subscriber", context=context)
     col = _Collector(node, streams, args.camera_transport)
-    ex = SingleThreadedExecutor()
+    ex = SingleThreadedExecutor(context=context)
     ex.add_node(node)
     spin = threading.Thread(target=ex.spin, daemon=True)
     spin.start()
@@ -609,7 +610,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - one orchestration, in 
                 _stop(child.proc, 30)
         ex.shutdown()
         node.destroy_node()
-        rclpy.try_shutdown()
+        context.try_shutdown()
         tmp.cleanup()
 
     # --- figures ---
