@@ -323,7 +323,9 @@ def _plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
                 va="bottom", fontsize=8)
     ax.set_xticks(x, labels)
     ax.set_ylabel("median ms per call")
-    ax.set_title(title, fontsize=7)
+    import textwrap
+
+    ax.set_title(textwrap.fill(title, 90), fontsize=7)
     ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -716,7 +716,9 @@ def _plot(dist: Mapping[str, Mapping[str, np.ndarray]], path: Path, title: str) 
         ax.set(xlabel="latency (ms)", ylabel="fraction of frames", title=s)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle(title, fontsize=7)
+    import textwrap
+
+    fig.suptitle(textwrap.fill(title, 160), fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
