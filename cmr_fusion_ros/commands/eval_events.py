@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="an event detects a revisit within its window widened by S seconds (default 1)")
     parser.add_argument("--min-revisit", type=float, default=0.0, metavar="S",
                         help="ignore revisits shorter than S seconds, e.g. crossing an old path (default 0)")
+    parser.add_argument("--max-window", type=float, default=0.0, metavar="S",
+                        help="cut longer revisits into parts of at most S seconds, each counted (default 0: off)")
     parser.add_argument("--target-precision", type=float, default=0.95)
     parser.add_argument("--target-recall", type=float, default=0.7)
     parser.add_argument("--plot", type=Path, default=None, metavar="FILE.png", help="PR curve and map")
@@ -41,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
     command = "cmr-fusion eval-events " + shlex.join(_argv(args))
     settings = EvalSettings(radius_m=args.radius, exclude_recent_s=args.exclude_recent, sample_s=args.sample,
                             gap_s=args.gap, slack_s=args.slack, min_revisit_s=args.min_revisit,
+                            max_window_s=args.max_window,
                             target_precision=args.target_precision, target_recall=args.target_recall)
     report = Report("Event-level evaluation", command, versions=versions())
     print(f"command: {command}")
@@ -73,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _argv(args: argparse.Namespace) -> list[str]:
     out = [str(p) for p in args.results] + ["--truth", *map(str, args.truth)]
-    for opt in ("odom_topic", "radius", "exclude_recent", "sample", "gap", "slack", "min_revisit", "target_precision",
-                "target_recall"):
+    for opt in ("odom_topic", "radius", "exclude_recent", "sample", "gap", "slack", "min_revisit", "max_window",
+                "target_precision", "target_recall"):
         out += ["--" + opt.replace("_", "-"), str(getattr(args, opt))]
     if args.plot:
         out += ["--plot", str(args.plot)]

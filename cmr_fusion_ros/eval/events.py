@@ -14,7 +14,10 @@ Definitions (radius ``R``, temporal exclusion ``E`` = the pipeline's ``policy.ex
   places of an earlier one: bags are taken in stamp order, as ``process`` sees them when it extends one memory).
 * **revisit** (the unit of recall, "a place seen again"): a maximal run of revisit instants of one bag with no gap
   longer than ``gap_s``; its window is ``[first instant - slack_s, last instant + slack_s]``. Runs shorter than
-  ``min_revisit_s`` (e.g. crossing an old path at an intersection) are ignored when that option is set.
+  ``min_revisit_s`` (e.g. crossing an old path at an intersection) are ignored when that option is set. With
+  ``max_window_s`` > 0 a longer run is cut into equal parts of at most that length, each a revisit of its own (a
+  stricter recall: a whole lap driven again then needs an event every ``max_window_s``, while the policy's debounce
+  fires once per continuously supported revisit; the default 0 keeps whole runs).
 * **detected revisit**: a revisit whose window holds the query stamp of at least one true event. One event per
   revisit is enough (the policy's debounce fires once per place, not per frame).
 * precision = true events / events; recall = detected revisits / revisits.
@@ -63,6 +66,7 @@ class EvalSettings:
     gap_s: float = 1.0
     slack_s: float = 1.0
     min_revisit_s: float = 0.0
+    max_window_s: float = 0.0
     target_precision: float = 0.95
     target_recall: float = 0.7
 
@@ -71,6 +75,7 @@ class EvalSettings:
             "radius_m": (self.radius_m, 0.0, False), "exclude_recent_s": (self.exclude_recent_s, 0.0, True),
             "sample_s": (self.sample_s, 0.0, False), "gap_s": (self.gap_s, 0.0, True),
             "slack_s": (self.slack_s, 0.0, True), "min_revisit_s": (self.min_revisit_s, 0.0, True),
+            "max_window_s": (self.max_window_s, 0.0, True),
         }
         for key, (value, low, inclusive) in checks.items():
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and (
@@ -232,7 +237,18 @@ def find_revisits(truth: TruthTracks, settings: EvalSettings) -> list[Revisit]:
     if cur is not None:
         out.append(Revisit(*cur))
     min_ns = round(settings.min_revisit_s * _NS)
-    return [r for r in out if r.end_ns - r.start_ns >= min_ns]
+    out = [r for r in out if r.end_ns - r.start_ns >= min_ns]
+    if settings.max_window_s > 0:
+        max_ns = round(settings.max_window_s * _NS)
+        split: list[Revisit] = []
+        for r in out:
+            parts = max(1, -(-(r.end_ns - r.start_ns) // max_ns))
+            edges = np.linspace(r.start_ns, r.end_ns, parts + 1).round().astype(np.int64)
+            for a, b in zip(edges[:-1], edges[1:]):
+                n = int(((t >= a) & (t <= b) & flag & (track == r.track)).sum())
+                split.append(Revisit(r.track, int(a), int(b), n))
+        out = split
+    return out
 
 
 @dataclass

@@ -191,3 +191,14 @@ def test_command_on_the_sample_bag(tmp_path, capsys):
     md = (tmp_path / "report.md").read_text()
     assert "pr.png" in md and "load average" in md
     assert (tmp_path / "pr.png").stat().st_size > 1000
+
+
+def test_max_window_cuts_a_long_revisit_into_counted_parts():
+    truth = TruthTracks.from_arrays([loop_track(laps=2.0, period_s=40.0)])
+    strict = EvalSettings(radius_m=5.0, exclude_recent_s=10.0, sample_s=0.1, max_window_s=10.0)
+    parts = find_revisits(truth, strict)
+    assert len(parts) == 5 and all(  # the run is 40.5 s long (from 39.4 s)
+        p.duration_s <= 10.0 + 1e-9 for p in parts)
+    assert parts[0].start_ns == find_revisits(truth, SETTINGS)[0].start_ns
+    res = evaluate_events([ev(50.0, 10.0, 0.9)], truth, strict)  # one event detects one part of five
+    assert res.revisits == 5 and res.detected_revisits == 1 and res.recall == 0.2
