@@ -107,17 +107,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {out / 'overload.json'}")
         return 0
     # soak
-    from cmr_fusion_ros.core.config import load_parameter_file, render_parameter_file, unflatten, flatten
-
-    values = flatten(load_parameter_file(params, "fusion_node"))
-    values["memory.persistence.directory"] = str((out / "memory").resolve())
-    values["memory.capacity.max_entries"] = args.max_entries
-    if args.models:
-        values["encoders.models_dir"] = str(args.models.resolve())
-    soak_params = out / "soak_params.yaml"
-    soak_params.write_text(render_parameter_file({"fusion_node": unflatten(values)}, "written by cmr-fusion stress soak"))
-    if (out / "memory").exists():
-        shutil.rmtree(out / "memory")
+    soak_params = stress.write_soak_params(params, out, max_entries=args.max_entries, models=args.models)
     from tqdm import tqdm
 
     bar = tqdm(total=round(args.duration), unit="s", desc="soak")

@@ -355,6 +355,26 @@ class SoakReport:
         return out
 
 
+def write_soak_params(params: str | Path, out: Path, *, max_entries: int = 5000, models: Path | None = None,
+                      node_name: str = "fusion_node") -> Path:
+    """``out/soak_params.yaml``: ``params`` with the memory in ``out/memory`` (emptied) capped at ``max_entries``
+    (a steady state, so RSS growth means a leak, not a fuller memory) and the models folder."""
+    import shutil
+
+    from cmr_fusion_ros.core.config import flatten, load_parameter_file, render_parameter_file, unflatten
+
+    values = flatten(load_parameter_file(params, node_name))
+    values["memory.persistence.directory"] = str((out / "memory").resolve())
+    values["memory.capacity.max_entries"] = int(max_entries)
+    if models is not None:
+        values["encoders.models_dir"] = str(Path(models).resolve())
+    if (out / "memory").exists():
+        shutil.rmtree(out / "memory")
+    path = out / "soak_params.yaml"
+    path.write_text(render_parameter_file({node_name: unflatten(values)}, "written by cmr-fusion stress soak"))
+    return path
+
+
 def _diag_listener(context, samples: dict) -> Any:
     from diagnostic_msgs.msg import DiagnosticArray
     import rclpy
@@ -375,8 +395,10 @@ def _diag_listener(context, samples: dict) -> Any:
 
 def soak_run(bag: str | Path, params_file: str | Path, *, duration_s: float, interval_s: float = 60.0,
              sample_s: float = 1.0, env: dict | None = None, command: str = "",
-             progress: Callable[[float], None] | None = None, log: Path | None = None) -> SoakReport:
-    """Launch the graph with ``params_file``, replay ``bag`` in a loop for ``duration_s``, sample RSS and latency."""
+             progress: Callable[[float], None] | None = None, log: Path | None = None,
+             launch_args: Sequence[str] = (), replay_args: Sequence[str] = ()) -> SoakReport:
+    """Launch the graph with ``params_file``, replay ``bag`` in a loop for ``duration_s``, sample RSS and latency.
+    ``launch_args`` / ``replay_args`` are added to the two commands (e.g. ``--node-module``, ``--rate``)."""
     import threading
 
     import psutil
@@ -385,7 +407,8 @@ def soak_run(bag: str | Path, params_file: str | Path, *, duration_s: float, int
 
     report = SoakReport(command=command, machine=_machine(), duration_s=duration_s, interval_s=interval_s)
     logf = open(log, "w") if log else subprocess.DEVNULL
-    launcher = subprocess.Popen([sys.executable, "-m", "cmr_fusion_ros.cli", "launch", "--params", str(params_file)],
+    launcher = subprocess.Popen([sys.executable, "-m", "cmr_fusion_ros.cli", "launch", "--params", str(params_file),
+                                 *launch_args],
                                 stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     replay = None
     context = rclpy.Context()
@@ -402,14 +425,18 @@ def soak_run(bag: str | Path, params_file: str | Path, *, duration_s: float, int
             if launcher.poll() is not None:
                 raise RuntimeError(f"the launcher exited with {launcher.returncode} (see {log})")
             for child in psutil.Process(launcher.pid).children(recursive=True):
-                if any("fusion_node" in a for a in child.cmdline()):
-                    node_proc = child
+                try:
+                    if any("__node:=fusion_node" in a for a in child.cmdline()):
+                        node_proc = child
+                except psutil.Error:
+                    pass
             time.sleep(0.2)
         if node_proc is None:
             raise RuntimeError("fusion_node did not start in 120 s")
         while "memory" not in latest and time.monotonic() < deadline:  # the node is up when it publishes
             time.sleep(0.2)
-        replay = subprocess.Popen([sys.executable, "-m", "cmr_fusion_ros.cli", "replay", str(bag), "--loop"],
+        replay = subprocess.Popen([sys.executable, "-m", "cmr_fusion_ros.cli", "replay", str(bag), "--loop",
+                                   *replay_args],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                                   start_new_session=True)
         t0 = time.monotonic()
