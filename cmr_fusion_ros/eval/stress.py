@@ -350,7 +350,8 @@ class SoakReport:
             p99 = ", ".join(f"{m} {v:.0f}" for m, v in iv["latency_p99_ms"].items())
             out.append(f"  {iv['start_s']:6.0f}-{iv['end_s']:6.0f} s: RSS {iv['rss_mb']:.1f} MB; latency p99 (ms) {p99}; "
                        f"processed {iv['processed']}, dropped {iv['dropped']}")
-        out.append(f"RSS growth (first interval -> last): {self.rss_growth_pct:+.1f} %")
+        out.append(f"RSS growth ({'second' if len(self.intervals) >= 3 else 'first'} interval -> last): "
+                   f"{self.rss_growth_pct:+.1f} %")
         out.append(f"launcher exit code: {self.launcher_exit}" + (f"; errors: {self.errors}" if self.errors else ""))
         return out
 
@@ -506,8 +507,9 @@ def _summarise_soak(report: SoakReport) -> None:
                     iv["dropped"] += int(last.get("dropped", 0) - first.get("dropped", 0))
             report.intervals.append(iv)
         start = stop
-    if len(report.intervals) >= 2:
-        a, b = report.intervals[0]["rss_mb"], report.intervals[-1]["rss_mb"]
+    if len(report.intervals) >= 2:  # baseline: the first interval after the warm-up one (when there are 3+)
+        base = report.intervals[1] if len(report.intervals) >= 3 else report.intervals[0]
+        a, b = base["rss_mb"], report.intervals[-1]["rss_mb"]
         report.rss_growth_pct = 100.0 * (b - a) / a if a else 0.0
     report.loops = max((s.get("time_jumps", 0) for s in samples), default=0)
 
