@@ -295,8 +295,9 @@ class EventEvaluation:
         out = [
             f"ground truth: {len(self.truth_bags)} bag(s), radius {s.radius_m:g} m, exclude_recent {s.exclude_recent_s:g} s:"
             f" {self.revisits} revisits ({self.revisit_seconds:.1f} s of driving past places seen before)",
-            f"events: {self.events} (scores >= {self.min_score:.3f}); true {self.true_events}, false "
-            f"{self.events - self.true_events} (of which {self.no_truth_events} without ground truth at a stamp)",
+            f"events: {self.events}" + (f" (scores >= {self.min_score:.3f})" if self.events else "")
+            + f"; true {self.true_events}, false {self.events - self.true_events} (of which {self.no_truth_events} "
+              f"without ground truth at a stamp)",
             f"precision {_fmt(self.precision)}, recall {_fmt(self.recall)} ({self.detected_revisits}/{self.revisits} "
             f"revisits detected) at every published event",
         ]
