@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "held out from training, when there are several folders)")
     parser.add_argument("--out", type=Path, required=True, help="output folder for checkpoints and the training log")
     parser.add_argument("--cache", type=Path, default=None, help="preprocessed-frame cache folder (default OUT/cache)")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="start from the encoders in this folder (<modality>_encoder.pt, e.g. the shipped models/ "
+                             "or an earlier --out) instead of random weights: fine-tuning on your own bags")
     parser.add_argument("--epochs", type=int, default=d.epochs)
     parser.add_argument("--batch-anchors", type=int, default=d.batch_anchors,
                         help=f"anchor frames per batch; each brings a positive and a hard negative (default {d.batch_anchors})")
@@ -94,6 +97,16 @@ def run(args: argparse.Namespace) -> int:
     if val:
         print(f"validation: database {val_bags[0]} ({len(val[0])} frames), queries {val_bags[1]} ({len(val[1])} frames)")
     trainer = Trainer(cfg, {m: pre[m].input_shape for m in MODALITIES})
+    if args.init is not None:
+        from cmr_fusion_ros.core.errors import ModelError
+        from cmr_fusion_ros.training.models import load_checkpoint
+
+        for m in MODALITIES:
+            mod, model, init_pre = load_checkpoint(checkpoint_path(args.init, m))
+            if init_pre != pre[m].to_dict() or mod is not m:
+                raise ModelError(str(checkpoint_path(args.init, m)), "was trained with other preprocessing or modality")
+            trainer.models[m].load_state_dict(model.state_dict())
+        print(f"initialised from {args.init}")
 
     def on_epoch(epoch: int, e: dict) -> None:
         rec = e["val_recall@1"]
@@ -113,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         "command": command,
         "machine": machine_summary(),
         "seed": cfg.seed,
+        "init": str(args.init) if args.init else None,
         "config": config_dict(cfg),
         "train_bags": [str(b) for b in bags],
         "val_bags": [str(b) for b in val_bags] if val_bags else None,

@@ -171,6 +171,11 @@ def test_train_export_eval_commands_end_to_end(tmp_path: Path, capsys) -> None:
     assert "epoch 1/1" in text and "camera->lidar=" in text
     log = json.loads((out / "training.json").read_text())
     assert log["seed"] == 5 and (out / "training.png").is_file()
+    # fine-tuning from the checkpoints just written
+    assert main(["train", "--bags", str(town / "session_01"), "--out", str(tmp_path / "tuned"), "--init", str(out),
+                 "--epochs", "1", "--steps-per-epoch", "1", "--batch-anchors", "4", "--threads", "1"]) == 0
+    assert "initialised from" in capsys.readouterr().out
+    assert json.loads((tmp_path / "tuned" / "training.json").read_text())["init"] == str(out)
     models = tmp_path / "models"
     assert main(["export", "--checkpoints", str(out), "--out", str(models), "--no-latency"]) == 0
     res = tmp_path / "eval.json"
