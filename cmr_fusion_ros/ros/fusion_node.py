@@ -243,6 +243,12 @@ class FusionNode(Node):
                 self.stats[m].bad_messages += 1
             self.get_logger().warning(f"frame set at {fs.anchor_ns} ns not processed: {err}", throttle_duration_sec=2.0)
             return None
+        except Exception as err:  # an encoder or index failure: the set is lost and counted, the node goes on
+            for m in fs.frames:
+                self.stats[m].bad_messages += 1
+            self._problem(f"frame set at {fs.anchor_ns} ns failed: {type(err).__name__}: {err}")
+            self.get_logger().error(traceback.format_exc(), throttle_duration_sec=5.0)
+            return None
         t0 = time.perf_counter()
         self.publish(out)
         done = time.perf_counter()
