@@ -412,14 +412,17 @@ def plot_evaluation(result: EventEvaluation, events: Sequence[EventRecord], trut
     for r, d in zip(result.revisit_list, result.revisit_detected):
         t = np.arange(r.start_ns, r.end_ns + 1, max(1, round(s.sample_s * _NS)), dtype=np.int64)
         p = truth.positions_at(t)
-        ax2.plot(p[:, 0], p[:, 1], color="#2ca02c" if d else "#ff7f0e", lw=4, alpha=0.5, solid_capstyle="butt")
-    ax2.plot([], [], color="#2ca02c", lw=4, alpha=0.5, label="revisit, detected")
-    ax2.plot([], [], color="#ff7f0e", lw=4, alpha=0.5, label="revisit, missed")
+        ax2.plot(p[:, 0], p[:, 1], color="#2ca02c" if d else "#ff7f0e", lw=7, alpha=0.45, solid_capstyle="butt",
+                 zorder=2)
+    ax2.plot([], [], color="#2ca02c", lw=6, alpha=0.45, label="revisit, detected")
+    ax2.plot([], [], color="#ff7f0e", lw=6, alpha=0.45, label="revisit, missed")
     if events:
         pq = truth.positions_at(np.array([e.stamp_ns for e in events], dtype=np.int64))
         tr = np.array(result.event_true, dtype=bool)
-        ax2.plot(pq[tr, 0], pq[tr, 1], "o", color="#1f77b4", ms=3, label="true event (query position)")
-        ax2.plot(pq[~tr, 0], pq[~tr, 1], "x", color="red", ms=5, label="false event")
+        ax2.plot(pq[~tr, 0], pq[~tr, 1], "x", color="red", ms=3, mew=0.6, alpha=0.35, zorder=3,
+                 label=f"false event ({int((~tr).sum())})")
+        ax2.plot(pq[tr, 0], pq[tr, 1], "o", color="#1f77b4", ms=3, zorder=4,
+                 label=f"true event ({int(tr.sum())}, query position)")
     ax2.set_aspect("equal", adjustable="datalim")
     ax2.set(xlabel="x [m] (odom)", ylabel="y [m] (odom)", title="revisits and events")
     ax2.grid(True, alpha=0.3)
