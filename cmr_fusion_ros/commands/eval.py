@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -60,13 +61,16 @@ def run(args: argparse.Namespace) -> int:
         with tqdm(desc=f"embedding {role} {bag.name}", unit=" msg", file=sys.stderr) as bar:
             embedded[role] = embed_bag(bag, encoders, topics, progress=bar.update)
     report = evaluate(embedded["database"], embedded["queries"], args.radius)
-    print(f"command: cmr-fusion {' '.join(sys.argv[2:]) if len(sys.argv) > 2 else 'eval'}")
+    command = "cmr-fusion " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["eval"] else None
+    print(f"command: {command or 'cmr-fusion eval'}")
     print(f"machine: {machine_summary()}")
     print(f"models: {folder}")
     print(f"database: {args.database} | queries: {args.queries} | radius {args.radius:g} m")
     print(format_table(report))
     if args.json:
         data = report.to_dict()
+        data["command"] = command
+        data["machine"] = machine_summary()
         data["models"] = str(folder)
         data["model_sha256"] = {m.value: e.card.sha256 for m, e in encoders.items()}
         write_json(args.json, data)

@@ -19,12 +19,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", type=Path, default=None,
                         help="JSON written by `cmr-fusion eval --json` to record as the measured recall in the cards")
     parser.add_argument("--eval-command", default=None, help="the eval command that produced --metrics (for the card)")
+    parser.add_argument("--training-data", default=None,
+                        help="how the training bags were made (free text for the card, e.g. the simulate commands)")
     parser.add_argument("--no-latency", action="store_true", help="skip the onnxruntime latency measurement")
 
 
 def run(args: argparse.Namespace) -> int:
-    from cmr_fusion_ros.core.encoder import EncoderConfig, OnnxEncoder
-    from cmr_fusion_ros.core.errors import BagError
+    from cmr_fusion_ros.core.encoder import EncoderConfig, OnnxEncoder, card_path
+    from cmr_fusion_ros.core.errors import BagError, ModelError
     from cmr_fusion_ros.core.preprocess import preprocessing_from_dict
     from cmr_fusion_ros.eval.evaluate import measure_latency
     from cmr_fusion_ros.machine import machine_summary
@@ -51,13 +53,17 @@ def run(args: argparse.Namespace) -> int:
         "best_epoch": best and best["epoch"],
         "val_recall@1_best_epoch": best and best["val_recall@1"],
         "machine": log.get("machine"),
+        "init": log.get("init"),
+        "data": args.training_data,
     }
     metrics = {}
     if args.metrics:
         if not args.metrics.is_file():
             raise BagError(str(args.metrics), "no such metrics file")
         ev = json.loads(args.metrics.read_text())
+        measured_on = ev.get("model_sha256") or {}
         metrics = {
+            "measured_on_sha256": measured_on,
             "command": args.eval_command,
             "database": ev.get("database"),
             "queries": ev.get("queries"),
@@ -79,6 +85,13 @@ def run(args: argparse.Namespace) -> int:
     results = export_all(models, pres, args.out, training={**training, "export_command": command}, metrics=metrics,
                          latency_fn=latency)
     for m, r in results.items():
+        got = r["sha256"]
+        if args.metrics and measured_on.get(m.value) not in (None, got):
+            for res in results.values():  # no card may carry figures of another model
+                card_path(res["file"]).unlink(missing_ok=True)
+                card_path(res["file"]).with_suffix(".md").unlink(missing_ok=True)
+            raise ModelError(r["file"], f"--metrics were measured on a model with sha256 {measured_on[m.value]}, "
+                                        f"not this export ({got}): re-run the eval on these models")
         shutil.copyfile(checkpoint_path(args.checkpoints, m), checkpoint_path(args.out, m))
         size = Path(r["file"]).stat().st_size / 1e6
         lat = r["latency_ms"]

@@ -46,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"anchor frames per batch; each brings a positive and a hard negative (default {d.batch_anchors})")
     parser.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch, help="0: one pass over the frames")
     parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    parser.add_argument("--dropout", type=float, default=d.dropout)
+    parser.add_argument("--shift-px", type=int, default=d.shift_px, help="random translation augmentation (pixels)")
+    parser.add_argument("--cutout-p", type=float, default=d.cutout_p, help="random erasing probability per input")
     parser.add_argument("--pos-radius", type=float, default=d.pos_radius_m, help="positive within this (m)")
     parser.add_argument("--neg-radius", type=float, default=d.neg_radius_m, help="negative beyond this (m)")
     parser.add_argument("--seed", type=int, default=d.seed)
@@ -65,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     from cmr_fusion_ros.training.train import Trainer, TrainConfig, config_dict, write_json
 
     cfg = TrainConfig(epochs=args.epochs, batch_anchors=args.batch_anchors, steps_per_epoch=args.steps_per_epoch,
-                      lr=args.lr, pos_radius_m=args.pos_radius, neg_radius_m=args.neg_radius, seed=args.seed,
+                      lr=args.lr, weight_decay=args.weight_decay, dropout=args.dropout, shift_px=args.shift_px,
+                      cutout_p=args.cutout_p, pos_radius_m=args.pos_radius, neg_radius_m=args.neg_radius, seed=args.seed,
                       threads=args.threads)
     topics = topics_from_args(args)
     bags = expand_bags(args.bags)

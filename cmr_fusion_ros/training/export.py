@@ -163,16 +163,15 @@ def export_all(
         onnx_file = model_path(out_dir, mod)
         export_encoder(model, onnx_file)
         diff = parity_check(model, onnx_file, parity_inputs(pre.input_shape))
-        latency = latency_fn(onnx_file) if latency_fn is not None else {}
-        per_mod_metrics = dict(metrics or {})
-        write_card(
-            onnx_file,
-            mod,
-            pre,
-            model.dim,
-            training={**training, "parity_max_abs_diff": diff},
-            metrics=per_mod_metrics,
-            latency_ms=latency,
-        )
-        results[mod] = {"file": str(onnx_file), "parity_max_abs_diff": diff, "latency_ms": latency}
+        card_args = dict(training={**training, "parity_max_abs_diff": diff}, metrics=dict(metrics or {}))
+        write_card(onnx_file, mod, pre, model.dim, latency_ms={}, **card_args)
+        latency = latency_fn(onnx_file) if latency_fn is not None else {}  # the runtime loads the model with its card
+        if latency:
+            write_card(onnx_file, mod, pre, model.dim, latency_ms=latency, **card_args)
+        results[mod] = {
+            "file": str(onnx_file),
+            "parity_max_abs_diff": diff,
+            "latency_ms": latency,
+            "sha256": file_sha256(onnx_file),
+        }
     return results

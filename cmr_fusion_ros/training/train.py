@@ -54,6 +54,8 @@ class TrainConfig:
     flip_p: float = 0.5  # mirror a whole batch left-right (camera columns and BEV y) with this probability
     color_jitter: float = 0.4
     dropout: float = 0.1
+    shift_px: int = 0  # random per-sample translation of every input by up to this many pixels (zero padded)
+    cutout_p: float = 0.0  # probability of blanking a random rectangle (up to a quarter of each side) per input
 
     def __post_init__(self) -> None:
         def need(key: str, ok: bool, allowed: str) -> None:
@@ -72,7 +74,8 @@ class TrainConfig:
         for key in ("weight_decay", "min_time_apart_s", "color_jitter"):
             v = getattr(self, key)
             need(key, isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, "a number >= 0")
-        for key in ("flip_p", "dropout"):
+        need("shift_px", isinstance(self.shift_px, int) and 0 <= self.shift_px <= 16, "an integer in 0..16")
+        for key in ("flip_p", "dropout", "cutout_p"):
             v = getattr(self, key)
             need(key, isinstance(v, (int, float)) and 0 <= v < 1, "a number in [0, 1)")
         need("seed", isinstance(self.seed, int) and self.seed >= 0, "an integer >= 0")
@@ -147,6 +150,20 @@ def _augment(batch: dict[Modality, torch.Tensor], cfg: TrainConfig, rng: np.rand
         gain = torch.from_numpy(rng.uniform(1 - cfg.color_jitter, 1 + cfg.color_jitter, (n, 3, 1, 1)).astype(np.float32))
         shift = torch.from_numpy(rng.uniform(-cfg.color_jitter, cfg.color_jitter, (n, 1, 1, 1)).astype(np.float32))
         batch[Modality.CAMERA] = cam * gain + shift
+    if cfg.shift_px or cfg.cutout_p:
+        for m, x in batch.items():
+            n, _, h, w = x.shape
+            s = cfg.shift_px
+            padded = F.pad(x, (s, s, s, s)) if s else x
+            out = torch.empty_like(x)
+            for i in range(n):
+                dy, dx = (int(v) for v in rng.integers(0, 2 * s + 1, 2)) if s else (0, 0)
+                out[i] = padded[i, :, dy : dy + h, dx : dx + w]
+                if cfg.cutout_p and rng.random() < cfg.cutout_p:
+                    ch, cw = int(rng.integers(1, h // 4 + 2)), int(rng.integers(1, w // 4 + 2))
+                    y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+                    out[i, :, y0 : y0 + ch, x0 : x0 + cw] = 0.0
+            batch[m] = out
 
 
 def embed_frames(models: dict[Modality, ConvEncoder], frames: FrameSet, batch: int = 128) -> dict[Modality, np.ndarray]:

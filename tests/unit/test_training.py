@@ -187,6 +187,14 @@ def test_train_export_eval_commands_end_to_end(tmp_path: Path, capsys) -> None:
     assert len(data["pairs"]) == 9 and data["pairs"]["lidar->camera"]["num_counted"] == 10
     assert res.with_suffix(".png").is_file()
     assert main(["export", "--checkpoints", str(out), "--out", str(models), "--no-latency", "--metrics", str(res)]) == 0
+    # metrics measured on other models are refused (and no card is left carrying them)
+    other = json.loads(res.read_text())
+    other["model_sha256"]["radar"] = "0" * 64
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert main(["export", "--checkpoints", str(out), "--out", str(tmp_path / "m2"), "--no-latency", "--metrics",
+                 str(tmp_path / "other.json")]) == 2
+    assert "measured on a model" in capsys.readouterr().err
+    assert not list((tmp_path / "m2").glob("*.json"))
     card = load_card(model_path(models, "radar"))
     assert card.metrics["recall"]["radar->lidar"]["recall@1"] == data["pairs"]["radar->lidar"]["recall@1"]
     assert card.training["seed"] == 5
