@@ -33,5 +33,5 @@ done
 $CLI eval-events "$OUT/proc/s00/events.jsonl" "$OUT/proc/s01/events.jsonl" --truth "$SIM/session_00" "$SIM/session_01" \
     --plot "$OUT/eval_events.png" --json "$OUT/eval_events.json"
 $CLI eval-events "$OUT/proc/s00/events.jsonl" "$OUT/proc/s01/events.jsonl" --truth "$SIM/session_00" "$SIM/session_01" \
-    --max-window 10 --json "$OUT/eval_events_w10.json"
+    --max-window 0 --json "$OUT/eval_events_whole_runs.json"
 uptime

@@ -27,8 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="an event detects a revisit within its window widened by S seconds (default 1)")
     parser.add_argument("--min-revisit", type=float, default=0.0, metavar="S",
                         help="ignore revisits shorter than S seconds, e.g. crossing an old path (default 0)")
-    parser.add_argument("--max-window", type=float, default=0.0, metavar="S",
-                        help="cut longer revisits into parts of at most S seconds, each counted (default 0: off)")
+    parser.add_argument("--max-window", type=float, default=10.0, metavar="S",
+                        help="cut longer revisits into parts of at most S seconds, each counted as a place "
+                             "(default 10; 0 = whole runs, a lenient recall)")
     parser.add_argument("--target-precision", type=float, default=0.95)
     parser.add_argument("--target-recall", type=float, default=0.7)
     parser.add_argument("--plot", type=Path, default=None, metavar="FILE.png", help="PR curve and map")

@@ -14,10 +14,10 @@ Definitions (radius ``R``, temporal exclusion ``E`` = the pipeline's ``policy.ex
   places of an earlier one: bags are taken in stamp order, as ``process`` sees them when it extends one memory).
 * **revisit** (the unit of recall, "a place seen again"): a maximal run of revisit instants of one bag with no gap
   longer than ``gap_s``; its window is ``[first instant - slack_s, last instant + slack_s]``. Runs shorter than
-  ``min_revisit_s`` (e.g. crossing an old path at an intersection) are ignored when that option is set. With
-  ``max_window_s`` > 0 a longer run is cut into equal parts of at most that length, each a revisit of its own (a
-  stricter recall: a whole lap driven again then needs an event every ``max_window_s``, while the policy's debounce
-  fires once per continuously supported revisit; the default 0 keeps whole runs).
+  ``min_revisit_s`` (e.g. crossing an old path at an intersection) are ignored when that option is set. A run
+  longer than ``max_window_s`` (default 10 s, the policy's default ``debounce_s``) is cut into equal parts of at most
+  that length, each a revisit of its own: a whole lap driven again is many places, not one, and counting it once
+  would let a single event score full recall. ``max_window_s = 0`` keeps whole runs (the lenient figure).
 * **detected revisit**: a revisit whose window holds the query stamp of at least one true event. One event per
   revisit is enough (the policy's debounce fires once per place, not per frame).
 * precision = true events / events; recall = detected revisits / revisits.
@@ -66,7 +66,7 @@ class EvalSettings:
     gap_s: float = 1.0
     slack_s: float = 1.0
     min_revisit_s: float = 0.0
-    max_window_s: float = 0.0
+    max_window_s: float = 10.0
     target_precision: float = 0.95
     target_recall: float = 0.7
 

@@ -37,7 +37,7 @@ def ev(q_s: float, m_s: float, score: float, qm="camera", mm="lidar") -> EventRe
     return EventRecord(round(q_s * NS), round(m_s * NS), score, qm, mm)
 
 
-SETTINGS = EvalSettings(radius_m=5.0, exclude_recent_s=10.0, sample_s=0.1, gap_s=1.0, slack_s=1.0)
+SETTINGS = EvalSettings(radius_m=5.0, exclude_recent_s=10.0, sample_s=0.1, gap_s=1.0, slack_s=1.0, max_window_s=0.0)
 
 
 def test_a_straight_drive_has_no_revisit_and_every_match_is_false():
@@ -62,7 +62,7 @@ def test_a_second_lap_is_one_revisit_spanning_the_lap():
 def test_the_exclusion_window_keeps_the_recent_past_out():
     truth = TruthTracks.from_arrays([loop_track(laps=2.0, period_s=40.0)])
     # with 50 s exclusion nothing of the second lap is 50 s after a pose at the same place except its end
-    revisits = find_revisits(truth, EvalSettings(radius_m=5.0, exclude_recent_s=50.0, sample_s=0.1))
+    revisits = find_revisits(truth, EvalSettings(radius_m=5.0, exclude_recent_s=50.0, sample_s=0.1, max_window_s=0.0))
     assert len(revisits) == 1 and revisits[0].start_ns / NS >= 49.9
 
 
@@ -131,7 +131,7 @@ def test_min_revisit_drops_short_crossings():
     truth = TruthTracks.from_arrays([(t, pos), (t2, pos2)])
     assert len(find_revisits(truth, SETTINGS)) == 1
     assert find_revisits(truth, EvalSettings(radius_m=5.0, exclude_recent_s=10.0, sample_s=0.1,
-                                             min_revisit_s=2.0)) == []
+                                             min_revisit_s=2.0, max_window_s=0.0)) == []
 
 
 @pytest.mark.parametrize("key,value", [("radius_m", 0.0), ("sample_s", -1.0), ("exclude_recent_s", float("nan")),
@@ -179,7 +179,7 @@ def test_command_on_the_sample_bag(tmp_path, capsys):
     ]
     results = tmp_path / "events.jsonl"
     results.write_text("".join(json.dumps(e) + "\n" for e in events))
-    rc = main(["eval-events", str(results), "--truth", str(SAMPLE), "--exclude-recent", "20",
+    rc = main(["eval-events", str(results), "--truth", str(SAMPLE), "--exclude-recent", "20", "--max-window", "0",
                "--plot", str(tmp_path / "pr.png"), "--json", str(tmp_path / "report.json")])
     out = capsys.readouterr().out
     assert rc == 0
@@ -191,6 +191,10 @@ def test_command_on_the_sample_bag(tmp_path, capsys):
     md = (tmp_path / "report.md").read_text()
     assert "pr.png" in md and "load average" in md
     assert (tmp_path / "pr.png").stat().st_size > 1000
+
+
+def test_default_max_window_is_ten_seconds():
+    assert EvalSettings().max_window_s == 10.0
 
 
 def test_max_window_cuts_a_long_revisit_into_counted_parts():
