@@ -27,21 +27,31 @@ def plot_matches(trajectory: np.ndarray, events: Sequence[dict[str, Any]], path:
     if traj.size:
         ax.plot(traj[:, 0], traj[:, 1], color="0.7", lw=1.5, label="trajectory (odometry)", zorder=1)
         ax.plot(traj[0, 0], traj[0, 1], "k^", ms=8, label="start", zorder=3)
+    pairs = sorted({f"{e['query_modality']}→{e['match_modality']}" for e in events})
+    colours = {p: plt.get_cmap("tab10")(i % 10) for i, p in enumerate(pairs)}
     shown: set[str] = set()
+    n_false = 0
     for e in events:
         q, m = e.get("query_pose"), e.get("match_pose")
         if not q or not m:
+            n_false += 1
             continue
         true = e.get("distance") is not None and e["distance"] <= truth_radius_m
         pair = f"{e['query_modality']}→{e['match_modality']}"
-        label = pair if true and pair not in shown else None
-        if label:
+        if true:
+            label = pair if pair not in shown else None
             shown.add(pair)
-        ax.plot([q[0], m[0]], [q[1], m[1]], color=_COLOURS.get(e["match_modality"], "k") if true else "red",
-                ls="-" if true else "--", lw=1.2, alpha=0.8, label=label, zorder=2)
-        ax.plot(q[0], q[1], "o", color=_COLOURS.get(e["query_modality"], "k"), ms=3, zorder=3)
-    if any(not (e.get("distance") is not None and e["distance"] <= truth_radius_m) for e in events):
-        ax.plot([], [], color="red", ls="--", label=f"false match (> {truth_radius_m:g} m or no pose)")
+            # query and match nearly coincide: mark the query, link to the match
+            ax.plot([q[0], m[0]], [q[1], m[1]], color=colours[pair], lw=2.0, alpha=0.9, zorder=3)
+            ax.plot(q[0], q[1], "o", color=colours[pair], ms=6, mec="k", mew=0.4, label=label, zorder=4)
+        else:
+            n_false += 1
+            ax.plot([q[0], m[0]], [q[1], m[1]], color="red", ls="--", lw=0.9, alpha=0.6, zorder=2)
+            ax.plot(q[0], q[1], "x", color="red", ms=5, zorder=4)
+    n_true = len(events) - n_false
+    if n_false:
+        ax.plot([], [], color="red", ls="--", marker="x", label=f"false: > {truth_radius_m:g} m or no pose ({n_false})")
+    ax.plot([], [], " ", label=f"true revisits: {n_true} of {len(events)}")
     ax.set_aspect("equal", adjustable="datalim")
     ax.set_xlabel("x [m] (odom)")
     ax.set_ylabel("y [m] (odom)")

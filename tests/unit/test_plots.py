@@ -1,0 +1,18 @@
+"""The trajectory/matches plot is written for true, false and pose-less events."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cmr_fusion_ros.eval.plots import plot_matches
+
+
+def test_plot_matches_writes_a_png(tmp_path):
+    traj = np.c_[np.linspace(0, 100, 50), np.zeros(50)]
+    events = [
+        {"query_modality": "camera", "match_modality": "lidar", "query_pose": [90, 0, 0], "match_pose": [91, 0, 0], "distance": 1.0},
+        {"query_modality": "radar", "match_modality": "lidar", "query_pose": [80, 0, 0], "match_pose": [10, 0, 0], "distance": 70.0},
+        {"query_modality": "lidar", "match_modality": "camera", "query_pose": None, "match_pose": None, "distance": None},
+    ]
+    out = plot_matches(traj, events, tmp_path / "sub" / "m.png", title="t")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
