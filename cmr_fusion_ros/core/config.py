@@ -395,6 +395,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _spec("memory.index.ivf_train_size", "entries before IVF is trained (0 = 39 x nlist)", (0, None)),
     _spec("memory.index.filter_exact_below", "filtered searches over at most this many entries are exact", (0, None)),
     _spec("memory.index.compact_fraction", "rebuild the index when this fraction of it is deleted", (0.01, 1.0)),
+    _spec("memory.index.faiss_threads", "OpenMP threads of FAISS, process-wide (0 = FAISS default; 1 suits a node "
+                                        "adding one vector at a time)", (0, 1024)),
     _spec("memory.capacity.max_entries", "entries kept (0 = unlimited)", (0, None)),
     _spec("memory.capacity.eviction", "oldest | oldest_same_modality | reject"),
     _spec("memory.admission.enabled", "skip near-duplicate entries", tunable=False),

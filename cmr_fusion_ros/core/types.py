@@ -20,6 +20,8 @@ class Modality(str, enum.Enum):
     def parse(cls, value: str) -> "Modality":
         from cmr_fusion_ros.core.errors import ConfigError
 
+        if isinstance(value, cls):
+            return value
         try:
             return cls(str(value).lower())
         except ValueError:

@@ -43,6 +43,10 @@ def test_every_shipped_parameter_file_loads(path, node):
         assert Modality.parse(params["modality"]) in cfg.enabled_modalities
 
 
+def test_every_config_key_has_a_description():
+    assert set(flatten(FusionConfig().to_dict())) == {p.name for p in PARAMETERS}
+
+
 def test_fusion_yaml_documents_every_parameter():
     flat = flatten(load_parameter_file(CONFIG / "fusion.yaml", "fusion_node"))
     assert set(flat) == {p.name for p in PARAMETERS}
