@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("onnxscript")
 
 from cmr_fusion_ros.bag.reader import read_samples  # noqa: E402
 from cmr_fusion_ros.core.encoder import EncoderConfig, OnnxEncoder, load_card, model_path  # noqa: E402
