@@ -192,7 +192,8 @@ def decode_cloud(msg: Any, *, skip_nans: bool = False, organized: bool | None = 
             bad = np.zeros(flat.shape[0], dtype=bool)
             for k in keys:
                 col = flat[k]
-                bad |= np.isnan(col).reshape(col.shape[0], -1).any(axis=1)
+                nan = np.isnan(col)
+                bad |= nan.reshape(nan.shape[0], -1).any(axis=1) if nan.ndim > 1 else nan
             flat = flat[~bad]
         return flat
     if organized is None:

@@ -12,10 +12,8 @@ import threading
 import time
 import traceback
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 
@@ -27,6 +25,7 @@ from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.ros.conversions import make_header, stamp_to_ns
 from cmr_fusion_ros.ros.fusion_node import StreamStats, qos_for
 from cmr_fusion_ros.ros.messages import diagnostics_message
+from cmr_fusion_ros.ros.node_main import run_node
 from cmr_fusion_ros.ros.params import declare_fusion_parameters
 
 __all__ = ["EncoderNode", "main"]
@@ -117,27 +116,13 @@ class EncoderNode(Node):
         self._worker.join(timeout=5.0)
 
 
-def main(args: list[str] | None = None) -> None:
-    from cmr_fusion_ros.rosenv import apply_ros_defaults
+def _stop(node: EncoderNode) -> str:
+    node.shutdown()
+    return f"stopped: {node.stats.processed} {node.modality.value} frames encoded"
 
-    apply_ros_defaults()
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = EncoderNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except CmrFusionError as err:
-        if node is None:
-            print(f"encoder_node: error: {err}", flush=True)
-            raise SystemExit(2) from None
-        raise
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.destroy_node()
-        rclpy.try_shutdown()
+
+def main(args: list[str] | None = None) -> None:
+    run_node("encoder_node", EncoderNode, _stop, args)
 
 
 if __name__ == "__main__":

@@ -25,12 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
 from rclpy.clock import JumpThreshold
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2
@@ -45,6 +43,7 @@ from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.ros.conversions import stamp_to_ns
 from cmr_fusion_ros.ros.messages import diagnostics_message, markers, match_event_array, ros_to_pose
 from cmr_fusion_ros.ros.services import add_memory_services
+from cmr_fusion_ros.ros.node_main import run_node
 from cmr_fusion_ros.ros.params import declare_fusion_parameters, on_policy_change
 
 __all__ = ["FusionNode", "StreamStats", "main", "qos_for"]
@@ -307,29 +306,13 @@ class FusionNode(Node):
         self.pipeline.close()
 
 
-def main(args: list[str] | None = None) -> None:
-    from cmr_fusion_ros.rosenv import apply_ros_defaults
+def _stop(node: FusionNode) -> str:
+    node.shutdown()
+    return f"stopped: {len(node.pipeline.memory)} entries in memory, {node.events_published} match events published"
 
-    apply_ros_defaults()
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = FusionNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except CmrFusionError as err:
-        if node is None:  # bad configuration or model: say what and exit non-zero
-            print(f"fusion_node: error: {err}", flush=True)
-            raise SystemExit(2) from None
-        raise
-    finally:
-        if node is not None:
-            node.shutdown()
-            node.get_logger().info(f"stopped: {len(node.pipeline.memory)} entries in memory, "
-                                   f"{node.events_published} match events published")
-            node.destroy_node()
-        rclpy.try_shutdown()
+
+def main(args: list[str] | None = None) -> None:
+    run_node("fusion_node", FusionNode, _stop, args)
 
 
 if __name__ == "__main__":

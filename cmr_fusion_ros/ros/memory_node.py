@@ -12,11 +12,9 @@ import time
 import traceback
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from visualization_msgs.msg import MarkerArray
 
@@ -27,6 +25,7 @@ from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.ros.conversions import stamp_to_ns
 from cmr_fusion_ros.ros.fusion_node import StreamStats, qos_for
 from cmr_fusion_ros.ros.messages import diagnostics_message, markers, match_event_array, ros_to_pose
+from cmr_fusion_ros.ros.node_main import run_node
 from cmr_fusion_ros.ros.params import declare_fusion_parameters, on_policy_change
 from cmr_fusion_ros.ros.services import add_memory_services
 
@@ -105,28 +104,13 @@ class MemoryNode(Node):
              "time_jumps": self.pipeline.time_jumps}))
 
 
-def main(args: list[str] | None = None) -> None:
-    from cmr_fusion_ros.rosenv import apply_ros_defaults
+def _stop(node: MemoryNode) -> str:
+    node.pipeline.close()
+    return f"stopped: {len(node.pipeline.memory)} entries, {node.events_published} events"
 
-    apply_ros_defaults()
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = MemoryNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except CmrFusionError as err:
-        if node is None:
-            print(f"memory_node: error: {err}", flush=True)
-            raise SystemExit(2) from None
-        raise
-    finally:
-        if node is not None:
-            node.pipeline.close()
-            node.get_logger().info(f"stopped: {len(node.pipeline.memory)} entries, {node.events_published} events")
-            node.destroy_node()
-        rclpy.try_shutdown()
+
+def main(args: list[str] | None = None) -> None:
+    run_node("memory_node", MemoryNode, _stop, args)
 
 
 if __name__ == "__main__":

@@ -23,15 +23,19 @@ def test_camera_at_twice_the_encoder_rate(tmp_path):
     lags = []
     inbox_sizes = []
 
-    def on_encode(data):  # which frame is being encoded, against how many were published by now
+    holder = {}
+
+    def on_encode(data):  # which frame is being encoded, against how many the node had received by then
         place = sm.expected_place(data)
-        n = published[0]
+        n = holder["node"].stats[C].received  # reliable: received in publishing order
         index = max(i for i in range(n) if i % 25 == place)
         lags.append(n - 1 - index)
 
     overrides = g.base_overrides(tmp_path, **{"streams.lidar.enabled": False, "streams.radar.enabled": False,
-                                              "streams.camera.queue_size": QUEUE})
+                                              "streams.camera.queue_size": QUEUE,
+                                              "streams.camera.depth": FRAMES})  # DDS keeps all: drops are the node's
     with g.node_graph(overrides, {C: g.PlaceEncoder(ENCODE_S, on_encode)}) as (node, peer, got):
+        holder["node"] = node
         pubs = g.publishers(peer, [C])
         stop = threading.Event()
 
@@ -55,8 +59,10 @@ def test_camera_at_twice_the_encoder_rate(tmp_path):
         summary = g.wait_for(lambda: (g.stream_status(got, C) or {}).get("dropped") == str(stats.dropped), 5.0)
         assert summary, g.stream_status(got, C)
     assert stats.dropped >= FRAMES // 4, stats.summary()  # about half cannot be encoded in time
-    assert stats.processed >= FRAMES // 4
+    # how many get through depends on how evenly DDS delivers (bursts fill the 2-frame queue at once)
+    assert stats.processed >= 10
     assert max(inbox_sizes) <= QUEUE  # the queue is bounded
-    # each frame encoded was among the newest few published: the queue plus the one in the encoder plus DDS slack
-    assert lags and max(lags) <= QUEUE + 6, lags
+    # latest wins: each frame encoded was among the newest the node had received (the queue plus the callback
+    # that may be adding one while the worker takes another); how late DDS delivers is not the node's to bound
+    assert lags and max(lags) <= QUEUE + 2, lags
     assert len(stats.latencies_ms) <= stats.latencies_ms.maxlen and node.sync.open_sets <= node.sync.max_open

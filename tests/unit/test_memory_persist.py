@@ -274,3 +274,30 @@ def test_memory_without_directory_does_not_persist():
     mem.close()
     with pytest.raises(MemoryStoreError, match="closed"):
         mem.add(np.ones(DIM), Modality.CAMERA, "/c", "f", 0)
+
+
+def test_creation_killed_before_the_first_manifest_starts_afresh(tmp_path):
+    """SIGKILL between taking the LOCK and writing MANIFEST.json leaves LOCK (and maybe the empty journal)."""
+    from cmr_fusion_ros.core.memory import MemoryConfig, SceneMemory
+
+    for leftovers in (["LOCK"], ["LOCK", "journal-000000.log"], ["LOCK", "journal-000000.log.tmp"]):
+        d = tmp_path / "_".join(leftovers).replace(".", "_")
+        d.mkdir()
+        for name in leftovers:
+            (d / name).write_bytes(b"")
+        with SceneMemory.open(d, MemoryConfig(dim=4)) as mem:
+            assert len(mem) == 0
+            mem.add([1.0, 0.0, 0.0, 0.0], "lidar", "/l", "l", 1)
+        with SceneMemory.open(d, MemoryConfig(dim=4)) as mem:
+            assert len(mem) == 1
+    other = tmp_path / "foreign"
+    other.mkdir()
+    (other / "LOCK").write_bytes(b"")
+    (other / "notes.txt").write_text("mine")
+    import pytest
+
+    from cmr_fusion_ros.core.errors import MemoryStoreError
+
+    with pytest.raises(MemoryStoreError, match="has files but no MANIFEST.json"):
+        SceneMemory.open(other, MemoryConfig(dim=4))
+    assert (other / "notes.txt").read_text() == "mine"

@@ -117,6 +117,11 @@ def test_nan_points_dropped_on_request_only():
     assert kept["i"].tolist() == [0, 3]
 
 
+def test_empty_cloud_with_nan_drop():
+    wire = encode_cloud(np.zeros(0, dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("v", "f4", (2,))]))
+    assert decode_cloud(wire, skip_nans=True).shape == (0,)
+
+
 def test_nan_drop_on_organised_cloud_flattens():
     x = np.array([[0.0, np.nan], [1.0, 2.0]], np.float32)
     cloud = np.zeros((2, 2), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4")])

@@ -39,6 +39,7 @@ MODALITIES: tuple[Modality, ...] = tuple(Modality)
 _CODE = {m: i for i, m in enumerate(MODALITIES)}
 _MAX_EFFORT = 64
 _DELETE_CHUNK = 65536
+_CREATION_LEFTOVERS = {"LOCK", "journal-000000.log", "journal-000000.log.tmp", "MANIFEST.json.tmp"}
 _OWN_FILE = re.compile(r"^(snapshot-\d+\.npz|index-\d+\.faiss|journal-\d+\.log)(\.tmp)?$|^MANIFEST\.json\.tmp$")
 
 
@@ -813,6 +814,14 @@ class SceneMemory:
         if path.exists() and not path.is_dir():
             raise MemoryStoreError(str(path), "is not a directory")
         empty = not path.exists() or not any(path.iterdir())
+        if not empty and not (path / persist.MANIFEST).exists() and not self._read_only:
+            # A creation killed before its first MANIFEST leaves only these files (no entry was ever stored):
+            # start afresh instead of refusing the folder for good.
+            names = {p.name for p in path.iterdir()}
+            if names <= _CREATION_LEFTOVERS:
+                for name in names - {"LOCK"}:
+                    (path / name).unlink()
+                empty = True
         if empty:
             if self._read_only:
                 raise MemoryStoreError(str(path), "no scene memory here (missing or empty directory)")
