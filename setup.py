@@ -41,8 +41,8 @@ setup(
         "faiss-cpu",
         "open3d-cpu",
         "tqdm",
-        "rich",
         "matplotlib",
+        "psutil",
     ],
     extras_require={
         # ROS 2 Kilted from PyPI; in a ROS workspace these come from the distribution instead.
