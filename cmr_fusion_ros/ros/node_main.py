@@ -37,6 +37,6 @@ def run_node(name: str, make: Callable[[], Node], stop: Callable[[Node], str | N
         if node is not None:
             line = stop(node) if stop is not None else None
             if line:
-                print(f"[{name}] {line}", flush=True)
+                print(line, flush=True)
             node.destroy_node()
         rclpy.try_shutdown()
