@@ -6,7 +6,7 @@
 VENV       ?= .venv
 PY         := $(VENV)/bin/python
 STAMP      := $(VENV)/.cmr_fusion_setup.stamp
-SOURCES    := $(shell git ls-files setup.py setup.cfg package.xml scripts/setup.sh cmr_fusion_msgs cmr_fusion_ros config models launch 2>/dev/null)
+SOURCES    := $(shell git ls-files setup.py setup.cfg package.xml scripts/setup.sh cmr_fusion_msgs cmr_fusion_ros config models launch bags 2>/dev/null)
 
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
