@@ -166,6 +166,7 @@ def crash_stress(child_argv: Sequence[str], memory_dir: str | Path, memory_confi
     reloading and checking the memory in ``memory_dir`` after each kill (read-only, as a writer every third time)."""
     from cmr_fusion_ros.core.errors import CmrFusionError
     from cmr_fusion_ros.core.memory import SceneMemory
+    from cmr_fusion_ros.core.memory.scene import never_created
 
     rng = np.random.default_rng(seed)
     report = CrashReport(command=command, machine=_machine())
@@ -196,7 +197,7 @@ def crash_stress(child_argv: Sequence[str], memory_dir: str | Path, memory_confi
         for line in lines:
             if line.startswith("DURABLE"):
                 report.durable_max = max(report.durable_max, int(line.split()[1]))
-        if not known and not report.durable_max and (not memory_dir.exists() or not any(memory_dir.iterdir())):
+        if not known and not report.durable_max and never_created(memory_dir):
             report.reloads_ok += 1  # killed before the memory was created: nothing to lose yet
             if progress is not None:
                 progress(k + 1, report)

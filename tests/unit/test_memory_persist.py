@@ -280,16 +280,20 @@ def test_creation_killed_before_the_first_manifest_starts_afresh(tmp_path):
     """SIGKILL between taking the LOCK and writing MANIFEST.json leaves LOCK (and maybe the empty journal)."""
     from cmr_fusion_ros.core.memory import MemoryConfig, SceneMemory
 
+    from cmr_fusion_ros.core.memory.scene import never_created
+
     for leftovers in (["LOCK"], ["LOCK", "journal-000000.log"], ["LOCK", "journal-000000.log.tmp"]):
         d = tmp_path / "_".join(leftovers).replace(".", "_")
         d.mkdir()
         for name in leftovers:
             (d / name).write_bytes(b"")
+        assert never_created(d)
         with SceneMemory.open(d, MemoryConfig(dim=4)) as mem:
             assert len(mem) == 0
             mem.add([1.0, 0.0, 0.0, 0.0], "lidar", "/l", "l", 1)
         with SceneMemory.open(d, MemoryConfig(dim=4)) as mem:
             assert len(mem) == 1
+        assert not never_created(d)
     other = tmp_path / "foreign"
     other.mkdir()
     (other / "LOCK").write_bytes(b"")

@@ -43,6 +43,17 @@ _CREATION_LEFTOVERS = {"LOCK", "journal-000000.log", "journal-000000.log.tmp", "
 _OWN_FILE = re.compile(r"^(snapshot-\d+\.npz|index-\d+\.faiss|journal-\d+\.log)(\.tmp)?$|^MANIFEST\.json\.tmp$")
 
 
+def never_created(path: str | Path) -> bool:
+    """True when ``path`` holds no scene memory yet: missing, empty, or only the files of a creation that was killed
+    before it wrote its first MANIFEST.json (no entry can have been stored)."""
+    p = Path(path)
+    if not p.exists():
+        return True
+    if not p.is_dir() or (p / persist.MANIFEST).exists():
+        return False
+    return {q.name for q in p.iterdir()} <= _CREATION_LEFTOVERS
+
+
 def _modality(value: Modality | str) -> Modality:
     return value if isinstance(value, Modality) else Modality.parse(value)
 
@@ -813,15 +824,13 @@ class SceneMemory:
     def _open_dir(self, path: Path) -> None:
         if path.exists() and not path.is_dir():
             raise MemoryStoreError(str(path), "is not a directory")
-        empty = not path.exists() or not any(path.iterdir())
-        if not empty and not (path / persist.MANIFEST).exists() and not self._read_only:
-            # A creation killed before its first MANIFEST leaves only these files (no entry was ever stored):
+        empty = never_created(path)
+        if empty and path.exists() and not self._read_only:
+            # A creation killed before its first MANIFEST leaves only creation files (no entry was ever stored):
             # start afresh instead of refusing the folder for good.
-            names = {p.name for p in path.iterdir()}
-            if names <= _CREATION_LEFTOVERS:
-                for name in names - {"LOCK"}:
-                    (path / name).unlink()
-                empty = True
+            for p in path.iterdir():
+                if p.name != "LOCK":
+                    p.unlink()
         if empty:
             if self._read_only:
                 raise MemoryStoreError(str(path), "no scene memory here (missing or empty directory)")
