@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +62,8 @@ class FrameSet:
 
     @staticmethod
     def concat(parts: Sequence["FrameSet"]) -> "FrameSet":
+        """One frame set from several. Tensors are copied part by part into one preallocated array per modality, so
+        parts whose ``tensors`` load lazily (cached bags) never all sit in memory at once next to the result."""
         bag_names: list[str] = []
         group_names: list[str] = []
         bags, groups = [], []
@@ -78,8 +80,27 @@ class FrameSet:
                 group_map.append(group_names.index(name))
             bags.append(np.asarray(bag_map, np.int64)[p.bag] if len(p) else np.zeros(0, np.int64))
             groups.append(np.asarray(group_map, np.int64)[p.group] if len(p) else np.zeros(0, np.int64))
+        total = sum(len(p) for p in parts)
+        tensors: dict[Modality, np.ndarray] = {}
+        for m in parts[0].tensors:
+            out: np.ndarray | None = None
+            offset = 0
+            for p in parts:
+                t = p.tensors[m]
+                if out is None:
+                    out = np.empty((total, *t.shape[1:]), dtype=t.dtype)
+                if t.shape[1:] != out.shape[1:] or t.dtype != out.dtype:
+                    raise BagError(
+                        p.bag_names[0] if p.bag_names else "frames",
+                        f"{Modality(m).value} tensors are {t.dtype} {t.shape[1:]}, other bags gave "
+                        f"{out.dtype} {out.shape[1:]} (different preprocessing)",
+                    )
+                out[offset : offset + len(p)] = t
+                offset += len(p)
+                del t
+            tensors[m] = out  # type: ignore[assignment]
         return FrameSet(
-            {m: np.concatenate([p.tensors[m] for p in parts]) for m in parts[0].tensors},
+            tensors,
             np.concatenate([p.positions for p in parts]),
             np.concatenate([p.yaw for p in parts]),
             np.concatenate([p.stamps_ns for p in parts]),
@@ -87,6 +108,37 @@ class FrameSet:
             np.concatenate(groups),
             bag_names,
             group_names,
+        )
+
+
+class _CachedTensors(Mapping):
+    """The per-modality tensors of one cached bag, read from its ``.npz`` only when asked for (and not kept)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __getitem__(self, m: Modality) -> np.ndarray:
+        with np.load(self.path, allow_pickle=False) as z:
+            return z[Modality(m).value]
+
+    def __iter__(self) -> Iterator[Modality]:
+        return iter(MODALITIES)
+
+    def __len__(self) -> int:
+        return len(MODALITIES)
+
+
+def _read_cache(path: Path) -> FrameSet:
+    with np.load(path, allow_pickle=False) as z:
+        return FrameSet(
+            _CachedTensors(path),  # type: ignore[arg-type]
+            z["positions"],
+            z["yaw"],
+            z["stamps_ns"],
+            z["bag"],
+            z["group"],
+            [str(x) for x in z["bag_names"]],
+            [str(x) for x in z["group_names"]],
         )
 
 
@@ -193,19 +245,7 @@ def load_frames(
             key = _cache_key(bag, preprocessing, topics, sync_tolerance_ns)
             cache = Path(cache_dir) / f"{bag.resolve().parent.name}_{bag.name}_{key}.npz"
         if cache is not None and cache.is_file():
-            z = np.load(cache, allow_pickle=False)
-            parts.append(
-                FrameSet(
-                    {m: z[m.value] for m in MODALITIES},
-                    z["positions"],
-                    z["yaw"],
-                    z["stamps_ns"],
-                    z["bag"],
-                    z["group"],
-                    [str(x) for x in z["bag_names"]],
-                    [str(x) for x in z["group_names"]],
-                )
-            )
+            parts.append(_read_cache(cache))
             continue
         fs = frames_from_bag(bag, preprocessing, topics, sync_tolerance_ns=sync_tolerance_ns, progress=progress)
         if cache is not None:
@@ -223,6 +263,7 @@ def load_frames(
                 group_names=np.asarray(fs.group_names),
             )
             tmp.replace(cache)
+            fs = _read_cache(cache)  # its tensors load again only while they are copied into the result
         parts.append(fs)
     if not parts:
         raise BagError("--bags", "no bags given")

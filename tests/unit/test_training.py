@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 
 from cmr_fusion_ros.bag.reader import read_samples  # noqa: E402
 from cmr_fusion_ros.core.encoder import EncoderConfig, OnnxEncoder, load_card, model_path  # noqa: E402
-from cmr_fusion_ros.core.errors import ConfigError, ModelError  # noqa: E402
+from cmr_fusion_ros.core.errors import BagError, ConfigError, ModelError  # noqa: E402
 from cmr_fusion_ros.core.preprocess import (  # noqa: E402
     CameraPreprocessing,
     LidarBevPreprocessing,
@@ -87,6 +87,34 @@ def test_training_frames_equal_runtime_preprocessing(tmp_path: Path) -> None:
     for m in MODALITIES:
         np.testing.assert_array_equal(a.tensors[m], b.tensors[m])
     assert b.group_names == [str(bag.parent.resolve())]
+
+
+def test_load_frames_of_several_cached_bags_equals_eager_concat(tmp_path: Path) -> None:
+    """Cached bags are copied one by one into preallocated tensors: same result as concatenating the decoded bags,
+    place groups per folder, and a bag preprocessed differently is refused by name."""
+    bags = []
+    for town in ("town_a", "town_b"):
+        for session in ("session_00", "session_01"):
+            bag = tmp_path / town / session
+            bag.parent.mkdir(exist_ok=True)
+            write_bag(bag)
+            bags.append(bag)
+    eager = FrameSet.concat([frames_from_bag(b, SMALL) for b in bags])
+    first = load_frames(bags, SMALL, cache_dir=tmp_path / "cache")  # fills the cache
+    again = load_frames(bags, SMALL, cache_dir=tmp_path / "cache")  # reads it lazily
+    for got in (first, again):
+        assert len(got) == len(eager) == 40
+        for m in MODALITIES:
+            assert got.tensors[m].dtype == np.float32
+            np.testing.assert_array_equal(got.tensors[m], eager.tensors[m])
+        np.testing.assert_array_equal(got.positions, eager.positions)
+        np.testing.assert_array_equal(got.bag, np.repeat(np.arange(4), 10))
+        np.testing.assert_array_equal(got.group, np.repeat([0, 1], 20))
+    other = dict(SMALL)
+    other[Modality.CAMERA] = CameraPreprocessing(width=16, height=12)
+    odd = frames_from_bag(bags[0], other)
+    with pytest.raises(BagError, match="camera tensors are float32"):
+        FrameSet.concat([frames_from_bag(bags[1], SMALL), odd])
 
 
 def test_tiny_training_run_checkpoint_and_export(tmp_path: Path) -> None:
