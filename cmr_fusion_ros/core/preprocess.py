@@ -107,6 +107,37 @@ def points_columns(data: np.ndarray, names: Sequence[str], *, required: int, wha
     return out
 
 
+def _columns(data: np.ndarray, names: Sequence[str], *, required: int, what: str) -> np.ndarray:
+    """:func:`points_columns` transposed: a C-contiguous ``(len(names), N)`` float32 array, one row per field.
+
+    Same values and errors as ``points_columns(...).T``; the per-field rows are contiguous, which the grids below
+    need (elementwise work and ``np.compress`` on contiguous rows are several times faster than on strided columns).
+    """
+    if data.dtype.names is not None:
+        n = data.shape[0] if data.ndim else 0
+        out = np.zeros((len(names), n), dtype=np.float32)
+        for i, name in enumerate(names):
+            if name in data.dtype.names:
+                out[i] = data[name].reshape(-1)
+            elif i < required:
+                raise ConversionError(what, name, f"field missing; the cloud has fields {list(data.dtype.names)}")
+        return out
+    arr = np.asarray(data)
+    if arr.ndim != 2 or arr.shape[1] < required:
+        raise ConversionError(what, "points", f"expected an (N, >={required}) array, got shape {arr.shape}")
+    out = np.empty((len(names), arr.shape[0]), dtype=np.float32)
+    k = min(arr.shape[1], len(names))
+    out[:k] = arr[:, :k].T
+    out[k:] = 0.0
+    return out
+
+
+def _finite_columns(cols: np.ndarray) -> np.ndarray:
+    """The points (columns of a ``(C, N)`` array) whose every field is finite, in their original order."""
+    keep = np.isfinite(cols).all(axis=0)
+    return cols if keep.all() else np.compress(keep, cols, axis=1)
+
+
 @dataclass(frozen=True, slots=True)
 class CameraPreprocessing:
     """Resize (area interpolation) to ``width x height``, scale to [0, 1], normalise per channel, HWC -> CHW."""
@@ -154,16 +185,19 @@ class CameraPreprocessing:
 
 
 def _bev_indices(
-    xy: np.ndarray, x_min: float, x_max: float, y_half: float, rows: int, cols: int
+    x: np.ndarray, y: np.ndarray, x_min: float, x_max: float, y_half: float, rows: int, cols: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Flat cell index of each point inside ``x in [x_min, x_max), y in [-y_half, y_half)``, and the kept mask.
 
     Row 0 is the far +x edge (ahead of the sensor), column 0 the +y edge (left), like an image seen from above.
     """
-    row = np.floor((x_max - xy[:, 0]) * (rows / (x_max - x_min))).astype(np.int64)
-    col = np.floor((y_half - xy[:, 1]) * (cols / (2.0 * y_half))).astype(np.int64)
+    row = np.floor((x_max - x) * (rows / (x_max - x_min))).astype(np.int64)
+    col = np.floor((y_half - y) * (cols / (2.0 * y_half))).astype(np.int64)
     keep = (row >= 0) & (row < rows) & (col >= 0) & (col < cols)
-    return row[keep] * cols + col[keep], keep
+    # the flat index of a dropped point may wrap around; only kept ones are returned
+    row *= cols
+    row += col
+    return np.compress(keep, row), keep
 
 
 def _check_extent(prefix: str, obj: Any) -> None:
@@ -210,18 +244,24 @@ class LidarBevPreprocessing:
         return (3, self.rows, self.cols)
 
     def __call__(self, cloud: np.ndarray) -> np.ndarray:
-        pts = points_columns(cloud, ("x", "y", "z", "intensity"), required=3, what="lidar cloud")
-        pts = pts[np.isfinite(pts).all(axis=1)]
-        pts = pts[(pts[:, 2] >= self.z_min_m) & (pts[:, 2] <= self.z_max_m)]
+        cols = _columns(cloud, ("x", "y", "z", "intensity"), required=3, what="lidar cloud")
+        return self._grid(_finite_columns(cols))
+
+    def _grid(self, pts: np.ndarray) -> np.ndarray:
+        """The grid of finite points given as a ``(4, N)`` float32 array, one row per field ``x, y, z, intensity``."""
+        z = pts[2]
+        in_z = (z >= self.z_min_m) & (z <= self.z_max_m)
+        if not in_z.all():
+            pts = np.compress(in_z, pts, axis=1)
         n = self.rows * self.cols
-        idx, keep = _bev_indices(pts[:, :2], self.x_min_m, self.x_max_m, self.y_half_m, self.rows, self.cols)
-        pts = pts[keep]
+        idx, keep = _bev_indices(pts[0], pts[1], self.x_min_m, self.x_max_m, self.y_half_m, self.rows, self.cols)
+        z, weights = np.compress(keep, pts[2:4], axis=1)
         count = np.bincount(idx, minlength=n).astype(np.float32)
         height = np.zeros(n, dtype=np.float32)
-        zn = np.clip((pts[:, 2] - self.z_min_m) / (self.z_max_m - self.z_min_m), 0.0, 1.0).astype(np.float32)
+        zn = np.clip((z - self.z_min_m) / (self.z_max_m - self.z_min_m), 0.0, 1.0).astype(np.float32)
         # highest point per cell (empty cells stay 0; the occupancy channel tells them apart)
         np.maximum.at(height, idx, zn)
-        inten = np.bincount(idx, weights=pts[:, 3], minlength=n).astype(np.float32)
+        inten = np.bincount(idx, weights=weights, minlength=n).astype(np.float32)
         occupied = count > 0
         inten[occupied] /= count[occupied] * np.float32(self.intensity_scale)
         occ = np.minimum(np.log1p(count) / np.float32(math.log1p(self.count_scale)), 1.0).astype(np.float32)
@@ -298,37 +338,49 @@ class LidarBevFrontPreprocessing:
 
     def front_view(self, pts: np.ndarray) -> np.ndarray:
         """The ``(3, fv_rows, fv_cols)`` front view of finite ``(N, 4)`` points ``x, y, z, intensity``."""
+        return self._front_view(np.ascontiguousarray(np.asarray(pts)[:, :4].T))
+
+    def _front_view(self, pts: np.ndarray) -> np.ndarray:
+        """:meth:`front_view` of points given as a ``(4, N)`` array, one row per field ``x, y, z, intensity``."""
         rows, cols = self.fv_rows, self.fv_cols
         out = np.zeros((3, rows * cols), dtype=np.float32)
-        x, y, z = pts[:, 0], pts[:, 1], pts[:, 2]
-        front = x > 0.1
-        pts, x, y, z = pts[front], x[front], y[front], z[front]
-        rng = np.sqrt(x * x + y * y + z * z)
+        front = pts[0] > 0.1
+        if not front.all():
+            pts = np.compress(front, pts, axis=1)
+        x, y, z = pts[0], pts[1], pts[2]
+        ground2 = x * x + y * y
+        rng = np.sqrt(ground2 + z * z)
         half = math.tan(math.radians(self.fv_hfov_deg) / 2.0)
         col = np.floor((0.5 - (y / x) / (2.0 * half)) * cols).astype(np.int64)
-        elev = np.degrees(np.arctan2(z, np.sqrt(x * x + y * y)))
+        # arctan2 stays: comparing z / ground with the tangents of the row borders could round differently at a
+        # border, and the models were trained on these exact row indices
+        elev = np.degrees(np.arctan2(z, np.sqrt(ground2)))
         span = self.fv_elev_max_deg - self.fv_elev_min_deg
         row = np.floor((self.fv_elev_max_deg - elev) / span * rows).astype(np.int64)
         keep = (col >= 0) & (col < cols) & (row >= 0) & (row < rows) & (rng < self.fv_max_range_m)
         if not keep.any():
             return out.reshape(3, rows, cols)
-        pix = row[keep] * cols + col[keep]
-        r, zz, inten = rng[keep], z[keep], pts[keep, 3]
-        order = np.lexsort((r, pix))  # by pixel, then nearest first
-        pix_sorted = pix[order]
-        first = np.ones(len(order), bool)
-        first[1:] = pix_sorted[1:] != pix_sorted[:-1]
-        sel = order[first]
-        out[0, pix[sel]] = 1.0 - r[sel] / self.fv_max_range_m
-        out[1, pix[sel]] = np.clip((zz[sel] - self.z_min_m) / (self.z_max_m - self.z_min_m), 0.0, 1.0)
-        out[2, pix[sel]] = np.clip(inten[sel] / self.intensity_scale, 0.0, None)
+        kept = np.flatnonzero(keep)
+        row *= cols
+        row += col  # the flat pixel (it may wrap around for dropped points, which are not used)
+        pix, r = row[kept], rng[kept]
+        # Each pixel keeps its nearest point and, among equally near ones, the first in the input (what a stable
+        # sort by pixel then range picks): the minimum range per pixel, then the first point that reaches it.
+        r_min = np.full(rows * cols, np.inf, dtype=r.dtype)
+        np.minimum.at(r_min, pix, r)
+        nearest = np.flatnonzero(r == r_min[pix])
+        _, first = np.unique(pix[nearest], return_index=True)
+        sel = nearest[first]
+        pix, r, sel_pts = pix[sel], r[sel], kept[sel]
+        out[0, pix] = 1.0 - r / self.fv_max_range_m
+        out[1, pix] = np.clip((z[sel_pts] - self.z_min_m) / (self.z_max_m - self.z_min_m), 0.0, 1.0)
+        out[2, pix] = np.clip(pts[3][sel_pts] / self.intensity_scale, 0.0, None)
         return out.reshape(3, rows, cols)
 
     def __call__(self, cloud: np.ndarray) -> np.ndarray:
-        pts = points_columns(cloud, ("x", "y", "z", "intensity"), required=3, what="lidar cloud")
-        pts = pts[np.isfinite(pts).all(axis=1)]
-        bev = self._bev()(pts)
-        fv = np.repeat(self.front_view(pts), self.rows // self.fv_rows, axis=1)
+        pts = _finite_columns(_columns(cloud, ("x", "y", "z", "intensity"), required=3, what="lidar cloud"))
+        bev = self._bev()._grid(pts)
+        fv = np.repeat(self._front_view(pts), self.rows // self.fv_rows, axis=1)
         return np.ascontiguousarray(np.concatenate([bev, fv], axis=2), dtype=np.float32)
 
     def to_dict(self) -> dict[str, Any]:
@@ -376,18 +428,17 @@ class RadarBevPreprocessing:
         return (3, self.rows, self.cols)
 
     def __call__(self, cloud: np.ndarray) -> np.ndarray:
-        pts = points_columns(cloud, ("x", "y", "z", "doppler", "rcs"), required=5, what="radar cloud")
-        pts = pts[np.isfinite(pts).all(axis=1)]
+        pts = _finite_columns(_columns(cloud, ("x", "y", "z", "doppler", "rcs"), required=5, what="radar cloud"))
         n = self.rows * self.cols
-        idx, keep = _bev_indices(pts[:, :2], self.x_min_m, self.x_max_m, self.y_half_m, self.rows, self.cols)
-        pts = pts[keep]
+        idx, keep = _bev_indices(pts[0], pts[1], self.x_min_m, self.x_max_m, self.y_half_m, self.rows, self.cols)
+        doppler, rcs_dbsm = np.compress(keep, pts[3:5], axis=1)
         count = np.bincount(idx, minlength=n).astype(np.float32)
-        dop = np.bincount(idx, weights=pts[:, 3], minlength=n).astype(np.float32)
+        dop = np.bincount(idx, weights=doppler, minlength=n).astype(np.float32)
         occupied = count > 0
         dop[occupied] /= count[occupied] * np.float32(self.doppler_scale_mps)
         dop = np.clip(dop, -1.0, 1.0)
         rcs = np.zeros(n, dtype=np.float32)
-        rn = np.clip((pts[:, 4] - self.rcs_min_dbsm) / (self.rcs_max_dbsm - self.rcs_min_dbsm), 0.0, 1.0)
+        rn = np.clip((rcs_dbsm - self.rcs_min_dbsm) / (self.rcs_max_dbsm - self.rcs_min_dbsm), 0.0, 1.0)
         np.maximum.at(rcs, idx, rn.astype(np.float32))
         occ = np.minimum(np.log1p(count) / np.float32(math.log1p(self.count_scale)), 1.0).astype(np.float32)
         out = np.stack([occ, dop, rcs]).reshape(3, self.rows, self.cols)
