@@ -2,7 +2,7 @@
 
 Processes (all on this machine: localhost discovery, the project's Fast DDS profile, a domain id of the run's own):
 
-* **publisher** (``python -m cmr_fusion_ros.eval.bench_pipeline publish``): generated sensor messages at nominal
+* **publisher** (``python -m cmr_fusion_ros.ros.bench_nodes publish``): generated sensor messages at nominal
   rates (default camera 30 Hz 1280x720 JPEG, LiDAR 10 Hz 64 x 1600 = 102,400 points, radar 20 Hz 256 points), one
   thread per stream on a fixed schedule. Each message is serialised once; before each publish its
   ``header.stamp`` is overwritten in the CDR bytes with the wall clock (``time.time_ns()``), so the stamp is the
@@ -12,7 +12,7 @@ Processes (all on this machine: localhost discovery, the project's Fast DDS prof
 * **pipeline** phase: ``cmr-fusion launch`` with the real ``fusion_node`` and the given models. The bench's
   parameters make every processed frame produce an event (``policy.min_score: -1``, ``exclude_recent_s: 0``,
   ``debounce_s: 0``, ``top_k: 1``; memory in RAM, no odometry); everything else as in the parameters file.
-* **subscriber**: this process. Floor: receive wall time minus the stamp in the relayed bytes. Pipeline: receive wall
+* **subscriber**: this process (:class:`cmr_fusion_ros.ros.bench_nodes.BenchSubscriber`). Floor: receive wall time minus the stamp in the relayed bytes. Pipeline: receive wall
   time of a ``MatchEventArray`` minus the query stamp of each event in it (the first event per query frame), per
   query modality; plus the node's last ``/diagnostics`` (received, processed, dropped, stage p50/p99).
 
@@ -20,6 +20,9 @@ Both phases see the same generated messages and the same two hops (publisher -> 
 ``pipeline p99 - floor p99`` is what the node adds. CPU use of the relay and of the node process (user + system
 time over the publishing window, from /proc via psutil; 100 % = one core). The first ``warmup_s`` seconds of each
 phase are left out.
+
+This module holds the orchestration, the generated content, the CDR stamps, the statistics and the report, and
+imports no ROS; the publisher, the relay and the subscriber are in :mod:`cmr_fusion_ros.ros.bench_nodes`.
 """
 
 from __future__ import annotations
@@ -46,14 +49,16 @@ __all__ = [
     "StreamSpec",
     "add_arguments",
     "bench_parameters",
-    "generate_messages",
+    "generate_content",
     "latency_stats",
     "read_stamp",
     "run",
+    "stream_topic",
     "write_stamp",
 ]
 
 RELAY_PREFIX = "/bench_relay"
+NODES_MODULE = "cmr_fusion_ros.ros.bench_nodes"  # the publisher and relay processes: python -m NODES_MODULE publish|relay
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,49 +139,18 @@ def _radar_cloud(rng: np.random.Generator, n: int) -> np.ndarray:
     return pts
 
 
-def generate_messages(stream: str, *, variants: int = 4, seed: int = 0, width: int = 1280, height: int = 720,
-                      lidar_rings: int = 64, lidar_columns: int = 1600, radar_points: int = 256,
-                      camera_transport: str = "compressed") -> tuple[str, list[bytes]]:
-    """``variants`` serialised messages of ``stream`` (ROS type name, CDR bytes each); the stamps are set later."""
-    from rclpy.serialization import serialize_message
-
-    from cmr_fusion_ros.ros.conversions import (
-        array_to_pointcloud2, make_header, numpy_to_compressed, numpy_to_image)
-
+def generate_content(stream: str, *, variants: int = 4, seed: int = 0, width: int = 1280, height: int = 720,
+                     lidar_rings: int = 64, lidar_columns: int = 1600, radar_points: int = 256) -> list[np.ndarray]:
+    """``variants`` generated payloads of ``stream`` from one seeded generator: ``height x width x 3`` uint8 RGB
+    pictures (camera) or structured point arrays (lidar: x, y, z, intensity, ring; radar: x, y, z, doppler, rcs).
+    The bench's messages are made of them by :func:`cmr_fusion_ros.ros.bench_nodes.generate_messages`."""
+    if stream not in STREAMS:
+        raise ValueError(f"unknown stream {stream!r}")
     rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(variants):
-        if stream == "camera":
-            img = _camera_image(rng, width, height)
-            header = make_header(0, "camera_optical_frame")
-            if camera_transport == "compressed":
-                msg, kind = numpy_to_compressed(img, "rgb8", header), "sensor_msgs/msg/CompressedImage"
-            else:
-                msg, kind = numpy_to_image(img, "rgb8", header), "sensor_msgs/msg/Image"
-        elif stream == "lidar":
-            msg, kind = array_to_pointcloud2(_lidar_cloud(rng, lidar_rings, lidar_columns), make_header(0, "lidar")), \
-                "sensor_msgs/msg/PointCloud2"
-        elif stream == "radar":
-            msg, kind = array_to_pointcloud2(_radar_cloud(rng, radar_points), make_header(0, "radar")), \
-                "sensor_msgs/msg/PointCloud2"
-        else:
-            raise ValueError(f"unknown stream {stream!r}")
-        out.append(bytes(serialize_message(msg)))
-    return kind, out
-
-
-def _msg_class(kind: str):
-    from sensor_msgs.msg import CompressedImage, Image, PointCloud2
-
-    return {"sensor_msgs/msg/CompressedImage": CompressedImage, "sensor_msgs/msg/Image": Image,
-            "sensor_msgs/msg/PointCloud2": PointCloud2}[kind]
-
-
-def _qos(depth: int = 5, reliable: bool = False):
-    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-
-    return QoSProfile(depth=depth, history=HistoryPolicy.KEEP_LAST,
-                      reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
+    make = {"camera": lambda: _camera_image(rng, width, height),
+            "lidar": lambda: _lidar_cloud(rng, lidar_rings, lidar_columns),
+            "radar": lambda: _radar_cloud(rng, radar_points)}[stream]
+    return [make() for _ in range(variants)]
 
 
 # --- statistics -------------------------------------------------------------------------------------------------------
@@ -209,121 +183,13 @@ def bench_parameters(base: Mapping[str, Any], *, models_dir: str | None, camera_
     return p
 
 
-def _topic(stream: str, camera_transport: str) -> str:
+def stream_topic(stream: str, camera_transport: str) -> str:
+    """The absolute sensor topic of ``stream`` (as the bench parameters name it)."""
     return {"camera": "/camera/image/compressed" if camera_transport == "compressed" else "/camera/image",
             "lidar": "/lidar/points", "radar": "/radar/points"}[stream]
 
 
-# --- the publisher process ------------------------------------------------------------------------------------------
-
-def publisher_main(argv: Sequence[str]) -> int:
-    """Publish generated messages at fixed rates for ``--duration`` s once every topic has a subscriber; prints
-    ``START <wall ns>``, then one JSON line with the counts."""
-    ap = argparse.ArgumentParser(prog="bench_pipeline publish")
-    ap.add_argument("--duration", type=float, required=True)
-    ap.add_argument("--camera-transport", default="compressed")
-    ap.add_argument("--rates", default="camera=30,lidar=10,radar=20")
-    ap.add_argument("--width", type=int, default=1280)
-    ap.add_argument("--height", type=int, default=720)
-    ap.add_argument("--lidar-columns", type=int, default=1600)
-    ap.add_argument("--lidar-rings", type=int, default=64)
-    ap.add_argument("--radar-points", type=int, default=256)
-    ap.add_argument("--wait-timeout", type=float, default=120.0)
-    a = ap.parse_args(argv)
-    import rclpy
-
-    rates = {k: float(v) for k, v in (kv.split("=") for kv in a.rates.split(",") if kv)}
-    rclpy.init()
-    node = rclpy.create_node("bench_sensor_publisher")
-    streams = []
-    for i, (name, rate) in enumerate(rates.items()):
-        kind, bufs = generate_messages(name, seed=i, width=a.width, height=a.height, lidar_rings=a.lidar_rings,
-                                       lidar_columns=a.lidar_columns, radar_points=a.radar_points,
-                                       camera_transport=a.camera_transport)
-        pub = node.create_publisher(_msg_class(kind), _topic(name, a.camera_transport), _qos(5))
-        streams.append((name, rate, pub, [bytearray(b) for b in bufs]))
-    deadline = time.monotonic() + a.wait_timeout
-    while any(pub.get_subscription_count() < 1 for _, _, pub, _ in streams):
-        if time.monotonic() > deadline:
-            print(json.dumps({"error": "no subscriber on " + ", ".join(
-                pub.topic_name for _, _, pub, _ in streams if pub.get_subscription_count() < 1)}), flush=True)
-            return 3
-        time.sleep(0.05)
-    time.sleep(0.5)  # let the last discovery settle
-    counts = {name: 0 for name, *_ in streams}
-    late = {name: 0 for name, *_ in streams}
-    publish_ms: dict[str, list[float]] = {name: [] for name, *_ in streams}
-    start = time.monotonic() + 0.2
-    end = start + a.duration
-    print(f"START {time.time_ns() + 200_000_000}", flush=True)
-
-    def loop(name: str, rate: float, pub, bufs: list[bytearray]) -> None:
-        period = 1.0 / rate
-        k = 0
-        next_t = start
-        while True:
-            now = time.monotonic()
-            if now >= end:
-                return
-            if next_t > now:
-                time.sleep(next_t - now)
-            elif now - next_t > period:  # fell behind by more than a period: skip, do not burst
-                late[name] += 1
-                next_t += period * int((now - next_t) / period)
-            buf = bufs[k % len(bufs)]
-            t0 = time.perf_counter()
-            write_stamp(buf, time.time_ns())
-            pub.publish(bytes(buf))
-            publish_ms[name].append((time.perf_counter() - t0) * 1e3)
-            counts[name] += 1
-            k += 1
-            next_t += period
-
-    threads = [threading.Thread(target=loop, args=s, daemon=True) for s in streams]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    print(json.dumps({"published": counts, "late": late, "publish_ms": {k: latency_stats(v) for k, v in publish_ms.items()},
-                      "start_wall_ns": None}), flush=True)
-    node.destroy_node()
-    rclpy.try_shutdown()
-    return 0
-
-
-# --- the relay process ----------------------------------------------------------------------------------------------
-
-def relay_main(argv: Sequence[str]) -> int:
-    """Plain rclpy relay: every sensor topic's raw CDR republished on ``/bench_relay/<topic>``; prints READY."""
-    ap = argparse.ArgumentParser(prog="bench_pipeline relay")
-    ap.add_argument("--camera-transport", default="compressed")
-    ap.add_argument("--streams", default="camera,lidar,radar")
-    a = ap.parse_args(argv)
-    import rclpy
-    from rclpy.executors import ExternalShutdownException
-
-    rclpy.init()
-    node = rclpy.create_node("bench_relay")
-    kinds = {"camera": "sensor_msgs/msg/CompressedImage" if a.camera_transport == "compressed" else "sensor_msgs/msg/Image",
-             "lidar": "sensor_msgs/msg/PointCloud2", "radar": "sensor_msgs/msg/PointCloud2"}
-    keep = []
-    for name in a.streams.split(","):
-        cls = _msg_class(kinds[name])
-        topic = _topic(name, a.camera_transport)
-        pub = node.create_publisher(cls, RELAY_PREFIX + topic, _qos(5))
-        keep.append(node.create_subscription(cls, topic, lambda data, pub=pub: pub.publish(data), _qos(5), raw=True))
-    print("READY", flush=True)
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
-
-
-# --- the bench (subscriber and orchestration) -----------------------------------------------------------------------
+# --- the bench (orchestration; the subscriber is ros.bench_nodes.BenchSubscriber) ----------------------------------
 
 @dataclass
 class _Child:
@@ -388,52 +254,6 @@ def _descendants(pid: int) -> list[int]:
         return []
 
 
-class _Collector:
-    """This process's subscriptions: relayed sensor bytes (floor) and match events + diagnostics (pipeline)."""
-
-    def __init__(self, node, streams: Sequence[str], camera_transport: str) -> None:
-        from diagnostic_msgs.msg import DiagnosticArray
-
-        from cmr_fusion_msgs.msg import MatchEventArray
-
-        self.lock = threading.Lock()
-        self.floor: dict[str, list[tuple[int, int]]] = {s: [] for s in streams}  # (stamp, receive) ns
-        self.e2e: dict[str, dict[int, int]] = {s: {} for s in streams}  # stamp -> first receive ns
-        self.diagnostics: dict[str, dict[str, str]] = {}
-        self.subs = []
-        self.node = node
-        for s in streams:
-            kind = "sensor_msgs/msg/PointCloud2" if s != "camera" else (
-                "sensor_msgs/msg/CompressedImage" if camera_transport == "compressed" else "sensor_msgs/msg/Image")
-            self.subs.append(node.create_subscription(_msg_class(kind), RELAY_PREFIX + _topic(s, camera_transport),
-                                                      self._relay_cb(s), _qos(5), raw=True))
-        self.subs.append(node.create_subscription(MatchEventArray, "/fusion_node/matches", self._on_matches,
-                                                  _qos(100, reliable=True)))
-        self.subs.append(node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 20))
-
-    def _relay_cb(self, stream: str):
-        out = self.floor[stream]
-
-        def cb(data: bytes) -> None:
-            t = time.time_ns()
-            out.append((read_stamp(data), t))
-
-        return cb
-
-    def _on_matches(self, msg) -> None:
-        t = time.time_ns()
-        with self.lock:
-            for e in msg.events:
-                stamp = e.header.stamp.sec * 1_000_000_000 + e.header.stamp.nanosec
-                self.e2e.setdefault(e.query_modality, {}).setdefault(stamp, t)
-
-    def _on_diag(self, msg) -> None:
-        with self.lock:
-            for st in msg.status:
-                if st.name.startswith("/fusion_node"):
-                    self.diagnostics[st.name.split(": ", 1)[-1]] = {kv.key: kv.value for kv in st.values}
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", type=Path, default=None, help="models folder (default: the installed models)")
     p.add_argument("--params", type=Path, default=None, help="parameters YAML to start from (default: fusion.yaml)")
@@ -479,7 +299,7 @@ def _wait(cond, timeout: float, what: str) -> None:
 
 
 def _publisher_cmd(args: argparse.Namespace) -> list[str]:
-    return [sys.executable, "-m", "cmr_fusion_ros.eval.bench_pipeline", "publish", "--duration", str(args.duration),
+    return [sys.executable, "-m", NODES_MODULE, "publish", "--duration", str(args.duration),
             "--camera-transport", args.camera_transport, "--rates", args.rates, "--width", str(args.width),
             "--height", str(args.height), "--lidar-columns", str(args.lidar_columns), "--radar-points",
             str(args.radar_points)]
@@ -560,29 +380,21 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - one orchestration, in 
     for k, v in report.settings.items():
         print(f"{k}: {v}", flush=True)
 
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
+    from cmr_fusion_ros.ros.bench_nodes import BenchSubscriber
 
-    context = rclpy.Context()  # its own context: usable beside an rclpy already initialised in this process
-    context.init()
-    node = rclpy.create_node("bench_subscriber", context=context)
-    col = _Collector(node, streams, args.camera_transport)
-    ex = SingleThreadedExecutor(context=context)
-    ex.add_node(node)
-    spin = threading.Thread(target=ex.spin, daemon=True)
-    spin.start()
+    col = BenchSubscriber(streams, args.camera_transport)  # its own rclpy context, spun in a background thread
     phases: dict[str, Any] = {}
     launcher = relay = None
     try:
         if not args.skip_floor:
             la = load_average()
             print(f"[floor] relay + publisher for {args.duration:g} s (load average {la[0]:.2f})", flush=True)
-            relay = _start([sys.executable, "-m", "cmr_fusion_ros.eval.bench_pipeline", "relay", "--camera-transport",
+            relay = _start([sys.executable, "-m", NODES_MODULE, "relay", "--camera-transport",
                             args.camera_transport, "--streams", ",".join(streams)], env, args.verbose)
             if not relay.ready.wait(60.0):
                 raise CmrFusionError("the relay did not start: " + " | ".join(relay.lines[-8:]))
-            relay_topics = [RELAY_PREFIX + _topic(s, args.camera_transport) for s in streams]
-            _wait(lambda: all(node.count_publishers(t) >= 1 for t in relay_topics), 60, "the relay's publishers")
+            relay_topics = [RELAY_PREFIX + stream_topic(s, args.camera_transport) for s in streams]
+            _wait(lambda: all(col.count_publishers(t) >= 1 for t in relay_topics), 60, "the relay's publishers")
             info, start_ns, cpu_s, wall_s = _run_publisher(args, env, args.verbose, lambda: [relay.proc.pid])
             time.sleep(1.0)
             _stop(relay.proc)
@@ -592,7 +404,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - one orchestration, in 
         print(f"[pipeline] cmr-fusion launch + publisher for {args.duration:g} s (load average {la[0]:.2f})", flush=True)
         launcher = _start([sys.executable, "-m", "cmr_fusion_ros.cli", "launch", "--params", str(bench_params)], env,
                           args.verbose)
-        _wait(lambda: node.count_publishers("/fusion_node/matches") >= 1 or launcher.proc.poll() is not None, 180,
+        _wait(lambda: col.count_publishers("/fusion_node/matches") >= 1 or launcher.proc.poll() is not None, 180,
               "fusion_node's ~/matches publisher")
         if launcher.proc.poll() is not None:
             raise CmrFusionError(f"the launcher exited {launcher.proc.returncode}: " + " | ".join(launcher.lines[-10:]))
@@ -608,9 +420,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - one orchestration, in 
         for child in (relay, launcher):
             if child is not None:
                 _stop(child.proc, 30)
-        ex.shutdown()
-        node.destroy_node()
-        context.try_shutdown()
+        col.close()
         tmp.cleanup()
 
     # --- figures ---
@@ -730,11 +540,13 @@ def _plot(dist: Mapping[str, Mapping[str, np.ndarray]], path: Path, title: str) 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m cmr_fusion_ros.eval.bench_pipeline publish|relay ...``, kept for older command lines: the same as
+    ``python -m cmr_fusion_ros.ros.bench_nodes ...``, where the child processes live."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "publish":
-        return publisher_main(argv[1:])
-    if argv and argv[0] == "relay":
-        return relay_main(argv[1:])
+    if argv and argv[0] in ("publish", "relay"):
+        from cmr_fusion_ros.ros.bench_nodes import main as nodes_main
+
+        return nodes_main(argv)
     print("usage: python -m cmr_fusion_ros.eval.bench_pipeline publish|relay ...  (the bench: cmr-fusion bench "
           "pipeline)", file=sys.stderr)
     return 2

@@ -12,6 +12,7 @@
   --loop``), and samples the RSS of the node process and the latencies it reports on ``/diagnostics``.
 
 Each returns a report (JSON-ready dataclass); the ``cmr-fusion stress`` command prints it and writes JSON + a PNG.
+This module imports no ROS: the node and the ``/diagnostics`` listener are in :mod:`cmr_fusion_ros.ros.stress_nodes`.
 """
 
 from __future__ import annotations
@@ -275,26 +276,17 @@ class OverloadReport:
 def overload_run(bag: str | Path, config, *, rate: float = 2.0, delay_s: float = 0.05, duration_s: float = 0.0,
                  env: dict | None = None, command: str = "") -> OverloadReport:
     """``fusion_node`` in this process with slowed encoders; ``cmr-fusion replay BAG --rate R`` feeds it."""
-    import threading
-
     import psutil
-    import rclpy
-    from rclpy.executors import MultiThreadedExecutor
 
     from cmr_fusion_ros.core.pipeline import FusionPipeline
-    from cmr_fusion_ros.ros.fusion_node import FusionNode
+    from cmr_fusion_ros.ros.stress_nodes import SpinningFusionNode
 
     pipeline = FusionPipeline.from_config(config)
     pipeline.encoders = {m: SlowEncoder(e, delay_s) for m, e in pipeline.encoders.items()}
     report = OverloadReport(command=command, machine=_machine(), rate=rate, encoder_delay_ms=delay_s * 1e3)
     me = psutil.Process()
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = FusionNode(pipeline=pipeline, context=context, parameter_overrides=_overrides(config))
-    ex = MultiThreadedExecutor(num_threads=2, context=context)
-    ex.add_node(node)
-    spinner = threading.Thread(target=ex.spin, daemon=True)
-    spinner.start()
+    spinning = SpinningFusionNode(pipeline, config, num_threads=2)  # its own rclpy context, spun in a thread
+    node = spinning.node
     argv = [sys.executable, "-m", "cmr_fusion_ros.cli", "replay", str(bag), "--rate", str(rate)]
     report.queue_size = {m.value: q.maxlen for m, q in node._inbox.items()}
     t0 = time.monotonic()
@@ -312,22 +304,8 @@ def overload_run(bag: str | Path, config, *, rate: float = 2.0, delay_s: float =
         time.sleep(1.0)
         report.wall_s = time.monotonic() - t0
         report.streams = {m.value: s.summary() for m, s in node.stats.items()}
-        ex.shutdown()
-        node.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
+        spinning.close()
     return report
-
-
-def _overrides(config) -> list:
-    from rclpy.parameter import Parameter
-
-    from cmr_fusion_ros.core.config import flatten
-
-    out = []
-    for k, v in flatten(config.to_dict()).items():
-        out.append(Parameter(k, value=list(v) if isinstance(v, tuple) else v))
-    return [p for p in out if not (isinstance(p.value, list) and not p.value)]
 
 
 # --- soak -----------------------------------------------------------------------------------------------------------
@@ -377,35 +355,15 @@ def write_soak_params(params: str | Path, out: Path, *, max_entries: int = 5000,
     return path
 
 
-def _diag_listener(context, samples: dict) -> Any:
-    from diagnostic_msgs.msg import DiagnosticArray
-    import rclpy
-
-    node = rclpy.create_node("stress_soak_listener", context=context)
-
-    def on_diag(msg: DiagnosticArray) -> None:
-        for st in msg.status:
-            if ": stream " in st.name:
-                values = {kv.key: kv.value for kv in st.values}
-                samples[st.name.rsplit(" ", 1)[-1]] = values
-            elif st.name.endswith(": memory"):
-                samples["memory"] = {kv.key: kv.value for kv in st.values}
-
-    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 10)
-    return node
-
-
 def soak_run(bag: str | Path, params_file: str | Path, *, duration_s: float, interval_s: float = 60.0,
              sample_s: float = 1.0, env: dict | None = None, command: str = "",
              progress: Callable[[float], None] | None = None, log: Path | None = None,
              launch_args: Sequence[str] = (), replay_args: Sequence[str] = ()) -> SoakReport:
     """Launch the graph with ``params_file``, replay ``bag`` in a loop for ``duration_s``, sample RSS and latency.
     ``launch_args`` / ``replay_args`` are added to the two commands (e.g. ``--node-module``, ``--rate``)."""
-    import threading
-
     import psutil
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
+
+    from cmr_fusion_ros.ros.stress_nodes import DiagnosticsListener
 
     report = SoakReport(command=command, machine=_machine(), duration_s=duration_s, interval_s=interval_s)
     logf = open(log, "w") if log else subprocess.DEVNULL
@@ -413,13 +371,8 @@ def soak_run(bag: str | Path, params_file: str | Path, *, duration_s: float, int
                                  *launch_args],
                                 stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     replay = None
-    context = rclpy.Context()
-    rclpy.init(context=context)
     latest: dict[str, dict] = {}
-    listener = _diag_listener(context, latest)
-    ex = SingleThreadedExecutor(context=context)
-    ex.add_node(listener)
-    threading.Thread(target=ex.spin, daemon=True).start()
+    listener = DiagnosticsListener(latest)  # its own rclpy context, spun in a thread
     try:
         node_proc = None
         deadline = time.monotonic() + 120
@@ -475,9 +428,7 @@ def soak_run(bag: str | Path, params_file: str | Path, *, duration_s: float, int
                 os.killpg(launcher.pid, signal.SIGKILL)
                 launcher.wait()
         report.launcher_exit = launcher.returncode
-        ex.shutdown()
-        listener.destroy_node()
-        rclpy.try_shutdown(context=context)
+        listener.close()
         if log:
             logf.close()
     _summarise_soak(report)

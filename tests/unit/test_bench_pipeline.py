@@ -1,5 +1,6 @@
 """bench pipeline: stamps written into serialised messages, generated content, the bench's parameters, and a smoke
-run of the whole command (relay floor + cmr-fusion launch with tiny models) on small messages."""
+run of the whole command (relay floor + cmr-fusion launch with tiny models) on small messages. The messages, the
+publisher, the relay and the subscriber are in ``cmr_fusion_ros.ros.bench_nodes``; the rest has no ROS."""
 
 from __future__ import annotations
 
@@ -13,10 +14,25 @@ from cmr_fusion_ros.core.config import FusionConfig, load_parameter_file
 from cmr_fusion_ros.core.pipeline import decode_sensor
 from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.eval.bench_pipeline import (
-    bench_parameters, generate_messages, latency_stats, read_stamp, write_stamp)
+    bench_parameters, generate_content, latency_stats, read_stamp, write_stamp)
 from cmr_fusion_ros.paths import config_file
 
 rclpy = pytest.importorskip("rclpy")
+
+from cmr_fusion_ros.ros.bench_nodes import generate_messages  # noqa: E402  (needs rclpy)
+
+
+def test_generated_content_is_seeded_and_shaped():
+    a = generate_content("camera", variants=2, seed=5, width=64, height=48)
+    b = generate_content("camera", variants=2, seed=5, width=64, height=48)
+    assert len(a) == 2 and all(np.array_equal(x, y) for x, y in zip(a, b)) and not np.array_equal(a[0], a[1])
+    assert a[0].shape == (48, 64, 3) and a[0].dtype == np.uint8
+    lidar = generate_content("lidar", variants=1, lidar_rings=8, lidar_columns=16)[0]
+    assert lidar.shape == (8 * 16,) and lidar.dtype.names == ("x", "y", "z", "intensity", "ring")
+    radar = generate_content("radar", variants=3, radar_points=20)
+    assert [r.shape for r in radar] == [(20,)] * 3 and radar[0].dtype.names == ("x", "y", "z", "doppler", "rcs")
+    with pytest.raises(ValueError, match="unknown stream 'sonar'"):
+        generate_content("sonar")
 
 
 @pytest.mark.parametrize("stream,transport", [("camera", "compressed"), ("camera", "raw"), ("lidar", "compressed"),
