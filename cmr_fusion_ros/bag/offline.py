@@ -132,7 +132,7 @@ def process_bags(
     topics = {resolve_topic(config.stream(m).topic, namespace): m for m in config.enabled_modalities}
     odom_topic = resolve_topic(config.odometry.topic, namespace) if config.odometry.topic else None
     sync = Synchronizer(config.enabled_modalities, round(config.sync.tolerance_s * 1e9),
-                        round(config.sync.timeout_s * 1e9))
+                        round(config.sync.timeout_s * 1e9), jump_back_ns=pipeline.jump_back_ns)
     summary = OfflineSummary(bags=[str(p) for p in paths], truth_radius_m=truth_radius_m,
                              frames={m.value: 0 for m in config.enabled_modalities})
     encode: dict[str, list[float]] = {m.value: [] for m in config.enabled_modalities}
@@ -227,7 +227,8 @@ def process_bags(
                 try:
                     stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
                     frame = frame_from(m, conn.topic, msg, compressed=sc.transport == "compressed",
-                                       radar_fields=sc.radar_fields, stamp_ns=stamp, receive_ns=log_ns)
+                                       radar_fields=sc.radar_fields, stamp_ns=stamp, receive_ns=log_ns,
+                                       limits=config.limits)
                 except CmrFusionError:
                     summary.bad_messages += 1
                     continue

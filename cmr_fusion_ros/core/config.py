@@ -1,7 +1,7 @@
 """The one configuration type of the pipeline: ``FusionConfig`` (frozen, validating, no ROS).
 
 It composes the sections of the subsystems (``memory`` -> :class:`MemoryConfig`, ``policy`` -> :class:`PolicyConfig`)
-with the pipeline's own (``streams``, ``odometry``, ``sync``, ``encoders``, ``output``). Sources:
+with the pipeline's own (``streams``, ``limits``, ``odometry``, ``sync``, ``encoders``, ``output``). Sources:
 
 * a nested dict, e.g. the ``ros__parameters`` of a YAML file: :meth:`FusionConfig.from_dict`;
 * a parameter file in ``node_name: ros__parameters:`` form: :meth:`FusionConfig.from_yaml`;
@@ -33,11 +33,13 @@ from cmr_fusion_ros.core.memory.config import (
 )
 from cmr_fusion_ros.core.policy import PolicyConfig
 from cmr_fusion_ros.core.radar import RadarFields
+from cmr_fusion_ros.core.sync import jump_back_threshold_ns
 from cmr_fusion_ros.core.types import Modality
 
 __all__ = [
     "EncodersConfig",
     "FusionConfig",
+    "InputLimits",
     "OdometryConfig",
     "OutputConfig",
     "PARAMETERS",
@@ -54,6 +56,8 @@ NS = 1_000_000_000
 RELIABILITY = ("best_effort", "reliable")
 TRANSPORTS = ("compressed", "raw")
 PROVIDERS = ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider")
+LIMIT_MAX = 2**31 - 1  # the largest input limit (a ROS integer parameter range ends there too)
+TIME_JUMP_MAX_S = 86400.0
 
 
 def _list_of_str(d: Mapping[str, Any], prefix: str, name: str, default: tuple[str, ...],
@@ -134,19 +138,62 @@ class OdometryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class InputLimits:
+    """Section ``limits``: sanity limits on one sensor message, checked on the sizes a message *claims* before
+    anything is allocated or decoded, so a corrupt header (a PointCloud2 claiming billions of points, a PNG header
+    claiming 100k x 100k pixels) costs the message, not the process. The defaults are far above real sensors (a 4K
+    camera has 8.3 Mpx, a 128-beam LiDAR about 260k points per scan)."""
+
+    max_image_pixels: int = 4096 * 4096
+    max_points: int = 2_000_000
+    max_message_bytes: int = 256 * 1024 * 1024
+
+    KEYS = ("max_image_pixels", "max_points", "max_message_bytes")
+
+    def __post_init__(self) -> None:
+        for name in self.KEYS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= LIMIT_MAX:
+                raise ConfigError(f"limits.{name}", value, f"an integer in [1, {LIMIT_MAX}]")
+
+    @classmethod
+    def from_dict(cls, d: Any, prefix: str = "limits") -> "InputLimits":
+        d = _section(d, prefix)
+        _no_unknown(d, prefix, cls.KEYS)
+        default = cls()
+        return cls(**{name: _int(d, prefix, name, getattr(default, name), 1, LIMIT_MAX) for name in cls.KEYS})
+
+
+@dataclass(frozen=True, slots=True)
 class SyncConfig:
     tolerance_s: float = 0.05
     timeout_s: float = 0.5
+    time_jump_s: float = 0.0  # 0 = automatic: max(1 s, 2 x (tolerance_s + timeout_s))
 
     @classmethod
     def from_dict(cls, d: Any, prefix: str = "sync") -> "SyncConfig":
         d = _section(d, prefix)
-        _no_unknown(d, prefix, ("tolerance_s", "timeout_s"))
+        _no_unknown(d, prefix, ("tolerance_s", "timeout_s", "time_jump_s"))
         tol = _float(d, prefix, "tolerance_s", 0.05, 0.0, 10.0)
         timeout = _float(d, prefix, "timeout_s", 0.5, 0.0, 60.0)
         if timeout < tol:
             raise ConfigError(f"{prefix}.timeout_s", timeout, f"a number >= {prefix}.tolerance_s ({tol})")
-        return cls(tolerance_s=tol, timeout_s=timeout)
+        jump = _float(d, prefix, "time_jump_s", 0.0, 0.0, TIME_JUMP_MAX_S)
+        if 0.0 < jump <= tol + timeout:
+            # Sets are emitted out of anchor order by up to about tolerance + timeout: a smaller threshold would
+            # take that reordering for a clock that went back.
+            raise ConfigError(f"{prefix}.time_jump_s", jump,
+                              f"0 (automatic) or a number in ({prefix}.tolerance_s + {prefix}.timeout_s = "
+                              f"{tol + timeout:g}, {TIME_JUMP_MAX_S:g}]")
+        return cls(tolerance_s=tol, timeout_s=timeout, time_jump_s=jump)
+
+    @property
+    def jump_back_ns(self) -> int:
+        """How far back (ns) a stamp must go to start a new time line: ``time_jump_s``, or when that is 0 the
+        automatic rule max(1 s, 2 x (tolerance_s + timeout_s))."""
+        if self.time_jump_s > 0:
+            return round(self.time_jump_s * 1e9)
+        return jump_back_threshold_ns(round(self.tolerance_s * 1e9), round(self.timeout_s * 1e9))
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +243,7 @@ class OutputConfig:
 class FusionConfig:
     session: str = ""
     streams: tuple[tuple[Modality, StreamConfig], ...] = tuple(_DEFAULT_STREAMS.items())
+    limits: InputLimits = field(default_factory=InputLimits)
     odometry: OdometryConfig = field(default_factory=OdometryConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     encoders: EncodersConfig = field(default_factory=EncodersConfig)
@@ -203,7 +251,7 @@ class FusionConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
-    KEYS = ("session", "streams", "odometry", "sync", "encoders", "memory", "policy", "output")
+    KEYS = ("session", "streams", "limits", "odometry", "sync", "encoders", "memory", "policy", "output")
 
     @classmethod
     def from_dict(cls, d: Any, *, source: str | None = None) -> "FusionConfig":
@@ -222,6 +270,7 @@ class FusionConfig:
             return cls(
                 session=session,
                 streams=streams,
+                limits=InputLimits.from_dict(d.get("limits")),
                 odometry=OdometryConfig.from_dict(d.get("odometry")),
                 sync=SyncConfig.from_dict(d.get("sync")),
                 encoders=EncodersConfig.from_dict(d.get("encoders")),
@@ -259,7 +308,7 @@ class FusionConfig:
             if m is Modality.RADAR:
                 sd["fields"] = {k: getattr(s.radar_fields, k) for k in ("x", "y", "z", "doppler", "rcs")}
             out["streams"][m.value] = sd
-        for name in ("odometry", "sync", "encoders", "memory", "output"):
+        for name in ("limits", "odometry", "sync", "encoders", "memory", "output"):
             out[name] = _dc_to_dict(getattr(self, name))
         pol = _dc_to_dict(self.policy)
         pol["routes"] = {q.value: [t.value for t in ts] for q, ts in self.policy.routes}
@@ -375,11 +424,18 @@ for _f in ("x", "y", "z", "doppler", "rcs"):
 PARAMETERS: tuple[ParamSpec, ...] = (
     _spec("session", "id of this drive/recording stored with every entry ('' = start time)"),
     *_STREAM_DOCS,
+    _spec("limits.max_image_pixels", "camera images claiming more pixels (width x height, from the message or the "
+                                      "PNG/JPEG header) are rejected before decoding", (1, None)),
+    _spec("limits.max_points", "point clouds claiming more points (width x height) are rejected", (1, None)),
+    _spec("limits.max_message_bytes", "sensor messages with a larger data field are rejected", (1, None)),
     _spec("odometry.topic", "nav_msgs/Odometry topic giving the poses of the match events ('' = no poses)"),
     _spec("odometry.max_gap_s", "no pose is interpolated between odometry messages further apart", (0, 60)),
     _spec("odometry.max_extrapolation_s", "no pose for a stamp further than this outside the odometry", (0, 10)),
     _spec("sync.tolerance_s", "frames of different sensors within this time form one set", (0, 10)),
     _spec("sync.timeout_s", "an incomplete set is processed after this long (partial sets are not dropped)", (0, 60)),
+    _spec("sync.time_jump_s", "stamps (or /clock) going back by more than this start a new time line: sync, "
+                              "match policy and pose buffer reset (0 = max(1 s, 2 x (tolerance_s + timeout_s)); "
+                              "else > tolerance_s + timeout_s)", (0, TIME_JUMP_MAX_S)),
     _spec("encoders.models_dir", "folder with camera.onnx, lidar.onnx, radar.onnx and their cards ('' = installed)"),
     _spec("encoders.providers", "onnxruntime execution providers in order of preference (CPU is the fallback)"),
     _spec("encoders.intra_op_threads", "onnxruntime threads per encoder (0 = onnxruntime decides)", (0, 256)),

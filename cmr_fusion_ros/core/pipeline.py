@@ -7,10 +7,13 @@ Per frame set: each frame is preprocessed and encoded by its modality's encoder,
 searched through the match policy (routes, threshold, temporal exclusion, debounce, sequences), and only then are
 the set's embeddings inserted, so a query never finds itself or its sibling frames of the same instant.
 
-Time jumps (a bag that loops, a clock reset): a frame set or embedding stamped more than the jump threshold before
-the newest one processed, or an odometry pose stamped that far before the newest pose, starts a new time line: the
-policy forgets its revisits and sequences (their times lie in the new line's future, so they would suppress every
-revisit until time caught up) and the pose buffer forgets the old line's poses. The memory is kept.
+Time jumps (a bag that loops, a clock reset): a frame set or embedding stamped more than the jump threshold
+(``sync.time_jump_s``; 0 = max(1 s, 2 x (tolerance + timeout))) before the newest one processed, or an odometry pose
+stamped that far before the newest pose, starts a new time line: the policy forgets its revisits and sequences
+(their times lie in the new line's future, so they would suppress every revisit until time caught up) and the pose
+buffer forgets the old line's poses. The memory is kept.
+
+Sensor messages are checked against size limits (``limits.*``, :class:`InputLimits`) before they are decoded.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from cmr_fusion_ros.core.config import FusionConfig
+from cmr_fusion_ros.core.config import FusionConfig, InputLimits
 from cmr_fusion_ros.core.errors import ConfigError, ConversionError
 from cmr_fusion_ros.core.image import convert_color, decode_compressed, decode_image
 from cmr_fusion_ros.core.memory import SceneMemory
@@ -33,7 +36,7 @@ from cmr_fusion_ros.core.preprocess import batch as preprocess_batch
 from cmr_fusion_ros.core.policy import MatchPolicy, MatchResult, Query
 from cmr_fusion_ros.core.poses import PoseBuffer
 from cmr_fusion_ros.core.radar import RadarFields, radar_array
-from cmr_fusion_ros.core.sync import Frame, FrameSet, jump_back_threshold_ns
+from cmr_fusion_ros.core.sync import Frame, FrameSet
 from cmr_fusion_ros.core.types import Modality, Pose
 
 __all__ = [
@@ -53,24 +56,8 @@ IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 _COLOUR = {"rgb8", "bgr8", "rgba8", "bgra8", "mono8"}
 
 
-@dataclass(frozen=True, slots=True)
-class InputLimits:
-    """Sanity limits on one sensor message, checked on the sizes a message *claims* before anything is allocated
-    or decoded, so a corrupt header (a PointCloud2 claiming billions of points, a PNG header claiming 100k x 100k
-    pixels) costs the message, not the process. The defaults are far above real sensors (a 4K camera has 8.3 Mpx,
-    a 128-beam LiDAR about 260k points per scan)."""
-
-    max_image_pixels: int = 4096 * 4096
-    max_points: int = 2_000_000
-    max_message_bytes: int = 256 * 1024 * 1024
-
-    def __post_init__(self) -> None:
-        for name in ("max_image_pixels", "max_points", "max_message_bytes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"limits.{name}", value, "an integer >= 1")
-
-
+# The limits are the ``limits`` section of FusionConfig (``InputLimits``, re-exported here); nodes and offline
+# processing pass ``config.limits``. The defaults are the fallback of every decoding function.
 DEFAULT_LIMITS = InputLimits()
 
 
@@ -254,8 +241,7 @@ class FusionPipeline:
         self.poses = poses
         self.session = session if session is not None else config.session_id()
         self._clock = clock
-        self.jump_back_ns = jump_back_threshold_ns(round(config.sync.tolerance_s * 1e9),
-                                                   round(config.sync.timeout_s * 1e9))
+        self.jump_back_ns = config.sync.jump_back_ns  # sync.time_jump_s, or the automatic rule
         self.time_jumps = 0  # times the policy state was reset because time went back
         self._newest_ns: int | None = None
         self._newest_pose_ns: int | None = None

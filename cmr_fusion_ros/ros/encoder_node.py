@@ -39,7 +39,7 @@ class EncoderNode(Node):
         self.modality = Modality.parse(raw)
         self.output_topic = self.declare_parameter("output_topic", "embeddings", ParameterDescriptor(
             description="topic of the cmr_fusion_msgs/Embedding messages", read_only=True)).value
-        self.config = declare_fusion_parameters(self, sections=("streams", "encoders", "output"),
+        self.config = declare_fusion_parameters(self, sections=("streams", "limits", "encoders", "output"),
                                                 own=("modality", "output_topic"))
         sc = self.config.stream(self.modality)
         if not sc.enabled:
@@ -90,7 +90,8 @@ class EncoderNode(Node):
         sc = self.config.stream(self.modality)
         try:
             frame = frame_from(self.modality, self.topic, msg, compressed=sc.transport == "compressed",
-                               radar_fields=sc.radar_fields, stamp_ns=stamp_to_ns(msg.header.stamp))
+                               radar_fields=sc.radar_fields, stamp_ns=stamp_to_ns(msg.header.stamp),
+                               limits=self.config.limits)
             vec = self.encoder.encode([frame.data])[0]
         except CmrFusionError as err:
             self.stats.bad_messages += 1

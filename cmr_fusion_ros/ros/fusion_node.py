@@ -9,9 +9,11 @@ dropped ones are counted). One worker thread converts, time-aligns, encodes, sea
 * services ``~/save_memory``, ``~/clear_memory``, ``~/query_memory``
 
 A bad message is logged (throttled, naming the field and the reason), counted in the diagnostics, and the node
-goes on. Time going back (a bag that loops, ``/clock`` jumping back under ``use_sim_time``, sensor stamps going
-back by more than the sync window) resets the sync buffers, the policy's revisit/sequence state and the pose
-buffer instead of stalling or firing bogus events (counted as ``time_jumps`` in the diagnostics).
+goes on. Messages claiming more than ``limits.*`` (pixels, points, bytes) are rejected before decoding, counted
+the same way. Time going back (a bag that loops, ``/clock`` jumping back under ``use_sim_time``, sensor stamps going
+back by more than ``sync.time_jump_s``, by default max(1 s, twice the sync window)) resets the sync buffers, the
+policy's revisit/sequence state and the pose buffer instead of stalling or firing bogus events (counted as
+``time_jumps`` in the diagnostics).
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ class FusionNode(Node):
         self.config: FusionConfig = declare_fusion_parameters(self)
         self.pipeline = pipeline or FusionPipeline.from_config(self.config)
         self.sync = Synchronizer(self.config.enabled_modalities, round(self.config.sync.tolerance_s * 1e9),
-                                 round(self.config.sync.timeout_s * 1e9))
+                                 round(self.config.sync.timeout_s * 1e9), jump_back_ns=self.pipeline.jump_back_ns)
         self.stats = {m: StreamStats() for m in self.config.enabled_modalities}
         self.events_published = 0
         self.problems: collections.deque[str] = collections.deque(maxlen=5)
@@ -207,7 +209,7 @@ class FusionNode(Node):
         try:
             frame = frame_from(modality, topic, msg, compressed=sc.transport == "compressed",
                                radar_fields=sc.radar_fields, stamp_ns=stamp_to_ns(msg.header.stamp),
-                               receive_ns=round(received * 1e9))
+                               receive_ns=round(received * 1e9), limits=self.config.limits)
         except CmrFusionError as err:
             return self._bad(modality, topic, str(err))
         except Exception as err:  # a conversion gap: still the message's fault, never the node's

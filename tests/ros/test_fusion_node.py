@@ -58,6 +58,8 @@ def graph(tmp_path):
         Parameter("streams.camera.reliability", value="reliable"),
         Parameter("streams.lidar.reliability", value="reliable"),
         Parameter("sync.tolerance_s", value=0.05),
+        Parameter("sync.time_jump_s", value=3),  # an int for a float parameter is accepted
+        Parameter("limits.max_points", value=100),  # the test clouds have 50 points
         Parameter("output.diagnostics_period_s", value=0.2),
     ]
     # Build the node with a stand-in pipeline: the same config, the real memory and policy.
@@ -182,3 +184,22 @@ def test_runtime_tuning_and_read_only_parameters(graph):
     assert not ro.successful
     desc = node.describe_parameter("policy.min_score")
     assert "threshold" in desc.description and desc.floating_point_range[0].from_value == -1.0
+
+
+def test_configured_limits_and_time_jump(graph):
+    node, peer, _ = graph
+    assert node.config.limits.max_points == 100 and node.config.limits.max_image_pixels == 4096 * 4096
+    assert node.sync.jump_back_ns == node.pipeline.jump_back_ns == 3 * S
+    for name in ("limits.max_points", "sync.time_jump_s"):
+        assert node.describe_parameter(name).read_only
+    assert node.get_parameter("sync.time_jump_s").value == 3.0
+    assert not node.set_parameters([Parameter("limits.max_points", value=10)])[0].successful
+    lidar = peer.create_publisher(PointCloud2, "/lidar/points", 10)
+    assert wait_for(lambda: lidar.get_subscription_count())
+    big = np.zeros(150, dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("intensity", "f4")])
+    lidar.publish(array_to_pointcloud2(big, make_header(S, "lidar")))  # over the configured limit: counted
+    assert wait_for(lambda: node.stats[Modality.LIDAR].bad_messages == 1)
+    assert "150x1 = 150 points; allowed 0..100" in node._last_bad[Modality.LIDAR]
+    lidar.publish(array_to_pointcloud2(cloud_at(1), make_header(2 * S, "lidar")))  # the node goes on
+    assert wait_for(lambda: node.stats[Modality.LIDAR].processed == 1)  # a LiDAR-only set after the sync timeout
+    assert node.stats[Modality.LIDAR].bad_messages == 1 and node._worker.is_alive()

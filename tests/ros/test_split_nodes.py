@@ -73,3 +73,40 @@ def test_encoder_and_memory_nodes(tmp_path):
                 n.shutdown()
             n.destroy_node()
         rclpy.try_shutdown()
+
+
+def test_encoder_node_limits_and_memory_node_time_jump():
+    rclpy.init()
+    nodes = []
+    try:
+        enc = EncoderNode("lidar_encoder", encoder=PlaceFromData(), parameter_overrides=[
+            Parameter("modality", value="lidar"), Parameter("streams.lidar.reliability", value="reliable"),
+            Parameter("limits.max_points", value=40)])
+        memory = MemoryNode("memory_node", parameter_overrides=[
+            Parameter("memory.dim", value=DIM), Parameter("odometry.topic", value=""),
+            Parameter("sync.time_jump_s", value=2.5)])
+        peer = rclpy.create_node("peer")
+        nodes = [enc, memory, peer]
+        assert enc.config.limits.max_points == 40 and enc.describe_parameter("limits.max_points").read_only
+        assert memory.pipeline.jump_back_ns == 2_500_000_000
+        embeddings: list[Embedding] = []
+        peer.create_subscription(Embedding, "/embeddings", embeddings.append, 50)
+        lidar = peer.create_publisher(PointCloud2, "/lidar/points", 10)
+        ex = SingleThreadedExecutor()
+        for n in nodes:
+            ex.add_node(n)
+        threading.Thread(target=ex.spin, daemon=True).start()
+        assert wait_for(lambda: lidar.get_subscription_count())
+        lidar.publish(array_to_pointcloud2(cloud_at(1), make_header(S, "lidar")))  # 50 points > 40: counted
+        assert wait_for(lambda: enc.stats.bad_messages == 1)
+        small = cloud_at(2)[:30]
+        lidar.publish(array_to_pointcloud2(small, make_header(2 * S, "lidar")))  # within the limit: encoded
+        assert wait_for(lambda: embeddings, timeout=10)
+        assert enc.stats.processed == 1 and [stamp_to_ns(e.header.stamp) for e in embeddings] == [2 * S]
+        ex.shutdown()
+    finally:
+        for n in nodes:
+            if hasattr(n, "shutdown"):
+                n.shutdown()
+            n.destroy_node()
+        rclpy.try_shutdown()

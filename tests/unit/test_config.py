@@ -10,6 +10,7 @@ import yaml
 from cmr_fusion_ros.core.config import (
     PARAMETERS,
     FusionConfig,
+    InputLimits,
     flatten,
     load_parameter_file,
     render_parameter_file,
@@ -77,6 +78,16 @@ def test_round_trips():
         ({"encoders": {"providers": ["OpenVINO"]}}, "encoders.providers", "CPUExecutionProvider"),
         ({"polcy": {}}, "polcy", "a known key"),
         ({"streams": {m.value: {"enabled": False} for m in Modality}}, "streams", "at least one enabled stream"),
+        ({"limits": {"max_points": 0}}, "limits.max_points", r"got 0; allowed: an integer in \[1, 2147483647\]"),
+        ({"limits": {"max_image_pixels": "4k"}}, "limits.max_image_pixels", "got '4k'"),
+        ({"limits": {"max_message_bytes": 2**31}}, "limits.max_message_bytes", "got 2147483648"),
+        ({"limits": {"max_points": 1.5e6}}, "limits.max_points", "got 1500000.0; allowed: an integer"),
+        ({"limits": {"max_bytes": 10}}, "limits.max_bytes", "a known key"),
+        ({"limits": 5}, "limits", "a mapping"),
+        ({"sync": {"time_jump_s": -1}}, "sync.time_jump_s", r"got -1.0; allowed: a number in \[0.0, 86400.0\]"),
+        ({"sync": {"time_jump_s": 0.5}}, "sync.time_jump_s",
+         r"got 0.5; allowed: 0 \(automatic\) or a number in \(sync.tolerance_s \+ sync.timeout_s = 0.55"),
+        ({"sync": {"time_jump_s": "auto"}}, "sync.time_jump_s", "got 'auto'"),
     ],
 )
 def test_bad_values_name_the_key(d, key, pattern):
@@ -97,3 +108,29 @@ def test_parameter_file_errors(tmp_path):
     assert FusionConfig.from_yaml(f, "fusion_node").policy.top_k == 4
     with pytest.raises(ConfigError, match="params_file"):
         load_parameter_file(tmp_path / "missing.yaml")
+
+
+def test_limits_and_time_jump_defaults_and_overrides():
+    from cmr_fusion_ros.core.pipeline import DEFAULT_LIMITS
+
+    cfg = FusionConfig()
+    assert cfg.limits == DEFAULT_LIMITS == InputLimits(4096 * 4096, 2_000_000, 256 * 1024 * 1024)
+    assert cfg.sync.time_jump_s == 0.0 and cfg.sync.jump_back_ns == 1_100_000_000  # 2 x (0.05 + 0.5) s
+    # automatic rule: at least 1 s
+    assert FusionConfig.from_dict({"sync": {"tolerance_s": 0.01, "timeout_s": 0.1}}).sync.jump_back_ns == 10**9
+    cfg = FusionConfig.from_dict({"limits": {"max_points": 10}, "sync": {"time_jump_s": 3}})  # int for a float
+    assert cfg.limits == InputLimits(max_points=10) and cfg.sync.time_jump_s == 3.0
+    assert cfg.sync.jump_back_ns == 3 * 10**9
+    assert FusionConfig.from_dict(unflatten(flatten(cfg.to_dict()))) == cfg
+    assert FusionConfig.from_dict({"sync": {"time_jump_s": 0.56}}).sync.jump_back_ns == 560_000_000
+
+
+def test_limits_and_time_jump_are_read_only_parameters():
+    specs = {p.name: p for p in PARAMETERS}
+    for name in ("limits.max_image_pixels", "limits.max_points", "limits.max_message_bytes", "sync.time_jump_s"):
+        assert specs[name].read_only and specs[name].min is not None
+    split = yaml.safe_load((CONFIG / "split.yaml").read_text())
+    for node in ("camera_encoder", "lidar_encoder", "radar_encoder"):  # they decode: limits, no sync
+        assert set(split[node]["ros__parameters"]["limits"]) == set(InputLimits.KEYS)
+    assert "limits" not in split["memory_node"]["ros__parameters"]  # embeddings only: no sensor messages
+    assert split["memory_node"]["ros__parameters"]["sync"]["time_jump_s"] == 0.0

@@ -36,15 +36,17 @@ class PlaceFromCloud:
 
 
 def write_bag(path, schedule, storage=StoragePlugin.MCAP):
-    """LiDAR and radar clouds whose x is the place number, plus odometry at the given positions."""
+    """LiDAR and radar clouds whose x is the place number, plus odometry at the given positions; an entry
+    (t_s, place, x, log_s) is stamped t_s but logged at log_s (default t_s)."""
     ts = get_typestore(Stores.ROS2_KILTED)
     T = ts.types
     with Writer(path, version=9, storage_plugin=storage) as w:
         lid = w.add_connection("/lidar/points", "sensor_msgs/msg/PointCloud2", typestore=ts)
         rad = w.add_connection("/radar/points", "sensor_msgs/msg/PointCloud2", typestore=ts)
         odo = w.add_connection("/odom", "nav_msgs/msg/Odometry", typestore=ts)
-        for t_s, place, x in schedule:
+        for t_s, place, x, *log_s in schedule:
             t = round(t_s * S)
+            log = round(log_s[0] * S) if log_s else t
             stamp = T["builtin_interfaces/msg/Time"](sec=t // S, nanosec=t % S)
             odom = T["nav_msgs/msg/Odometry"](
                 header=T["std_msgs/msg/Header"](stamp=stamp, frame_id="odom"), child_frame_id="base_link",
@@ -56,7 +58,7 @@ def write_bag(path, schedule, storage=StoragePlugin.MCAP):
                     twist=T["geometry_msgs/msg/Twist"](linear=T["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0),
                                                        angular=T["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0)),
                     covariance=np.zeros(36)))
-            w.write(odo, t, ts.serialize_cdr(odom, "nav_msgs/msg/Odometry"))
+            w.write(odo, log, ts.serialize_cdr(odom, "nav_msgs/msg/Odometry"))
             for conn, frame, fields in ((lid, "lidar", ("x", "y", "z", "intensity")), (rad, "radar", ("x", "y", "z", "doppler", "rcs"))):
                 pts = np.zeros(30, dtype=[(f, "f4") for f in fields])
                 pts["x"] = place
@@ -67,7 +69,7 @@ def write_bag(path, schedule, storage=StoragePlugin.MCAP):
                             for f in wire.fields],
                     is_bigendian=False, point_step=wire.point_step, row_step=wire.row_step,
                     data=np.frombuffer(wire.data, np.uint8), is_dense=True)
-                w.write(conn, t + 1000, ts.serialize_cdr(msg, "sensor_msgs/msg/PointCloud2"))
+                w.write(conn, log + 1000, ts.serialize_cdr(msg, "sensor_msgs/msg/PointCloud2"))
 
 
 def config():
@@ -117,3 +119,23 @@ def test_resolve_topic():
     assert resolve_topic("lidar/points") == "/lidar/points"
     assert resolve_topic("lidar/points", "/car1") == "/car1/lidar/points"
     assert resolve_topic("/abs", "/car1") == "/abs"
+
+
+def test_configured_limits_and_time_jump(tmp_path):
+    """``limits.*`` and ``sync.time_jump_s`` from the config reach offline processing: clouds over a smaller limit
+    are counted as bad messages (the run goes on), and a longer threshold keeps a 3 s step back in one time line."""
+    bag = tmp_path / "in"
+    # 30-point clouds; the last set is logged after the others but stamped 3 s back
+    write_bag(bag, [(t, t, 10.0 * t) for t in range(10, 16)] + [(12.0, 2, 20.0, 16.0)])
+    base = config().to_dict()
+    default = process_bags([bag], config(), pipeline=pipeline(config()), progress=False)
+    assert default.bad_messages == 0 and default.time_jumps == 1
+    assert default.frame_sets == 7 and default.partial_sets == 0  # the sync was reset for the new time line
+    small = FusionConfig.from_dict({**base, "limits": {"max_points": 29}})
+    summary = process_bags([bag], small, pipeline=pipeline(small), progress=False)
+    assert summary.bad_messages == 14 and summary.frames == {"lidar": 0, "radar": 0} and summary.frame_sets == 0
+    longer = FusionConfig.from_dict({**base, "sync": {"time_jump_s": 5.0}})
+    summary = process_bags([bag], longer, pipeline=pipeline(longer), progress=False)
+    assert summary.bad_messages == 0 and summary.time_jumps == 0
+    # no reset of the sync either: radar's newest stamp (15 s) closes the late 12 s LiDAR frame's set at once
+    assert summary.frame_sets == 8 and summary.partial_sets == 2

@@ -136,3 +136,47 @@ def test_run_time_policy_change_keeps_working():
     pipe.set_policy(stricter)
     assert drive(pipe, buf, [(50, 2, 0.0)])[0].events == ()
     assert pipe.config.policy.min_score == 1.0
+
+
+def test_configured_limits_reject_a_message_the_defaults_accept():
+    from cmr_fusion_ros.core.errors import ConversionError
+    from cmr_fusion_ros.core.pipeline import frame_from
+    from tests.unit import stress_messages as sm
+
+    small = FusionConfig.from_dict({"limits": {"max_points": 10, "max_image_pixels": 63}})
+    for m, msg, compressed in ((L, sm.cloud_of(L, 3), False), (R, sm.cloud_of(R, 3), False),
+                               (C, sm.image_of(1), False), (C, sm.compressed_of(1, "jpeg"), True)):
+        sc = FusionConfig().stream(m)
+        ok = frame_from(m, f"/{m.value}", msg, compressed=compressed, radar_fields=sc.radar_fields, stamp_ns=S,
+                        limits=FusionConfig().limits)
+        assert ok.stamp_ns == S
+        with pytest.raises(ConversionError, match="limit|allowed 0..10"):  # the typed error nodes count as bad
+            frame_from(m, f"/{m.value}", msg, compressed=compressed, radar_fields=sc.radar_fields, stamp_ns=S,
+                       limits=small.limits)
+
+
+def _jumps(time_jump_s: float, back_s: float) -> tuple[int, int, bool]:
+    """Process a set at 100 s, then a set and an embedding ``back_s`` earlier; also poses: (set jumps, embedding
+    jumps, pose jump)."""
+    cfg = FusionConfig.from_dict({"memory": {"dim": 32}, "sync": {"time_jump_s": time_jump_s}})
+    pipe, buf = make(cfg)
+    pipe.process_set(frame_set(100, 1))
+    pipe.process_set(frame_set(100 - back_s, 2))
+    set_jumps = pipe.time_jumps
+    for t_s, place in ((200, 3), (200 - back_s, 4)):
+        pipe.process_embeddings([EmbeddingInput(C, "/cam", "cam", round(t_s * S), PlaceEncoder().encode([place])[0])])
+    pipe.add_pose(300 * S, Pose(x=0.0))
+    return set_jumps, pipe.time_jumps - set_jumps, pipe.add_pose(round((300 - back_s) * S), Pose(x=1.0))
+
+
+def test_configured_time_jump_threshold():
+    # automatic (0): max(1 s, 2 x (0.05 + 0.5) s) = 1.1 s
+    assert make()[0].jump_back_ns == 1_100_000_000
+    assert _jumps(0.0, 0.9) == (0, 0, False)
+    assert _jumps(0.0, 2.0) == (1, 1, True)
+    # a longer threshold: going back 2 s is reordering, not a new time line; 6 s is
+    assert _jumps(5.0, 2.0) == (0, 0, False)
+    assert _jumps(5.0, 6.0) == (1, 1, True)
+    # a shorter one (still above the sync window 0.55 s): 0.9 s back is a jump
+    assert _jumps(0.7, 0.9) == (1, 1, True)
+    assert _jumps(0.7, 0.6) == (0, 0, False)
