@@ -16,6 +16,13 @@ def test_default_yaml_equals_the_built_in_defaults() -> None:
     assert load_sim_config(ROOT / "config" / "sim_default.yaml") == SimConfig()
 
 
+def test_training_yaml_only_lowers_the_rates() -> None:
+    cfg = load_sim_config(ROOT / "config" / "sim_train.yaml")
+    assert cfg.camera.rate_hz == cfg.lidar.rate_hz == cfg.radar.rate_hz == 2.0 and cfg.odom.rate_hz == 10.0
+    d = SimConfig()
+    assert (cfg.camera.width, cfg.camera.height, cfg.town, cfg.route) == (d.camera.width, d.camera.height, d.town, d.route)
+
+
 def test_sample_bag_yaml_loads() -> None:
     cfg = load_sim_config(ROOT / "bags" / "sample_town" / "sim_sample.yaml")
     assert cfg.camera.rate_hz == 5.0 and cfg.route.loop_blocks_x == 1
