@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cmr-fusion", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        text = HELP[name].replace("%", "%%")  # argparse formats help strings with %
-        p = sub.add_parser(name, help=text, description=text)
+        # argparse %-formats help strings always, descriptions only when they hold "%(prog)"
+        p = sub.add_parser(name, help=HELP[name].replace("%", "%%"), description=HELP[name])
         p.set_defaults(_command=name)
         p.set_defaults(_lazy=True)
     return parser
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in COMMANDS:
         name = argv[0]
         module = importlib.import_module(f"cmr_fusion_ros.commands.{COMMANDS[name]}")
-        sub = argparse.ArgumentParser(prog=f"cmr-fusion {name}", description=module.HELP.replace("%", "%%"))
+        sub = argparse.ArgumentParser(prog=f"cmr-fusion {name}", description=module.HELP)
         module.add_arguments(sub)
         args = sub.parse_args(argv[1:])
         try:

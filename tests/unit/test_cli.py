@@ -30,6 +30,24 @@ def test_help_lists_commands(capsys):
     assert all(name in out for name in COMMANDS)
 
 
+def test_every_command_help_prints_its_text_verbatim(capsys):
+    """Descriptions are printed as written ('1%' stays '1%'); every command's --help exits 0."""
+    for name in COMMANDS:
+        try:
+            main([name, "--help"])
+        except SystemExit as done:
+            assert done.code == 0, name
+        out = " ".join(capsys.readouterr().out.split())
+        mod = __import__(f"cmr_fusion_ros.commands.{COMMANDS[name]}", fromlist=["HELP"])
+        assert " ".join(mod.HELP.split()) in out, name
+        assert "%%" not in out, name
+    try:
+        main(["--help"])
+    except SystemExit:
+        pass
+    assert "%%" not in capsys.readouterr().out
+
+
 def test_convert_check_on_real_samples():
     done = run_cli("convert-check", "--repeat", "1")
     assert done.returncode == 0, done.stderr
