@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--database", type=Path, required=True, help="bag whose samples form the database")
     parser.add_argument("--queries", type=Path, required=True, help="bag whose samples are the queries")
     parser.add_argument("--radius", type=float, default=10.0, help="positive if within this many metres (default 10)")
+    parser.add_argument("--max-yaw-diff", type=float, default=None, metavar="DEG",
+                        help="positives must also face within DEG degrees of the query's heading (default: any "
+                             "heading; a place crossed at right angles then counts as the same place)")
     parser.add_argument("--models", type=Path, default=None,
                         help="folder with <modality>_encoder.onnx and cards (default: the installed models)")
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON to this file")
@@ -49,10 +52,13 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from cmr_fusion_ros.core.encoder import load_encoders
+    from cmr_fusion_ros.core.errors import ConfigError
     from cmr_fusion_ros.eval.evaluate import embed_bag, evaluate, format_table, plot_report, write_json
     from cmr_fusion_ros.machine import machine_summary
     from cmr_fusion_ros.paths import models_dir
 
+    if args.max_yaw_diff is not None and not 0 < args.max_yaw_diff <= 180:  # before minutes of embedding
+        raise ConfigError("--max-yaw-diff", args.max_yaw_diff, "a number of degrees in (0, 180]")
     topics = topics_from_args(args)
     folder = args.models or models_dir()
     encoders = load_encoders(folder, intra_op_threads=args.threads)
@@ -60,12 +66,13 @@ def run(args: argparse.Namespace) -> int:
     for role, bag in (("database", args.database), ("queries", args.queries)):
         with tqdm(desc=f"embedding {role} {bag.name}", unit=" msg", file=sys.stderr) as bar:
             embedded[role] = embed_bag(bag, encoders, topics, progress=bar.update)
-    report = evaluate(embedded["database"], embedded["queries"], args.radius)
+    report = evaluate(embedded["database"], embedded["queries"], args.radius, max_yaw_deg=args.max_yaw_diff)
     command = "cmr-fusion " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["eval"] else None
     print(f"command: {command or 'cmr-fusion eval'}")
     print(f"machine: {machine_summary()}")
     print(f"models: {folder}")
-    print(f"database: {args.database} | queries: {args.queries} | radius {args.radius:g} m")
+    yaw = f", heading within {args.max_yaw_diff:g} deg" if args.max_yaw_diff is not None else ""
+    print(f"database: {args.database} | queries: {args.queries} | radius {args.radius:g} m{yaw}")
     print(format_table(report))
     if args.json:
         data = report.to_dict()

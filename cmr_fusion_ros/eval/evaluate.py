@@ -12,7 +12,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +39,13 @@ MODALITIES = (Modality.CAMERA, Modality.LIDAR, Modality.RADAR)
 
 @dataclass(frozen=True)
 class BagEmbeddings:
-    """Per modality: embeddings (N, D), positions (N, 3), stamps (N,)."""
+    """Per modality: embeddings (N, D), positions (N, 3), stamps (N,), headings (N,) in radians."""
 
     path: str
     embeddings: dict[Modality, np.ndarray]
     positions: dict[Modality, np.ndarray]
     stamps_ns: dict[Modality, np.ndarray]
+    yaws: dict[Modality, np.ndarray] = field(default_factory=dict)
 
 
 def embed_bag(
@@ -61,6 +62,7 @@ def embed_bag(
     emb: dict[Modality, list[np.ndarray]] = {m: [] for m in mods}
     pos: dict[Modality, list[tuple[float, float, float]]] = {m: [] for m in mods}
     stamps: dict[Modality, list[int]] = {m: [] for m in mods}
+    yaws: dict[Modality, list[float]] = {m: [] for m in mods}
 
     def flush(m: Modality) -> None:
         if pending[m]:
@@ -72,6 +74,8 @@ def embed_bag(
         pending[s.modality].append(enc.preprocessing(s.data))
         pos[s.modality].append((s.pose.x, s.pose.y, s.pose.z))
         stamps[s.modality].append(s.stamp_ns)
+        p = s.pose
+        yaws[s.modality].append(math.atan2(2.0 * (p.qw * p.qz + p.qx * p.qy), 1.0 - 2.0 * (p.qy * p.qy + p.qz * p.qz)))
         if len(pending[s.modality]) >= batch:
             flush(s.modality)
         if progress is not None:
@@ -85,6 +89,7 @@ def embed_bag(
         {m: np.concatenate(emb[m]) for m in mods},
         {m: np.asarray(pos[m], np.float64) for m in mods},
         {m: np.asarray(stamps[m], np.int64) for m in mods},
+        {m: np.asarray(yaws[m], np.float64) for m in mods},
     )
 
 
@@ -94,25 +99,33 @@ class EvalReport:
     queries: str
     radius_m: float
     results: dict[tuple[Modality, Modality], RecallResult]  # (query modality, database modality)
+    max_yaw_deg: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "database": self.database,
             "queries": self.queries,
             "radius_m": self.radius_m,
+            **({"max_yaw_deg": self.max_yaw_deg} if self.max_yaw_deg is not None else {}),
             "pairs": {f"{q.value}->{d.value}": r.to_dict() for (q, d), r in self.results.items()},
         }
 
 
-def evaluate(database: BagEmbeddings, queries: BagEmbeddings, radius: float = 10.0, ks: tuple[int, ...] = (1, 5, 10)) -> EvalReport:
+def evaluate(database: BagEmbeddings, queries: BagEmbeddings, radius: float = 10.0, ks: tuple[int, ...] = (1, 5, 10),
+             max_yaw_deg: float | None = None) -> EvalReport:
+    """Recall for every query modality -> database modality pair; ``max_yaw_deg`` also requires positives to face
+    within that many degrees of the query (default: any heading)."""
     results = {}
     for qm in queries.embeddings:
         for dm in database.embeddings:
+            yaw = {}
+            if max_yaw_deg is not None:
+                yaw = {"query_yaw": queries.yaws[qm], "db_yaw": database.yaws[dm], "max_yaw_deg": max_yaw_deg}
             results[(qm, dm)] = recall_at_k(
                 queries.embeddings[qm], database.embeddings[dm], queries.positions[qm][:, :2],
-                database.positions[dm][:, :2], radius, ks,
+                database.positions[dm][:, :2], radius, ks, **yaw,
             )
-    return EvalReport(database.path, queries.path, float(radius), results)
+    return EvalReport(database.path, queries.path, float(radius), results, max_yaw_deg)
 
 
 def _fmt(v: float) -> str:

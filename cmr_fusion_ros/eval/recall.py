@@ -4,10 +4,15 @@ Definition (as in PointNetVLAD / LIP-Loc): a query counts only if at least one d
 ``radius`` metres of it (ground truth); its retrieval at k succeeds if any of its k most similar database entries
 (cosine similarity of L2-normalised embeddings) lies within ``radius``. recall@k = successes / counted queries.
 recall@1% uses k = max(1, round(len(database) / 100)).
+
+Optionally (``max_yaw_deg``) a database entry is a positive only if it is also within that many degrees of the
+query's heading: with distance alone, a place crossed at right angles counts as "the same place" though a forward
+camera sees another street there.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +33,7 @@ class RecallResult:
     num_counted: int
     num_database: int
     radius_m: float
+    max_yaw_deg: float | None = None
     extra: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, float | int]:
@@ -38,6 +44,8 @@ class RecallResult:
         d["num_counted"] = self.num_counted
         d["num_database"] = self.num_database
         d["radius_m"] = self.radius_m
+        if self.max_yaw_deg is not None:
+            d["max_yaw_deg"] = self.max_yaw_deg
         return d
 
 
@@ -60,8 +68,13 @@ def recall_at_k(
     radius: float,
     ks: tuple[int, ...] = (1, 5, 10),
     chunk: int = 1024,
+    *,
+    query_yaw: np.ndarray | None = None,
+    db_yaw: np.ndarray | None = None,
+    max_yaw_deg: float | None = None,
 ) -> RecallResult:
-    """Recall of ``query_emb`` (Nq, D) against ``db_emb`` (Nd, D); positions (N, 2 or 3) in metres.
+    """Recall of ``query_emb`` (Nq, D) against ``db_emb`` (Nd, D); positions (N, 2 or 3) in metres; with
+    ``max_yaw_deg``, headings ``query_yaw`` (Nq,) and ``db_yaw`` (Nd,) in radians are needed too.
 
     Ties in similarity are broken by database index (lower first), so results are deterministic.
     """
@@ -77,6 +90,16 @@ def recall_at_k(
         raise ConfigError("radius", radius, "a finite number > 0")
     if not ks or any((not isinstance(k, (int, np.integer))) or k < 1 for k in ks):
         raise ConfigError("ks", ks, "positive integers")
+    if max_yaw_deg is not None:
+        if not (np.isfinite(max_yaw_deg) and 0 < max_yaw_deg <= 180):
+            raise ConfigError("max_yaw_deg", max_yaw_deg, "a number in (0, 180]")
+        if query_yaw is None or db_yaw is None:
+            raise ConfigError("yaw", None, "query_yaw and db_yaw when max_yaw_deg is given")
+        qy = _check("query_yaw", query_yaw, 1).astype(np.float64)
+        dy = _check("db_yaw", db_yaw, 1).astype(np.float64)
+        if qy.shape[0] != q.shape[0] or dy.shape[0] != d.shape[0]:
+            raise ConfigError("yaw", (qy.shape, dy.shape), "one heading per embedding")
+        cos_max = math.cos(math.radians(max_yaw_deg))
     nd = d.shape[0]
     k1 = one_percent_k(nd)
     kmax = min(max(max(ks), k1), nd) if nd else 0
@@ -88,6 +111,8 @@ def recall_at_k(
         qs, qps = q[start : start + chunk], qp[start : start + chunk]
         dist2 = ((qps[:, None, :] - dp[None, :, :]) ** 2).sum(-1)
         positive = dist2 <= r2
+        if max_yaw_deg is not None:  # angle between headings <= max: cos(difference) >= cos(max)
+            positive &= np.cos(qy[start : start + chunk, None] - dy[None, :]) >= cos_max - 1e-12
         has_pos = positive.any(axis=1)
         if nd == 0 or not has_pos.any():
             continue
@@ -110,4 +135,5 @@ def recall_at_k(
         num_counted=counted,
         num_database=nd,
         radius_m=float(radius),
+        max_yaw_deg=None if max_yaw_deg is None else float(max_yaw_deg),
     )

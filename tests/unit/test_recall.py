@@ -11,13 +11,19 @@ from cmr_fusion_ros.core.errors import ConfigError
 from cmr_fusion_ros.eval.recall import one_percent_k, recall_at_k
 
 
-def slow_recall(q, d, qp, dp, radius, ks):
-    """Reference: loops, explicit sort with ties by index."""
+def _angle_deg(a: float, b: float) -> float:
+    diff = math.degrees(abs(a - b)) % 360.0
+    return min(diff, 360.0 - diff)
+
+
+def slow_recall(q, d, qp, dp, radius, ks, qy=None, dy=None, max_yaw=None):
+    """Reference: loops, explicit sort with ties by index; optional heading condition in degrees."""
     results = {k: [] for k in ks}
     k1 = max(1, int(round(len(d) / 100.0)))
     one = []
     for i in range(len(q)):
-        pos = {j for j in range(len(d)) if math.dist(qp[i], dp[j]) <= radius}
+        pos = {j for j in range(len(d)) if math.dist(qp[i], dp[j]) <= radius
+               and (max_yaw is None or _angle_deg(qy[i], dy[j]) <= max_yaw)}
         if not pos:
             continue
         sims = [(-float(np.dot(q[i], d[j])), j) for j in range(len(d))]
@@ -93,3 +99,51 @@ def test_no_positive_gives_nan_and_bad_input_raises() -> None:
 
 def test_one_percent_k() -> None:
     assert [one_percent_k(n) for n in (1, 49, 150, 1000)] == [1, 1, 2, 10]
+
+
+def test_heading_condition_hand_made() -> None:
+    """Two database frames at the query's place: one facing the other way (pi), one at right angles (pi/2). With
+    distance alone the nearest in embedding space counts; with max_yaw_deg only a frame facing the same way does."""
+    d = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1]], np.float32)
+    dp = np.array([[0, 0], [1, 0], [2, 0]], float)
+    dy = np.array([math.pi, math.pi / 2, 0.1])
+    q = np.array([[1, 0.5, 0.2]], np.float32)  # ranks db 0, 1, 2
+    qp, qy = np.zeros((1, 2)), np.array([-0.05])
+    assert recall_at_k(q, d, qp, dp, 5.0, ks=(1, 2, 3)).recalls[1] == 1.0
+    r = recall_at_k(q, d, qp, dp, 5.0, ks=(1, 2, 3), query_yaw=qy, db_yaw=dy, max_yaw_deg=30)
+    assert r.recalls == {1: 0.0, 2: 0.0, 3: 1.0} and r.max_yaw_deg == 30.0 and r.to_dict()["max_yaw_deg"] == 30.0
+    r = recall_at_k(q, d, qp, dp, 5.0, ks=(1, 2, 3), query_yaw=qy, db_yaw=dy, max_yaw_deg=100)  # 90 deg counts
+    assert r.recalls == {1: 0.0, 2: 1.0, 3: 1.0}
+    # headings wrap: -179 deg and +179 deg are 2 deg apart
+    r = recall_at_k(q[:, :1], np.ones((1, 1), np.float32), qp, dp[:1], 5.0, ks=(1,),
+                    query_yaw=np.radians([-179.0]), db_yaw=np.radians([179.0]), max_yaw_deg=5)
+    assert r.recalls[1] == 1.0
+    assert "max_yaw_deg" not in recall_at_k(q, d, qp, dp, 5.0, ks=(1,)).to_dict()
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_heading_condition_matches_slow_reference(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    nd, nq, dim = 180, 41, 6
+    dp, qp = rng.uniform(0, 120, (nd, 2)), rng.uniform(0, 120, (nq, 2))
+    dy, qy = rng.uniform(-math.pi, math.pi, nd), rng.uniform(-math.pi, math.pi, nq)
+    d = rng.standard_normal((nd, dim)).astype(np.float32)
+    q = rng.standard_normal((nq, dim)).astype(np.float32)
+    ks = (1, 5, 10)
+    fast = recall_at_k(q, d, qp, dp, 12.0, ks, chunk=7, query_yaw=qy, db_yaw=dy, max_yaw_deg=40)
+    ref, ref1p, counted = slow_recall(q, d, qp, dp, 12.0, ks, qy, dy, 40)
+    plain = recall_at_k(q, d, qp, dp, 12.0, ks)
+    assert 0 < fast.num_counted == counted < plain.num_counted
+    for k in ks:
+        assert fast.recalls[k] == pytest.approx(ref[k])
+    assert fast.recall_one_percent == pytest.approx(ref1p)
+
+
+def test_heading_condition_bad_input() -> None:
+    q, d, p = np.ones((1, 2), np.float32), np.ones((1, 2), np.float32), np.zeros((1, 2))
+    with pytest.raises(ConfigError, match="max_yaw_deg"):
+        recall_at_k(q, d, p, p, 1.0, query_yaw=np.zeros(1), db_yaw=np.zeros(1), max_yaw_deg=0)
+    with pytest.raises(ConfigError, match="query_yaw and db_yaw"):
+        recall_at_k(q, d, p, p, 1.0, max_yaw_deg=30)
+    with pytest.raises(ConfigError, match="one heading per embedding"):
+        recall_at_k(q, d, p, p, 1.0, query_yaw=np.zeros(2), db_yaw=np.zeros(1), max_yaw_deg=30)

@@ -213,6 +213,15 @@ def test_train_export_eval_commands_end_to_end(tmp_path: Path, capsys) -> None:
     data = json.loads(res.read_text())
     assert len(data["pairs"]) == 9 and data["pairs"]["lidar->camera"]["num_counted"] == 10
     assert res.with_suffix(".png").is_file()
+    yaw_res = tmp_path / "eval_yaw.json"  # both sessions drive the same way: the heading condition keeps every query
+    assert main(["eval", "--database", str(town / "session_00"), "--queries", str(town / "session_01"),
+                 "--models", str(models), "--json", str(yaw_res), "--max-yaw-diff", "30"]) == 0
+    assert "heading within 30 deg" in capsys.readouterr().out
+    yaw_data = json.loads(yaw_res.read_text())
+    assert yaw_data["max_yaw_deg"] == 30.0 and yaw_data["pairs"]["lidar->camera"]["num_counted"] == 10
+    assert main(["eval", "--database", str(town / "session_00"), "--queries", str(town / "session_01"),
+                 "--models", str(models), "--max-yaw-diff", "0"]) == 2
+    assert "--max-yaw-diff" in capsys.readouterr().err
     assert main(["export", "--checkpoints", str(out), "--out", str(models), "--no-latency", "--metrics", str(res)]) == 0
     # metrics measured on other models are refused (and no card is left carrying them)
     other = json.loads(res.read_text())
