@@ -89,29 +89,14 @@ def points_columns(data: np.ndarray, names: Sequence[str], *, required: int, wha
 
     Only the first ``required`` names must be present; a missing optional field is filled with zeros.
     """
-    if data.dtype.names is not None:
-        n = data.shape[0] if data.ndim else 0
-        out = np.zeros((n, len(names)), dtype=np.float32)
-        for i, name in enumerate(names):
-            if name in data.dtype.names:
-                out[:, i] = data[name].reshape(-1)
-            elif i < required:
-                raise ConversionError(what, name, f"field missing; the cloud has fields {list(data.dtype.names)}")
-        return out
-    arr = np.asarray(data)
-    if arr.ndim != 2 or arr.shape[1] < required:
-        raise ConversionError(what, "points", f"expected an (N, >={required}) array, got shape {arr.shape}")
-    out = np.zeros((arr.shape[0], len(names)), dtype=np.float32)
-    k = min(arr.shape[1], len(names))
-    out[:, :k] = arr[:, :k]
-    return out
+    return np.ascontiguousarray(_columns(data, names, required=required, what=what).T)
 
 
 def _columns(data: np.ndarray, names: Sequence[str], *, required: int, what: str) -> np.ndarray:
     """:func:`points_columns` transposed: a C-contiguous ``(len(names), N)`` float32 array, one row per field.
 
-    Same values and errors as ``points_columns(...).T``; the per-field rows are contiguous, which the grids below
-    need (elementwise work and ``np.compress`` on contiguous rows are several times faster than on strided columns).
+    The per-field rows are contiguous, which the grids below need (elementwise work and ``np.compress`` on
+    contiguous rows are several times faster than on strided columns).
     """
     if data.dtype.names is not None:
         n = data.shape[0] if data.ndim else 0

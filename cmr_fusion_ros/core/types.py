@@ -42,3 +42,8 @@ class Pose:
 
     def distance_to(self, other: "Pose") -> float:
         return math.dist((self.x, self.y, self.z), (other.x, other.y, other.z))
+
+    @property
+    def yaw(self) -> float:
+        """Heading about z (radians, counter-clockwise from +x) of the orientation."""
+        return math.atan2(2.0 * (self.qw * self.qz + self.qx * self.qy), 1.0 - 2.0 * (self.qy * self.qy + self.qz * self.qz))

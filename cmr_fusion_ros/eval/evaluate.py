@@ -74,8 +74,7 @@ def embed_bag(
         pending[s.modality].append(enc.preprocessing(s.data))
         pos[s.modality].append((s.pose.x, s.pose.y, s.pose.z))
         stamps[s.modality].append(s.stamp_ns)
-        p = s.pose
-        yaws[s.modality].append(math.atan2(2.0 * (p.qw * p.qz + p.qx * p.qy), 1.0 - 2.0 * (p.qy * p.qy + p.qz * p.qz)))
+        yaws[s.modality].append(s.pose.yaw)
         if len(pending[s.modality]) >= batch:
             flush(s.modality)
         if progress is not None:

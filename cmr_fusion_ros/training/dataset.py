@@ -142,10 +142,6 @@ def _read_cache(path: Path) -> FrameSet:
         )
 
 
-def _yaw(qx: float, qy: float, qz: float, qw: float) -> float:
-    return float(np.arctan2(2.0 * (qw * qz + qx * qy), 1.0 - 2.0 * (qy * qy + qz * qz)))
-
-
 def frames_from_bag(
     path: str | Path,
     preprocessing: dict[Modality, Preprocessing],
@@ -166,7 +162,7 @@ def frames_from_bag(
         tens.append(preprocessing[s.modality](s.data))
         if s.modality is Modality.LIDAR:
             p = s.pose
-            lidar_pose.append((p.x, p.y, p.z, _yaw(p.qx, p.qy, p.qz, p.qw)))
+            lidar_pose.append((p.x, p.y, p.z, p.yaw))
         if progress is not None:
             progress(1)
     for m in MODALITIES:

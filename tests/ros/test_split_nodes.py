@@ -68,11 +68,7 @@ def test_encoder_and_memory_nodes(tmp_path):
         assert all(len(e.vector) == DIM and e.model_id.startswith(e.modality) for e in embeddings)
         ex.shutdown()
     finally:
-        for n in nodes:
-            if hasattr(n, "shutdown"):
-                n.shutdown()
-            n.destroy_node()
-        rclpy.try_shutdown()
+        _close(nodes)
 
 
 def test_encoder_node_limits_and_memory_node_time_jump():
@@ -105,8 +101,12 @@ def test_encoder_node_limits_and_memory_node_time_jump():
         assert enc.stats.processed == 1 and [stamp_to_ns(e.header.stamp) for e in embeddings] == [2 * S]
         ex.shutdown()
     finally:
-        for n in nodes:
-            if hasattr(n, "shutdown"):
-                n.shutdown()
-            n.destroy_node()
-        rclpy.try_shutdown()
+        _close(nodes)
+
+
+def _close(nodes) -> None:
+    for n in nodes:
+        if hasattr(n, "shutdown"):
+            n.shutdown()
+        n.destroy_node()
+    rclpy.try_shutdown()

@@ -53,3 +53,10 @@ def test_capacity_keeps_newest():
     for i in range(5):
         buf.add(i * S, Pose(x=i))
     assert len(buf) == 3 and buf.lookup(4 * S).x == 4 and buf.lookup(0) is None
+
+
+def test_pose_yaw_from_quaternion() -> None:
+    for yaw in (0.0, 0.7, -2.5, math.pi / 2):
+        p = Pose(qz=math.sin(yaw / 2), qw=math.cos(yaw / 2))
+        assert abs(p.yaw - yaw) < 1e-12
+    assert Pose().yaw == 0.0

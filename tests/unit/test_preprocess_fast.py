@@ -451,8 +451,10 @@ def test_columns_is_points_columns_transposed() -> None:
     names = ("x", "y", "z", "intensity")
     for cloud in (scan, scan[["x", "y", "z"]], plain[:, :3], plain, plain.astype(np.float64) * 1.0000001,
                   np.nan_to_num(plain).astype(np.int32), plain[:0], _structured(plain[:, :4], dtype="<f8"), np.asfortranarray(plain)):
-        want = points_columns(cloud, names, required=3, what="lidar cloud")
+        want = _ref_points_columns(cloud, names, required=3, what="lidar cloud")
         got = _columns(cloud, names, required=3, what="lidar cloud")
+        public = points_columns(cloud, names, required=3, what="lidar cloud")
+        assert public.flags.c_contiguous and public.tobytes() == np.ascontiguousarray(want).tobytes()
         assert got.dtype == np.float32 and got.flags.c_contiguous
         assert got.tobytes() == np.ascontiguousarray(want.T).tobytes()
 
