@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from cmr_fusion_ros.commands.eval import add_topic_arguments, topics_from_args
+from cmr_fusion_ros.core.errors import ConfigError
+from cmr_fusion_ros.core.types import Modality
 
 HELP = "train the three encoders (symmetric InfoNCE over all modality pairs) on bags with ground-truth odometry"
 
@@ -27,20 +29,45 @@ def expand_bags(paths: list[Path]) -> list[Path]:
     return out
 
 
+def parse_widths(items: list[str]) -> dict[Modality, tuple[int, ...]]:
+    """``["radar=32,64,128,192,256", ...]`` -> widths per modality (:class:`ConfigError` naming the bad item)."""
+    out: dict[Modality, tuple[int, ...]] = {}
+    for item in items:
+        name, _, values = item.partition("=")
+        try:
+            m = Modality(name.strip())
+            widths = tuple(int(v) for v in values.split(","))
+        except ValueError:
+            raise ConfigError("--widths", item, "MODALITY=W1,...,W5 with MODALITY camera, lidar or radar") from None
+        if len(widths) != 5 or not all(1 <= w <= 1024 for w in widths):
+            raise ConfigError("--widths", item, "five integer widths in 1..1024")
+        out[m] = widths
+    return out
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from cmr_fusion_ros.training.models import DEFAULT_WIDTHS
     from cmr_fusion_ros.training.train import TrainConfig
 
     d = TrainConfig()
     parser.add_argument("--bags", type=Path, nargs="+", required=True,
                         help="bags, or folders of bags (one folder per place: its bags share the odometry frame)")
-    parser.add_argument("--val-bags", type=Path, nargs=2, metavar=("DATABASE", "QUERIES"), default=None,
-                        help="validation database and query bags (default: the two first bags of the last folder, "
-                             "held out from training, when there are several folders)")
+    parser.add_argument("--val-bags", type=Path, nargs="+", metavar="DATABASE QUERIES", default=None,
+                        help="validation database and query bags, or several such pairs (recall averaged over the "
+                             "pairs; default: the two first bags of the last folder, held out from training, when "
+                             "there are several folders)")
     parser.add_argument("--out", type=Path, required=True, help="output folder for checkpoints and the training log")
     parser.add_argument("--cache", type=Path, default=None, help="preprocessed-frame cache folder (default OUT/cache)")
     parser.add_argument("--init", type=Path, default=None,
                         help="start from the encoders in this folder (<modality>_encoder.pt, e.g. the shipped models/ "
                              "or an earlier --out) instead of random weights: fine-tuning on your own bags")
+    parser.add_argument("--freeze", nargs="+", default=[], metavar="MODALITY", choices=[m.value for m in Modality],
+                        help="keep these encoders as loaded from --init (no gradient) and train the others into "
+                             "their space, e.g. --freeze camera lidar to train a new radar encoder")
+    parser.add_argument("--widths", action="append", default=[], metavar="MODALITY=W1,W2,W3,W4,W5",
+                        help="channel widths of one encoder's five stages (default "
+                             f"{','.join(map(str, DEFAULT_WIDTHS))}); an encoder whose widths differ from its --init "
+                             "checkpoint starts from random weights; repeat for several modalities")
     parser.add_argument("--epochs", type=int, default=d.epochs)
     parser.add_argument("--batch-anchors", type=int, default=d.batch_anchors,
                         help=f"anchor frames per batch; each brings a positive and a hard negative (default {d.batch_anchors})")
@@ -71,7 +98,12 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(epochs=args.epochs, batch_anchors=args.batch_anchors, steps_per_epoch=args.steps_per_epoch,
                       lr=args.lr, weight_decay=args.weight_decay, dropout=args.dropout, shift_px=args.shift_px,
                       cutout_p=args.cutout_p, pos_radius_m=args.pos_radius, neg_radius_m=args.neg_radius, seed=args.seed,
-                      threads=args.threads)
+                      threads=args.threads, frozen=tuple(args.freeze))
+    widths = parse_widths(args.widths)
+    if cfg.frozen and args.init is None:
+        raise ConfigError("--freeze", " ".join(args.freeze), "frozen encoders need --init (the weights they keep)")
+    if args.val_bags is not None and len(args.val_bags) % 2:
+        raise ConfigError("--val-bags", " ".join(map(str, args.val_bags)), "pairs of bags: DATABASE QUERIES ...")
     topics = topics_from_args(args)
     bags = expand_bags(args.bags)
     val_bags = list(args.val_bags) if args.val_bags else None
@@ -94,14 +126,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"machine: {machine_summary()}")
     with tqdm(desc="reading bags", unit=" msg", file=sys.stderr) as bar:
         train = load_frames(bags, pre, topics, cache_dir=cache, progress=bar.update)
-        val = None
-        if val_bags:
-            val = (load_frames([val_bags[0]], pre, topics, cache_dir=cache, progress=bar.update),
-                   load_frames([val_bags[1]], pre, topics, cache_dir=cache, progress=bar.update))
+        val_pairs = list(zip(val_bags[::2], val_bags[1::2])) if val_bags else []
+        val = [
+            (load_frames([db], pre, topics, cache_dir=cache, progress=bar.update),
+             load_frames([q], pre, topics, cache_dir=cache, progress=bar.update))
+            for db, q in val_pairs
+        ] or None
     print(f"training frames: {len(train)} from {len(bags)} bags in {len(train.group_names)} place groups")
-    if val:
-        print(f"validation: database {val_bags[0]} ({len(val[0])} frames), queries {val_bags[1]} ({len(val[1])} frames)")
-    trainer = Trainer(cfg, {m: pre[m].input_shape for m in MODALITIES})
+    for (db, q), (dbf, qf) in zip(val_pairs, val or []):
+        print(f"validation: database {db} ({len(dbf)} frames), queries {q} ({len(qf)} frames)")
+    trainer = Trainer(cfg, {m: pre[m].input_shape for m in MODALITIES}, widths)
     if args.init is not None:
         from cmr_fusion_ros.core.errors import ModelError
         from cmr_fusion_ros.training.models import load_checkpoint
@@ -110,8 +144,15 @@ def run(args: argparse.Namespace) -> int:
             mod, model, init_pre = load_checkpoint(checkpoint_path(args.init, m))
             if init_pre != pre[m].to_dict() or mod is not m:
                 raise ModelError(str(checkpoint_path(args.init, m)), "was trained with other preprocessing or modality")
-            trainer.models[m].load_state_dict(model.state_dict())
+            if m in widths and tuple(model.widths) != widths[m]:
+                if m in cfg.frozen:
+                    raise ConfigError(f"--widths {m.value}", widths[m], f"the frozen checkpoint's {model.widths}")
+                print(f"{m.value}: widths {widths[m]} differ from {args.init}'s {model.widths}: random start")
+                continue
+            trainer.load(m, model)
         print(f"initialised from {args.init}")
+    if cfg.frozen:
+        print(f"frozen: {', '.join(m.value for m in cfg.frozen)}; training: {', '.join(m.value for m in trainer.trainable)}")
 
     def on_epoch(epoch: int, e: dict) -> None:
         rec = e["val_recall@1"]
@@ -132,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
         "machine": machine_summary(),
         "seed": cfg.seed,
         "init": str(args.init) if args.init else None,
+        "widths": {m.value: list(trainer.models[m].widths) for m in MODALITIES},
         "config": config_dict(cfg),
         "train_bags": [str(b) for b in bags],
         "val_bags": [str(b) for b in val_bags] if val_bags else None,

@@ -22,6 +22,7 @@ from cmr_fusion_ros.core.types import Modality
 
 __all__ = [
     "ConvEncoder",
+    "DEFAULT_WIDTHS",
     "INPUT_NAME",
     "OUTPUT_NAME",
     "build_encoder",
@@ -34,6 +35,9 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "embedding"
 
 
+DEFAULT_WIDTHS = (16, 32, 64, 96, 128)
+
+
 def _block(cin: int, cout: int, stride: int) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
@@ -43,7 +47,7 @@ class ConvEncoder(nn.Module):
         self,
         input_shape: tuple[int, int, int],
         dim: int = 256,
-        widths: tuple[int, ...] = (16, 32, 64, 96, 128),
+        widths: tuple[int, ...] = DEFAULT_WIDTHS,
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
@@ -69,10 +73,13 @@ class ConvEncoder(nn.Module):
         return F.normalize(self.head(f), dim=1, eps=1e-8)
 
 
-def build_encoder(modality: Modality, input_shape: tuple[int, int, int], dim: int = 256) -> ConvEncoder:
-    """The encoder used for ``modality`` (same architecture for all three; the input shape differs)."""
+def build_encoder(
+    modality: Modality, input_shape: tuple[int, int, int], dim: int = 256, widths: tuple[int, ...] | None = None
+) -> ConvEncoder:
+    """The encoder used for ``modality`` (same architecture for all three; the input shape differs; ``widths``: the
+    channels of the five stages, default :data:`DEFAULT_WIDTHS`)."""
     Modality(modality)
-    return ConvEncoder(input_shape, dim=dim)
+    return ConvEncoder(input_shape, dim=dim, widths=tuple(widths or DEFAULT_WIDTHS))
 
 
 def checkpoint_path(folder: str | Path, modality: Modality | str) -> Path:

@@ -7,8 +7,12 @@ are left out of the loss. For the same modality a frame is never its own positiv
 one positive per anchor from another time or session when there is one, and one hard negative per anchor from a
 nearby place (between ``neg_radius_m`` and ``hard_max_m``).
 
-Everything is seeded: numpy, torch, the batch sampler. Validation recall (database = first bag of the validation
-group, queries = second) is computed after every epoch; the best epoch's weights are kept.
+Everything is seeded: numpy, torch, the batch sampler. Validation recall (per validation place: database = its first
+bag, queries = its second; averaged over the places) is computed after every epoch; the best epoch's weights are kept.
+
+Some encoders can be *frozen* (``TrainConfig.frozen``): they keep their (initial) weights and batch-norm statistics,
+are run without gradients, and only the pairs with at least one trainable modality enter the loss. That trains one
+encoder into the space of the others, e.g. a new radar encoder against the shipped camera and LiDAR encoders.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +35,16 @@ from cmr_fusion_ros.eval.recall import recall_at_k
 from cmr_fusion_ros.training.dataset import MODALITIES, FrameSet
 from cmr_fusion_ros.training.models import ConvEncoder, build_encoder
 
-__all__ = ["TrainConfig", "Trainer", "info_nce_multi", "pair_masks", "sample_batch", "embed_frames", "validate"]
+__all__ = [
+    "TrainConfig",
+    "Trainer",
+    "embed_frames",
+    "info_nce_multi",
+    "pair_masks",
+    "sample_batch",
+    "validate",
+    "validate_places",
+]
 
 PAIRS = [(a, b) for i, a in enumerate(MODALITIES) for b in MODALITIES[i:]]
 
@@ -56,6 +69,7 @@ class TrainConfig:
     dropout: float = 0.1
     shift_px: int = 0  # random per-sample translation of every input by up to this many pixels (zero padded)
     cutout_p: float = 0.0  # probability of blanking a random rectangle (up to a quarter of each side) per input
+    frozen: tuple[Modality, ...] = ()  # encoders kept as initialised (no gradient, batch-norm statistics fixed)
 
     def __post_init__(self) -> None:
         def need(key: str, ok: bool, allowed: str) -> None:
@@ -79,6 +93,13 @@ class TrainConfig:
             v = getattr(self, key)
             need(key, isinstance(v, (int, float)) and 0 <= v < 1, "a number in [0, 1)")
         need("seed", isinstance(self.seed, int) and self.seed >= 0, "an integer >= 0")
+        try:
+            frozen = tuple(dict.fromkeys(Modality(m) for m in self.frozen))
+        except (ValueError, TypeError):
+            frozen = None
+        need("frozen", frozen is not None, f"modalities among {[m.value for m in MODALITIES]}")
+        need("frozen", frozen is not None and len(frozen) < len(MODALITIES), "at most two of the three modalities")
+        object.__setattr__(self, "frozen", frozen)
 
 
 def pair_masks(
@@ -190,42 +211,78 @@ def validate(
     return out
 
 
+def validate_places(
+    models: dict[Modality, ConvEncoder], places: Sequence[tuple[FrameSet, FrameSet]], radius: float = 10.0
+) -> dict[str, float]:
+    """:func:`validate` for several (database, queries) places, recall@1 per pair averaged over the places (one
+    small town gives +-0.05 between epochs; several make the best-epoch choice meaningful)."""
+    per = [validate(models, db, q, radius) for db, q in places]
+    return {k: float(np.mean([p[k] for p in per])) for k in per[0]} if per else {}
+
+
 class Trainer:
-    def __init__(self, cfg: TrainConfig, input_shapes: dict[Modality, tuple[int, int, int]]) -> None:
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        input_shapes: dict[Modality, tuple[int, int, int]],
+        widths: Mapping[Modality, tuple[int, ...]] | None = None,
+    ) -> None:
+        """``widths``: channel widths per modality (default :class:`ConvEncoder`'s); frozen encoders must be loaded
+        with their weights (:meth:`load`) before :meth:`fit`."""
         self.cfg = cfg
         torch.manual_seed(cfg.seed)
         torch.set_num_threads(cfg.threads)
+        widths = dict(widths or {})
         self.models = {
-            m: _with_dropout(build_encoder(m, input_shapes[m], cfg.embedding_dim), cfg.dropout) for m in MODALITIES
+            m: _with_dropout(build_encoder(m, input_shapes[m], cfg.embedding_dim, widths.get(m)), cfg.dropout)
+            for m in MODALITIES
         }
+        self.trainable = tuple(m for m in MODALITIES if m not in cfg.frozen)
+        self.pairs = [(a, b) for a, b in PAIRS if a in self.trainable or b in self.trainable]
         self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(1.0 / cfg.temperature)))
-        params = [p for mdl in self.models.values() for p in mdl.parameters()] + [self.logit_scale]
+        params = [p for m in self.trainable for p in self.models[m].parameters()] + [self.logit_scale]
+        for m in cfg.frozen:
+            self.models[m].requires_grad_(False)
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
+    def load(self, modality: Modality, model: ConvEncoder) -> None:
+        """Start ``modality`` from ``model``'s weights (same architecture and input shape)."""
+        mine = self.models[modality]
+        if tuple(model.input_shape) != mine.input_shape or tuple(model.widths) != mine.widths or model.dim != mine.dim:
+            raise ConfigError(
+                f"train.init.{modality.value}", f"input {tuple(model.input_shape)}, widths {tuple(model.widths)}",
+                f"input {mine.input_shape}, widths {mine.widths}, dim {mine.dim} (the encoder being trained)",
+            )
+        mine.load_state_dict(model.state_dict())
+
     def loss(self, batch: dict[Modality, torch.Tensor], pos: np.ndarray, group: np.ndarray) -> torch.Tensor:
-        emb = {m: self.models[m](batch[m]) for m in MODALITIES}
+        emb = {m: self.models[m](batch[m]) for m in self.trainable}
+        with torch.no_grad():
+            emb.update({m: self.models[m](batch[m]) for m in self.cfg.frozen})
         scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
         total = torch.zeros(())
         masks = {
             same: tuple(torch.from_numpy(a) for a in pair_masks(pos, group, self.cfg.pos_radius_m, self.cfg.neg_radius_m, same))
             for same in (True, False)
         }
-        for a, b in PAIRS:
+        for a, b in self.pairs:
             positive, valid = masks[a == b]
             logits = scale * emb[a] @ emb[b].T
             total = total + 0.5 * (info_nce_multi(logits, positive, valid) + info_nce_multi(logits.T, positive.T, valid.T))
-        return total / len(PAIRS)
+        return total / len(self.pairs)
 
     def fit(
         self,
         train: FrameSet,
-        val: tuple[FrameSet, FrameSet] | None,
+        val: tuple[FrameSet, FrameSet] | Sequence[tuple[FrameSet, FrameSet]] | None,
         *,
         on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
         progress: Callable[[int, int], Any] | None = None,
     ) -> list[dict[str, Any]]:
-        """Train; returns the per-epoch history. ``progress(epoch, steps)`` returns an iterable wrapper (tqdm)."""
+        """Train; returns the per-epoch history. ``val``: one (database, queries) pair or a list of them (recall
+        averaged over them). ``progress(epoch, steps)`` returns an iterable wrapper (tqdm)."""
         cfg = self.cfg
+        places = [] if val is None else [val] if isinstance(val, tuple) and isinstance(val[0], FrameSet) else list(val)
         rng = np.random.default_rng(cfg.seed)
         index = _Index(train, cfg)
         steps = cfg.steps_per_epoch or max(1, math.ceil(len(train) / cfg.batch_anchors))
@@ -243,8 +300,8 @@ class Trainer:
         self.best_state = {m: {k: v.clone() for k, v in mdl.state_dict().items()} for m, mdl in self.models.items()}
         for epoch in range(1, cfg.epochs + 1):
             t0 = time.perf_counter()
-            for mdl in self.models.values():
-                mdl.train()
+            for m, mdl in self.models.items():
+                mdl.train(m in self.trainable)
             losses = []
             it = range(steps) if progress is None else progress(epoch, steps)
             for _ in it:
@@ -259,7 +316,7 @@ class Trainer:
                 losses.append(float(loss.detach()))
                 if hasattr(it, "set_postfix"):
                     it.set_postfix(loss=f"{losses[-1]:.3f}")
-            rec = validate(self.models, *val) if val is not None else {}
+            rec = validate_places(self.models, places)
             score = float(np.mean(list(rec.values()))) if rec else -float(np.mean(losses))
             entry = {
                 "epoch": epoch,

@@ -203,6 +203,32 @@ def test_train_export_eval_commands_end_to_end(tmp_path: Path, capsys) -> None:
                  "--epochs", "1", "--steps-per-epoch", "1", "--batch-anchors", "4", "--threads", "1"]) == 0
     assert "initialised from" in capsys.readouterr().out
     assert json.loads((tmp_path / "tuned" / "training.json").read_text())["init"] == str(out)
+    # a wider radar encoder trained into the space of the frozen camera and LiDAR encoders, two validation places
+    common = ["--bags", str(town / "session_01"), "--epochs", "1", "--steps-per-epoch", "1", "--batch-anchors", "4",
+              "--threads", "1"]
+    assert main(["train", *common, "--out", str(tmp_path / "radar"), "--init", str(out), "--freeze", "camera", "lidar",
+                 "--widths", "radar=8,8,16,16,24", "--val-bags", str(town / "session_00"), str(town / "session_00"),
+                 str(town / "session_00"), str(town / "session_00")]) == 0
+    text = capsys.readouterr().out
+    assert "random start" in text and "frozen: camera, lidar; training: radar" in text
+    assert text.count("validation: database") == 2
+    log = json.loads((tmp_path / "radar" / "training.json").read_text())
+    assert log["widths"]["radar"] == [8, 8, 16, 16, 24] and log["widths"]["camera"] == [16, 32, 64, 96, 128]
+    assert log["config"]["frozen"] == ["camera", "lidar"]
+    for m in ("camera", "lidar"):  # frozen: the same weights as --init
+        a, b = load_checkpoint(checkpoint_path(out, m))[1], load_checkpoint(checkpoint_path(tmp_path / "radar", m))[1]
+        assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    assert main(["export", "--checkpoints", str(tmp_path / "radar"), "--out", str(tmp_path / "radar_onnx"),
+                 "--no-latency"]) == 0
+    enc = OnnxEncoder(EncoderConfig(str(model_path(tmp_path / "radar_onnx", "radar")), warmup_runs=0))
+    assert enc.encode_tensors(parity_inputs(enc.card.input_shape, n=2)).shape == (2, 256)
+    for bad, what in ((["--freeze", "radar"], "need --init"),  # frozen without weights to keep
+                      (["--init", str(out), "--widths", "radar=8,8"], "five integer widths"),
+                      (["--init", str(out), "--widths", "sonar=8,8,8,8,8"], "MODALITY=W1"),
+                      (["--init", str(out), "--freeze", "radar", "--widths", "radar=8,8,16,16,24"], "frozen checkpoint"),
+                      (["--val-bags", str(town / "session_00")], "pairs of bags")):
+        assert main(["train", *common, "--out", str(tmp_path / "bad"), *bad]) == 2
+        assert what in capsys.readouterr().err
     models = tmp_path / "models"
     assert main(["export", "--checkpoints", str(out), "--out", str(models), "--no-latency"]) == 0
     res = tmp_path / "eval.json"
@@ -247,3 +273,53 @@ def test_expand_bags_finds_nested_sessions(tmp_path: Path) -> None:
     assert [p.relative_to(tmp_path).as_posix() for p in got] == [
         "town_1/session_00", "town_1/session_01", "town_2/session_00", "town_2/session_01"]
     assert expand_bags([tmp_path / "town_2" / "session_00"]) == [tmp_path / "town_2" / "session_00"]
+
+
+def test_frozen_encoders_keep_their_weights_and_the_others_train(tmp_path: Path) -> None:
+    """--freeze: the frozen encoders' weights and batch-norm statistics do not move, only pairs with a trained
+    modality enter the loss, and the trained encoder changes; several validation places are averaged."""
+    bag = tmp_path / "town" / "session_00"
+    bag.parent.mkdir()
+    write_bag(bag)
+    frames = FrameSet.concat([frames_from_bag(bag, SMALL)])
+    cfg = TrainConfig(epochs=1, batch_anchors=4, steps_per_epoch=3, pos_radius_m=0.3, neg_radius_m=0.6,
+                      hard_max_m=3.0, min_time_apart_s=0.0, threads=1, seed=3, frozen=("camera", Modality.LIDAR))
+    assert cfg.frozen == (Modality.CAMERA, Modality.LIDAR)
+    shapes = {m: SMALL[m].input_shape for m in MODALITIES}
+    trainer = Trainer(cfg, shapes, widths={Modality.RADAR: (8, 8, 16, 16, 24)})
+    assert trainer.models[Modality.RADAR].widths == (8, 8, 16, 16, 24)
+    assert trainer.pairs == [(Modality.CAMERA, Modality.RADAR), (Modality.LIDAR, Modality.RADAR),
+                             (Modality.RADAR, Modality.RADAR)]
+    before = {m: {k: v.clone() for k, v in trainer.models[m].state_dict().items()} for m in MODALITIES}
+    history = trainer.fit(frames, [(frames, frames), (frames.subset(np.arange(5)), frames)])
+    assert len(history) == 1 and math.isfinite(history[0]["loss"])
+    for m in (Modality.CAMERA, Modality.LIDAR):
+        for k, v in trainer.models[m].state_dict().items():
+            assert torch.equal(v, before[m][k]), f"{m.value} {k} moved"
+    moved = [k for k, v in trainer.models[Modality.RADAR].state_dict().items()
+             if v.dtype.is_floating_point and not torch.equal(v, before[Modality.RADAR][k])]
+    assert moved, "the radar encoder did not train"
+    # widths of a checkpoint must match the encoder it initialises
+    with pytest.raises(ConfigError, match="train.init.radar"):
+        trainer.load(Modality.RADAR, build_encoder(Modality.RADAR, shapes[Modality.RADAR]))
+
+
+@pytest.mark.parametrize("frozen", [("sonar",), ("camera", "lidar", "radar")])
+def test_train_config_frozen_validation(frozen: tuple) -> None:
+    with pytest.raises(ConfigError, match="train.frozen"):
+        TrainConfig(frozen=frozen)
+
+
+def test_validate_places_averages_places() -> None:
+    from cmr_fusion_ros.training.train import validate, validate_places
+
+    rng = np.random.default_rng(0)
+    def frames(n: int) -> FrameSet:
+        return FrameSet({m: rng.normal(size=(n, *SMALL[m].input_shape)).astype(np.float32) for m in MODALITIES},
+                        np.c_[np.arange(n) * 20.0, np.zeros((n, 2))], np.zeros(n), np.arange(n, dtype=np.int64),
+                        np.zeros(n, np.int64), np.zeros(n, np.int64), ["b"], ["g"])
+    models = {m: build_encoder(m, SMALL[m].input_shape).eval() for m in MODALITIES}
+    a, b = (frames(6), frames(6)), (frames(4), frames(4))
+    ra, rb = validate(models, *a), validate(models, *b)
+    got = validate_places(models, [a, b])
+    assert got == {k: pytest.approx((ra[k] + rb[k]) / 2) for k in ra}
