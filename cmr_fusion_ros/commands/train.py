@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
@@ -68,6 +69,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="channel widths of one encoder's five stages (default "
                              f"{','.join(map(str, DEFAULT_WIDTHS))}); an encoder whose widths differ from its --init "
                              "checkpoint starts from random weights; repeat for several modalities")
+    parser.add_argument("--radar-scans", type=int, default=None, metavar="N",
+                        help="radar input = each scan merged with N-1 earlier scans, moved by the odometry "
+                             "(default: the shipped radar model's setting)")
+    parser.add_argument("--radar-scan-spacing", type=float, default=None, metavar="S",
+                        help="seconds between the merged radar scans (default: the shipped model's, 0.5)")
     parser.add_argument("--epochs", type=int, default=d.epochs)
     parser.add_argument("--batch-anchors", type=int, default=d.batch_anchors,
                         help=f"anchor frames per batch; each brings a positive and a hard negative (default {d.batch_anchors})")
@@ -88,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from cmr_fusion_ros.core.errors import BagError
-    from cmr_fusion_ros.core.preprocess import default_preprocessing
+    from cmr_fusion_ros.core.preprocess import default_preprocessing, preprocessing_from_dict
     from cmr_fusion_ros.machine import machine_summary
     from cmr_fusion_ros.training.dataset import MODALITIES, load_frames
     from cmr_fusion_ros.training.models import checkpoint_path, save_checkpoint
@@ -119,6 +125,10 @@ def run(args: argparse.Namespace) -> int:
     if any(b.resolve() in val_set for b in bags):
         raise BagError("--val-bags", "a validation bag is also a training bag")
     pre = {m: default_preprocessing(m) for m in MODALITIES}
+    radar_changes = {k: v for k, v in (("scans", args.radar_scans), ("scan_spacing_s", args.radar_scan_spacing))
+                     if v is not None}
+    if radar_changes:
+        pre[Modality.RADAR] = dataclasses.replace(pre[Modality.RADAR], **radar_changes)
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.cache or args.out / "cache"
     command = "cmr-fusion " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] else "cmr-fusion train"
@@ -142,8 +152,15 @@ def run(args: argparse.Namespace) -> int:
 
         for m in MODALITIES:
             mod, model, init_pre = load_checkpoint(checkpoint_path(args.init, m))
-            if init_pre != pre[m].to_dict() or mod is not m:
-                raise ModelError(str(checkpoint_path(args.init, m)), "was trained with other preprocessing or modality")
+            if mod is not m:
+                raise ModelError(str(checkpoint_path(args.init, m)), f"is a {mod.value} encoder, not {m.value}")
+            if preprocessing_from_dict(init_pre) != pre[m]:
+                same_shape = tuple(model.input_shape) == pre[m].input_shape
+                if m in cfg.frozen or not same_shape:
+                    raise ModelError(str(checkpoint_path(args.init, m)), "was trained with other preprocessing "
+                                     f"({init_pre['params']}) than {pre[m].to_dict()['params']}")
+                print(f"{m.value}: {args.init} was trained with other preprocessing (same input shape): "
+                      "its weights are the starting point")
             if m in widths and tuple(model.widths) != widths[m]:
                 if m in cfg.frozen:
                     raise ConfigError(f"--widths {m.value}", widths[m], f"the frozen checkpoint's {model.widths}")

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from cmr_fusion_ros.core.accumulate import ScanAccumulator
 from cmr_fusion_ros.core.config import FusionConfig, InputLimits
 from cmr_fusion_ros.core.errors import ConfigError, ConversionError
 from cmr_fusion_ros.core.image import convert_color, decode_compressed, decode_image
@@ -245,6 +246,7 @@ class FusionPipeline:
         self.time_jumps = 0  # times the policy state was reset because time went back
         self._newest_ns: int | None = None
         self._newest_pose_ns: int | None = None
+        self._accumulators: dict[str, ScanAccumulator] = {}  # per radar topic, for multi-scan radar models
         for m, enc in self.encoders.items():
             if enc.dim != memory.dim:
                 raise ConfigError("memory.dim", memory.dim, f"the {m.value} encoder's embedding size {enc.dim}")
@@ -281,6 +283,8 @@ class FusionPipeline:
         if jumped:
             self.poses.clear()
             self._newest_pose_ns = None
+            for acc in self._accumulators.values():
+                acc.reset()
         self._newest_pose_ns = stamp_ns if self._newest_pose_ns is None else max(self._newest_pose_ns, stamp_ns)
         self.poses.add(stamp_ns, pose)
         return jumped
@@ -290,6 +294,8 @@ class FusionPipeline:
         self.policy.reset()
         self._newest_ns = None
         self.time_jumps += 1
+        for acc in self._accumulators.values():
+            acc.reset()
 
     def _check_time(self, stamp_ns: int) -> None:
         if self._newest_ns is not None and stamp_ns < self._newest_ns - self.jump_back_ns:
@@ -298,6 +304,24 @@ class FusionPipeline:
 
     def pose_at(self, stamp_ns: int) -> Pose | None:
         return self.poses.lookup(stamp_ns) if self.poses is not None else None
+
+    def accumulation_stats(self) -> dict[str, int]:
+        """Multi-scan radar (models with ``scans > 1``): earlier scans merged in and wanted but not found."""
+        return {"scans_merged": sum(a.merged_scans for a in self._accumulators.values()),
+                "scans_missing": sum(a.missing_scans for a in self._accumulators.values())}
+
+    def _input_data(self, fr: Frame, encoder: Encoder, pose: Pose | None) -> Any:
+        """The frame's data, merged with earlier scans of its topic when the model wants several radar scans."""
+        make = getattr(getattr(encoder, "preprocessing", None), "accumulator", None)
+        if make is None:
+            return fr.data
+        acc = self._accumulators.get(fr.topic)
+        if acc is None:
+            acc = make()
+            if acc is None:
+                return fr.data
+            self._accumulators[fr.topic] = acc
+        return acc.merge(fr.stamp_ns, fr.data, pose)
 
     # --- the two entry points ---------------------------------------------------------------------------------
 
@@ -310,17 +334,19 @@ class FusionPipeline:
             encoder = self.encoders.get(fr.modality)
             if encoder is None:
                 raise ConfigError(f"streams.{fr.modality.value}.enabled", True, "a loaded encoder for this modality")
+            pose = self.pose_at(fr.stamp_ns)
             t0 = self._clock()
+            data = self._input_data(fr, encoder, pose)
             if hasattr(encoder, "encode_tensors") and hasattr(encoder, "preprocessing"):
-                tensor = preprocess_batch(encoder.preprocessing, [fr.data])  # timed apart from the network
+                tensor = preprocess_batch(encoder.preprocessing, [data])  # timed apart from the network
                 t1 = self._clock()
                 vec = encoder.encode_tensors(tensor)[0]
             else:
                 t1 = t0
-                vec = encoder.encode([fr.data])[0]
+                vec = encoder.encode([data])[0]
             t2 = self._clock()
-            inputs.append((EmbeddingInput(fr.modality, fr.topic, fr.frame_id, fr.stamp_ns, vec,
-                                          self.pose_at(fr.stamp_ns)), ((t1 - t0) * 1e3, (t2 - t1) * 1e3)))
+            inputs.append((EmbeddingInput(fr.modality, fr.topic, fr.frame_id, fr.stamp_ns, vec, pose),
+                           ((t1 - t0) * 1e3, (t2 - t1) * 1e3)))
         anchor = frames[0] if frames else None
         return self._search_insert(inputs, frame_set.anchor_ns, anchor.frame_id if anchor else "", frame_set.complete)
 

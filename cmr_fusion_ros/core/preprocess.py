@@ -23,6 +23,7 @@ from typing import Any, Protocol, Sequence
 import cv2
 import numpy as np
 
+from cmr_fusion_ros.core.accumulate import ScanAccumulator
 from cmr_fusion_ros.core.errors import ConfigError, ConversionError
 from cmr_fusion_ros.core.types import Modality
 
@@ -381,6 +382,11 @@ class RadarBevPreprocessing:
     Channels: 0 occupancy ``log1p(count) / log1p(count_scale)`` clipped to 1; 1 mean doppler divided by
     ``doppler_scale_mps`` clipped to [-1, 1]; 2 strongest RCS ``(rcs - rcs_min_dbsm) / (rcs_max_dbsm - rcs_min_dbsm)``
     clipped to [0, 1] (0 for empty cells).
+
+    ``scans > 1``: the grid is made from the scan merged with ``scans - 1`` earlier scans ``scan_spacing_s`` apart,
+    moved by the odometry (:class:`cmr_fusion_ros.core.accumulate.ScanAccumulator`, built by :meth:`accumulator`;
+    whoever feeds scans in time order with poses calls it before this preprocessing). These three keys are written
+    into the card only when ``scans > 1``, so single-scan cards are unchanged.
     """
 
     rows: int = 32
@@ -392,6 +398,9 @@ class RadarBevPreprocessing:
     doppler_scale_mps: float = 20.0
     rcs_min_dbsm: float = -20.0
     rcs_max_dbsm: float = 30.0
+    scans: int = 1
+    scan_spacing_s: float = 0.5
+    scan_tolerance_s: float = 0.15
     modality: Modality = Modality.RADAR
 
     def __post_init__(self) -> None:
@@ -407,6 +416,12 @@ class RadarBevPreprocessing:
             f"> rcs_min_dbsm ({self.rcs_min_dbsm})",
         )
         _require(self.modality is Modality.RADAR, "radar.modality", self.modality, "radar")
+        self.accumulator()  # validates scans / scan_spacing_s / scan_tolerance_s
+
+    def accumulator(self) -> ScanAccumulator | None:
+        """A fresh multi-scan accumulator for one sensor (None for single-scan preprocessing)."""
+        acc = ScanAccumulator(self.scans, self.scan_spacing_s, self.scan_tolerance_s)
+        return acc if self.scans > 1 else None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -430,7 +445,11 @@ class RadarBevPreprocessing:
         return np.ascontiguousarray(out, dtype=np.float32)
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_dict(self, "radar_bev")
+        d = _to_dict(self, "radar_bev")
+        if self.scans == 1:
+            for key in ("scans", "scan_spacing_s", "scan_tolerance_s"):
+                d["params"].pop(key)
+        return d
 
 
 _KINDS: dict[str, type] = {

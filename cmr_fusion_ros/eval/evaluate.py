@@ -48,6 +48,11 @@ class BagEmbeddings:
     yaws: dict[Modality, np.ndarray] = field(default_factory=dict)
 
 
+def _accumulator(encoder: OnnxEncoder):
+    make = getattr(encoder.preprocessing, "accumulator", None)
+    return make() if make is not None else None
+
+
 def embed_bag(
     path: str | Path,
     encoders: Mapping[Modality, OnnxEncoder],
@@ -69,9 +74,13 @@ def embed_bag(
             emb[m].append(encoders[m].encode_tensors(np.stack(pending[m])))
             pending[m].clear()
 
+    accumulators = {m: acc for m in mods if (acc := _accumulator(encoders[m])) is not None}
     for s in read_samples(path, topics, mods):
         enc = encoders[s.modality]
-        pending[s.modality].append(enc.preprocessing(s.data))
+        data = s.data
+        if s.modality in accumulators:  # multi-scan radar model: every scan of the bag in order, with its pose
+            data = accumulators[s.modality].merge(s.stamp_ns, data, s.pose)
+        pending[s.modality].append(enc.preprocessing(data))
         pos[s.modality].append((s.pose.x, s.pose.y, s.pose.z))
         stamps[s.modality].append(s.stamp_ns)
         yaws[s.modality].append(s.pose.yaw)

@@ -52,6 +52,11 @@ class EncoderNode(Node):
                 model_path=str(model_path(enc.models_dir or models_dir(), self.modality)), providers=enc.providers,
                 intra_op_threads=enc.intra_op_threads, batch_size=enc.batch_size, warmup_runs=enc.warmup_runs))
         self.encoder = encoder
+        scans = getattr(getattr(encoder, "preprocessing", None), "scans", 1)
+        if scans > 1:  # merging scans needs the odometry, which this node does not follow
+            raise ConfigError("encoders.models_dir", f"{self.modality.value} model merging {scans} scans",
+                              "a single-scan model in the split encoder node (multi-scan radar models run in the "
+                              "fusion node, which follows the odometry)")
         card = getattr(encoder, "card", None)
         self.model_id = f"{self.modality.value}:{(getattr(card, 'sha256', '') or 'unknown')[:12]}"
         self.stats = StreamStats()

@@ -142,6 +142,11 @@ def _read_cache(path: Path) -> FrameSet:
         )
 
 
+def _accumulator(pre: Preprocessing):
+    make = getattr(pre, "accumulator", None)
+    return make() if make is not None else None
+
+
 def frames_from_bag(
     path: str | Path,
     preprocessing: dict[Modality, Preprocessing],
@@ -156,10 +161,14 @@ def frames_from_bag(
     path = Path(path)
     per: dict[Modality, tuple[list[int], list[np.ndarray]]] = {m: ([], []) for m in MODALITIES}
     lidar_pose: list[tuple[float, float, float, float]] = []
+    accumulators = {m: acc for m in MODALITIES if (acc := _accumulator(preprocessing[m])) is not None}
     for s in read_samples(path, topics, MODALITIES):
         stamps, tens = per[s.modality]
         stamps.append(s.stamp_ns)
-        tens.append(preprocessing[s.modality](s.data))
+        data = s.data
+        if s.modality in accumulators:  # multi-scan radar: every scan of the bag, in order, with its pose
+            data = accumulators[s.modality].merge(s.stamp_ns, data, s.pose)
+        tens.append(preprocessing[s.modality](data))
         if s.modality is Modality.LIDAR:
             p = s.pose
             lidar_pose.append((p.x, p.y, p.z, p.yaw))

@@ -110,3 +110,22 @@ def _close(nodes) -> None:
             n.shutdown()
         n.destroy_node()
     rclpy.try_shutdown()
+
+
+def test_encoder_node_refuses_a_multi_scan_radar_model():
+    """A radar model that merges scans with the odometry cannot run in the split encoder node (no odometry)."""
+    import pytest
+
+    from cmr_fusion_ros.core.errors import ConfigError
+    from cmr_fusion_ros.core.preprocess import RadarBevPreprocessing
+
+    class MultiScan(PlaceFromData):
+        preprocessing = RadarBevPreprocessing(scans=3)
+
+    rclpy.init()
+    try:
+        with pytest.raises(ConfigError, match="merging 3 scans"):
+            EncoderNode("radar_encoder", encoder=MultiScan(), parameter_overrides=[
+                Parameter("modality", value="radar"), Parameter("streams.radar.fields.rcs", value="")])
+    finally:
+        rclpy.try_shutdown()

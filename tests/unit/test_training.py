@@ -208,9 +208,11 @@ def test_train_export_eval_commands_end_to_end(tmp_path: Path, capsys) -> None:
               "--threads", "1"]
     assert main(["train", *common, "--out", str(tmp_path / "radar"), "--init", str(out), "--freeze", "camera", "lidar",
                  "--widths", "radar=8,8,16,16,24", "--val-bags", str(town / "session_00"), str(town / "session_00"),
-                 str(town / "session_00"), str(town / "session_00")]) == 0
+                 str(town / "session_00"), str(town / "session_00"), "--radar-scans", "2",
+                 "--radar-scan-spacing", "0.2"]) == 0
     text = capsys.readouterr().out
     assert "random start" in text and "frozen: camera, lidar; training: radar" in text
+    assert "radar: " + str(out) + " was trained with other preprocessing" in text
     assert text.count("validation: database") == 2
     log = json.loads((tmp_path / "radar" / "training.json").read_text())
     assert log["widths"]["radar"] == [8, 8, 16, 16, 24] and log["widths"]["camera"] == [16, 32, 64, 96, 128]
@@ -222,7 +224,13 @@ def test_train_export_eval_commands_end_to_end(tmp_path: Path, capsys) -> None:
                  "--no-latency"]) == 0
     enc = OnnxEncoder(EncoderConfig(str(model_path(tmp_path / "radar_onnx", "radar")), warmup_runs=0))
     assert enc.encode_tensors(parity_inputs(enc.card.input_shape, n=2)).shape == (2, 256)
+    assert enc.preprocessing.scans == 2 and enc.preprocessing.scan_spacing_s == 0.2  # multi-scan radar in the card
+    assert main(["eval", "--database", str(town / "session_00"), "--queries", str(town / "session_01"),
+                 "--models", str(tmp_path / "radar_onnx")]) == 0
+    assert "radar -> radar" in capsys.readouterr().out
     for bad, what in ((["--freeze", "radar"], "need --init"),  # frozen without weights to keep
+                      (["--init", str(out), "--freeze", "radar", "--radar-scans", "2"], "other preprocessing"),
+                      (["--radar-scans", "0"], "radar.scans"),
                       (["--init", str(out), "--widths", "radar=8,8"], "five integer widths"),
                       (["--init", str(out), "--widths", "sonar=8,8,8,8,8"], "MODALITY=W1"),
                       (["--init", str(out), "--freeze", "radar", "--widths", "radar=8,8,16,16,24"], "frozen checkpoint"),
