@@ -67,6 +67,8 @@ class OfflineSummary:
     frame_sets: int = 0
     partial_sets: int = 0
     time_jumps: int = 0
+    radar_scans_merged: int = 0  # multi-scan radar models: earlier scans merged in
+    radar_scans_missing: int = 0  # earlier scans wanted but not found (start of a bag, no odometry, gaps)
     events: int = 0
     events_with_poses: int = 0
     true_events: int = 0
@@ -88,7 +90,9 @@ class OfflineSummary:
             f"messages: {self.messages}; frames: " + ", ".join(f"{k} {v}" for k, v in self.frames.items())
             + f"; bad messages: {self.bad_messages}",
             f"frame sets: {self.frame_sets} ({self.partial_sets} partial)"
-            + (f"; time jumped back {self.time_jumps} times (state reset)" if self.time_jumps else ""),
+            + (f"; time jumped back {self.time_jumps} times (state reset)" if self.time_jumps else "")
+            + (f"; radar: {self.radar_scans_merged} earlier scans merged, {self.radar_scans_missing} not found"
+               if self.radar_scans_merged or self.radar_scans_missing else ""),
             f"match events: {self.events}; true revisits by ground truth (distance <= {self.truth_radius_m:g} m): {prec}",
             f"memory: {self.memory_entries} entries",
         ]
@@ -245,6 +249,8 @@ def process_bags(
             writer.close()
         summary.memory_entries = len(pipeline.memory)
         summary.time_jumps = pipeline.time_jumps
+        acc = pipeline.accumulation_stats()
+        summary.radar_scans_merged, summary.radar_scans_missing = acc["scans_merged"], acc["scans_missing"]
         pipeline.close()
     summary.wall_s = time.perf_counter() - t_start
     summary.bag_duration_s = ((last or 0) - (first or 0)) / 1e9

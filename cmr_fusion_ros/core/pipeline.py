@@ -305,6 +305,11 @@ class FusionPipeline:
     def pose_at(self, stamp_ns: int) -> Pose | None:
         return self.poses.lookup(stamp_ns) if self.poses is not None else None
 
+    @property
+    def has_accumulation(self) -> bool:
+        """True once a multi-scan radar model has merged (or tried to merge) scans."""
+        return bool(self._accumulators)
+
     def accumulation_stats(self) -> dict[str, int]:
         """Multi-scan radar (models with ``scans > 1``): earlier scans merged in and wanted but not found."""
         return {"scans_merged": sum(a.merged_scans for a in self._accumulators.values()),

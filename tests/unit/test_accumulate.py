@@ -164,4 +164,13 @@ def test_training_eval_and_runtime_merge_the_same_scans(tmp_path: Path) -> None:
     assert len(runtime.seen) == 2 * len(frames)
     for i, t in enumerate(runtime.seen):
         np.testing.assert_array_equal(t, frames.tensors[Modality.RADAR][i % len(frames)])
-    assert pipe.accumulation_stats()["scans_merged"] > 0
+    stats = pipe.accumulation_stats()
+    assert pipe.has_accumulation and stats["scans_merged"] > 0 and stats["scans_missing"] > 0  # bag starts: missing
+
+
+def test_offline_summary_reports_merged_scans() -> None:
+    from cmr_fusion_ros.bag.offline import OfflineSummary
+
+    assert not any("radar:" in line for line in OfflineSummary(["b"]).lines())
+    lines = OfflineSummary(["b"], radar_scans_merged=40, radar_scans_missing=3).lines()
+    assert any("radar: 40 earlier scans merged, 3 not found" in line for line in lines)
