@@ -428,7 +428,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
                                       "PNG/JPEG header) are rejected before decoding", (1, None)),
     _spec("limits.max_points", "point clouds claiming more points (width x height) are rejected", (1, None)),
     _spec("limits.max_message_bytes", "sensor messages with a larger data field are rejected", (1, None)),
-    _spec("odometry.topic", "nav_msgs/Odometry topic giving the poses of the match events ('' = no poses)"),
+    _spec("odometry.topic", "nav_msgs/Odometry topic giving the poses of the match events and moving the earlier scans "
+          "a multi-scan radar model merges ('' = no poses: single scans)"),
     _spec("odometry.max_gap_s", "no pose is interpolated between odometry messages further apart", (0, 60)),
     _spec("odometry.max_extrapolation_s", "no pose for a stamp further than this outside the odometry", (0, 10)),
     _spec("sync.tolerance_s", "frames of different sensors within this time form one set", (0, 10)),
