@@ -24,10 +24,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-latency", action="store_true", help="skip the onnxruntime latency measurement")
 
 
+def _kept_training(out: Path, modality, model) -> dict | None:
+    """The training block of the card already in ``out`` for ``modality`` when its weights (``<name>.pt`` beside it)
+    are exactly ``model``'s: an encoder frozen during training keeps the history of the run that trained it."""
+    import torch
+
+    from cmr_fusion_ros.core.encoder import card_path, model_path
+    from cmr_fusion_ros.core.errors import ModelError
+    from cmr_fusion_ros.training.models import checkpoint_path, load_checkpoint
+
+    card = card_path(model_path(out, modality))
+    if not card.is_file() or not checkpoint_path(out, modality).is_file():
+        return None
+    try:
+        _, old, _ = load_checkpoint(checkpoint_path(out, modality))
+        training = json.loads(card.read_text())["training"]
+    except (ModelError, OSError, ValueError, KeyError):
+        return None
+    a, b = old.state_dict(), model.state_dict()
+    if a.keys() != b.keys() or not all(a[k].shape == b[k].shape and torch.equal(a[k], b[k]) for k in a):
+        return None
+    return {k: v for k, v in training.items() if k not in ("parity_max_abs_diff", "frozen_in")}
+
+
 def run(args: argparse.Namespace) -> int:
     from cmr_fusion_ros.core.encoder import EncoderConfig, OnnxEncoder, card_path
     from cmr_fusion_ros.core.errors import BagError, ModelError
     from cmr_fusion_ros.core.preprocess import preprocessing_from_dict
+    from cmr_fusion_ros.core.types import Modality
     from cmr_fusion_ros.eval.evaluate import measure_latency
     from cmr_fusion_ros.machine import machine_summary
     from cmr_fusion_ros.training.dataset import MODALITIES
@@ -82,8 +106,14 @@ def run(args: argparse.Namespace) -> int:
     command = "cmr-fusion " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["export"] else None
     print(f"command: {command or 'cmr-fusion export'}")
     print(f"machine: {machine}")
-    results = export_all(models, pres, args.out, training={**training, "export_command": command}, metrics=metrics,
-                         latency_fn=latency)
+    training = {**training, "export_command": command}
+    frozen = {Modality(m) for m in (log.get("config") or {}).get("frozen") or []}
+    kept = {m: t for m in frozen if (t := _kept_training(args.out, m, models[m])) is not None}
+    for m, t in kept.items():
+        print(f"{m.value}: frozen in this training and unchanged: its card keeps its own training history")
+    training_for = {m: {**t, "export_command": command, "frozen_in": training["command"]} for m, t in kept.items()}
+    results = export_all(models, pres, args.out, training=training, metrics=metrics, latency_fn=latency,
+                         training_for=training_for)
     for m, r in results.items():
         got = r["sha256"]
         if args.metrics and measured_on.get(m.value) not in (None, got):

@@ -152,9 +152,11 @@ def export_all(
     training: dict[str, Any],
     metrics: dict[str, Any] | None = None,
     latency_fn: Any = None,
+    training_for: dict[Modality, dict[str, Any]] | None = None,
 ) -> dict[Modality, dict[str, Any]]:
     """Export every encoder into ``out_dir`` with parity check and card. Returns per modality the file, the parity
-    difference and the latency. ``latency_fn(onnx_file) -> dict`` measures latency (skipped when None)."""
+    difference and the latency. ``latency_fn(onnx_file) -> dict`` measures latency (skipped when None);
+    ``training_for`` replaces ``training`` for some modalities (e.g. an encoder kept frozen keeps its own history)."""
     results: dict[Modality, dict[str, Any]] = {}
     for mod, model in encoders.items():
         pre = preprocessing[mod]
@@ -163,7 +165,8 @@ def export_all(
         onnx_file = model_path(out_dir, mod)
         export_encoder(model, onnx_file)
         diff = parity_check(model, onnx_file, parity_inputs(pre.input_shape))
-        card_args = dict(training={**training, "parity_max_abs_diff": diff}, metrics=dict(metrics or {}))
+        own = (training_for or {}).get(mod, training)
+        card_args = dict(training={**own, "parity_max_abs_diff": diff}, metrics=dict(metrics or {}))
         write_card(onnx_file, mod, pre, model.dim, latency_ms={}, **card_args)
         latency = latency_fn(onnx_file) if latency_fn is not None else {}  # the runtime loads the model with its card
         if latency:

@@ -268,6 +268,17 @@ def test_train_export_eval_commands_end_to_end(tmp_path: Path, capsys) -> None:
     card = load_card(model_path(models, "radar"))
     assert card.metrics["recall"]["radar->lidar"]["recall@1"] == data["pairs"]["radar->lidar"]["recall@1"]
     assert card.training["seed"] == 5
+    # exporting the radar-only run over these models: the frozen camera/LiDAR cards keep the history of the run that
+    # trained them (and say which run kept them frozen); the radar card gets the new run's
+    assert main(["export", "--checkpoints", str(tmp_path / "radar"), "--out", str(models), "--no-latency"]) == 0
+    assert "camera: frozen in this training and unchanged" in capsys.readouterr().out
+    radar_log = json.loads((tmp_path / "radar" / "training.json").read_text())
+    for m in ("camera", "lidar"):
+        t = load_card(model_path(models, m)).training
+        assert t["seed"] == 5 and t["command"] == log["command"] and t["frozen_in"] == radar_log["command"]
+    t = load_card(model_path(models, "radar")).training
+    assert t["command"] == radar_log["command"] and "frozen_in" not in t
+    assert load_card(model_path(models, "camera")).training["export_command"] == t["export_command"]  # this export
 
 
 def test_expand_bags_finds_nested_sessions(tmp_path: Path) -> None:
