@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "checkpoint starts from random weights; repeat for several modalities")
     parser.add_argument("--radar-scans", type=int, default=None, metavar="N",
                         help="radar input = each scan merged with N-1 earlier scans, moved by the odometry "
-                             "(default: the shipped radar model's setting)")
+                             "(default: the shipped radar model's, 3; 1 = single scans)")
     parser.add_argument("--radar-scan-spacing", type=float, default=None, metavar="S",
                         help="seconds between the merged radar scans (default: the shipped model's, 0.5)")
     parser.add_argument("--epochs", type=int, default=d.epochs)
