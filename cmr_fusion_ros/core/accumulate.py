@@ -20,14 +20,16 @@ Scans without a pose are returned alone and not kept (they cannot be moved later
 from __future__ import annotations
 
 import math
+import threading
 from collections import deque
 
 import numpy as np
 
 from cmr_fusion_ros.core.errors import ConfigError
+from cmr_fusion_ros.core.poses import PoseBuffer
 from cmr_fusion_ros.core.types import Pose
 
-__all__ = ["ScanAccumulator", "move_points"]
+__all__ = ["OdometryScanMerger", "ScanAccumulator", "move_points"]
 
 
 def move_points(points: np.ndarray, src: tuple[float, float, float], dst: tuple[float, float, float]) -> np.ndarray:
@@ -108,3 +110,46 @@ class ScanAccumulator:
         if points.dtype.names is not None:
             return np.concatenate([p.astype(points.dtype, copy=False) for p in parts])
         return np.concatenate(parts, axis=0)
+
+
+class OdometryScanMerger:
+    """A :class:`ScanAccumulator` with its own odometry pose buffer, for a node that gets scans and odometry on
+    different threads (the split ``encoder_node``; the fusion pipeline has its own pose buffer). Thread-safe. When
+    the odometry or the scans go back in time by more than ``jump_back_ns`` (a bag loop), poses and history are
+    forgotten."""
+
+    def __init__(self, accumulator: ScanAccumulator, poses: PoseBuffer, jump_back_ns: int = 1_000_000_000) -> None:
+        self.accumulator = accumulator
+        self.poses = poses
+        self.jump_back_ns = jump_back_ns
+        self.time_jumps = 0
+        self._lock = threading.Lock()
+        self._newest_pose: int | None = None
+        self._newest_scan: int | None = None
+
+    def add_pose(self, stamp_ns: int, pose: Pose) -> bool:
+        """Feed one odometry pose; True when it went back in time (poses and scan history were reset)."""
+        with self._lock:
+            jumped = self._newest_pose is not None and stamp_ns < self._newest_pose - self.jump_back_ns
+            if jumped:
+                self._reset()
+            self._newest_pose = stamp_ns if self._newest_pose is None else max(self._newest_pose, stamp_ns)
+            self.poses.add(stamp_ns, pose)
+            return jumped
+
+    def merge(self, stamp_ns: int, points: np.ndarray) -> np.ndarray:
+        """:meth:`ScanAccumulator.merge` with the pose of ``stamp_ns`` from the odometry (the scan alone without)."""
+        with self._lock:
+            if self._newest_scan is not None and stamp_ns < self._newest_scan - self.jump_back_ns:
+                self.accumulator.reset()
+                self._newest_scan = None
+                self.time_jumps += 1
+            self._newest_scan = stamp_ns if self._newest_scan is None else max(self._newest_scan, stamp_ns)
+            return self.accumulator.merge(stamp_ns, points, self.poses.lookup(stamp_ns))
+
+    def _reset(self) -> None:
+        self.poses.clear()
+        self.accumulator.reset()
+        self._newest_pose = None
+        self._newest_scan = None
+        self.time_jumps += 1

@@ -2,7 +2,8 @@
 
 Run one per modality (parameter ``modality``), e.g. on a GPU host (``encoders.providers``), and a ``memory_node``
 elsewhere. The subscription queue is bounded and the newest message wins under overload; drops and bad messages are
-counted in ``/diagnostics``.
+counted in ``/diagnostics``. A multi-scan radar model (card ``scans > 1``) also makes the node follow
+``odometry.topic``: each scan is merged with the earlier ones moved by the odometry, as in the fusion node.
 """
 
 from __future__ import annotations
@@ -13,18 +14,21 @@ import time
 import traceback
 
 from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 
 from cmr_fusion_msgs.msg import Embedding
+from cmr_fusion_ros.core.accumulate import OdometryScanMerger
 from cmr_fusion_ros.core.encoder import OnnxEncoder, EncoderConfig, model_path
 from cmr_fusion_ros.core.errors import CmrFusionError, ConfigError
 from cmr_fusion_ros.core.pipeline import frame_from
+from cmr_fusion_ros.core.poses import PoseBuffer
 from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.ros.conversions import make_header, stamp_to_ns
 from cmr_fusion_ros.ros.fusion_node import StreamStats, qos_for
-from cmr_fusion_ros.ros.messages import diagnostics_message
+from cmr_fusion_ros.ros.messages import diagnostics_message, ros_to_pose
 from cmr_fusion_ros.ros.node_main import run_node
 from cmr_fusion_ros.ros.params import declare_fusion_parameters
 
@@ -39,7 +43,7 @@ class EncoderNode(Node):
         self.modality = Modality.parse(raw)
         self.output_topic = self.declare_parameter("output_topic", "embeddings", ParameterDescriptor(
             description="topic of the cmr_fusion_msgs/Embedding messages", read_only=True)).value
-        self.config = declare_fusion_parameters(self, sections=("streams", "limits", "encoders", "output"),
+        self.config = declare_fusion_parameters(self, sections=("streams", "limits", "odometry", "encoders", "output"),
                                                 own=("modality", "output_topic"))
         sc = self.config.stream(self.modality)
         if not sc.enabled:
@@ -52,11 +56,17 @@ class EncoderNode(Node):
                 model_path=str(model_path(enc.models_dir or models_dir(), self.modality)), providers=enc.providers,
                 intra_op_threads=enc.intra_op_threads, batch_size=enc.batch_size, warmup_runs=enc.warmup_runs))
         self.encoder = encoder
-        scans = getattr(getattr(encoder, "preprocessing", None), "scans", 1)
-        if scans > 1:  # merging scans needs the odometry, which this node does not follow
-            raise ConfigError("encoders.models_dir", f"{self.modality.value} model merging {scans} scans",
-                              "a single-scan model in the split encoder node (multi-scan radar models run in the "
-                              "fusion node, which follows the odometry)")
+        self.merger: OdometryScanMerger | None = None
+        make = getattr(getattr(encoder, "preprocessing", None), "accumulator", None)
+        accumulator = make() if make is not None else None
+        if accumulator is not None:  # a multi-scan radar model: earlier scans are moved by the odometry
+            odo = self.config.odometry
+            if not odo.topic:
+                raise ConfigError("odometry.topic", odo.topic, f"an Odometry topic: the {self.modality.value} model "
+                                  f"merges {accumulator.scans} scans moved by the odometry")
+            self.merger = OdometryScanMerger(accumulator, PoseBuffer(
+                max_gap_ns=round(odo.max_gap_s * 1e9), max_extrapolation_ns=round(odo.max_extrapolation_s * 1e9)))
+            self.create_subscription(Odometry, odo.topic, self._on_odom, qos_for("reliable", 100))
         card = getattr(encoder, "card", None)
         self.model_id = f"{self.modality.value}:{(getattr(card, 'sha256', '') or 'unknown')[:12]}"
         self.stats = StreamStats()
@@ -71,6 +81,14 @@ class EncoderNode(Node):
         self.create_timer(self.config.output.diagnostics_period_s, self._diagnostics)
         self._worker = threading.Thread(target=self._work, daemon=True)
         self._worker.start()
+
+    def _on_odom(self, msg: Odometry) -> None:
+        try:
+            if self.merger.add_pose(stamp_to_ns(msg.header.stamp), ros_to_pose(msg.pose.pose)):
+                self.get_logger().warning("odometry stamps went back in time: poses and scan history reset",
+                                          throttle_duration_sec=2.0)
+        except CmrFusionError as err:
+            self.get_logger().warning(f"bad odometry message: {err}", throttle_duration_sec=2.0)
 
     def _on_msg(self, msg) -> None:
         self.stats.received += 1
@@ -97,7 +115,8 @@ class EncoderNode(Node):
             frame = frame_from(self.modality, self.topic, msg, compressed=sc.transport == "compressed",
                                radar_fields=sc.radar_fields, stamp_ns=stamp_to_ns(msg.header.stamp),
                                limits=self.config.limits)
-            vec = self.encoder.encode([frame.data])[0]
+            data = self.merger.merge(frame.stamp_ns, frame.data) if self.merger is not None else frame.data
+            vec = self.encoder.encode([data])[0]
         except CmrFusionError as err:
             self.stats.bad_messages += 1
             self.get_logger().warning(f"bad {self.modality.value} message: {err}", throttle_duration_sec=2.0)
@@ -115,7 +134,15 @@ class EncoderNode(Node):
 
     def _diagnostics(self) -> None:
         self.pub_diag.publish(diagnostics_message(self.get_fully_qualified_name(), self.get_clock().now().nanoseconds,
-                                                  {self.modality.value: self.stats.summary()}, {"model_id": self.model_id}))
+                                                  {self.modality.value: self.stats.summary()}, self._values()))
+
+    def _values(self) -> dict:
+        values = {"model_id": self.model_id}
+        if self.merger is not None:  # multi-scan model: earlier scans merged in / wanted but not found
+            acc = self.merger.accumulator
+            values.update(scans_merged=acc.merged_scans, scans_missing=acc.missing_scans,
+                          time_jumps=self.merger.time_jumps)
+        return values
 
     def shutdown(self) -> None:
         self._running = False

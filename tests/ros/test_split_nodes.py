@@ -44,10 +44,7 @@ def test_encoder_and_memory_nodes(tmp_path):
         peer.create_subscription(Embedding, "/embeddings", embeddings.append, 50)
         lidar = peer.create_publisher(PointCloud2, "/lidar/points", 10)
         radar = peer.create_publisher(PointCloud2, "/radar/points", 10)
-        ex = SingleThreadedExecutor()
-        for n in nodes:
-            ex.add_node(n)
-        threading.Thread(target=ex.spin, daemon=True).start()
+        ex = _spin(nodes)
         assert wait_for(lambda: lidar.get_subscription_count() and radar.get_subscription_count())
 
         def radar_cloud(place):
@@ -88,10 +85,7 @@ def test_encoder_node_limits_and_memory_node_time_jump():
         embeddings: list[Embedding] = []
         peer.create_subscription(Embedding, "/embeddings", embeddings.append, 50)
         lidar = peer.create_publisher(PointCloud2, "/lidar/points", 10)
-        ex = SingleThreadedExecutor()
-        for n in nodes:
-            ex.add_node(n)
-        threading.Thread(target=ex.spin, daemon=True).start()
+        ex = _spin(nodes)
         assert wait_for(lambda: lidar.get_subscription_count())
         lidar.publish(array_to_pointcloud2(cloud_at(1), make_header(S, "lidar")))  # 50 points > 40: counted
         assert wait_for(lambda: enc.stats.bad_messages == 1)
@@ -104,6 +98,15 @@ def test_encoder_node_limits_and_memory_node_time_jump():
         _close(nodes)
 
 
+def _spin(nodes) -> SingleThreadedExecutor:
+    """Spin the nodes in a background thread; ``shutdown()`` the executor returned when done."""
+    ex = SingleThreadedExecutor()
+    for n in nodes:
+        ex.add_node(n)
+    threading.Thread(target=ex.spin, daemon=True).start()
+    return ex
+
+
 def _close(nodes) -> None:
     for n in nodes:
         if hasattr(n, "shutdown"):
@@ -112,20 +115,58 @@ def _close(nodes) -> None:
     rclpy.try_shutdown()
 
 
-def test_encoder_node_refuses_a_multi_scan_radar_model():
-    """A radar model that merges scans with the odometry cannot run in the split encoder node (no odometry)."""
+def test_encoder_node_merges_radar_scans_with_the_odometry():
+    """A multi-scan radar model: the node follows the odometry and encodes each scan merged with the scans 0.5 s and
+    1.0 s before it, moved into its frame; without an odometry topic it refuses to start."""
     import pytest
+    from nav_msgs.msg import Odometry
 
     from cmr_fusion_ros.core.errors import ConfigError
     from cmr_fusion_ros.core.preprocess import RadarBevPreprocessing
+    from cmr_fusion_ros.core.radar import RADAR_DTYPE
 
     class MultiScan(PlaceFromData):
         preprocessing = RadarBevPreprocessing(scans=3)
 
+        def __init__(self):
+            self.seen = []
+
+        def encode(self, items):
+            self.seen.extend(items)
+            return super().encode(items)
+
     rclpy.init()
+    nodes = []
     try:
-        with pytest.raises(ConfigError, match="merging 3 scans"):
+        radar = [Parameter("modality", value="radar"), Parameter("streams.radar.reliability", value="reliable")]
+        with pytest.raises(ConfigError, match="odometry.topic"):
             EncoderNode("radar_encoder", encoder=MultiScan(), parameter_overrides=[
-                Parameter("modality", value="radar"), Parameter("streams.radar.fields.rcs", value="")])
+                *radar, Parameter("odometry.topic", value="")])
+        enc_model = MultiScan()
+        enc = EncoderNode("radar_encoder", encoder=enc_model, parameter_overrides=radar)
+        peer = rclpy.create_node("peer")
+        nodes = [enc, peer]
+        odom = peer.create_publisher(Odometry, "/odom", 100)
+        pub = peer.create_publisher(PointCloud2, "/radar/points", 10)
+        ex = _spin(nodes)
+        assert wait_for(lambda: pub.get_subscription_count() and odom.get_subscription_count())
+        for i in range(21):  # odometry: 10 m/s along x, 0..2 s
+            msg = Odometry()
+            msg.header = make_header(S + i * S // 10, "odom")
+            msg.pose.pose.position.x = float(i)
+            msg.pose.pose.orientation.w = 1.0
+            odom.publish(msg)
+        assert wait_for(lambda: len(enc.merger.poses) == 21)
+        for k in range(5):  # a static reflector 30 m ahead of the start, scans every 0.5 s
+            t = S + k * S // 2
+            pts = np.zeros(1, RADAR_DTYPE)
+            pts["x"] = 30.0 - 5.0 * k
+            pub.publish(array_to_pointcloud2(pts, make_header(t, "radar")))
+            assert wait_for(lambda: len(enc_model.seen) == k + 1)
+        sizes = [len(x) for x in enc_model.seen]
+        assert sizes == [1, 2, 3, 3, 3]
+        assert all(np.allclose(x["x"], 30.0 - 5.0 * k) for k, x in enumerate(enc_model.seen))  # all on the reflector
+        assert enc._values()["scans_merged"] == 0 + 1 + 2 + 2 + 2 and enc._values()["scans_missing"] == 2 + 1
+        ex.shutdown()
     finally:
-        rclpy.try_shutdown()
+        _close(nodes)

@@ -174,3 +174,21 @@ def test_offline_summary_reports_merged_scans() -> None:
     assert not any("radar:" in line for line in OfflineSummary(["b"]).lines())
     lines = OfflineSummary(["b"], radar_scans_merged=40, radar_scans_missing=3).lines()
     assert any("radar: 40 earlier scans merged, 3 not found" in line for line in lines)
+
+
+def test_odometry_scan_merger_follows_poses_and_resets_on_jumps() -> None:
+    from cmr_fusion_ros.core.accumulate import OdometryScanMerger
+
+    m = OdometryScanMerger(ScanAccumulator(2, 0.5, 0.15), PoseBuffer(), jump_back_ns=S)
+    a = scan([10.0], [0.0])
+    assert len(m.merge(0, a)) == 1 and m.accumulator.missing_scans == 0  # no pose yet: alone, not kept
+    for i in range(11):
+        assert not m.add_pose(i * S // 10, pose(i * 1.0))
+    m.merge(0, a)
+    got = m.merge(S // 2, a)
+    np.testing.assert_allclose(got["x"], [10.0, 5.0], atol=1e-9)  # the earlier scan moved 5 m back
+    assert m.add_pose(-5 * S, pose(0.0))  # odometry went back (bag loop): poses and history forgotten
+    assert m.time_jumps == 1 and len(m.poses) == 1 and len(m.accumulator) == 0
+    m.add_pose(-4 * S, pose(0.0))
+    m.merge(-4 * S, a)
+    assert len(m.merge(-4 * S - 2 * S, a)) == 1 and m.time_jumps == 2  # scans going back reset the history too
