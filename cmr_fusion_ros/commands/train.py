@@ -67,8 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "their space, e.g. --freeze camera lidar to train a new radar encoder")
     parser.add_argument("--widths", action="append", default=[], metavar="MODALITY=W1,W2,W3,W4,W5",
                         help="channel widths of one encoder's five stages (default "
-                             f"{','.join(map(str, DEFAULT_WIDTHS))}); an encoder whose widths differ from its --init "
-                             "checkpoint starts from random weights; repeat for several modalities")
+                             f"{','.join(map(str, DEFAULT_WIDTHS))}, or the --init checkpoint's); an encoder whose "
+                             "widths differ from its --init checkpoint starts from random weights; repeat for "
+                             "several modalities")
     parser.add_argument("--radar-scans", type=int, default=None, metavar="N",
                         help="radar input = each scan merged with N-1 earlier scans, moved by the odometry "
                              "(default: the shipped radar model's, 3; 1 = single scans)")
@@ -145,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"training frames: {len(train)} from {len(bags)} bags in {len(train.group_names)} place groups")
     for (db, q), (dbf, qf) in zip(val_pairs, val or []):
         print(f"validation: database {db} ({len(dbf)} frames), queries {q} ({len(qf)} frames)")
-    trainer = Trainer(cfg, {m: pre[m].input_shape for m in MODALITIES}, widths)
+    start: dict = {}  # modality -> encoder to start from (from --init)
     if args.init is not None:
         from cmr_fusion_ros.core.errors import ModelError
         from cmr_fusion_ros.training.models import load_checkpoint
@@ -166,7 +167,12 @@ def run(args: argparse.Namespace) -> int:
                     raise ConfigError(f"--widths {m.value}", widths[m], f"the frozen checkpoint's {model.widths}")
                 print(f"{m.value}: widths {widths[m]} differ from {args.init}'s {model.widths}: random start")
                 continue
-            trainer.load(m, model)
+            widths.setdefault(m, tuple(model.widths))  # fine-tuning keeps the checkpoint's architecture
+            start[m] = model
+    trainer = Trainer(cfg, {m: pre[m].input_shape for m in MODALITIES}, widths)
+    for m, model in start.items():
+        trainer.load(m, model)
+    if args.init is not None:
         print(f"initialised from {args.init}")
     if cfg.frozen:
         print(f"frozen: {', '.join(m.value for m in cfg.frozen)}; training: {', '.join(m.value for m in trainer.trainable)}")

@@ -217,6 +217,9 @@ def test_train_export_eval_commands_end_to_end(tmp_path: Path, capsys) -> None:
     log = json.loads((tmp_path / "radar" / "training.json").read_text())
     assert log["widths"]["radar"] == [8, 8, 16, 16, 24] and log["widths"]["camera"] == [16, 32, 64, 96, 128]
     assert log["config"]["frozen"] == ["camera", "lidar"]
+    assert main(["train", *common, "--out", str(tmp_path / "radar2"), "--init", str(tmp_path / "radar")]) == 0
+    capsys.readouterr()  # fine-tuning without --widths keeps the checkpoint's widths
+    assert json.loads((tmp_path / "radar2" / "training.json").read_text())["widths"]["radar"] == [8, 8, 16, 16, 24]
     for m in ("camera", "lidar"):  # frozen: the same weights as --init
         a, b = load_checkpoint(checkpoint_path(out, m))[1], load_checkpoint(checkpoint_path(tmp_path / "radar", m))[1]
         assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
