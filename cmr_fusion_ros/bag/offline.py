@@ -68,7 +68,8 @@ class OfflineSummary:
     partial_sets: int = 0
     time_jumps: int = 0
     radar_scans_merged: int = 0  # multi-scan radar models: earlier scans merged in
-    radar_scans_missing: int = 0  # earlier scans wanted but not found (start of a bag, no odometry, gaps)
+    radar_scans_missing: int = 0  # earlier scans wanted but not found (start of a bag, odometry gaps)
+    radar_scans_without_pose: int = 0  # scans used alone: no odometry pose at their stamp
     events: int = 0
     events_with_poses: int = 0
     true_events: int = 0
@@ -92,7 +93,9 @@ class OfflineSummary:
             f"frame sets: {self.frame_sets} ({self.partial_sets} partial)"
             + (f"; time jumped back {self.time_jumps} times (state reset)" if self.time_jumps else "")
             + (f"; radar: {self.radar_scans_merged} earlier scans merged, {self.radar_scans_missing} not found"
-               if self.radar_scans_merged or self.radar_scans_missing else ""),
+               + (f", {self.radar_scans_without_pose} scans without a pose (used alone)"
+                  if self.radar_scans_without_pose else "")
+               if self.radar_scans_merged or self.radar_scans_missing or self.radar_scans_without_pose else ""),
             f"match events: {self.events}; true revisits by ground truth (distance <= {self.truth_radius_m:g} m): {prec}",
             f"memory: {self.memory_entries} entries",
         ]
@@ -251,6 +254,7 @@ def process_bags(
         summary.time_jumps = pipeline.time_jumps
         acc = pipeline.accumulation_stats()
         summary.radar_scans_merged, summary.radar_scans_missing = acc["scans_merged"], acc["scans_missing"]
+        summary.radar_scans_without_pose = acc["scans_without_pose"]
         pipeline.close()
     summary.wall_s = time.perf_counter() - t_start
     summary.bag_duration_s = ((last or 0) - (first or 0)) / 1e9

@@ -71,6 +71,7 @@ class ScanAccumulator:
         self._history: deque[tuple[int, np.ndarray, tuple[float, float, float]]] = deque()
         self.merged_scans = 0  # earlier scans merged in, over all calls (diagnostics)
         self.missing_scans = 0  # earlier scans wanted but not found within the tolerance
+        self.unposed_scans = 0  # scans without an odometry pose (used alone)
 
     def reset(self) -> None:
         """Forget the history (time went back: a bag loop or a new recording)."""
@@ -81,7 +82,10 @@ class ScanAccumulator:
 
     def merge(self, stamp_ns: int, points: np.ndarray, pose: Pose | None) -> np.ndarray:
         """Keep this scan and return it merged with the earlier ones (the scan itself first, then older ones)."""
-        if self.scans == 1 or pose is None:
+        if self.scans == 1:
+            return points
+        if pose is None:
+            self.unposed_scans += 1
             return points
         here = (pose.x, pose.y, pose.yaw)
         parts = [points]

@@ -311,9 +311,15 @@ class FusionPipeline:
         return bool(self._accumulators)
 
     def accumulation_stats(self) -> dict[str, int]:
-        """Multi-scan radar (models with ``scans > 1``): earlier scans merged in and wanted but not found."""
-        return {"scans_merged": sum(a.merged_scans for a in self._accumulators.values()),
-                "scans_missing": sum(a.missing_scans for a in self._accumulators.values())}
+        """Multi-scan radar (models with ``scans > 1``): earlier scans merged in, wanted but not found, and scans
+        that had no odometry pose (used alone)."""
+        accs = self._accumulators.values()
+        return {"scans_merged": sum(a.merged_scans for a in accs), "scans_missing": sum(a.missing_scans for a in accs),
+                "scans_without_pose": sum(a.unposed_scans for a in accs)}
+
+    def multi_scan_modalities(self) -> list[Modality]:
+        """The modalities whose model merges several scans (they need the odometry)."""
+        return [m for m, e in self.encoders.items() if getattr(getattr(e, "preprocessing", None), "scans", 1) > 1]
 
     def _input_data(self, fr: Frame, encoder: Encoder, pose: Pose | None) -> Any:
         """The frame's data, merged with earlier scans of its topic when the model wants several radar scans."""

@@ -141,7 +141,7 @@ class EncoderNode(Node):
         if self.merger is not None:  # multi-scan model: earlier scans merged in / wanted but not found
             acc = self.merger.accumulator
             values.update(scans_merged=acc.merged_scans, scans_missing=acc.missing_scans,
-                          time_jumps=self.merger.time_jumps)
+                          scans_without_pose=acc.unposed_scans, time_jumps=self.merger.time_jumps)
         return values
 
     def shutdown(self) -> None:

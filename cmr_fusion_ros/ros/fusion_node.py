@@ -126,6 +126,9 @@ class FusionNode(Node):
             self.create_subscription(msg_type, sc.topic, self._enqueue_cb(m), qos_for(sc.reliability, sc.depth))
         if self.config.odometry.topic:
             self.create_subscription(Odometry, self.config.odometry.topic, self._on_odom, qos_for("reliable", 100))
+        elif multi := [m.value for m in self.pipeline.multi_scan_modalities() if m in self.config.enabled_modalities]:
+            self.get_logger().warning(f"odometry.topic is empty but the {', '.join(multi)} model merges scans moved by "
+                                      "the odometry: each scan is used alone (weaker matches)")
         add_memory_services(self, self.pipeline)
         self.add_on_set_parameters_callback(on_policy_change(self, lambda: self.config, self._apply_policy))
         self.create_timer(self.config.output.diagnostics_period_s, self._publish_diagnostics)

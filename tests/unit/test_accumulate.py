@@ -80,7 +80,7 @@ def test_static_world_lines_up_and_scans_are_chosen_by_time_not_count() -> None:
 def test_accumulator_edge_cases() -> None:
     acc = ScanAccumulator(3, 0.5, 0.15)
     a = scan([1.0], [0.0])
-    assert acc.merge(0, a, None) is a and len(acc) == 0  # no pose: alone, not kept
+    assert acc.merge(0, a, None) is a and len(acc) == 0 and acc.unposed_scans == 1  # no pose: alone, not kept
     acc.merge(0, a, pose(0))
     acc.merge(S // 2, a, pose(5))
     assert len(acc.merge(S, a, pose(10))) == 3
@@ -166,6 +166,14 @@ def test_training_eval_and_runtime_merge_the_same_scans(tmp_path: Path) -> None:
         np.testing.assert_array_equal(t, frames.tensors[Modality.RADAR][i % len(frames)])
     stats = pipe.accumulation_stats()
     assert pipe.has_accumulation and stats["scans_merged"] > 0 and stats["scans_missing"] > 0  # bag starts: missing
+    assert stats["scans_without_pose"] == 0 and pipe.multi_scan_modalities() == [Modality.RADAR]
+    # no odometry: every scan alone, counted
+    bare = FusionPipeline(cfg, {Modality.RADAR: RecordingEncoder(pre[Modality.RADAR])}, SceneMemory(cfg.memory))
+    for s in samples[:3]:
+        fs = FrameSet(anchor_ns=s.stamp_ns, deadline_ns=s.stamp_ns)
+        fs.frames[Modality.RADAR] = Frame(Modality.RADAR, "/radar/points", "radar", s.stamp_ns, s.data)
+        bare.process_set(fs)
+    assert bare.accumulation_stats() == {"scans_merged": 0, "scans_missing": 0, "scans_without_pose": 3}
 
 
 def test_offline_summary_reports_merged_scans() -> None:
@@ -173,7 +181,9 @@ def test_offline_summary_reports_merged_scans() -> None:
 
     assert not any("radar:" in line for line in OfflineSummary(["b"]).lines())
     lines = OfflineSummary(["b"], radar_scans_merged=40, radar_scans_missing=3).lines()
-    assert any("radar: 40 earlier scans merged, 3 not found" in line for line in lines)
+    assert any(line.endswith("radar: 40 earlier scans merged, 3 not found") for line in lines)
+    lines = OfflineSummary(["b"], radar_scans_without_pose=7).lines()
+    assert any("0 not found, 7 scans without a pose (used alone)" in line for line in lines)
 
 
 def test_odometry_scan_merger_follows_poses_and_resets_on_jumps() -> None:
