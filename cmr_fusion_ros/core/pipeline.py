@@ -33,6 +33,7 @@ from cmr_fusion_ros.core.errors import ConfigError, ConversionError
 from cmr_fusion_ros.core.image import convert_color, decode_compressed, decode_image
 from cmr_fusion_ros.core.memory import SceneMemory
 from cmr_fusion_ros.core.pointcloud import decode_cloud
+from cmr_fusion_ros.core.preprocess import accumulator_for
 from cmr_fusion_ros.core.preprocess import batch as preprocess_batch
 from cmr_fusion_ros.core.policy import MatchPolicy, MatchResult, Query
 from cmr_fusion_ros.core.poses import PoseBuffer
@@ -323,12 +324,9 @@ class FusionPipeline:
 
     def _input_data(self, fr: Frame, encoder: Encoder, pose: Pose | None) -> Any:
         """The frame's data, merged with earlier scans of its topic when the model wants several radar scans."""
-        make = getattr(getattr(encoder, "preprocessing", None), "accumulator", None)
-        if make is None:
-            return fr.data
         acc = self._accumulators.get(fr.topic)
         if acc is None:
-            acc = make()
+            acc = accumulator_for(getattr(encoder, "preprocessing", None))
             if acc is None:
                 return fr.data
             self._accumulators[fr.topic] = acc

@@ -33,6 +33,7 @@ __all__ = [
     "LidarBevPreprocessing",
     "Preprocessing",
     "RadarBevPreprocessing",
+    "accumulator_for",
     "batch",
     "default_preprocessing",
     "points_columns",
@@ -496,6 +497,12 @@ def default_preprocessing(modality: Modality) -> Preprocessing:
         Modality.LIDAR: LidarBevFrontPreprocessing,
         Modality.RADAR: lambda: RadarBevPreprocessing(scans=3, scan_spacing_s=0.5, scan_tolerance_s=0.15),
     }[Modality(modality)]()
+
+
+def accumulator_for(pre: Any) -> ScanAccumulator | None:
+    """A fresh scan accumulator when ``pre`` merges several scans (multi-scan radar), else None."""
+    make = getattr(pre, "accumulator", None)
+    return make() if make is not None else None
 
 
 def batch(pre: Preprocessing, items: Sequence[np.ndarray]) -> np.ndarray:

@@ -21,6 +21,7 @@ import numpy as np
 from cmr_fusion_ros.bag.reader import BagTopics, read_samples
 from cmr_fusion_ros.core.encoder import OnnxEncoder
 from cmr_fusion_ros.core.errors import BagError
+from cmr_fusion_ros.core.preprocess import accumulator_for
 from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.eval.recall import RecallResult, recall_at_k
 
@@ -48,11 +49,6 @@ class BagEmbeddings:
     yaws: dict[Modality, np.ndarray] = field(default_factory=dict)
 
 
-def _accumulator(encoder: OnnxEncoder):
-    make = getattr(encoder.preprocessing, "accumulator", None)
-    return make() if make is not None else None
-
-
 def embed_bag(
     path: str | Path,
     encoders: Mapping[Modality, OnnxEncoder],
@@ -74,7 +70,7 @@ def embed_bag(
             emb[m].append(encoders[m].encode_tensors(np.stack(pending[m])))
             pending[m].clear()
 
-    accumulators = {m: acc for m in mods if (acc := _accumulator(encoders[m])) is not None}
+    accumulators = {m: acc for m in mods if (acc := accumulator_for(encoders[m].preprocessing)) is not None}
     for s in read_samples(path, topics, mods):
         enc = encoders[s.modality]
         data = s.data

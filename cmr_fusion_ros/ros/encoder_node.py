@@ -25,6 +25,7 @@ from cmr_fusion_ros.core.encoder import OnnxEncoder, EncoderConfig, model_path
 from cmr_fusion_ros.core.errors import CmrFusionError, ConfigError
 from cmr_fusion_ros.core.pipeline import frame_from
 from cmr_fusion_ros.core.poses import PoseBuffer
+from cmr_fusion_ros.core.preprocess import accumulator_for
 from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.ros.conversions import make_header, stamp_to_ns
 from cmr_fusion_ros.ros.fusion_node import StreamStats, qos_for
@@ -57,8 +58,7 @@ class EncoderNode(Node):
                 intra_op_threads=enc.intra_op_threads, batch_size=enc.batch_size, warmup_runs=enc.warmup_runs))
         self.encoder = encoder
         self.merger: OdometryScanMerger | None = None
-        make = getattr(getattr(encoder, "preprocessing", None), "accumulator", None)
-        accumulator = make() if make is not None else None
+        accumulator = accumulator_for(getattr(encoder, "preprocessing", None))
         if accumulator is not None:  # a multi-scan radar model: earlier scans are moved by the odometry
             odo = self.config.odometry
             if not odo.topic:

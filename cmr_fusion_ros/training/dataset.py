@@ -22,7 +22,7 @@ import numpy as np
 
 from cmr_fusion_ros.bag.reader import BagTopics, read_samples
 from cmr_fusion_ros.core.errors import BagError
-from cmr_fusion_ros.core.preprocess import Preprocessing
+from cmr_fusion_ros.core.preprocess import Preprocessing, accumulator_for
 from cmr_fusion_ros.core.types import Modality
 
 __all__ = ["FrameSet", "load_frames", "frames_from_bag", "MODALITIES"]
@@ -142,11 +142,6 @@ def _read_cache(path: Path) -> FrameSet:
         )
 
 
-def _accumulator(pre: Preprocessing):
-    make = getattr(pre, "accumulator", None)
-    return make() if make is not None else None
-
-
 def frames_from_bag(
     path: str | Path,
     preprocessing: dict[Modality, Preprocessing],
@@ -161,7 +156,7 @@ def frames_from_bag(
     path = Path(path)
     per: dict[Modality, tuple[list[int], list[np.ndarray]]] = {m: ([], []) for m in MODALITIES}
     lidar_pose: list[tuple[float, float, float, float]] = []
-    accumulators = {m: acc for m in MODALITIES if (acc := _accumulator(preprocessing[m])) is not None}
+    accumulators = {m: acc for m in MODALITIES if (acc := accumulator_for(preprocessing[m])) is not None}
     for s in read_samples(path, topics, MODALITIES):
         stamps, tens = per[s.modality]
         stamps.append(s.stamp_ns)
