@@ -99,6 +99,8 @@ def node_graph(overrides: list[Parameter], encoders: dict[Modality, PlaceEncoder
         spinner = threading.Thread(target=ex.spin, daemon=True)
         spinner.start()
         try:
+            # events published before the peer's subscription is matched would be lost
+            assert wait_for(lambda: node.pub_matches.get_subscription_count() > 0, 10.0)
             yield node, peer, got
         finally:
             ex.shutdown()
