@@ -29,7 +29,9 @@ from cmr_fusion_ros.core.errors import ConfigError
 from cmr_fusion_ros.core.poses import PoseBuffer
 from cmr_fusion_ros.core.types import Pose
 
-__all__ = ["OdometryScanMerger", "ScanAccumulator", "move_points"]
+__all__ = ["STAT_KEYS", "OdometryScanMerger", "ScanAccumulator", "move_points"]
+
+STAT_KEYS = ("scans_merged", "scans_missing", "scans_without_pose")  # ScanAccumulator.stats()
 
 
 def move_points(points: np.ndarray, src: tuple[float, float, float], dst: tuple[float, float, float]) -> np.ndarray:
@@ -69,6 +71,7 @@ class ScanAccumulator:
         self.tolerance_ns = round(tolerance_s * 1e9)
         self._keep_ns = (scans - 1) * self.spacing_ns + self.tolerance_ns
         self._history: deque[tuple[int, np.ndarray, tuple[float, float, float]]] = deque()
+        self._newest: int | None = None  # newest stamp in the history
         self.merged_scans = 0  # earlier scans merged in, over all calls (diagnostics)
         self.missing_scans = 0  # earlier scans wanted but not found within the tolerance
         self.unposed_scans = 0  # scans without an odometry pose (used alone)
@@ -76,6 +79,11 @@ class ScanAccumulator:
     def reset(self) -> None:
         """Forget the history (time went back: a bag loop or a new recording)."""
         self._history.clear()
+        self._newest = None
+
+    def stats(self) -> dict[str, int]:
+        """The counters for diagnostics: earlier scans merged in, wanted but not found, scans without a pose."""
+        return dict(zip(STAT_KEYS, (self.merged_scans, self.missing_scans, self.unposed_scans)))
 
     def __len__(self) -> int:
         return len(self._history)
@@ -106,8 +114,9 @@ class ScanAccumulator:
             parts.append(move_points(pts, src, here))
             self.merged_scans += 1
         self._history.append((stamp_ns, points, here))
-        newest = max(t for t, _, _ in self._history)
-        while self._history and (self._history[0][0] < newest - self._keep_ns or len(self._history) > self.MAX_HISTORY):
+        self._newest = stamp_ns if self._newest is None else max(self._newest, stamp_ns)
+        while self._history and (self._history[0][0] < self._newest - self._keep_ns
+                                 or len(self._history) > self.MAX_HISTORY):
             self._history.popleft()
         if len(parts) == 1:
             return points

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from cmr_fusion_ros.core.accumulate import ScanAccumulator
+from cmr_fusion_ros.core.accumulate import STAT_KEYS, ScanAccumulator
 from cmr_fusion_ros.core.config import FusionConfig, InputLimits
 from cmr_fusion_ros.core.errors import ConfigError, ConversionError
 from cmr_fusion_ros.core.image import convert_color, decode_compressed, decode_image
@@ -314,13 +314,15 @@ class FusionPipeline:
     def accumulation_stats(self) -> dict[str, int]:
         """Multi-scan radar (models with ``scans > 1``): earlier scans merged in, wanted but not found, and scans
         that had no odometry pose (used alone)."""
-        accs = self._accumulators.values()
-        return {"scans_merged": sum(a.merged_scans for a in accs), "scans_missing": sum(a.missing_scans for a in accs),
-                "scans_without_pose": sum(a.unposed_scans for a in accs)}
+        total = dict.fromkeys(STAT_KEYS, 0)
+        for acc in self._accumulators.values():
+            for key, value in acc.stats().items():
+                total[key] += value
+        return total
 
     def multi_scan_modalities(self) -> list[Modality]:
         """The modalities whose model merges several scans (they need the odometry)."""
-        return [m for m, e in self.encoders.items() if getattr(getattr(e, "preprocessing", None), "scans", 1) > 1]
+        return [m for m, e in self.encoders.items() if accumulator_for(getattr(e, "preprocessing", None)) is not None]
 
     def _input_data(self, fr: Frame, encoder: Encoder, pose: Pose | None) -> Any:
         """The frame's data, merged with earlier scans of its topic when the model wants several radar scans."""

@@ -417,12 +417,11 @@ class RadarBevPreprocessing:
             f"> rcs_min_dbsm ({self.rcs_min_dbsm})",
         )
         _require(self.modality is Modality.RADAR, "radar.modality", self.modality, "radar")
-        self.accumulator()  # validates scans / scan_spacing_s / scan_tolerance_s
+        ScanAccumulator(self.scans, self.scan_spacing_s, self.scan_tolerance_s)  # validates the three keys
 
     def accumulator(self) -> ScanAccumulator | None:
         """A fresh multi-scan accumulator for one sensor (None for single-scan preprocessing)."""
-        acc = ScanAccumulator(self.scans, self.scan_spacing_s, self.scan_tolerance_s)
-        return acc if self.scans > 1 else None
+        return ScanAccumulator(self.scans, self.scan_spacing_s, self.scan_tolerance_s) if self.scans > 1 else None
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

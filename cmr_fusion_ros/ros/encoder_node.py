@@ -139,9 +139,7 @@ class EncoderNode(Node):
     def _values(self) -> dict:
         values = {"model_id": self.model_id}
         if self.merger is not None:  # multi-scan model: earlier scans merged in / wanted but not found
-            acc = self.merger.accumulator
-            values.update(scans_merged=acc.merged_scans, scans_missing=acc.missing_scans,
-                          scans_without_pose=acc.unposed_scans, time_jumps=self.merger.time_jumps)
+            values.update(self.merger.accumulator.stats(), time_jumps=self.merger.time_jumps)
         return values
 
     def shutdown(self) -> None:
