@@ -46,6 +46,18 @@ def parse_widths(items: list[str]) -> dict[Modality, tuple[int, ...]]:
     return out
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """``"160x120"`` -> (160, 120) (:class:`ConfigError` naming the value otherwise)."""
+    w, sep, h = text.lower().partition("x")
+    try:
+        size = (int(w), int(h))
+    except ValueError:
+        size = (0, 0)
+    if not sep or not all(16 <= v <= 4096 for v in size):
+        raise ConfigError("--camera-size", text, "WIDTHxHEIGHT in pixels, each 16..4096, e.g. 160x120")
+    return size
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from cmr_fusion_ros.training.models import DEFAULT_WIDTHS
     from cmr_fusion_ros.training.train import TrainConfig
@@ -75,6 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: the shipped radar model's, 3; 1 = single scans)")
     parser.add_argument("--radar-scan-spacing", type=float, default=None, metavar="S",
                         help="seconds between the merged radar scans (default: the shipped model's, 0.5)")
+    parser.add_argument("--camera-size", default=None, metavar="WxH",
+                        help="camera input size in pixels (default 96x72); an --init camera encoder of another size "
+                             "keeps its convolutions and gets its head resampled")
     parser.add_argument("--epochs", type=int, default=d.epochs)
     parser.add_argument("--batch-anchors", type=int, default=d.batch_anchors,
                         help=f"anchor frames per batch; each brings a positive and a hard negative (default {d.batch_anchors})")
@@ -128,6 +143,9 @@ def run(args: argparse.Namespace) -> int:
     pre = {m: default_preprocessing(m) for m in MODALITIES}
     radar_changes = {k: v for k, v in (("scans", args.radar_scans), ("scan_spacing_s", args.radar_scan_spacing))
                      if v is not None}
+    if args.camera_size is not None:
+        width, height = parse_size(args.camera_size)
+        pre[Modality.CAMERA] = dataclasses.replace(pre[Modality.CAMERA], width=width, height=height)
     if radar_changes:
         pre[Modality.RADAR] = dataclasses.replace(pre[Modality.RADAR], **radar_changes)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -149,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     start: dict = {}  # modality -> encoder to start from (from --init)
     if args.init is not None:
         from cmr_fusion_ros.core.errors import ModelError
-        from cmr_fusion_ros.training.models import load_checkpoint
+        from cmr_fusion_ros.training.models import load_checkpoint, resize_input
 
         for m in MODALITIES:
             mod, model, init_pre = load_checkpoint(checkpoint_path(args.init, m))
@@ -157,11 +175,18 @@ def run(args: argparse.Namespace) -> int:
                 raise ModelError(str(checkpoint_path(args.init, m)), f"is a {mod.value} encoder, not {m.value}")
             if preprocessing_from_dict(init_pre) != pre[m]:
                 same_shape = tuple(model.input_shape) == pre[m].input_shape
-                if m in cfg.frozen or not same_shape:
+                resizable = init_pre["kind"] == pre[m].to_dict()["kind"] and model.input_shape[0] == pre[m].input_shape[0]
+                if m in cfg.frozen or not (same_shape or resizable):
                     raise ModelError(str(checkpoint_path(args.init, m)), "was trained with other preprocessing "
                                      f"({init_pre['params']}) than {pre[m].to_dict()['params']}")
-                print(f"{m.value}: {args.init} was trained with other preprocessing (same input shape): "
-                      "its weights are the starting point")
+                if not same_shape:
+                    old_shape = tuple(model.input_shape)
+                    model = resize_input(model, pre[m].input_shape)
+                    print(f"{m.value}: {args.init} was trained on {old_shape} inputs, not {pre[m].input_shape}: its "
+                          f"convolutions are the starting point, its head resampled to the final map {model.final_map}")
+                else:
+                    print(f"{m.value}: {args.init} was trained with other preprocessing (same input shape): "
+                          "its weights are the starting point")
             if m in widths and tuple(model.widths) != widths[m]:
                 if m in cfg.frozen:
                     raise ConfigError(f"--widths {m.value}", widths[m], f"the frozen checkpoint's {model.widths}")

@@ -28,6 +28,7 @@ __all__ = [
     "build_encoder",
     "checkpoint_path",
     "load_checkpoint",
+    "resize_input",
     "save_checkpoint",
 ]
 
@@ -64,6 +65,7 @@ class ConvEncoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(cin * h * w, dim)
         self.input_shape = tuple(input_shape)
+        self.final_map = (h, w)  # rows and columns of the last feature map (the head's spatial layout)
         self.widths = tuple(widths)
         self.dim = dim
 
@@ -80,6 +82,27 @@ def build_encoder(
     channels of the five stages, default :data:`DEFAULT_WIDTHS`)."""
     Modality(modality)
     return ConvEncoder(input_shape, dim=dim, widths=tuple(widths or DEFAULT_WIDTHS))
+
+
+def resize_input(model: ConvEncoder, input_shape: tuple[int, int, int]) -> ConvEncoder:
+    """A copy of ``model`` for inputs of another height and width (same channels): the convolutions are reused as
+    they are, the linear head is resampled (bilinear, over the final map's rows and columns) to the new map size and
+    scaled by the ratio of the map sizes, so the copy starts close to what the model computes on a resized input.
+    The starting point for fine-tuning an encoder at a higher camera resolution."""
+    c, h, w = (int(v) for v in input_shape)
+    if c != model.input_shape[0]:
+        raise ModelError("resize_input", f"{c} input channels; the model has {model.input_shape[0]}")
+    new = ConvEncoder((c, h, w), dim=model.dim, widths=model.widths, dropout=float(model.dropout.p))
+    new.features.load_state_dict(model.features.state_dict())
+    cin = model.widths[-1]
+    old_w = model.head.weight.detach().reshape(model.dim, cin, *model.final_map)
+    fh, fw = new.final_map
+    scale = old_w.shape[2] * old_w.shape[3] / (fh * fw)
+    resized = F.interpolate(old_w, size=(fh, fw), mode="bilinear", align_corners=True) * scale
+    with torch.no_grad():
+        new.head.weight.copy_(resized.reshape(model.dim, -1))
+        new.head.bias.copy_(model.head.bias)
+    return new.train(model.training)
 
 
 def checkpoint_path(folder: str | Path, modality: Modality | str) -> Path:

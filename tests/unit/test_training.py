@@ -24,7 +24,13 @@ from cmr_fusion_ros.core.types import Modality  # noqa: E402
 from cmr_fusion_ros.paths import models_dir  # noqa: E402
 from cmr_fusion_ros.training.dataset import MODALITIES, FrameSet, frames_from_bag, load_frames  # noqa: E402
 from cmr_fusion_ros.training.export import PARITY_TOLERANCE, export_all, parity_inputs  # noqa: E402
-from cmr_fusion_ros.training.models import build_encoder, checkpoint_path, load_checkpoint, save_checkpoint  # noqa: E402
+from cmr_fusion_ros.training.models import (  # noqa: E402
+    build_encoder,
+    checkpoint_path,
+    load_checkpoint,
+    resize_input,
+    save_checkpoint,
+)
 from cmr_fusion_ros.training.train import Trainer, TrainConfig, info_nce_multi, pair_masks  # noqa: E402
 from tests.unit.test_bag_reader import write_bag  # noqa: E402  (helper beside this file)
 
@@ -231,7 +237,16 @@ def test_train_export_eval_commands_end_to_end(tmp_path: Path, capsys) -> None:
     assert main(["eval", "--database", str(town / "session_00"), "--queries", str(town / "session_01"),
                  "--models", str(tmp_path / "radar_onnx")]) == 0
     assert "radar -> radar" in capsys.readouterr().out
+    # a camera at a higher resolution, started from the checkpoints' convolutions
+    assert main(["train", *common, "--out", str(tmp_path / "cam"), "--init", str(out), "--freeze", "lidar", "radar",
+                 "--camera-size", "64x48"]) == 0
+    assert "head resampled to the final map (2, 2)" in capsys.readouterr().out
+    _, cam, cam_pre = load_checkpoint(checkpoint_path(tmp_path / "cam", "camera"))
+    assert cam.input_shape == (3, 48, 64) and (cam_pre["params"]["width"], cam_pre["params"]["height"]) == (64, 48)
     for bad, what in ((["--freeze", "radar"], "need --init"),  # frozen without weights to keep
+                      (["--camera-size", "64by48"], "--camera-size"),
+                      (["--camera-size", "8x6"], "16..4096"),
+                      (["--init", str(out), "--freeze", "camera", "--camera-size", "64x48"], "other preprocessing"),
                       (["--init", str(out), "--freeze", "radar", "--radar-scans", "2"], "other preprocessing"),
                       (["--radar-scans", "0"], "radar.scans"),
                       (["--init", str(out), "--widths", "radar=8,8"], "five integer widths"),
@@ -345,3 +360,23 @@ def test_validate_places_averages_places() -> None:
     ra, rb = validate(models, *a), validate(models, *b)
     got = validate_places(models, [a, b])
     assert got == {k: pytest.approx((ra[k] + rb[k]) / 2) for k in ra}
+
+
+def test_resize_input_reuses_convolutions_and_resamples_the_head() -> None:
+    """A model moved to a larger input keeps its convolutions and bias; a head that is the same at every position of
+    the final map stays the same (scaled by the map-size ratio, so a constant map gives the same output)."""
+    torch.manual_seed(0)
+    small = build_encoder(Modality.CAMERA, (3, 72, 96)).eval()
+    with torch.no_grad():  # a head that does not depend on the position in the 3 x 3 map
+        per_channel = torch.randn(small.dim, small.widths[-1], 1, 1)
+        small.head.weight.copy_(per_channel.expand(-1, -1, 3, 3).reshape(small.dim, -1))
+    big = resize_input(small, (3, 120, 160))
+    assert big.input_shape == (3, 120, 160) and big.final_map == (4, 5) and not big.training
+    assert all(torch.equal(v, big.features.state_dict()[k]) for k, v in small.features.state_dict().items())
+    assert torch.equal(big.head.bias, small.head.bias)
+    expected = (per_channel * 9 / 20).expand(-1, -1, 4, 5).reshape(small.dim, -1)
+    assert torch.allclose(big.head.weight, expected, atol=1e-6)
+    const_small, const_big = torch.ones(2, small.widths[-1] * 9), torch.ones(2, small.widths[-1] * 20)
+    assert torch.allclose(small.head(const_small), big.head(const_big), atol=1e-4)
+    with pytest.raises(ModelError, match="input channels"):
+        resize_input(small, (1, 120, 160))
