@@ -100,6 +100,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shift-px", type=int, default=d.shift_px, help="random translation augmentation (pixels)")
     parser.add_argument("--cutout-p", type=float, default=d.cutout_p, help="random erasing probability per input")
     parser.add_argument("--pos-radius", type=float, default=d.pos_radius_m, help="positive within this (m)")
+    parser.add_argument("--pos-max-yaw", type=float, default=d.pos_max_yaw_deg, metavar="DEG",
+                        help="positives of pairs with a camera or radar must also face within DEG degrees of each "
+                             "other (forward-looking sensors; LiDAR-LiDAR pairs take any heading); default "
+                             f"{d.pos_max_yaw_deg:g} = any heading")
     parser.add_argument("--neg-radius", type=float, default=d.neg_radius_m, help="negative beyond this (m)")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--threads", type=int, default=d.threads, help="torch threads")
@@ -119,8 +123,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(epochs=args.epochs, batch_anchors=args.batch_anchors, steps_per_epoch=args.steps_per_epoch,
                       lr=args.lr, weight_decay=args.weight_decay, dropout=args.dropout, shift_px=args.shift_px,
-                      cutout_p=args.cutout_p, pos_radius_m=args.pos_radius, neg_radius_m=args.neg_radius, seed=args.seed,
-                      threads=args.threads, frozen=tuple(args.freeze))
+                      cutout_p=args.cutout_p, pos_radius_m=args.pos_radius, pos_max_yaw_deg=args.pos_max_yaw,
+                      neg_radius_m=args.neg_radius, seed=args.seed, threads=args.threads, frozen=tuple(args.freeze))
     widths = parse_widths(args.widths)
     if cfg.frozen and args.init is None:
         raise ConfigError("--freeze", " ".join(args.freeze), "frozen encoders need --init (the weights they keep)")

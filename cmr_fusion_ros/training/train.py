@@ -3,7 +3,11 @@
 Loss: symmetric multi-positive InfoNCE over every modality pair (camera-camera, lidar-lidar, radar-radar,
 camera-lidar, camera-radar, lidar-radar). Two frames are positives when they are in the same place group and within
 ``pos_radius_m`` of each other (any time, any session); negatives are farther than ``neg_radius_m``; pairs in between
-are left out of the loss. For the same modality a frame is never its own positive. Each batch is built from anchors,
+are left out of the loss. ``pos_max_yaw_deg`` (below 180) also asks the positives of every pair with a camera or
+radar in it to face within that many degrees of each other: those sensors look forward, so two frames at one spot
+facing opposite ways (the same road driven back, a right-angle crossing) show different scenes and would teach the
+encoder to memorise the town; such close but turned pairs are left out of those pairs' loss. LiDAR-LiDAR pairs keep
+every heading (the scan is 360 degrees). For the same modality a frame is never its own positive. Each batch is built from anchors,
 one positive per anchor from another time or session when there is one, and one hard negative per anchor from a
 nearby place (between ``neg_radius_m`` and ``hard_max_m``).
 
@@ -58,6 +62,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     temperature: float = 0.07
     pos_radius_m: float = 5.0
+    pos_max_yaw_deg: float = 180.0  # positives of pairs with a camera or radar: headings within this (180: any)
     neg_radius_m: float = 12.0
     hard_max_m: float = 40.0
     min_time_apart_s: float = 10.0  # a positive from the same bag must be this far apart in time (a revisit)
@@ -83,6 +88,8 @@ class TrainConfig:
         for key in ("lr", "temperature", "pos_radius_m", "neg_radius_m", "hard_max_m"):
             v = getattr(self, key)
             need(key, isinstance(v, (int, float)) and math.isfinite(v) and v > 0, "a number > 0")
+        v = self.pos_max_yaw_deg
+        need("pos_max_yaw_deg", isinstance(v, (int, float)) and 0 < v <= 180, "a number in (0, 180]")
         need("neg_radius_m", self.neg_radius_m >= self.pos_radius_m, f">= pos_radius_m ({self.pos_radius_m})")
         need("hard_max_m", self.hard_max_m > self.neg_radius_m, f"> neg_radius_m ({self.neg_radius_m})")
         for key in ("weight_decay", "min_time_apart_s", "color_jitter"):
@@ -102,13 +109,28 @@ class TrainConfig:
         object.__setattr__(self, "frozen", frozen)
 
 
+def heading_diff_deg(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Absolute difference of yaw angles (radians, broadcast) in degrees, 0..180."""
+    return np.degrees(np.abs((a - b + np.pi) % (2 * np.pi) - np.pi))
+
+
 def pair_masks(
-    pos: np.ndarray, group: np.ndarray, pos_r: float, neg_r: float, same_modality: bool
+    pos: np.ndarray,
+    group: np.ndarray,
+    pos_r: float,
+    neg_r: float,
+    same_modality: bool,
+    yaw: np.ndarray | None = None,
+    max_yaw_deg: float = 180.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(positive, valid) boolean matrices for a batch; valid = positive or a true negative."""
+    """(positive, valid) boolean matrices for a batch; valid = positive or a true negative. With ``yaw`` and
+    ``max_yaw_deg`` below 180, a positive must also face within ``max_yaw_deg`` (close pairs turned further are
+    neither positive nor valid)."""
     d = np.linalg.norm(pos[:, None, :2] - pos[None, :, :2], axis=-1)
     same = group[:, None] == group[None, :]
     positive = same & (d <= pos_r)
+    if yaw is not None and max_yaw_deg < 180.0:
+        positive &= heading_diff_deg(yaw[:, None], yaw[None, :]) <= max_yaw_deg
     valid = positive | ~same | (d > neg_r)
     if same_modality:
         np.fill_diagonal(positive, False)
@@ -143,7 +165,10 @@ class _Index:
         other_time = (f.bag[cand] != f.bag[i]) | (
             np.abs(f.stamps_ns[cand] - f.stamps_ns[i]) > int(cfg.min_time_apart_s * 1e9)
         )
-        pos = cand[(d <= cfg.pos_radius_m) & other_time]
+        close = (d <= cfg.pos_radius_m) & other_time
+        if cfg.pos_max_yaw_deg < 180.0:  # a positive every pair can use
+            close &= heading_diff_deg(f.yaw[cand], f.yaw[i]) <= cfg.pos_max_yaw_deg
+        pos = cand[close]
         hard = cand[(d > cfg.neg_radius_m) & (d <= cfg.hard_max_m)]
         return pos, hard
 
@@ -255,18 +280,23 @@ class Trainer:
             )
         mine.load_state_dict(model.state_dict())
 
-    def loss(self, batch: dict[Modality, torch.Tensor], pos: np.ndarray, group: np.ndarray) -> torch.Tensor:
+    def loss(
+        self, batch: dict[Modality, torch.Tensor], pos: np.ndarray, group: np.ndarray, yaw: np.ndarray | None = None
+    ) -> torch.Tensor:
         emb = {m: self.models[m](batch[m]) for m in self.trainable}
         with torch.no_grad():
             emb.update({m: self.models[m](batch[m]) for m in self.cfg.frozen})
         scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
         total = torch.zeros(())
-        masks = {
-            same: tuple(torch.from_numpy(a) for a in pair_masks(pos, group, self.cfg.pos_radius_m, self.cfg.neg_radius_m, same))
-            for same in (True, False)
-        }
+        cfg = self.cfg
+        masks: dict[tuple[bool, float], tuple[torch.Tensor, torch.Tensor]] = {}
         for a, b in self.pairs:
-            positive, valid = masks[a == b]
+            lidar_only = a is Modality.LIDAR and b is Modality.LIDAR  # 360-degree scans: any heading
+            key = (a == b, 180.0 if lidar_only else cfg.pos_max_yaw_deg)
+            if key not in masks:
+                masks[key] = tuple(torch.from_numpy(m) for m in pair_masks(  # type: ignore[assignment]
+                    pos, group, cfg.pos_radius_m, cfg.neg_radius_m, key[0], yaw, key[1]))
+            positive, valid = masks[key]
             logits = scale * emb[a] @ emb[b].T
             total = total + 0.5 * (info_nce_multi(logits, positive, valid) + info_nce_multi(logits.T, positive.T, valid.T))
         return total / len(self.pairs)
@@ -308,7 +338,7 @@ class Trainer:
                 idx = sample_batch(index, rng, cfg.batch_anchors)
                 batch = {m: torch.from_numpy(train.tensors[m][idx]) for m in MODALITIES}
                 _augment(batch, cfg, rng)
-                loss = self.loss(batch, train.positions[idx], train.group[idx])
+                loss = self.loss(batch, train.positions[idx], train.group[idx], train.yaw[idx])
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 self.opt.step()

@@ -380,3 +380,56 @@ def test_resize_input_reuses_convolutions_and_resamples_the_head() -> None:
     assert torch.allclose(small.head(const_small), big.head(const_big), atol=1e-4)
     with pytest.raises(ModelError, match="input channels"):
         resize_input(small, (1, 120, 160))
+
+
+def test_pair_masks_heading_condition() -> None:
+    """With a heading limit, a close pair facing away is neither positive nor valid; far pairs stay negatives."""
+    pos = np.array([[0, 0, 0], [1, 0, 0], [2, 0, 0], [50, 0, 0]], float)
+    group = np.zeros(4, np.int64)
+    yaw = np.radians([0.0, 170.0, -50.0, 180.0])
+    p, v = pair_masks(pos, group, pos_r=5, neg_r=10, same_modality=False, yaw=yaw, max_yaw_deg=60)
+    assert p[0].tolist() == [True, False, True, False] and v[0].tolist() == [True, False, True, True]
+    assert p[1].tolist() == [False, True, False, False]  # 170 vs -50 deg: 140 deg apart (wraps)
+    assert pair_masks(pos, group, 5, 10, False, yaw, 180.0)[0][0, 1]
+    for a, b in zip(pair_masks(pos, group, 5, 10, False, yaw, 180.0), pair_masks(pos, group, 5, 10, False)):
+        assert (a == b).all()  # 180: any heading, as without yaw
+
+
+def test_heading_limit_spares_lidar_pairs_and_filters_sampled_positives() -> None:
+    """pos_max_yaw_deg applies to pairs with a camera or radar only: two frames at one spot facing opposite ways
+    are positives for LiDAR-LiDAR alone; the batch sampler only offers positives within the limit."""
+    from cmr_fusion_ros.training.train import _Index
+
+    shapes = {m: SMALL[m].input_shape for m in MODALITIES}
+    cfg = TrainConfig(pos_max_yaw_deg=60, frozen=(Modality.CAMERA, Modality.RADAR), threads=1, seed=1)
+    trainer = Trainer(cfg, shapes)
+    for model in trainer.models.values():
+        model.eval()
+    torch.manual_seed(0)
+    batch = {m: torch.rand(3, *shapes[m]) for m in MODALITIES}
+    pos, group = np.array([[0.0, 0, 0], [0, 0, 0], [50, 0, 0]]), np.zeros(3, np.int64)  # two at one spot, one far
+    yaw = np.radians([0.0, 180.0, 0.0])
+    got = float(trainer.loss(batch, pos, group, yaw).detach())
+    with torch.no_grad():
+        e = {m: trainer.models[m](batch[m]) for m in MODALITIES}
+        scale = trainer.logit_scale.clamp(max=math.log(100.0)).exp()
+
+        def term(a: Modality, b: Modality, limit: float) -> float:
+            lg = scale * e[a] @ e[b].T
+            p, v = (torch.from_numpy(x) for x in pair_masks(pos, group, 5.0, 12.0, a == b, yaw, limit))
+            return float(0.5 * (info_nce_multi(lg, p, v) + info_nce_multi(lg.T, p.T, v.T)))
+
+        lidar_any = term(Modality.CAMERA, Modality.LIDAR, 60) + term(Modality.LIDAR, Modality.LIDAR, 180)
+        lidar_limited = term(Modality.CAMERA, Modality.LIDAR, 60) + term(Modality.LIDAR, Modality.LIDAR, 60)
+        rest = term(Modality.LIDAR, Modality.RADAR, 60)
+    assert got == pytest.approx((lidar_any + rest) / 3, rel=1e-5)
+    assert got != pytest.approx((lidar_limited + rest) / 3, rel=1e-3)  # the LiDAR-LiDAR pair kept its positive
+
+    n = 4
+    frames = FrameSet({m: np.zeros((n, *shapes[m]), np.float32) for m in MODALITIES}, np.zeros((n, 3)),
+                      np.radians([0.0, 170.0, 30.0, 100.0]), np.arange(n, dtype=np.int64) * 20_000_000_000,
+                      np.zeros(n, np.int64), np.zeros(n, np.int64), ["bag"], ["place"])
+    assert _Index(frames, cfg).partners(0)[0].tolist() == [2]
+    assert _Index(frames, TrainConfig()).partners(0)[0].tolist() == [1, 2, 3]
+    with pytest.raises(ConfigError, match="pos_max_yaw_deg"):
+        TrainConfig(pos_max_yaw_deg=0)
