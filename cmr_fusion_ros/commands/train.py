@@ -102,8 +102,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pos-radius", type=float, default=d.pos_radius_m, help="positive within this (m)")
     parser.add_argument("--pos-max-yaw", type=float, default=d.pos_max_yaw_deg, metavar="DEG",
                         help="positives of pairs with a camera or radar must also face within DEG degrees of each "
-                             "other (forward-looking sensors; LiDAR-LiDAR pairs take any heading); default "
-                             f"{d.pos_max_yaw_deg:g} = any heading")
+                             "other (forward-looking sensors; LiDAR-LiDAR pairs take any heading; 180: any heading); default "
+                             f"{d.pos_max_yaw_deg:g}")
     parser.add_argument("--neg-radius", type=float, default=d.neg_radius_m, help="negative beyond this (m)")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--threads", type=int, default=d.threads, help="torch threads")

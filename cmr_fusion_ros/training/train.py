@@ -62,7 +62,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     temperature: float = 0.07
     pos_radius_m: float = 5.0
-    pos_max_yaw_deg: float = 180.0  # positives of pairs with a camera or radar: headings within this (180: any)
+    pos_max_yaw_deg: float = 60.0  # positives of pairs with a camera or radar: headings within this (180: any)
     neg_radius_m: float = 12.0
     hard_max_m: float = 40.0
     min_time_apart_s: float = 10.0  # a positive from the same bag must be this far apart in time (a revisit)

@@ -430,6 +430,6 @@ def test_heading_limit_spares_lidar_pairs_and_filters_sampled_positives() -> Non
                       np.radians([0.0, 170.0, 30.0, 100.0]), np.arange(n, dtype=np.int64) * 20_000_000_000,
                       np.zeros(n, np.int64), np.zeros(n, np.int64), ["bag"], ["place"])
     assert _Index(frames, cfg).partners(0)[0].tolist() == [2]
-    assert _Index(frames, TrainConfig()).partners(0)[0].tolist() == [1, 2, 3]
+    assert _Index(frames, TrainConfig(pos_max_yaw_deg=180)).partners(0)[0].tolist() == [1, 2, 3]
     with pytest.raises(ConfigError, match="pos_max_yaw_deg"):
         TrainConfig(pos_max_yaw_deg=0)
