@@ -7,8 +7,7 @@ are left out of the loss. ``pos_max_yaw_deg`` (below 180) also asks the positive
 radar in it to face within that many degrees of each other: those sensors look forward, so two frames at one spot
 facing opposite ways (the same road driven back, a right-angle crossing) show different scenes and would teach the
 encoder to memorise the town; such close but turned pairs are left out of those pairs' loss. LiDAR-LiDAR pairs keep
-every heading (the scan is 360 degrees): while the LiDAR encoder trains, each anchor also brings one positive turned
-beyond the limit when it has one. For the same modality a frame is never its own positive. Each batch is built from anchors,
+every heading (the scan is 360 degrees). For the same modality a frame is never its own positive. Each batch is built from anchors,
 one positive per anchor from another time or session when there is one, and one hard negative per anchor from a
 nearby place (between ``neg_radius_m`` and ``hard_max_m``).
 
@@ -152,17 +151,14 @@ def info_nce_multi(logits: torch.Tensor, positive: torch.Tensor, valid: torch.Te
 
 
 class _Index:
-    """Neighbour lookups per place group for the batch sampler. ``turned``: also offer a positive turned beyond
-    ``pos_max_yaw_deg`` (only the LiDAR-LiDAR pair uses it; worth it while the LiDAR encoder trains)."""
+    """Neighbour lookups per place group for the batch sampler."""
 
-    def __init__(self, frames: FrameSet, cfg: TrainConfig, turned: bool = False) -> None:
+    def __init__(self, frames: FrameSet, cfg: TrainConfig) -> None:
         self.frames = frames
         self.cfg = cfg
-        self.turned = turned and cfg.pos_max_yaw_deg < 180.0
         self.by_group = {g: np.nonzero(frames.group == g)[0] for g in np.unique(frames.group)}
 
-    def partners(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(positives every pair can use, positives turned beyond the heading limit when ``turned``, hard negatives)"""
+    def partners(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         f, cfg = self.frames, self.cfg
         cand = self.by_group[int(f.group[i])]
         d = np.linalg.norm(f.positions[cand, :2] - f.positions[i, :2], axis=1)
@@ -170,12 +166,11 @@ class _Index:
             np.abs(f.stamps_ns[cand] - f.stamps_ns[i]) > int(cfg.min_time_apart_s * 1e9)
         )
         close = (d <= cfg.pos_radius_m) & other_time
-        facing = np.ones(len(cand), bool)
-        if cfg.pos_max_yaw_deg < 180.0:
-            facing = heading_diff_deg(f.yaw[cand], f.yaw[i]) <= cfg.pos_max_yaw_deg
-        turned = cand[close & ~facing] if self.turned else cand[:0]
+        if cfg.pos_max_yaw_deg < 180.0:  # a positive every pair can use
+            close &= heading_diff_deg(f.yaw[cand], f.yaw[i]) <= cfg.pos_max_yaw_deg
+        pos = cand[close]
         hard = cand[(d > cfg.neg_radius_m) & (d <= cfg.hard_max_m)]
-        return cand[close & facing], turned, hard
+        return pos, hard
 
 
 def sample_batch(index: _Index, rng: np.random.Generator, anchors: int) -> np.ndarray:
@@ -183,11 +178,9 @@ def sample_batch(index: _Index, rng: np.random.Generator, anchors: int) -> np.nd
     picks = rng.choice(n, size=min(anchors, n), replace=False)
     out = list(picks)
     for i in picks:
-        pos, turned, hard = index.partners(int(i))
+        pos, hard = index.partners(int(i))
         if len(pos):
             out.append(int(rng.choice(pos)))
-        if len(turned):
-            out.append(int(rng.choice(turned)))
         if len(hard):
             out.append(int(rng.choice(hard)))
     return np.asarray(out, np.int64)
@@ -321,7 +314,7 @@ class Trainer:
         cfg = self.cfg
         places = [] if val is None else [val] if isinstance(val, tuple) and isinstance(val[0], FrameSet) else list(val)
         rng = np.random.default_rng(cfg.seed)
-        index = _Index(train, cfg, turned=Modality.LIDAR in self.trainable)
+        index = _Index(train, cfg)
         steps = cfg.steps_per_epoch or max(1, math.ceil(len(train) / cfg.batch_anchors))
         total_steps = steps * cfg.epochs
         warm = max(1, total_steps // 20)

@@ -397,8 +397,7 @@ def test_pair_masks_heading_condition() -> None:
 
 def test_heading_limit_spares_lidar_pairs_and_filters_sampled_positives() -> None:
     """pos_max_yaw_deg applies to pairs with a camera or radar only: two frames at one spot facing opposite ways
-    are positives for LiDAR-LiDAR alone; the batch sampler offers a positive within the limit and, while the LiDAR
-    trains, one turned beyond it."""
+    are positives for LiDAR-LiDAR alone; the batch sampler only offers positives within the limit."""
     from cmr_fusion_ros.training.train import _Index
 
     shapes = {m: SMALL[m].input_shape for m in MODALITIES}
@@ -430,9 +429,7 @@ def test_heading_limit_spares_lidar_pairs_and_filters_sampled_positives() -> Non
     frames = FrameSet({m: np.zeros((n, *shapes[m]), np.float32) for m in MODALITIES}, np.zeros((n, 3)),
                       np.radians([0.0, 170.0, 30.0, 100.0]), np.arange(n, dtype=np.int64) * 20_000_000_000,
                       np.zeros(n, np.int64), np.zeros(n, np.int64), ["bag"], ["place"])
-    assert [p.tolist() for p in _Index(frames, cfg).partners(0)[:2]] == [[2], []]
-    assert [p.tolist() for p in _Index(frames, cfg, turned=True).partners(0)[:2]] == [[2], [1, 3]]  # for LiDAR-LiDAR
-    assert [p.tolist() for p in _Index(frames, TrainConfig(pos_max_yaw_deg=180), turned=True).partners(0)[:2]] == [
-        [1, 2, 3], []]
+    assert _Index(frames, cfg).partners(0)[0].tolist() == [2]
+    assert _Index(frames, TrainConfig(pos_max_yaw_deg=180)).partners(0)[0].tolist() == [1, 2, 3]
     with pytest.raises(ConfigError, match="pos_max_yaw_deg"):
         TrainConfig(pos_max_yaw_deg=0)
