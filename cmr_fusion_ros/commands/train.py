@@ -102,8 +102,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pos-radius", type=float, default=d.pos_radius_m, help="positive within this (m)")
     parser.add_argument("--pos-max-yaw", type=float, default=d.pos_max_yaw_deg, metavar="DEG",
                         help="positives of pairs with a camera or radar must also face within DEG degrees of each "
-                             "other (forward-looking sensors; LiDAR-LiDAR pairs take any heading; 180: any heading); default "
-                             f"{d.pos_max_yaw_deg:g}")
+                             "other (forward-looking sensors; LiDAR-LiDAR pairs take any heading; 180: any heading); "
+                             f"default {d.pos_max_yaw_deg:g}")
     parser.add_argument("--neg-radius", type=float, default=d.neg_radius_m, help="negative beyond this (m)")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--threads", type=int, default=d.threads, help="torch threads")
@@ -179,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
                 raise ModelError(str(checkpoint_path(args.init, m)), f"is a {mod.value} encoder, not {m.value}")
             if preprocessing_from_dict(init_pre) != pre[m]:
                 same_shape = tuple(model.input_shape) == pre[m].input_shape
-                resizable = init_pre["kind"] == pre[m].to_dict()["kind"] and model.input_shape[0] == pre[m].input_shape[0]
+                resizable = (init_pre["kind"] == pre[m].to_dict()["kind"]
+                             and model.input_shape[0] == pre[m].input_shape[0])
                 if m in cfg.frozen or not (same_shape or resizable):
                     raise ModelError(str(checkpoint_path(args.init, m)), "was trained with other preprocessing "
                                      f"({init_pre['params']}) than {pre[m].to_dict()['params']}")

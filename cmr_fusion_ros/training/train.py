@@ -7,9 +7,9 @@ are left out of the loss. ``pos_max_yaw_deg`` (below 180) also asks the positive
 radar in it to face within that many degrees of each other: those sensors look forward, so two frames at one spot
 facing opposite ways (the same road driven back, a right-angle crossing) show different scenes and would teach the
 encoder to memorise the town; such close but turned pairs are left out of those pairs' loss. LiDAR-LiDAR pairs keep
-every heading (the scan is 360 degrees). For the same modality a frame is never its own positive. Each batch is built from anchors,
-one positive per anchor from another time or session when there is one, and one hard negative per anchor from a
-nearby place (between ``neg_radius_m`` and ``hard_max_m``).
+every heading (the scan is 360 degrees). For the same modality a frame is never its own positive. Each batch is
+built from anchors, one positive per anchor from another time or session when there is one (within the heading
+limit), and one hard negative per anchor from a nearby place (between ``neg_radius_m`` and ``hard_max_m``).
 
 Everything is seeded: numpy, torch, the batch sampler. Validation recall (per validation place: database = its first
 bag, queries = its second; averaged over the places) is computed after every epoch; the best epoch's weights are kept.
