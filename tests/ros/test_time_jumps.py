@@ -77,11 +77,14 @@ def test_pipeline_loop_resets_debounce_and_pose_buffer():
 
 
 def test_node_resets_on_clock_jump_and_on_looping_stamps(tmp_path):
-    # a deep queue: this test is about time jumps, not overload (with the default queue a slow start of the worker
-    # dropped frames, among them the revisit, about one run in three)
+    # a deep queue and a reliable subscription: this test is about time jumps, not overload (with the default queue a
+    # slow start of the worker dropped frames, among them the revisit, about one run in three). Once more, in a
+    # clean-clone run on a loaded machine, no event came within 10 s (not reproduced in 16 runs beside a CPU hog):
+    # reliable delivery and 20 s rule out lost messages and slowness, and a failure now shows the stream counters.
     overrides = g.base_overrides(tmp_path, **{"streams.camera.enabled": False, "streams.radar.enabled": False,
                                               "policy.routes.lidar": ["lidar"], "policy.debounce_s": 30.0,
-                                              "streams.lidar.queue_size": 100})
+                                              "streams.lidar.queue_size": 100,
+                                              "streams.lidar.reliability": "reliable"})
     overrides.append(Parameter("use_sim_time", value=True))
     with g.node_graph(overrides) as (node, peer, got):
         pubs = g.publishers(peer, [L])
@@ -100,9 +103,9 @@ def test_node_resets_on_clock_jump_and_on_looping_stamps(tmp_path):
                           for e in a.events)
 
         drive()
-        assert g.wait_for(lambda: events() == [(140 * S, 103 * S)], 10.0), events()
+        assert g.wait_for(lambda: events() == [(140 * S, 103 * S)], 20.0), (events(), g.stream_status(got, L))
         drive()  # loop: /clock jumps back 41 s, and the stamps too
-        assert g.wait_for(lambda: len(events()) == 2, 10.0), events()
+        assert g.wait_for(lambda: len(events()) == 2, 20.0), (events(), g.stream_status(got, L))
         assert events()[1][0] == 140 * S
         assert g.wait_for(lambda: int((g.memory_status(got) or {}).get("time_jumps", 0)) >= 1, 5.0)
         assert any("went back in time" in log.msg or "clock jumped back" in log.msg for log in got["logs"])
