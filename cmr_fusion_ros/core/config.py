@@ -34,7 +34,7 @@ from cmr_fusion_ros.core.memory.config import (
 from cmr_fusion_ros.core.policy import PolicyConfig
 from cmr_fusion_ros.core.radar import RadarFields
 from cmr_fusion_ros.core.sync import jump_back_threshold_ns
-from cmr_fusion_ros.core.types import Modality
+from cmr_fusion_ros.core.types import MAX_LIDAR_VIEWS, Modality
 
 __all__ = [
     "EncodersConfig",
@@ -203,11 +203,13 @@ class EncodersConfig:
     intra_op_threads: int = 1
     batch_size: int = 8
     warmup_runs: int = 2
+    lidar_views: int = 8  # LiDAR -> LiDAR search with the scan turned to this many headings (1 = as scanned only)
 
     @classmethod
     def from_dict(cls, d: Any, prefix: str = "encoders") -> "EncodersConfig":
         d = _section(d, prefix)
-        _no_unknown(d, prefix, ("models_dir", "providers", "intra_op_threads", "batch_size", "warmup_runs"))
+        _no_unknown(d, prefix, ("models_dir", "providers", "intra_op_threads", "batch_size", "warmup_runs",
+                                "lidar_views"))
         providers = _list_of_str(d, prefix, "providers", ("CPUExecutionProvider",), PROVIDERS)
         if not providers:
             raise ConfigError(f"{prefix}.providers", [], "a non-empty list from " + " | ".join(PROVIDERS))
@@ -217,6 +219,7 @@ class EncodersConfig:
             intra_op_threads=_int(d, prefix, "intra_op_threads", 1, 0, 256),
             batch_size=_int(d, prefix, "batch_size", 8, 1, 4096),
             warmup_runs=_int(d, prefix, "warmup_runs", 2, 0, 100),
+            lidar_views=_int(d, prefix, "lidar_views", 8, 1, MAX_LIDAR_VIEWS),
         )
 
 
@@ -442,6 +445,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _spec("encoders.intra_op_threads", "onnxruntime threads per encoder (0 = onnxruntime decides)", (0, 256)),
     _spec("encoders.batch_size", "largest batch per encoder run", (1, 4096)),
     _spec("encoders.warmup_runs", "encoder runs on zeros at start-up", (0, 100)),
+    _spec("encoders.lidar_views", "LiDAR->LiDAR search (policy.routes.lidar has lidar) with the scan also turned to "
+                                  "N headings, each entry scored by its best view: finds places driven in another "
+                                  "direction; N LiDAR encodings per scan (1 = as scanned)", (1, MAX_LIDAR_VIEWS)),
     _spec("memory.dim", "embedding size; must equal the encoders'", (1, 65536)),
     _spec("memory.index.backend", "exact | faiss_flat | faiss_hnsw | faiss_ivf"),
     _spec("memory.index.hnsw_m", "HNSW graph degree", (4, 256)),

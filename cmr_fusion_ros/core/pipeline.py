@@ -5,7 +5,10 @@ bag, so live and offline runs give the same events for the same message order.
 
 Per frame set: each frame is preprocessed and encoded by its modality's encoder, its pose looked up, the memory is
 searched through the match policy (routes, threshold, temporal exclusion, debounce, sequences), and only then are
-the set's embeddings inserted, so a query never finds itself or its sibling frames of the same instant.
+the set's embeddings inserted, so a query never finds itself or its sibling frames of the same instant. When LiDAR
+queries search LiDAR entries, a LiDAR scan is also embedded as seen turned to ``encoders.lidar_views`` headings
+(``preprocess.turned_views``) and every view searches the LiDAR entries (a place driven in another direction); only
+the scan as it is goes into the memory. Split deployments (embeddings in) search with the one vector they get.
 
 Time jumps (a bag that loops, a clock reset): a frame set or embedding stamped more than the jump threshold
 (``sync.time_jump_s``; 0 = max(1 s, 2 x (tolerance + timeout))) before the newest one processed, or an odometry pose
@@ -33,7 +36,7 @@ from cmr_fusion_ros.core.errors import ConfigError, ConversionError
 from cmr_fusion_ros.core.image import convert_color, decode_compressed, decode_image
 from cmr_fusion_ros.core.memory import SceneMemory
 from cmr_fusion_ros.core.pointcloud import decode_cloud
-from cmr_fusion_ros.core.preprocess import accumulator_for
+from cmr_fusion_ros.core.preprocess import accumulator_for, turned_views
 from cmr_fusion_ros.core.preprocess import batch as preprocess_batch
 from cmr_fusion_ros.core.policy import MatchPolicy, MatchResult, Query
 from cmr_fusion_ros.core.poses import PoseBuffer
@@ -202,6 +205,7 @@ class EmbeddingInput:
     vector: np.ndarray = field(repr=False)
     pose: Pose | None = None
     model_id: str = ""
+    views: np.ndarray | None = field(default=None, repr=False)  # the scan at other headings (Query.views)
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,6 +338,13 @@ class FusionPipeline:
             self._accumulators[fr.topic] = acc
         return acc.merge(fr.stamp_ns, fr.data, pose)
 
+    def _views(self, modality: Modality) -> int:
+        """Headings a frame is embedded at: ``encoders.lidar_views`` for LiDAR while LiDAR queries search LiDAR
+        entries (the routes may change at run time), else 1."""
+        if modality is Modality.LIDAR and Modality.LIDAR in self.policy.config.targets(Modality.LIDAR):
+            return self.config.encoders.lidar_views
+        return 1
+
     # --- the two entry points ---------------------------------------------------------------------------------
 
     def process_set(self, frame_set: FrameSet) -> PipelineOutput:
@@ -348,15 +359,19 @@ class FusionPipeline:
             pose = self.pose_at(fr.stamp_ns)
             t0 = self._clock()
             data = self._input_data(fr, encoder, pose)
+            views = None
             if hasattr(encoder, "encode_tensors") and hasattr(encoder, "preprocessing"):
-                tensor = preprocess_batch(encoder.preprocessing, [data])  # timed apart from the network
+                n_views = self._views(fr.modality)  # timed apart from the network:
+                tensor = (turned_views(encoder.preprocessing, data, n_views) if n_views > 1
+                          else preprocess_batch(encoder.preprocessing, [data]))
                 t1 = self._clock()
-                vec = encoder.encode_tensors(tensor)[0]
+                out = encoder.encode_tensors(tensor)
+                vec, views = out[0], (out[1:] if n_views > 1 else None)
             else:
                 t1 = t0
                 vec = encoder.encode([data])[0]
             t2 = self._clock()
-            inputs.append((EmbeddingInput(fr.modality, fr.topic, fr.frame_id, fr.stamp_ns, vec, pose),
+            inputs.append((EmbeddingInput(fr.modality, fr.topic, fr.frame_id, fr.stamp_ns, vec, pose, views=views),
                            ((t1 - t0) * 1e3, (t2 - t1) * 1e3)))
         anchor = frames[0] if frames else None
         return self._search_insert(inputs, frame_set.anchor_ns, anchor.frame_id if anchor else "", frame_set.complete)
@@ -375,7 +390,8 @@ class FusionPipeline:
         found: list[tuple[list[MatchResult], float]] = []
         for it, _ in inputs:
             t0 = self._clock()
-            q = Query(it.modality, it.topic, it.stamp_ns, it.frame_id, it.vector, it.pose, self.session)
+            q = Query(it.modality, it.topic, it.stamp_ns, it.frame_id, it.vector, it.pose, self.session,
+                      views=it.views)
             found.append((self.policy.match(self.memory, q), (self._clock() - t0) * 1e3))
         events: list[MatchResult] = []
         paths: list[FramePath] = []

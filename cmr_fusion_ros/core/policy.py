@@ -36,7 +36,7 @@ from cmr_fusion_ros.core.types import Modality, Pose
 if TYPE_CHECKING:
     from cmr_fusion_ros.core.memory.scene import SceneMemory
 
-__all__ = ["MatchPolicy", "MatchResult", "PolicyConfig", "Query", "SearchRequest"]
+__all__ = ["MatchPolicy", "MatchResult", "PolicyConfig", "Query", "SearchRequest", "merge_neighbors"]
 
 _NS = 1_000_000_000
 
@@ -119,7 +119,9 @@ class PolicyConfig:
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    """One query embedding and its origin. ``id`` is the memory id when the query was also inserted, else 0."""
+    """One query embedding and its origin. ``id`` is the memory id when the query was also inserted, else 0.
+    ``views``: more embeddings of the same scan seen at other headings (``(V, D)``, LiDAR: ``turned_views``); they
+    search the entries of the query's own modality too, each entry keeping its best score."""
 
     modality: Modality
     topic: str
@@ -129,6 +131,7 @@ class Query:
     pose: Pose | None = None
     session: str = ""
     id: int = 0
+    views: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +205,20 @@ class _Revisit:
     fired_query_pose: Pose | None
 
 
+def merge_neighbors(lists: Sequence[Sequence[Neighbor]], k: int) -> list[Neighbor]:
+    """The ``k`` best of several searches' neighbours, best first: each entry once, with its best score (ties: the
+    earlier list and rank first), ranks renumbered."""
+    best: dict[int, tuple[float, int, int, Neighbor]] = {}
+    for i, found in enumerate(lists):
+        for n in found:
+            key = (-float(n.score), i, n.rank, n)
+            old = best.get(n.entry.id)
+            if old is None or key[:3] < old[:3]:
+                best[n.entry.id] = key
+    ranked = sorted(best.values(), key=lambda t: t[:3])
+    return [Neighbor(n.entry, n.score, rank) for rank, (*_, n) in enumerate(ranked[:k])]
+
+
 @dataclass
 class _Chain:
     last: MemoryEntry
@@ -252,7 +269,12 @@ class MatchPolicy:
     def match(self, memory: "SceneMemory", query: Query) -> list[MatchResult]:
         """Search ``memory`` for ``query`` and decide; the one call a node needs."""
         req = self.request(query)
-        neighbors = [] if req is None else memory.search(query.vector, req.k, **req.kwargs())
+        if req is None:
+            return self.decide(query, [])
+        neighbors = memory.search(query.vector, req.k, **req.kwargs())
+        if query.views is not None and len(query.views) and query.modality in req.modalities:
+            own = {**req.kwargs(), "modalities": (query.modality,)}
+            neighbors = merge_neighbors([neighbors, *(memory.search(v, req.k, **own) for v in query.views)], req.k)
         return self.decide(query, neighbors)
 
     def decide(self, query: Query, neighbors: Sequence[Neighbor]) -> list[MatchResult]:

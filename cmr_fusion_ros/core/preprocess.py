@@ -23,9 +23,9 @@ from typing import Any, Protocol, Sequence
 import cv2
 import numpy as np
 
-from cmr_fusion_ros.core.accumulate import ScanAccumulator
+from cmr_fusion_ros.core.accumulate import ScanAccumulator, move_points
 from cmr_fusion_ros.core.errors import ConfigError, ConversionError
-from cmr_fusion_ros.core.types import Modality
+from cmr_fusion_ros.core.types import MAX_LIDAR_VIEWS, Modality
 
 __all__ = [
     "CameraPreprocessing",
@@ -38,6 +38,7 @@ __all__ = [
     "default_preprocessing",
     "points_columns",
     "preprocessing_from_dict",
+    "turned_views",
 ]
 
 
@@ -509,4 +510,24 @@ def batch(pre: Preprocessing, items: Sequence[np.ndarray]) -> np.ndarray:
     out = np.empty((len(items), *pre.input_shape), dtype=np.float32)
     for i, item in enumerate(items):
         out[i] = pre(item)
+    return out
+
+
+def turned_views(pre: Preprocessing, cloud: np.ndarray, views: int) -> np.ndarray:
+    """A LiDAR scan seen at ``views`` headings: ``(views, C, H, W)``; view 0 is ``pre(cloud)``, view k the cloud as the
+    sensor would see it turned left by ``k * 360 / views`` degrees (points rotated about z; other fields unchanged).
+
+    A 360-degree LiDAR sees a place whatever the heading, but the encoders' inputs are laid out around the vehicle's
+    forward direction (the front view looks like the camera's): a place driven through in another direction gives
+    another tensor. Searching LiDAR entries with every view (``FusionPipeline``, ``cmr-fusion eval --lidar-views``)
+    finds such places; the memory keeps view 0 only.
+    """
+    if isinstance(views, bool) or not isinstance(views, (int, np.integer)) or not 1 <= views <= MAX_LIDAR_VIEWS:
+        raise ConfigError("lidar_views", views, f"an integer in 1..{MAX_LIDAR_VIEWS}")
+    if pre.modality is not Modality.LIDAR:
+        raise ConfigError("lidar_views", views, f"a LiDAR preprocessing (got {pre.modality.value})")
+    out = np.empty((int(views), *pre.input_shape), dtype=np.float32)
+    out[0] = pre(cloud)
+    for k in range(1, int(views)):
+        out[k] = pre(move_points(cloud, (0.0, 0.0, 0.0), (0.0, 0.0, 2.0 * math.pi * k / views)))
     return out

@@ -6,7 +6,9 @@ import enum
 import math
 from dataclasses import dataclass
 
-__all__ = ["Modality", "Pose"]
+__all__ = ["MAX_LIDAR_VIEWS", "Modality", "Pose"]
+
+MAX_LIDAR_VIEWS = 64  # headings a LiDAR scan may be searched at (encoders.lidar_views, preprocess.turned_views)
 
 
 class Modality(str, enum.Enum):

@@ -2,7 +2,8 @@
 
 Every sensor sample of each bag is embedded by its modality's encoder, positioned by the bag's odometry, and every
 query modality -> database modality pair (9 pairs) is scored with recall@1/5/10 and recall@1%
-(:mod:`cmr_fusion_ros.eval.recall`).
+(:mod:`cmr_fusion_ros.eval.recall`). With ``lidar_views`` N > 1, LiDAR queries search LiDAR entries with the scan
+seen at N headings, as the runtime does (``encoders.lidar_views``); the database keeps the scans as they are.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 from cmr_fusion_ros.bag.reader import BagTopics, read_samples
 from cmr_fusion_ros.core.encoder import OnnxEncoder
 from cmr_fusion_ros.core.errors import BagError
-from cmr_fusion_ros.core.preprocess import accumulator_for
+from cmr_fusion_ros.core.preprocess import accumulator_for, turned_views
 from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.eval.recall import RecallResult, recall_at_k
 
@@ -40,13 +41,15 @@ MODALITIES = (Modality.CAMERA, Modality.LIDAR, Modality.RADAR)
 
 @dataclass(frozen=True)
 class BagEmbeddings:
-    """Per modality: embeddings (N, D), positions (N, 3), stamps (N,), headings (N,) in radians."""
+    """Per modality: embeddings (N, D), positions (N, 3), stamps (N,), headings (N,) in radians; ``views``: the
+    LiDAR scans seen at the other headings (N, views - 1, D) when embedded with ``lidar_views`` > 1."""
 
     path: str
     embeddings: dict[Modality, np.ndarray]
     positions: dict[Modality, np.ndarray]
     stamps_ns: dict[Modality, np.ndarray]
     yaws: dict[Modality, np.ndarray] = field(default_factory=dict)
+    views: dict[Modality, np.ndarray] = field(default_factory=dict)
 
 
 def embed_bag(
@@ -56,9 +59,12 @@ def embed_bag(
     *,
     batch: int = 32,
     progress: Callable[[int], None] | None = None,
+    lidar_views: int = 1,
 ) -> BagEmbeddings:
-    """Embed every sample of the encoders' modalities in a bag (samples without an odometry pose are skipped)."""
+    """Embed every sample of the encoders' modalities in a bag (samples without an odometry pose are skipped); LiDAR
+    scans at ``lidar_views`` headings (``preprocess.turned_views``)."""
     mods = list(encoders)
+    n_views = {m: lidar_views if m is Modality.LIDAR else 1 for m in mods}
     pending: dict[Modality, list[np.ndarray]] = {m: [] for m in mods}
     emb: dict[Modality, list[np.ndarray]] = {m: [] for m in mods}
     pos: dict[Modality, list[tuple[float, float, float]]] = {m: [] for m in mods}
@@ -67,7 +73,9 @@ def embed_bag(
 
     def flush(m: Modality) -> None:
         if pending[m]:
-            emb[m].append(encoders[m].encode_tensors(np.stack(pending[m])))
+            x = np.stack(pending[m])  # (n, views, C, H, W)
+            out = encoders[m].encode_tensors(x.reshape(-1, *x.shape[2:]))
+            emb[m].append(out.reshape(x.shape[0], x.shape[1], -1))
             pending[m].clear()
 
     accumulators = {m: acc for m in mods if (acc := accumulator_for(encoders[m].preprocessing)) is not None}
@@ -76,7 +84,10 @@ def embed_bag(
         data = s.data
         if s.modality in accumulators:  # multi-scan radar model: every scan of the bag in order, with its pose
             data = accumulators[s.modality].merge(s.stamp_ns, data, s.pose)
-        pending[s.modality].append(enc.preprocessing(data))
+        if n_views[s.modality] > 1:
+            pending[s.modality].append(turned_views(enc.preprocessing, data, n_views[s.modality]))
+        else:
+            pending[s.modality].append(enc.preprocessing(data)[None])
         pos[s.modality].append((s.pose.x, s.pose.y, s.pose.z))
         stamps[s.modality].append(s.stamp_ns)
         yaws[s.modality].append(s.pose.yaw)
@@ -88,12 +99,14 @@ def embed_bag(
         flush(m)
         if not pos[m]:
             raise BagError(str(path), f"no {m.value} samples with an odometry pose")
+    all_views = {m: np.concatenate(emb[m]) for m in mods}
     return BagEmbeddings(
         str(path),
-        {m: np.concatenate(emb[m]) for m in mods},
+        {m: all_views[m][:, 0] for m in mods},
         {m: np.asarray(pos[m], np.float64) for m in mods},
         {m: np.asarray(stamps[m], np.int64) for m in mods},
         {m: np.asarray(yaws[m], np.float64) for m in mods},
+        {m: all_views[m][:, 1:] for m in mods if n_views[m] > 1},
     )
 
 
@@ -104,6 +117,7 @@ class EvalReport:
     radius_m: float
     results: dict[tuple[Modality, Modality], RecallResult]  # (query modality, database modality)
     max_yaw_deg: float | None = None
+    lidar_views: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,6 +125,7 @@ class EvalReport:
             "queries": self.queries,
             "radius_m": self.radius_m,
             **({"max_yaw_deg": self.max_yaw_deg} if self.max_yaw_deg is not None else {}),
+            "lidar_views": self.lidar_views,
             "pairs": {f"{q.value}->{d.value}": r.to_dict() for (q, d), r in self.results.items()},
         }
 
@@ -118,18 +133,22 @@ class EvalReport:
 def evaluate(database: BagEmbeddings, queries: BagEmbeddings, radius: float = 10.0, ks: tuple[int, ...] = (1, 5, 10),
              max_yaw_deg: float | None = None) -> EvalReport:
     """Recall for every query modality -> database modality pair; ``max_yaw_deg`` also requires positives to face
-    within that many degrees of the query (default: any heading)."""
+    within that many degrees of the query (default: any heading). Queries embedded with more views (``views``)
+    search the database entries of their own modality with every view."""
     results = {}
     for qm in queries.embeddings:
         for dm in database.embeddings:
-            yaw = {}
+            kw: dict[str, Any] = {}
             if max_yaw_deg is not None:
-                yaw = {"query_yaw": queries.yaws[qm], "db_yaw": database.yaws[dm], "max_yaw_deg": max_yaw_deg}
+                kw = {"query_yaw": queries.yaws[qm], "db_yaw": database.yaws[dm], "max_yaw_deg": max_yaw_deg}
+            if qm == dm and qm in queries.views:
+                kw["query_views"] = queries.views[qm]
             results[(qm, dm)] = recall_at_k(
                 queries.embeddings[qm], database.embeddings[dm], queries.positions[qm][:, :2],
-                database.positions[dm][:, :2], radius, ks, **yaw,
+                database.positions[dm][:, :2], radius, ks, **kw,
             )
-    return EvalReport(database.path, queries.path, float(radius), results, max_yaw_deg)
+    views = 1 + max((v.shape[1] for v in queries.views.values()), default=0)
+    return EvalReport(database.path, queries.path, float(radius), results, max_yaw_deg, views)
 
 
 def _fmt(v: float) -> str:

@@ -5,6 +5,10 @@ Definition (as in PointNetVLAD / LIP-Loc): a query counts only if at least one d
 (cosine similarity of L2-normalised embeddings) lies within ``radius``. recall@k = successes / counted queries.
 recall@1% uses k = max(1, round(len(database) / 100)).
 
+With ``query_views`` (more embeddings per query: a LiDAR scan seen at other headings) a query's similarity to a
+database entry is the best over its embeddings; the runtime searches LiDAR entries the same way
+(``encoders.lidar_views``).
+
 Optionally (``max_yaw_deg``) a database entry is a positive only if it is also within that many degrees of the
 query's heading: with distance alone, a place crossed at right angles counts as "the same place" though a forward
 camera sees another street there.
@@ -35,6 +39,7 @@ class RecallResult:
     radius_m: float
     max_yaw_deg: float | None = None
     extra: dict[str, float] = field(default_factory=dict)
+    query_views: int = 1  # embeddings per query (1 + extra views)
 
     def to_dict(self) -> dict[str, float | int]:
         d: dict[str, float | int] = {f"recall@{k}": v for k, v in sorted(self.recalls.items())}
@@ -46,6 +51,8 @@ class RecallResult:
         d["radius_m"] = self.radius_m
         if self.max_yaw_deg is not None:
             d["max_yaw_deg"] = self.max_yaw_deg
+        if self.query_views > 1:
+            d["query_views"] = self.query_views
         return d
 
 
@@ -72,9 +79,11 @@ def recall_at_k(
     query_yaw: np.ndarray | None = None,
     db_yaw: np.ndarray | None = None,
     max_yaw_deg: float | None = None,
+    query_views: np.ndarray | None = None,
 ) -> RecallResult:
     """Recall of ``query_emb`` (Nq, D) against ``db_emb`` (Nd, D); positions (N, 2 or 3) in metres; with
-    ``max_yaw_deg``, headings ``query_yaw`` (Nq,) and ``db_yaw`` (Nd,) in radians are needed too.
+    ``max_yaw_deg``, headings ``query_yaw`` (Nq,) and ``db_yaw`` (Nd,) in radians are needed too; ``query_views``
+    (Nq, V, D): more embeddings of each query, the similarity to an entry being the best of all.
 
     Ties in similarity are broken by database index (lower first), so results are deterministic.
     """
@@ -90,6 +99,11 @@ def recall_at_k(
         raise ConfigError("radius", radius, "a finite number > 0")
     if not ks or any((not isinstance(k, (int, np.integer))) or k < 1 for k in ks):
         raise ConfigError("ks", ks, "positive integers")
+    views = None
+    if query_views is not None:
+        views = _check("query_views", query_views, 3).astype(np.float32)
+        if views.shape[0] != q.shape[0] or views.shape[2] != q.shape[1]:
+            raise ConfigError("query_views", views.shape, f"(queries {q.shape[0]}, views, {q.shape[1]})")
     if max_yaw_deg is not None:
         if not (np.isfinite(max_yaw_deg) and 0 < max_yaw_deg <= 180):
             raise ConfigError("max_yaw_deg", max_yaw_deg, "a number in (0, 180]")
@@ -117,6 +131,8 @@ def recall_at_k(
         if nd == 0 or not has_pos.any():
             continue
         sim = qs[has_pos] @ d.T
+        if views is not None and views.shape[1]:
+            sim = np.maximum(sim, np.einsum("qvd,nd->qvn", views[start : start + chunk][has_pos], d).max(axis=1))
         pos = positive[has_pos]
         # stable descending order: sort by (-sim, index)
         order = np.argsort(-sim, axis=1, kind="stable")[:, :kmax]
@@ -136,4 +152,5 @@ def recall_at_k(
         num_database=nd,
         radius_m=float(radius),
         max_yaw_deg=None if max_yaw_deg is None else float(max_yaw_deg),
+        query_views=1 + (views.shape[1] if views is not None else 0),
     )

@@ -11,6 +11,7 @@ from cmr_fusion_ros.core.config import FusionConfig
 from cmr_fusion_ros.core.errors import ConfigError
 from cmr_fusion_ros.core.memory import SceneMemory
 from cmr_fusion_ros.core.pipeline import EmbeddingInput, FusionPipeline
+from cmr_fusion_ros.core.policy import PolicyConfig
 from cmr_fusion_ros.core.poses import PoseBuffer
 from cmr_fusion_ros.core.sync import Frame, FrameSet
 from cmr_fusion_ros.core.types import Modality, Pose
@@ -180,3 +181,63 @@ def test_configured_time_jump_threshold():
     # a shorter one (still above the sync window 0.55 s): 0.9 s back is a jump
     assert _jumps(0.7, 0.9) == (1, 1, True)
     assert _jumps(0.7, 0.6) == (0, 0, False)
+
+
+class FlatEncoder:
+    """Stand-in LiDAR encoder with the real preprocessing: the embedding is the flattened, normalised tensor."""
+
+    def __init__(self):
+        from cmr_fusion_ros.core.preprocess import LidarBevFrontPreprocessing
+
+        self.preprocessing = LidarBevFrontPreprocessing(rows=8, half_extent_m=40.0, fv_cols=8, fv_rows=8)
+        self.dim = int(np.prod(self.preprocessing.input_shape))
+        self.batches: list[int] = []
+
+    def encode_tensors(self, x):
+        self.batches.append(len(x))
+        v = x.reshape(len(x), -1).astype(np.float64) + 1e-3
+        return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _lidar_pipe(views: int, routes) -> tuple[FusionPipeline, FlatEncoder]:
+    enc = FlatEncoder()
+    cfg = FusionConfig.from_dict({
+        "session": "s0", "encoders": {"lidar_views": views},
+        "memory": {"dim": enc.dim, "admission": {"enabled": False}},
+        "policy": {"min_score": 0.98, "exclude_recent_s": 20.0, "routes": routes},
+    })
+    return FusionPipeline(cfg, {L: enc}, SceneMemory(cfg.memory)), enc
+
+
+def _lidar_set(t_s: float, points: np.ndarray) -> FrameSet:
+    t = round(t_s * S)
+    fs = FrameSet(anchor_ns=t, deadline_ns=t)
+    fs.frames[L] = Frame(L, "/lidar", "lidar_frame", t, data=points)
+    return fs
+
+
+def test_lidar_views_find_a_place_driven_in_another_direction():
+    rng = np.random.default_rng(5)
+    scan = np.column_stack([rng.uniform(-38, 38, (400, 2)), rng.uniform(-2, 6, 400), rng.uniform(0, 255, 400)])
+    scan = scan.astype(np.float32)
+    right = scan.copy()  # the same place, the sensor turned right by 90 deg
+    right[:, 0], right[:, 1] = -scan[:, 1], scan[:, 0]
+    pipe, enc = _lidar_pipe(4, {"lidar": ["lidar"]})
+    assert pipe.process_set(_lidar_set(0.0, scan)).events == ()
+    out = pipe.process_set(_lidar_set(60.0, right))
+    [ev] = out.events
+    assert ev.match_id == 1 and ev.score == pytest.approx(1.0, abs=1e-6)
+    assert enc.batches == [4, 4]  # every scan encoded at 4 headings in one batch
+    # only the scan as it is went into the memory
+    as_is = enc.encode_tensors(enc.preprocessing(right)[None])[0]
+    np.testing.assert_allclose(pipe.memory.get(2).vector, as_is, atol=1e-6)
+    # one view: the turned scan is not recognised
+    pipe, enc = _lidar_pipe(1, {"lidar": ["lidar"]})
+    pipe.process_set(_lidar_set(0.0, scan))
+    assert pipe.process_set(_lidar_set(60.0, right)).events == () and enc.batches == [1, 1]
+    # LiDAR queries that do not search LiDAR entries are encoded once (routes may change at run time)
+    pipe, enc = _lidar_pipe(4, {"lidar": ["camera"]})
+    pipe.process_set(_lidar_set(0.0, scan))
+    routes = {"lidar": ["lidar"]}
+    pipe.set_policy(PolicyConfig.from_dict({"min_score": 0.98, "exclude_recent_s": 20.0, "routes": routes}))
+    assert len(pipe.process_set(_lidar_set(60.0, right)).events) == 1 and enc.batches == [1, 4]

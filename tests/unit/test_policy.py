@@ -9,7 +9,7 @@ import pytest
 
 from cmr_fusion_ros.core.errors import ConfigError
 from cmr_fusion_ros.core.memory import MemoryConfig, MemoryEntry, Neighbor, SceneMemory
-from cmr_fusion_ros.core.policy import MatchPolicy, MatchResult, PolicyConfig, Query
+from cmr_fusion_ros.core.policy import MatchPolicy, MatchResult, PolicyConfig, Query, merge_neighbors
 from cmr_fusion_ros.core.types import Modality, Pose
 
 S = 1_000_000_000
@@ -231,3 +231,33 @@ def test_match_against_a_scene_memory():
     assert (r.match_id, r.match_modality, r.match_topic, r.match_frame_id) == (1, LID, "/points", "velodyne")
     assert r.score > 0.9 and r.distance == pytest.approx(2.0) and r.query_topic == "/image"
     assert p.match(mem, Query(CAM, "/image", 100 * S + S // 10, "cam", place, Pose(2, 0, 0), "d2", 0)) == []
+
+
+def test_merge_neighbors_keeps_each_entry_once_with_its_best_score():
+    a, b, c, d = (entry(i) for i in (1, 2, 3, 4))
+    first = [nb(a, 0.9, 0), nb(b, 0.5, 1)]
+    second = [nb(c, 0.95, 0), nb(b, 0.7, 1), nb(a, 0.2, 2)]
+    third = [nb(d, 0.7, 0)]  # ties with b's best: the earlier list wins
+    merged = merge_neighbors([first, second, third], k=10)
+    assert [(n.entry.id, n.score, n.rank) for n in merged] == [(3, 0.95, 0), (1, 0.9, 1), (2, 0.7, 2), (4, 0.7, 3)]
+    assert [n.entry.id for n in merge_neighbors([first, second, third], k=2)] == [3, 1]
+    assert merge_neighbors([], k=3) == [] and merge_neighbors([[], []], k=3) == []
+
+
+def test_query_views_search_the_query_modality_only():
+    """A LiDAR scan also seen at other headings: its views find LiDAR entries its own vector does not; they never
+    search the other routed modalities."""
+    mem = SceneMemory(MemoryConfig.from_dict({"dim": 8, "admission": {"enabled": False}}))
+    e = np.eye(8, dtype=np.float32)
+    mem.add(e[1], "lidar", "/points", "velodyne", 10 * S, Pose(0, 0, 0), "d1")  # the place, seen turned
+    mem.add(e[2], "camera", "/image", "cam", 11 * S, Pose(50, 0, 0), "d1")  # elsewhere, like a view
+    p = MatchPolicy(PolicyConfig.from_dict({"min_score": 0.8, "routes": {"lidar": ["lidar", "camera"]}}))
+    q = Query(LID, "/points", 100 * S, "velodyne", e[0], Pose(1, 0, 0), "d2", 0)
+    assert p.match(mem, q) == []
+    [r] = p.match(mem, Query(LID, "/points", 100 * S, "velodyne", e[0], Pose(1, 0, 0), "d2", 0,
+                             views=np.stack([e[2], e[1]])))
+    assert (r.match_id, r.match_modality) == (1, LID) and r.score == pytest.approx(1.0)
+    # views of a query whose modality it does not search are not used
+    p.reconfigure(PolicyConfig.from_dict({"min_score": 0.8, "routes": {"lidar": ["camera"]}}))
+    p.reset()
+    assert p.match(mem, Query(LID, "/points", 200 * S, "velodyne", e[0], None, "d2", 0, views=e[1:3])) == []

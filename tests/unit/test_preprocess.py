@@ -14,6 +14,7 @@ from cmr_fusion_ros.core.preprocess import (
     batch,
     default_preprocessing,
     preprocessing_from_dict,
+    turned_views,
 )
 from cmr_fusion_ros.core.types import Modality
 
@@ -170,3 +171,51 @@ def test_batch_stacks() -> None:
     assert b.shape == (3, 3, 8, 16)
     for i, img in enumerate(imgs):
         np.testing.assert_array_equal(b[i], pre(img))
+
+
+# --- a LiDAR scan at several headings (turned_views) -----------------------------------------------------------------
+
+
+def _scan(seed: int = 0, n: int = 3000) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    pts = np.empty((n, 4), np.float32)
+    pts[:, :2] = rng.uniform(-45, 45, (n, 2))
+    pts[:, 2] = rng.uniform(-2, 6, n)
+    pts[:, 3] = rng.uniform(0, 255, n)
+    return pts
+
+
+def test_turned_views_are_the_scan_seen_from_a_turned_sensor() -> None:
+    pre = LidarBevFrontPreprocessing()
+    pts = _scan()
+    v = turned_views(pre, pts, 4)
+    assert v.shape == (4, *pre.input_shape) and v.dtype == np.float32
+    np.testing.assert_array_equal(v[0], pre(pts))
+    # turned left by 90 deg: what was on the left (+y) is now ahead (+x), what was ahead is on the right (-y)
+    left = pts.copy()
+    left[:, 0], left[:, 1] = pts[:, 1], -pts[:, 0]
+    np.testing.assert_array_equal(v[1], pre(left))
+    back = pts.copy()
+    back[:, :2] *= -1
+    np.testing.assert_array_equal(v[2], pre(back))
+    # a scan taken by a sensor turned right by 90 deg is found again in its view 1 (the sensor turned back left)
+    right = pts.copy()
+    right[:, 0], right[:, 1] = -pts[:, 1], pts[:, 0]
+    np.testing.assert_array_equal(turned_views(pre, right, 4)[1], v[0])
+    # other fields ride along; a structured cloud gives what the plain array gives
+    cloud = np.zeros(len(pts), [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("intensity", "<f4"), ("ring", "<u2")])
+    for i, name in enumerate(("x", "y", "z", "intensity")):
+        cloud[name] = pts[:, i]
+    np.testing.assert_array_equal(turned_views(pre, cloud, 4), v)
+    np.testing.assert_array_equal(turned_views(pre, pts, 1), v[:1])
+
+
+@pytest.mark.parametrize("views", [0, 65, True, 2.0])
+def test_turned_views_bad_count_names_the_key(views) -> None:
+    with pytest.raises(ConfigError, match="lidar_views"):
+        turned_views(LidarBevFrontPreprocessing(), _scan(n=10), views)
+
+
+def test_turned_views_only_for_lidar() -> None:
+    with pytest.raises(ConfigError, match="LiDAR preprocessing"):
+        turned_views(RadarBevPreprocessing(), _scan(n=10), 4)

@@ -147,3 +147,54 @@ def test_heading_condition_bad_input() -> None:
         recall_at_k(q, d, p, p, 1.0, max_yaw_deg=30)
     with pytest.raises(ConfigError, match="one heading per embedding"):
         recall_at_k(q, d, p, p, 1.0, query_yaw=np.zeros(2), db_yaw=np.zeros(1), max_yaw_deg=30)
+
+
+def test_query_views_take_the_best_view_per_entry() -> None:
+    # db 0 at the query's place (positive), db 1 far away; the query's first embedding prefers db 1, its second view
+    # is db 0 itself: with views the query succeeds at rank 1
+    d = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
+    dp = np.array([[0, 0], [100, 0]], float)
+    q = np.array([[0.6, 0.8, 0]], np.float32)
+    views = np.array([[[0, 0, 1], [1, 0, 0]]], np.float32)
+    plain = recall_at_k(q, d, np.zeros((1, 2)), dp, radius=5.0, ks=(1, 2))
+    turned = recall_at_k(q, d, np.zeros((1, 2)), dp, radius=5.0, ks=(1, 2), query_views=views)
+    assert plain.recalls[1] == 0.0 and turned.recalls[1] == 1.0
+    assert plain.query_views == 1 and turned.query_views == 3 and turned.to_dict()["query_views"] == 3
+    assert "query_views" not in plain.to_dict()
+    # zero extra views = as without
+    none = recall_at_k(q, d, np.zeros((1, 2)), dp, radius=5.0, ks=(1, 2), query_views=np.zeros((1, 0, 3), np.float32))
+    assert none.recalls == plain.recalls
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_query_views_match_slow_reference(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    nd, nq, nv, dim = 120, 41, 3, 6
+    dp, qp = rng.uniform(0, 150, (nd, 2)), rng.uniform(0, 160, (nq, 2))
+    d = rng.standard_normal((nd, dim)).astype(np.float32)
+    q = rng.standard_normal((nq, dim)).astype(np.float32)
+    views = rng.standard_normal((nq, nv, dim)).astype(np.float32)
+    fast = recall_at_k(q, d, qp, dp, radius=15.0, ks=(1, 3, 5), chunk=7, query_views=views)
+    # reference: the best similarity of all the query's embeddings, written as a query whose similarities are those
+    best = np.max(np.concatenate([q[:, None], views], 1) @ d.T, axis=1)  # (nq, nd)
+    ranked = [sorted(range(nd), key=lambda j: (-best[i, j], j)) for i in range(nq)]
+    counted, hits = 0, {1: 0, 3: 0, 5: 0}
+    for i in range(nq):
+        pos = {j for j in range(nd) if math.dist(qp[i], dp[j]) <= 15.0}
+        if not pos:
+            continue
+        counted += 1
+        for k in hits:
+            hits[k] += any(j in pos for j in ranked[i][:k])
+    assert fast.num_counted == counted > 0
+    for k in hits:
+        assert fast.recalls[k] == pytest.approx(hits[k] / counted)
+
+
+def test_query_views_bad_shape() -> None:
+    with pytest.raises(ConfigError, match="query_views"):
+        recall_at_k(np.ones((2, 3)), np.ones((2, 3)), np.zeros((2, 2)), np.zeros((2, 2)), radius=1,
+                    query_views=np.ones((2, 3)))
+    with pytest.raises(ConfigError, match="query_views"):
+        recall_at_k(np.ones((2, 3)), np.ones((2, 3)), np.zeros((2, 2)), np.zeros((2, 2)), radius=1,
+                    query_views=np.ones((1, 2, 3)))
