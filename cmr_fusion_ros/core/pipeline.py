@@ -53,6 +53,7 @@ __all__ = [
     "FusionPipeline",
     "PipelineOutput",
     "decode_sensor",
+    "embedding_views",
     "frame_from",
     "IMAGE_TYPES",
 ]
@@ -206,6 +207,18 @@ class EmbeddingInput:
     pose: Pose | None = None
     model_id: str = ""
     views: np.ndarray | None = field(default=None, repr=False)  # the scan at other headings (Query.views)
+
+
+def embedding_views(values: Any, dim: int) -> np.ndarray | None:
+    """``cmr_fusion_msgs/Embedding.views`` (views one after another, ``dim`` values each) as a ``(V, dim)`` array;
+    None when empty."""
+    arr = np.asarray(values, np.float32).reshape(-1)
+    if arr.size == 0:
+        return None
+    if dim <= 0 or arr.size % dim:
+        raise ConversionError("cmr_fusion_msgs/Embedding", "views",
+                              f"{arr.size} values are not whole views of the vector's {dim} values")
+    return arr.reshape(-1, dim)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,9 @@
 Run one per modality (parameter ``modality``), e.g. on a GPU host (``encoders.providers``), and a ``memory_node``
 elsewhere. The subscription queue is bounded and the newest message wins under overload; drops and bad messages are
 counted in ``/diagnostics``. A multi-scan radar model (card ``scans > 1``) also makes the node follow
-``odometry.topic``: each scan is merged with the earlier ones moved by the odometry, as in the fusion node.
+``odometry.topic``: each scan is merged with the earlier ones moved by the odometry, as in the fusion node. A LiDAR
+node with ``encoders.lidar_views`` N > 1 also sends the scan seen at N - 1 other headings (``Embedding.views``), which
+the memory node uses when its LiDAR queries search LiDAR entries (``policy.routes.lidar``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from cmr_fusion_ros.core.encoder import OnnxEncoder, EncoderConfig, model_path
 from cmr_fusion_ros.core.errors import CmrFusionError, ConfigError
 from cmr_fusion_ros.core.pipeline import frame_from
 from cmr_fusion_ros.core.poses import PoseBuffer
-from cmr_fusion_ros.core.preprocess import accumulator_for
+from cmr_fusion_ros.core.preprocess import accumulator_for, turned_views
 from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.ros.conversions import make_header, stamp_to_ns
 from cmr_fusion_ros.ros.fusion_node import StreamStats, qos_for
@@ -67,6 +69,11 @@ class EncoderNode(Node):
             self.merger = OdometryScanMerger(accumulator, PoseBuffer(
                 max_gap_ns=round(odo.max_gap_s * 1e9), max_extrapolation_ns=round(odo.max_extrapolation_s * 1e9)))
             self.create_subscription(Odometry, odo.topic, self._on_odom, qos_for("reliable", 100))
+        # a LiDAR scan also at other headings, for a memory node whose LiDAR queries search LiDAR entries
+        self.views = 1
+        if (self.modality is Modality.LIDAR and self.config.encoders.lidar_views > 1
+                and hasattr(encoder, "encode_tensors") and hasattr(encoder, "preprocessing")):
+            self.views = self.config.encoders.lidar_views
         card = getattr(encoder, "card", None)
         self.model_id = f"{self.modality.value}:{(getattr(card, 'sha256', '') or 'unknown')[:12]}"
         self.stats = StreamStats()
@@ -116,7 +123,12 @@ class EncoderNode(Node):
                                radar_fields=sc.radar_fields, stamp_ns=stamp_to_ns(msg.header.stamp),
                                limits=self.config.limits)
             data = self.merger.merge(frame.stamp_ns, frame.data) if self.merger is not None else frame.data
-            vec = self.encoder.encode([data])[0]
+            views = None
+            if self.views > 1:
+                out_views = self.encoder.encode_tensors(turned_views(self.encoder.preprocessing, data, self.views))
+                vec, views = out_views[0], out_views[1:]
+            else:
+                vec = self.encoder.encode([data])[0]
         except CmrFusionError as err:
             self.stats.bad_messages += 1
             self.get_logger().warning(f"bad {self.modality.value} message: {err}", throttle_duration_sec=2.0)
@@ -128,6 +140,8 @@ class EncoderNode(Node):
         out = Embedding(header=make_header(frame.stamp_ns, frame.frame_id), modality=self.modality.value,
                         source_topic=self.topic, model_id=self.model_id)
         out.vector = vec.astype("float32").tolist()
+        if views is not None:
+            out.views = views.astype("float32").reshape(-1).tolist()
         self.pub.publish(out)
         self.stats.processed += 1
         self.stats.latencies_ms.append((time.perf_counter() - received) * 1e3)

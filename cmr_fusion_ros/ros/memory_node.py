@@ -20,7 +20,7 @@ from visualization_msgs.msg import MarkerArray
 
 from cmr_fusion_msgs.msg import Embedding, MatchEventArray
 from cmr_fusion_ros.core.errors import CmrFusionError
-from cmr_fusion_ros.core.pipeline import EmbeddingInput, FusionPipeline
+from cmr_fusion_ros.core.pipeline import EmbeddingInput, FusionPipeline, embedding_views
 from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.ros.conversions import stamp_to_ns
 from cmr_fusion_ros.ros.fusion_node import StreamStats, qos_for
@@ -74,9 +74,10 @@ class MemoryNode(Node):
         st.received += 1
         st.arrivals.append(time.monotonic())
         try:
+            vector = np.asarray(msg.vector, np.float32)
             item = EmbeddingInput(modality, msg.source_topic, msg.header.frame_id, stamp_to_ns(msg.header.stamp),
-                                  np.asarray(msg.vector, np.float32),
-                                  ros_to_pose(msg.pose) if msg.pose_valid else None, msg.model_id)
+                                  vector, ros_to_pose(msg.pose) if msg.pose_valid else None, msg.model_id,
+                                  views=embedding_views(msg.views, vector.size))
             out = self.pipeline.process_embeddings([item])
         except CmrFusionError as err:
             st.bad_messages += 1

@@ -12,6 +12,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import PointCloud2
 
 from cmr_fusion_msgs.msg import Embedding, MatchEventArray
+from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.ros.conversions import array_to_pointcloud2, make_header, stamp_to_ns
 from cmr_fusion_ros.ros.encoder_node import EncoderNode
 from cmr_fusion_ros.ros.memory_node import MemoryNode
@@ -167,6 +168,71 @@ def test_encoder_node_merges_radar_scans_with_the_odometry():
         assert sizes == [1, 2, 3, 3, 3]
         assert all(np.allclose(x["x"], 30.0 - 5.0 * k) for k, x in enumerate(enc_model.seen))  # all on the reflector
         assert enc._values()["scans_merged"] == 0 + 1 + 2 + 2 + 2 and enc._values()["scans_missing"] == 2 + 1
+        ex.shutdown()
+    finally:
+        _close(nodes)
+
+
+class ViewsEncoder:
+    """Stand-in LiDAR encoder with the real preprocessing (a small one): the embedding is the normalised tensor."""
+
+    def __init__(self):
+        from cmr_fusion_ros.core.preprocess import LidarBevFrontPreprocessing
+
+        self.preprocessing = LidarBevFrontPreprocessing(rows=8, fv_cols=8, fv_rows=8)
+        self.dim = int(np.prod(self.preprocessing.input_shape))
+
+    def encode_tensors(self, x):
+        v = np.asarray(x, np.float64).reshape(len(x), -1) + 1e-3
+        return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+    def encode(self, items):
+        return self.encode_tensors(np.stack([self.preprocessing(i) for i in items]))
+
+
+def test_lidar_views_travel_from_encoder_node_to_memory_node():
+    """A LiDAR encoder node with encoders.lidar_views 4 sends the scan at 3 more headings (Embedding.views); the
+    memory node, whose LiDAR queries search LiDAR, finds the place driven at right angles through them; Embedding.views
+    that are not whole views are a counted bad message."""
+    rclpy.init()
+    nodes = []
+    try:
+        enc = ViewsEncoder()
+        lidar_enc = EncoderNode("lidar_encoder", encoder=enc, parameter_overrides=[
+            Parameter("modality", value="lidar"), Parameter("streams.lidar.reliability", value="reliable"),
+            Parameter("encoders.lidar_views", value=4)])
+        memory = MemoryNode("memory_node", parameter_overrides=[
+            Parameter("memory.dim", value=enc.dim), Parameter("memory.admission.enabled", value=False),
+            Parameter("policy.exclude_recent_s", value=10.0), Parameter("policy.min_score", value=0.98),
+            Parameter("policy.routes.lidar", value=["lidar"]), Parameter("odometry.topic", value="")])
+        peer = rclpy.create_node("peer")
+        nodes = [lidar_enc, memory, peer]
+        got: list[MatchEventArray] = []
+        embeddings: list[Embedding] = []
+        peer.create_subscription(MatchEventArray, "/memory_node/matches", got.append, 10)
+        peer.create_subscription(Embedding, "/embeddings", embeddings.append, 50)
+        lidar = peer.create_publisher(PointCloud2, "/lidar/points", 10)
+        direct = peer.create_publisher(Embedding, "/embeddings", 10)
+        ex = _spin(nodes)
+        assert wait_for(lambda: lidar.get_subscription_count() and direct.get_subscription_count())
+        rng = np.random.default_rng(2)
+        scan = np.zeros(300, dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("intensity", "f4")])
+        scan["x"], scan["y"] = rng.uniform(-38, 38, 300), rng.uniform(-38, 38, 300)
+        scan["z"], scan["intensity"] = rng.uniform(-2, 6, 300), rng.uniform(0, 255, 300)
+        right = scan.copy()  # the same place, the sensor turned right by 90 deg
+        right["x"], right["y"] = -scan["y"], scan["x"]
+        lidar.publish(array_to_pointcloud2(scan, make_header(0, "lidar")))
+        assert wait_for(lambda: len(embeddings) == 1)
+        lidar.publish(array_to_pointcloud2(right, make_header(30 * S, "lidar")))
+        assert wait_for(lambda: got, timeout=10), f"embeddings {len(embeddings)}, memory stats {memory.stats}"
+        assert all(len(e.views) == 3 * len(e.vector) == 3 * enc.dim for e in embeddings)
+        ev = got[0].events[0]
+        assert stamp_to_ns(ev.match_stamp) == 0 and stamp_to_ns(ev.header.stamp) == 30 * S and ev.score > 0.999
+        bad = Embedding(header=make_header(40 * S, "lidar"), modality="lidar", source_topic="/lidar/points")
+        bad.vector = [1.0] * enc.dim
+        bad.views = [1.0] * 5
+        direct.publish(bad)
+        assert wait_for(lambda: memory.stats[Modality.LIDAR].bad_messages == 1)
         ex.shutdown()
     finally:
         _close(nodes)

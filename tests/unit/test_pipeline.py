@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from cmr_fusion_ros.core.config import FusionConfig
-from cmr_fusion_ros.core.errors import ConfigError
+from cmr_fusion_ros.core.errors import ConfigError, ConversionError
 from cmr_fusion_ros.core.memory import SceneMemory
-from cmr_fusion_ros.core.pipeline import EmbeddingInput, FusionPipeline
+from cmr_fusion_ros.core.pipeline import EmbeddingInput, FusionPipeline, embedding_views
 from cmr_fusion_ros.core.policy import PolicyConfig
 from cmr_fusion_ros.core.poses import PoseBuffer
 from cmr_fusion_ros.core.sync import Frame, FrameSet
@@ -241,3 +241,13 @@ def test_lidar_views_find_a_place_driven_in_another_direction():
     routes = {"lidar": ["lidar"]}
     pipe.set_policy(PolicyConfig.from_dict({"min_score": 0.98, "exclude_recent_s": 20.0, "routes": routes}))
     assert len(pipe.process_set(_lidar_set(60.0, right)).events) == 1 and enc.batches == [1, 4]
+
+
+def test_embedding_views_from_a_message_field():
+    assert embedding_views([], 4) is None
+    v = embedding_views(np.arange(8, dtype=np.float32), 4)
+    assert v.shape == (2, 4) and v[1, 0] == 4.0
+    with pytest.raises(ConversionError, match="views.*5 values are not whole views of the vector's 4 values"):
+        embedding_views([1.0] * 5, 4)
+    with pytest.raises(ConversionError, match="views"):
+        embedding_views([1.0] * 4, 0)
