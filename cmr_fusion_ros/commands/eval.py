@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 from pathlib import Path
 
 from cmr_fusion_ros.core.config import EncodersConfig
+from cmr_fusion_ros.core.policy import PolicyConfig
 from cmr_fusion_ros.core.types import MAX_LIDAR_VIEWS
 
 HELP = "embed a database bag and a query bag, print recall@1/5/10/1% for every query -> database modality pair"
@@ -47,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="LiDAR -> LiDAR: each query scan also seen turned to N headings (360/N deg apart), "
                              "each database scan scored by its best view, as the runtime does (encoders.lidar_views; "
                              f"default {EncodersConfig().lidar_views}; 1 = the scans as they are)")
+    parser.add_argument("--turned-view-penalty", type=float, default=PolicyConfig().turned_view_penalty, metavar="P",
+                        help="subtracted from the scores the turned views find, as at run time "
+                             f"(policy.turned_view_penalty; default {PolicyConfig().turned_view_penalty:g})")
     parser.add_argument("--models", type=Path, default=None,
                         help="folder with <modality>_encoder.onnx and cards (default: the installed models)")
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON to this file")
@@ -66,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_yaw_diff is not None and not 0 < args.max_yaw_diff <= 180:  # before minutes of embedding
         raise ConfigError("--max-yaw-diff", args.max_yaw_diff, "a number of degrees in (0, 180]")
+    if not (math.isfinite(args.turned_view_penalty) and 0 <= args.turned_view_penalty <= 2):
+        raise ConfigError("--turned-view-penalty", args.turned_view_penalty, "a number in [0, 2]")
     if not 1 <= args.lidar_views <= MAX_LIDAR_VIEWS:
         raise ConfigError("--lidar-views", args.lidar_views, f"an integer in 1..{MAX_LIDAR_VIEWS}")
     topics = topics_from_args(args)
@@ -76,13 +83,15 @@ def run(args: argparse.Namespace) -> int:
         views = args.lidar_views if role == "queries" else 1
         with tqdm(desc=f"embedding {role} {bag.name}", unit=" msg", file=sys.stderr) as bar:
             embedded[role] = embed_bag(bag, encoders, topics, progress=bar.update, lidar_views=views)
-    report = evaluate(embedded["database"], embedded["queries"], args.radius, max_yaw_deg=args.max_yaw_diff)
+    report = evaluate(embedded["database"], embedded["queries"], args.radius, max_yaw_deg=args.max_yaw_diff,
+                      view_penalty=args.turned_view_penalty)
     command = "cmr-fusion " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["eval"] else None
     print(f"command: {command or 'cmr-fusion eval'}")
     print(f"machine: {machine_summary()}")
     print(f"models: {folder}")
     yaw = f", heading within {args.max_yaw_diff:g} deg" if args.max_yaw_diff is not None else ""
-    views = f", LiDAR->LiDAR with {args.lidar_views} query views" if args.lidar_views > 1 else ""
+    views = (f", LiDAR->LiDAR with {args.lidar_views} query views (turned ones -{args.turned_view_penalty:g})"
+             if args.lidar_views > 1 else "")
     print(f"database: {args.database} | queries: {args.queries} | radius {args.radius:g} m{yaw}{views}")
     print(format_table(report))
     if args.json:

@@ -485,6 +485,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _spec("policy.sequence_length", "consecutive consistent matches needed before firing", (1, 1000), tunable=True),
     _spec("policy.sequence_max_jump_m", "consistent: matched poses within this of the previous", (0, None), tunable=True),
     _spec("policy.sequence_max_gap_s", "consistent without poses: matched stamps within this", (0, None), tunable=True),
+    _spec("policy.turned_view_penalty", "subtracted from the cosine scores a LiDAR scan's turned views find "
+                                        "(encoders.lidar_views): the scan as scanned wins near ties", (0, 2),
+          tunable=True),
     _spec("output.insert_queries", "remember every processed frame (subject to admission)"),
     _spec("output.markers", "publish visualization_msgs/MarkerArray of matches on ~/markers"),
     _spec("output.marker_frame", "frame of the markers (the odometry frame)"),

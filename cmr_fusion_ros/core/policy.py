@@ -16,6 +16,10 @@ decides which candidates become events:
   A revisit ends when no candidate supported it for ``debounce_s`` seconds of query time, or when the query moved
   more than ``rearm_distance_m`` from where it fired (0 disables that rule). Then the place can fire again.
 
+A query may carry more embeddings of its scan seen at other headings (``Query.views``: a LiDAR scan turned, see
+``encoders.lidar_views``): they search the memory entries of the query's own modality too, their scores lowered by
+``turned_view_penalty``; each entry keeps its best score and the ``top_k`` best of all go on to the rules above.
+
 All times are the queries' own stamps (so a bag replays deterministically). The policy is stateful and thread-safe.
 """
 
@@ -63,11 +67,12 @@ class PolicyConfig:
     sequence_length: int = 1
     sequence_max_jump_m: float = 5.0
     sequence_max_gap_s: float = 2.0
+    turned_view_penalty: float = 0.1  # subtracted from the scores of a query's turned views (Query.views)
 
     KEYS = (
         "routes", "top_k", "min_score", "exclude_recent_s", "exclude_same_session", "debounce_s",
         "rearm_distance_m", "place_radius_m", "place_window_s", "sequence_length", "sequence_max_jump_m",
-        "sequence_max_gap_s",
+        "sequence_max_gap_s", "turned_view_penalty",
     )
 
     @classmethod
@@ -88,6 +93,7 @@ class PolicyConfig:
             sequence_length=_int(d, prefix, "sequence_length", 1, 1, 1000),
             sequence_max_jump_m=_float(d, prefix, "sequence_max_jump_m", 5.0, 0.0),
             sequence_max_gap_s=_float(d, prefix, "sequence_max_gap_s", 2.0, 0.0),
+            turned_view_penalty=_float(d, prefix, "turned_view_penalty", 0.1, 0.0, 2.0),
         )
 
     @staticmethod
@@ -121,7 +127,8 @@ class PolicyConfig:
 class Query:
     """One query embedding and its origin. ``id`` is the memory id when the query was also inserted, else 0.
     ``views``: more embeddings of the same scan seen at other headings (``(V, D)``, LiDAR: ``turned_views``); they
-    search the entries of the query's own modality too, each entry keeping its best score."""
+    search the entries of the query's own modality too, their scores lowered by ``turned_view_penalty``, each entry
+    keeping its best score."""
 
     modality: Modality
     topic: str
@@ -274,7 +281,10 @@ class MatchPolicy:
         neighbors = memory.search(query.vector, req.k, **req.kwargs())
         if query.views is not None and len(query.views) and query.modality in req.modalities:
             own = {**req.kwargs(), "modalities": (query.modality,)}
-            neighbors = merge_neighbors([neighbors, *(memory.search(v, req.k, **own) for v in query.views)], req.k)
+            pen = self._config.turned_view_penalty
+            turned = [[Neighbor(n.entry, n.score - pen, n.rank) for n in memory.search(v, req.k, **own)]
+                      for v in query.views]
+            neighbors = merge_neighbors([neighbors, *turned], req.k)
         return self.decide(query, neighbors)
 
     def decide(self, query: Query, neighbors: Sequence[Neighbor]) -> list[MatchResult]:

@@ -3,7 +3,8 @@
 Every sensor sample of each bag is embedded by its modality's encoder, positioned by the bag's odometry, and every
 query modality -> database modality pair (9 pairs) is scored with recall@1/5/10 and recall@1%
 (:mod:`cmr_fusion_ros.eval.recall`). With ``lidar_views`` N > 1, LiDAR queries search LiDAR entries with the scan
-seen at N headings, as the runtime does (``encoders.lidar_views``); the database keeps the scans as they are.
+seen at N headings, the turned views' scores lowered by ``view_penalty``, as the runtime does
+(``encoders.lidar_views``, ``policy.turned_view_penalty``); the database keeps the scans as they are.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ class EvalReport:
     results: dict[tuple[Modality, Modality], RecallResult]  # (query modality, database modality)
     max_yaw_deg: float | None = None
     lidar_views: int = 1
+    view_penalty: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -126,15 +128,17 @@ class EvalReport:
             "radius_m": self.radius_m,
             **({"max_yaw_deg": self.max_yaw_deg} if self.max_yaw_deg is not None else {}),
             "lidar_views": self.lidar_views,
+            **({"turned_view_penalty": self.view_penalty} if self.lidar_views > 1 else {}),
             "pairs": {f"{q.value}->{d.value}": r.to_dict() for (q, d), r in self.results.items()},
         }
 
 
 def evaluate(database: BagEmbeddings, queries: BagEmbeddings, radius: float = 10.0, ks: tuple[int, ...] = (1, 5, 10),
-             max_yaw_deg: float | None = None) -> EvalReport:
+             max_yaw_deg: float | None = None, view_penalty: float = 0.0) -> EvalReport:
     """Recall for every query modality -> database modality pair; ``max_yaw_deg`` also requires positives to face
     within that many degrees of the query (default: any heading). Queries embedded with more views (``views``)
-    search the database entries of their own modality with every view."""
+    search the database entries of their own modality with every view, the views' scores lowered by
+    ``view_penalty``."""
     results = {}
     for qm in queries.embeddings:
         for dm in database.embeddings:
@@ -143,12 +147,13 @@ def evaluate(database: BagEmbeddings, queries: BagEmbeddings, radius: float = 10
                 kw = {"query_yaw": queries.yaws[qm], "db_yaw": database.yaws[dm], "max_yaw_deg": max_yaw_deg}
             if qm == dm and qm in queries.views:
                 kw["query_views"] = queries.views[qm]
+                kw["view_penalty"] = view_penalty
             results[(qm, dm)] = recall_at_k(
                 queries.embeddings[qm], database.embeddings[dm], queries.positions[qm][:, :2],
                 database.positions[dm][:, :2], radius, ks, **kw,
             )
     views = 1 + max((v.shape[1] for v in queries.views.values()), default=0)
-    return EvalReport(database.path, queries.path, float(radius), results, max_yaw_deg, views)
+    return EvalReport(database.path, queries.path, float(radius), results, max_yaw_deg, views, float(view_penalty))
 
 
 def _fmt(v: float) -> str:

@@ -6,8 +6,8 @@ Definition (as in PointNetVLAD / LIP-Loc): a query counts only if at least one d
 recall@1% uses k = max(1, round(len(database) / 100)).
 
 With ``query_views`` (more embeddings per query: a LiDAR scan seen at other headings) a query's similarity to a
-database entry is the best over its embeddings; the runtime searches LiDAR entries the same way
-(``encoders.lidar_views``).
+database entry is the best over its embeddings, those of the views lowered by ``view_penalty``; the runtime searches
+LiDAR entries the same way (``encoders.lidar_views``, ``policy.turned_view_penalty``).
 
 Optionally (``max_yaw_deg``) a database entry is a positive only if it is also within that many degrees of the
 query's heading: with distance alone, a place crossed at right angles counts as "the same place" though a forward
@@ -40,6 +40,7 @@ class RecallResult:
     max_yaw_deg: float | None = None
     extra: dict[str, float] = field(default_factory=dict)
     query_views: int = 1  # embeddings per query (1 + extra views)
+    view_penalty: float = 0.0
 
     def to_dict(self) -> dict[str, float | int]:
         d: dict[str, float | int] = {f"recall@{k}": v for k, v in sorted(self.recalls.items())}
@@ -53,6 +54,7 @@ class RecallResult:
             d["max_yaw_deg"] = self.max_yaw_deg
         if self.query_views > 1:
             d["query_views"] = self.query_views
+            d["view_penalty"] = self.view_penalty
         return d
 
 
@@ -80,10 +82,12 @@ def recall_at_k(
     db_yaw: np.ndarray | None = None,
     max_yaw_deg: float | None = None,
     query_views: np.ndarray | None = None,
+    view_penalty: float = 0.0,
 ) -> RecallResult:
     """Recall of ``query_emb`` (Nq, D) against ``db_emb`` (Nd, D); positions (N, 2 or 3) in metres; with
     ``max_yaw_deg``, headings ``query_yaw`` (Nq,) and ``db_yaw`` (Nd,) in radians are needed too; ``query_views``
-    (Nq, V, D): more embeddings of each query, the similarity to an entry being the best of all.
+    (Nq, V, D): more embeddings of each query, the similarity to an entry being the best of the query's own and its
+    views' minus ``view_penalty``.
 
     Ties in similarity are broken by database index (lower first), so results are deterministic.
     """
@@ -104,6 +108,8 @@ def recall_at_k(
         views = _check("query_views", query_views, 3).astype(np.float32)
         if views.shape[0] != q.shape[0] or views.shape[2] != q.shape[1]:
             raise ConfigError("query_views", views.shape, f"(queries {q.shape[0]}, views, {q.shape[1]})")
+    if not (np.isfinite(view_penalty) and view_penalty >= 0):
+        raise ConfigError("view_penalty", view_penalty, "a number >= 0")
     if max_yaw_deg is not None:
         if not (np.isfinite(max_yaw_deg) and 0 < max_yaw_deg <= 180):
             raise ConfigError("max_yaw_deg", max_yaw_deg, "a number in (0, 180]")
@@ -132,7 +138,8 @@ def recall_at_k(
             continue
         sim = qs[has_pos] @ d.T
         if views is not None and views.shape[1]:
-            sim = np.maximum(sim, np.einsum("qvd,nd->qvn", views[start : start + chunk][has_pos], d).max(axis=1))
+            turned = np.einsum("qvd,nd->qvn", views[start : start + chunk][has_pos], d).max(axis=1)
+            sim = np.maximum(sim, turned - np.float32(view_penalty))
         pos = positive[has_pos]
         # stable descending order: sort by (-sim, index)
         order = np.argsort(-sim, axis=1, kind="stable")[:, :kmax]
@@ -153,4 +160,5 @@ def recall_at_k(
         radius_m=float(radius),
         max_yaw_deg=None if max_yaw_deg is None else float(max_yaw_deg),
         query_views=1 + (views.shape[1] if views is not None else 0),
+        view_penalty=float(view_penalty),
     )

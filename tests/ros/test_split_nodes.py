@@ -6,6 +6,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
@@ -119,7 +120,6 @@ def _close(nodes) -> None:
 def test_encoder_node_merges_radar_scans_with_the_odometry():
     """A multi-scan radar model: the node follows the odometry and encodes each scan merged with the scans 0.5 s and
     1.0 s before it, moved into its frame; without an odometry topic it refuses to start."""
-    import pytest
     from nav_msgs.msg import Odometry
 
     from cmr_fusion_ros.core.errors import ConfigError
@@ -204,7 +204,8 @@ def test_lidar_views_travel_from_encoder_node_to_memory_node():
         memory = MemoryNode("memory_node", parameter_overrides=[
             Parameter("memory.dim", value=enc.dim), Parameter("memory.admission.enabled", value=False),
             Parameter("policy.exclude_recent_s", value=10.0), Parameter("policy.min_score", value=0.98),
-            Parameter("policy.routes.lidar", value=["lidar"]), Parameter("odometry.topic", value="")])
+            Parameter("policy.routes.lidar", value=["lidar"]), Parameter("policy.turned_view_penalty", value=0.01),
+            Parameter("odometry.topic", value="")])
         peer = rclpy.create_node("peer")
         nodes = [lidar_enc, memory, peer]
         got: list[MatchEventArray] = []
@@ -227,7 +228,8 @@ def test_lidar_views_travel_from_encoder_node_to_memory_node():
         assert wait_for(lambda: got, timeout=10), f"embeddings {len(embeddings)}, memory stats {memory.stats}"
         assert all(len(e.views) == 3 * len(e.vector) == 3 * enc.dim for e in embeddings)
         ev = got[0].events[0]
-        assert stamp_to_ns(ev.match_stamp) == 0 and stamp_to_ns(ev.header.stamp) == 30 * S and ev.score > 0.999
+        assert stamp_to_ns(ev.match_stamp) == 0 and stamp_to_ns(ev.header.stamp) == 30 * S
+        assert ev.score == pytest.approx(0.99, abs=1e-5)  # found by a turned view: 1 - penalty
         bad = Embedding(header=make_header(40 * S, "lidar"), modality="lidar", source_topic="/lidar/points")
         bad.vector = [1.0] * enc.dim
         bad.views = [1.0] * 5

@@ -204,7 +204,7 @@ def _lidar_pipe(views: int, routes) -> tuple[FusionPipeline, FlatEncoder]:
     cfg = FusionConfig.from_dict({
         "session": "s0", "encoders": {"lidar_views": views},
         "memory": {"dim": enc.dim, "admission": {"enabled": False}},
-        "policy": {"min_score": 0.98, "exclude_recent_s": 20.0, "routes": routes},
+        "policy": {"min_score": 0.98, "exclude_recent_s": 20.0, "routes": routes, "turned_view_penalty": 0.01},
     })
     return FusionPipeline(cfg, {L: enc}, SceneMemory(cfg.memory)), enc
 
@@ -226,7 +226,7 @@ def test_lidar_views_find_a_place_driven_in_another_direction():
     assert pipe.process_set(_lidar_set(0.0, scan)).events == ()
     out = pipe.process_set(_lidar_set(60.0, right))
     [ev] = out.events
-    assert ev.match_id == 1 and ev.score == pytest.approx(1.0, abs=1e-6)
+    assert ev.match_id == 1 and ev.score == pytest.approx(0.99, abs=1e-6)  # found by a turned view: - penalty
     assert enc.batches == [4, 4]  # every scan encoded at 4 headings in one batch
     # only the scan as it is went into the memory
     as_is = enc.encode_tensors(enc.preprocessing(right)[None])[0]
@@ -239,7 +239,8 @@ def test_lidar_views_find_a_place_driven_in_another_direction():
     pipe, enc = _lidar_pipe(4, {"lidar": ["camera"]})
     pipe.process_set(_lidar_set(0.0, scan))
     routes = {"lidar": ["lidar"]}
-    pipe.set_policy(PolicyConfig.from_dict({"min_score": 0.98, "exclude_recent_s": 20.0, "routes": routes}))
+    pipe.set_policy(PolicyConfig.from_dict({"min_score": 0.98, "exclude_recent_s": 20.0, "routes": routes,
+                                            "turned_view_penalty": 0.01}))
     assert len(pipe.process_set(_lidar_set(60.0, right)).events) == 1 and enc.batches == [1, 4]
 
 

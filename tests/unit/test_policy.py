@@ -256,7 +256,19 @@ def test_query_views_search_the_query_modality_only():
     assert p.match(mem, q) == []
     [r] = p.match(mem, Query(LID, "/points", 100 * S, "velodyne", e[0], Pose(1, 0, 0), "d2", 0,
                              views=np.stack([e[2], e[1]])))
-    assert (r.match_id, r.match_modality) == (1, LID) and r.score == pytest.approx(1.0)
+    assert (r.match_id, r.match_modality) == (1, LID) and r.score == pytest.approx(0.9)  # 1 - turned_view_penalty
+    # the penalty is tunable: with 0.25 the turned view's 0.75 is below min_score 0.8
+    p.reconfigure(PolicyConfig.from_dict({"min_score": 0.8, "routes": {"lidar": ["lidar", "camera"]},
+                                          "turned_view_penalty": 0.25}))
+    p.reset()
+    assert p.match(mem, Query(LID, "/points", 100 * S, "velodyne", e[0], None, "d2", 0, views=e[1:2])) == []
+    # and the scan as scanned wins a near tie against a turned view
+    mem.add(0.8 * e[0] + 0.6 * e[3], "lidar", "/points", "velodyne", 12 * S, Pose(0, 0, 0), "d1")
+    p.reconfigure(PolicyConfig.from_dict({"min_score": 0.5, "routes": {"lidar": ["lidar"]}, "top_k": 1}))
+    p.reset()
+    [r] = p.match(mem, Query(LID, "/points", 100 * S, "velodyne", e[0], None, "d2", 0,
+                             views=(0.75 * e[1] + np.sqrt(1 - 0.75**2) * e[4])[None]))
+    assert r.match_id == 3 and r.score == pytest.approx(0.8)
     # views of a query whose modality it does not search are not used
     p.reconfigure(PolicyConfig.from_dict({"min_score": 0.8, "routes": {"lidar": ["camera"]}}))
     p.reset()

@@ -161,6 +161,9 @@ def test_query_views_take_the_best_view_per_entry() -> None:
     assert plain.recalls[1] == 0.0 and turned.recalls[1] == 1.0
     assert plain.query_views == 1 and turned.query_views == 3 and turned.to_dict()["query_views"] == 3
     assert "query_views" not in plain.to_dict()
+    # a penalty of 0.5 on the views: db 0 found by the view counts 0.5, its own 0.6 stays below the far db 1 (0.8)
+    pen = recall_at_k(q, d, np.zeros((1, 2)), dp, radius=5.0, ks=(1, 2), query_views=views, view_penalty=0.5)
+    assert pen.recalls[1] == 0.0 and pen.to_dict()["view_penalty"] == 0.5
     # zero extra views = as without
     none = recall_at_k(q, d, np.zeros((1, 2)), dp, radius=5.0, ks=(1, 2), query_views=np.zeros((1, 0, 3), np.float32))
     assert none.recalls == plain.recalls
@@ -174,9 +177,9 @@ def test_query_views_match_slow_reference(seed: int) -> None:
     d = rng.standard_normal((nd, dim)).astype(np.float32)
     q = rng.standard_normal((nq, dim)).astype(np.float32)
     views = rng.standard_normal((nq, nv, dim)).astype(np.float32)
-    fast = recall_at_k(q, d, qp, dp, radius=15.0, ks=(1, 3, 5), chunk=7, query_views=views)
-    # reference: the best similarity of all the query's embeddings, written as a query whose similarities are those
-    best = np.max(np.concatenate([q[:, None], views], 1) @ d.T, axis=1)  # (nq, nd)
+    fast = recall_at_k(q, d, qp, dp, radius=15.0, ks=(1, 3, 5), chunk=7, query_views=views, view_penalty=0.1)
+    # reference: per entry the best of the query's own similarity and its views' minus the penalty
+    best = np.maximum(q @ d.T, np.max(views @ d.T, axis=1) - np.float32(0.1))  # (nq, nd)
     ranked = [sorted(range(nd), key=lambda j: (-best[i, j], j)) for i in range(nq)]
     counted, hits = 0, {1: 0, 3: 0, 5: 0}
     for i in range(nq):
