@@ -8,7 +8,8 @@ searched through the match policy (routes, threshold, temporal exclusion, deboun
 the set's embeddings inserted, so a query never finds itself or its sibling frames of the same instant. When LiDAR
 queries search LiDAR entries, a LiDAR scan is also embedded as seen turned to ``encoders.lidar_views`` headings
 (``preprocess.turned_views``) and every view searches the LiDAR entries (a place driven in another direction); only
-the scan as it is goes into the memory. Split deployments (embeddings in) search with the one vector they get.
+the scan as it is goes into the memory. Split deployments (embeddings in) get the views with the embedding
+(``EmbeddingInput.views`` from ``cmr_fusion_msgs/Embedding.views``).
 
 Time jumps (a bag that loops, a clock reset): a frame set or embedding stamped more than the jump threshold
 (``sync.time_jump_s``; 0 = max(1 s, 2 x (tolerance + timeout))) before the newest one processed, or an odometry pose
