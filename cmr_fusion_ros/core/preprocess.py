@@ -126,6 +126,11 @@ def _finite_columns(cols: np.ndarray) -> np.ndarray:
     return cols if keep.all() else np.compress(keep, cols, axis=1)
 
 
+def _lidar_points(cloud: np.ndarray) -> np.ndarray:
+    """A LiDAR cloud's finite points as a ``(4, N)`` float32 array, rows ``x, y, z, intensity``."""
+    return _finite_columns(_columns(cloud, ("x", "y", "z", "intensity"), required=3, what="lidar cloud"))
+
+
 @dataclass(frozen=True, slots=True)
 class CameraPreprocessing:
     """Resize (area interpolation) to ``width x height``, scale to [0, 1], normalise per channel, HWC -> CHW."""
@@ -232,8 +237,11 @@ class LidarBevPreprocessing:
         return (3, self.rows, self.cols)
 
     def __call__(self, cloud: np.ndarray) -> np.ndarray:
-        cols = _columns(cloud, ("x", "y", "z", "intensity"), required=3, what="lidar cloud")
-        return self._grid(_finite_columns(cols))
+        return self._from_points(_lidar_points(cloud))
+
+    def _from_points(self, pts: np.ndarray) -> np.ndarray:
+        """The tensor of finite points given as a ``(4, N)`` array (``_lidar_points``)."""
+        return self._grid(pts)
 
     def _grid(self, pts: np.ndarray) -> np.ndarray:
         """The grid of finite points given as a ``(4, N)`` float32 array, one row per field ``x, y, z, intensity``."""
@@ -366,7 +374,10 @@ class LidarBevFrontPreprocessing:
         return out.reshape(3, rows, cols)
 
     def __call__(self, cloud: np.ndarray) -> np.ndarray:
-        pts = _finite_columns(_columns(cloud, ("x", "y", "z", "intensity"), required=3, what="lidar cloud"))
+        return self._from_points(_lidar_points(cloud))
+
+    def _from_points(self, pts: np.ndarray) -> np.ndarray:
+        """The tensor of finite points given as a ``(4, N)`` array (``_lidar_points``)."""
         bev = self._bev()._grid(pts)
         fv = np.repeat(self._front_view(pts), self.rows // self.fv_rows, axis=1)
         return np.ascontiguousarray(np.concatenate([bev, fv], axis=2), dtype=np.float32)
@@ -527,7 +538,18 @@ def turned_views(pre: Preprocessing, cloud: np.ndarray, views: int) -> np.ndarra
     if pre.modality is not Modality.LIDAR:
         raise ConfigError("lidar_views", views, f"a LiDAR preprocessing (got {pre.modality.value})")
     out = np.empty((int(views), *pre.input_shape), dtype=np.float32)
-    out[0] = pre(cloud)
+    from_points = getattr(pre, "_from_points", None)
+    if from_points is None:  # any other LiDAR preprocessing: turn the cloud itself
+        out[0] = pre(cloud)
+        for k in range(1, int(views)):
+            out[k] = pre(move_points(cloud, (0.0, 0.0, 0.0), (0.0, 0.0, 2.0 * math.pi * k / views)))
+        return out
+    # the fields are read and checked once; only x, y are turned (the same arithmetic as turning the cloud)
+    pts = _lidar_points(cloud)
+    out[0] = from_points(pts)
+    xy, turned = np.ascontiguousarray(pts[:2].T), pts.copy()
     for k in range(1, int(views)):
-        out[k] = pre(move_points(cloud, (0.0, 0.0, 0.0), (0.0, 0.0, 2.0 * math.pi * k / views)))
+        moved = move_points(xy, (0.0, 0.0, 0.0), (0.0, 0.0, 2.0 * math.pi * k / views))
+        turned[0], turned[1] = moved[:, 0], moved[:, 1]
+        out[k] = from_points(turned)
     return out
