@@ -274,6 +274,20 @@ def test_train_export_eval_commands_end_to_end(tmp_path: Path, capsys) -> None:
     assert main(["eval", "--database", str(town / "session_00"), "--queries", str(town / "session_01"),
                  "--models", str(models), "--max-yaw-diff", "0"]) == 2
     assert "--max-yaw-diff" in capsys.readouterr().err
+    # LiDAR -> LiDAR with the scans turned (default: the runtime's 8 views and penalty) or as they are
+    assert data["lidar_views"] == 8 and data["turned_view_penalty"] == 0.1
+    assert data["pairs"]["lidar->lidar"]["query_views"] == 8 and "query_views" not in data["pairs"]["lidar->camera"]
+    one = tmp_path / "eval_one.json"
+    assert main(["eval", "--database", str(town / "session_00"), "--queries", str(town / "session_01"),
+                 "--models", str(models), "--json", str(one), "--lidar-views", "1"]) == 0
+    assert "query views" not in capsys.readouterr().out
+    one_data = json.loads(one.read_text())
+    assert one_data["lidar_views"] == 1 and "query_views" not in one_data["pairs"]["lidar->lidar"]
+    assert one_data["pairs"]["camera->lidar"] == data["pairs"]["camera->lidar"]  # other pairs: one vector either way
+    for bad, what in ((["--lidar-views", "0"], "--lidar-views"), (["--turned-view-penalty", "-1"], "--turned-view")):
+        assert main(["eval", "--database", str(town / "session_00"), "--queries", str(town / "session_01"),
+                     "--models", str(models), *bad]) == 2
+        assert what in capsys.readouterr().err
     assert main(["export", "--checkpoints", str(out), "--out", str(models), "--no-latency", "--metrics", str(res)]) == 0
     # metrics measured on other models are refused (and no card is left carrying them)
     other = json.loads(res.read_text())
