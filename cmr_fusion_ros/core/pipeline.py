@@ -352,12 +352,15 @@ class FusionPipeline:
             self._accumulators[fr.topic] = acc
         return acc.merge(fr.stamp_ns, fr.data, pose)
 
-    def _views(self, modality: Modality) -> int:
-        """Headings a frame is embedded at: ``encoders.lidar_views`` for LiDAR while LiDAR queries search LiDAR
+    def lidar_views(self) -> int:
+        """Headings a LiDAR scan is embedded at now: ``encoders.lidar_views`` while LiDAR queries search LiDAR
         entries (the routes may change at run time), else 1."""
-        if modality is Modality.LIDAR and Modality.LIDAR in self.policy.config.targets(Modality.LIDAR):
+        if Modality.LIDAR in self.policy.config.targets(Modality.LIDAR):
             return self.config.encoders.lidar_views
         return 1
+
+    def _views(self, modality: Modality) -> int:
+        return self.lidar_views() if modality is Modality.LIDAR else 1
 
     # --- the two entry points ---------------------------------------------------------------------------------
 

@@ -152,6 +152,8 @@ class EncoderNode(Node):
 
     def _values(self) -> dict:
         values = {"model_id": self.model_id}
+        if self.modality is Modality.LIDAR:
+            values["lidar_views"] = self.views  # headings each scan is embedded at (Embedding.views)
         if self.merger is not None:  # multi-scan model: earlier scans merged in / wanted but not found
             values.update(self.merger.accumulator.stats(), time_jumps=self.merger.time_jumps)
         return values

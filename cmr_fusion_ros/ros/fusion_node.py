@@ -288,7 +288,8 @@ class FusionNode(Node):
         stats = mem.stats()
         memory_values = {"entries": len(mem), "events_published": self.events_published,
                          "suppressed_by_policy": self.pipeline.policy.suppressed,
-                         "open_frame_sets": self.sync.open_sets, "time_jumps": self.pipeline.time_jumps}
+                         "open_frame_sets": self.sync.open_sets, "time_jumps": self.pipeline.time_jumps,
+                         "lidar_views": self.pipeline.lidar_views()}  # headings each LiDAR scan is embedded at now
         if self.pipeline.has_accumulation:  # multi-scan radar model: earlier scans merged / not found
             memory_values.update({f"radar_{k}": v for k, v in self.pipeline.accumulation_stats().items()})
         for key in ("added", "skipped_duplicate", "skipped_capacity", "evicted", "pending_records", "backend",

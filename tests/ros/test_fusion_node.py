@@ -157,6 +157,16 @@ def test_matches_markers_diagnostics_and_services(graph):
 
     assert wait_for(lambda: (lidar_status() or {}).get("bad_messages") == "1")
 
+    def memory_status():
+        for d in reversed(got["diag"]):
+            for st in d.status:
+                if st.name.endswith(": memory"):
+                    return {kv.key: kv.value for kv in st.values}
+        return None
+
+    assert wait_for(lambda: memory_status() is not None)
+    assert memory_status()["lidar_views"] == "1"  # the default routes: LiDAR does not search LiDAR, one view
+
     # services
     def call(srv_type, name, **fields):
         client = peer.create_client(srv_type, name)

@@ -242,6 +242,9 @@ def test_lidar_views_find_a_place_driven_in_another_direction():
     pipe.set_policy(PolicyConfig.from_dict({"min_score": 0.98, "exclude_recent_s": 20.0, "routes": routes,
                                             "turned_view_penalty": 0.01}))
     assert len(pipe.process_set(_lidar_set(60.0, right)).events) == 1 and enc.batches == [1, 4]
+    assert pipe.lidar_views() == 4
+    pipe.set_policy(PolicyConfig.from_dict({"routes": {"lidar": ["camera"]}}))
+    assert pipe.lidar_views() == 1
 
 
 def test_embedding_views_from_a_message_field():
