@@ -148,24 +148,16 @@ def test_matches_markers_diagnostics_and_services(graph):
     assert wait_for(lambda: got["markers"]) and len(got["markers"][0].markers) == 4
     assert wait_for(lambda: any(node.stats[Modality.LIDAR].bad_messages for _ in [0]))
 
-    def lidar_status():
+    def status(suffix):  # the newest diagnostic status whose name ends so, as a dict
         for d in reversed(got["diag"]):
             for st in d.status:
-                if st.name.endswith("stream lidar"):
+                if st.name.endswith(suffix):
                     return {kv.key: kv.value for kv in st.values}
         return None
 
-    assert wait_for(lambda: (lidar_status() or {}).get("bad_messages") == "1")
-
-    def memory_status():
-        for d in reversed(got["diag"]):
-            for st in d.status:
-                if st.name.endswith(": memory"):
-                    return {kv.key: kv.value for kv in st.values}
-        return None
-
-    assert wait_for(lambda: memory_status() is not None)
-    assert memory_status()["lidar_views"] == "1"  # the default routes: LiDAR does not search LiDAR, one view
+    assert wait_for(lambda: (status("stream lidar") or {}).get("bad_messages") == "1")
+    # the default routes: LiDAR does not search LiDAR, each scan is embedded once
+    assert wait_for(lambda: status(": memory") is not None) and status(": memory")["lidar_views"] == "1"
 
     # services
     def call(srv_type, name, **fields):
