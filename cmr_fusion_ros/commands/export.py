@@ -92,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
             "database": ev.get("database"),
             "queries": ev.get("queries"),
             "radius_m": ev.get("radius_m"),
+            # LiDAR -> LiDAR searched at this many headings (eval --lidar-views; files older than the option: 1)
+            "lidar_views": ev.get("lidar_views", 1),
+            **({"turned_view_penalty": ev["turned_view_penalty"]} if "turned_view_penalty" in ev else {}),
             "recall": {pair: {k: v for k, v in r.items() if k.startswith("recall@")} for pair, r in ev["pairs"].items()},
             "num_queries": {pair: r.get("num_counted") for pair, r in ev["pairs"].items()},
         }

@@ -299,6 +299,7 @@ def test_train_export_eval_commands_end_to_end(tmp_path: Path, capsys) -> None:
     assert not list((tmp_path / "m2").glob("*.json"))
     card = load_card(model_path(models, "radar"))
     assert card.metrics["recall"]["radar->lidar"]["recall@1"] == data["pairs"]["radar->lidar"]["recall@1"]
+    assert card.metrics["lidar_views"] == 8 and card.metrics["turned_view_penalty"] == 0.1  # how LiDAR->LiDAR was run
     assert card.training["seed"] == 5
     # exporting the radar-only run over these models: the frozen camera/LiDAR cards keep the history of the run that
     # trained them (and say which run kept them frozen); the radar card gets the new run's
