@@ -538,12 +538,7 @@ def turned_views(pre: Preprocessing, cloud: np.ndarray, views: int) -> np.ndarra
     if pre.modality is not Modality.LIDAR:
         raise ConfigError("lidar_views", views, f"a LiDAR preprocessing (got {pre.modality.value})")
     out = np.empty((int(views), *pre.input_shape), dtype=np.float32)
-    from_points = getattr(pre, "_from_points", None)
-    if from_points is None:  # any other LiDAR preprocessing: turn the cloud itself
-        out[0] = pre(cloud)
-        for k in range(1, int(views)):
-            out[k] = pre(move_points(cloud, (0.0, 0.0, 0.0), (0.0, 0.0, 2.0 * math.pi * k / views)))
-        return out
+    from_points = pre._from_points  # both LiDAR preprocessings
     # the fields are read and checked once; only x, y are turned (the same arithmetic as turning the cloud)
     pts = _lidar_points(cloud)
     out[0] = from_points(pts)

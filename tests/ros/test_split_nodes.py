@@ -18,6 +18,7 @@ from cmr_fusion_ros.ros.conversions import array_to_pointcloud2, make_header, st
 from cmr_fusion_ros.ros.encoder_node import EncoderNode
 from cmr_fusion_ros.ros.memory_node import MemoryNode
 from tests.ros.test_fusion_node import DIM, PlaceFromData, cloud_at, wait_for
+from tests.unit.test_pipeline import FlatEncoder
 
 S = 1_000_000_000
 
@@ -34,16 +35,8 @@ def test_encoder_and_memory_nodes(tmp_path):
         radar_enc = EncoderNode("radar_encoder", encoder=PlaceFromData(),
                                 parameter_overrides=[Parameter("modality", value="radar"), *common,
                                                      Parameter("streams.radar.fields.rcs", value="")])
-        memory = MemoryNode("memory_node", parameter_overrides=[
-            Parameter("memory.dim", value=DIM), Parameter("memory.admission.enabled", value=False),
-            Parameter("policy.exclude_recent_s", value=10.0), Parameter("policy.min_score", value=0.9),
-            Parameter("odometry.topic", value="")])
-        peer = rclpy.create_node("peer")
+        memory, peer, got, embeddings = _memory_and_peer(DIM, 0.9)
         nodes = [lidar_enc, radar_enc, memory, peer]
-        got: list[MatchEventArray] = []
-        embeddings: list[Embedding] = []
-        peer.create_subscription(MatchEventArray, "/memory_node/matches", got.append, 10)
-        peer.create_subscription(Embedding, "/embeddings", embeddings.append, 50)
         lidar = peer.create_publisher(PointCloud2, "/lidar/points", 10)
         radar = peer.create_publisher(PointCloud2, "/radar/points", 10)
         ex = _spin(nodes)
@@ -98,6 +91,21 @@ def test_encoder_node_limits_and_memory_node_time_jump():
         ex.shutdown()
     finally:
         _close(nodes)
+
+
+def _memory_and_peer(dim: int, min_score: float, *extra: Parameter):
+    """A memory node (no admission, 10 s exclusion, no odometry) and a peer node collecting its match events and
+    the embeddings on /embeddings."""
+    memory = MemoryNode("memory_node", parameter_overrides=[
+        Parameter("memory.dim", value=dim), Parameter("memory.admission.enabled", value=False),
+        Parameter("policy.exclude_recent_s", value=10.0), Parameter("policy.min_score", value=min_score),
+        Parameter("odometry.topic", value=""), *extra])
+    peer = rclpy.create_node("peer")
+    got: list[MatchEventArray] = []
+    embeddings: list[Embedding] = []
+    peer.create_subscription(MatchEventArray, "/memory_node/matches", got.append, 10)
+    peer.create_subscription(Embedding, "/embeddings", embeddings.append, 50)
+    return memory, peer, got, embeddings
 
 
 def _spin(nodes) -> SingleThreadedExecutor:
@@ -173,23 +181,6 @@ def test_encoder_node_merges_radar_scans_with_the_odometry():
         _close(nodes)
 
 
-class ViewsEncoder:
-    """Stand-in LiDAR encoder with the real preprocessing (a small one): the embedding is the normalised tensor."""
-
-    def __init__(self):
-        from cmr_fusion_ros.core.preprocess import LidarBevFrontPreprocessing
-
-        self.preprocessing = LidarBevFrontPreprocessing(rows=8, fv_cols=8, fv_rows=8)
-        self.dim = int(np.prod(self.preprocessing.input_shape))
-
-    def encode_tensors(self, x):
-        v = np.asarray(x, np.float64).reshape(len(x), -1) + 1e-3
-        return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
-
-    def encode(self, items):
-        return self.encode_tensors(np.stack([self.preprocessing(i) for i in items]))
-
-
 def test_lidar_views_travel_from_encoder_node_to_memory_node():
     """A LiDAR encoder node with encoders.lidar_views 4 sends the scan at 3 more headings (Embedding.views); the
     memory node, whose LiDAR queries search LiDAR, finds the place driven at right angles through them; Embedding.views
@@ -197,21 +188,14 @@ def test_lidar_views_travel_from_encoder_node_to_memory_node():
     rclpy.init()
     nodes = []
     try:
-        enc = ViewsEncoder()
+        enc = FlatEncoder()
         lidar_enc = EncoderNode("lidar_encoder", encoder=enc, parameter_overrides=[
             Parameter("modality", value="lidar"), Parameter("streams.lidar.reliability", value="reliable"),
             Parameter("encoders.lidar_views", value=4)])
-        memory = MemoryNode("memory_node", parameter_overrides=[
-            Parameter("memory.dim", value=enc.dim), Parameter("memory.admission.enabled", value=False),
-            Parameter("policy.exclude_recent_s", value=10.0), Parameter("policy.min_score", value=0.98),
-            Parameter("policy.routes.lidar", value=["lidar"]), Parameter("policy.turned_view_penalty", value=0.01),
-            Parameter("odometry.topic", value="")])
-        peer = rclpy.create_node("peer")
+        memory, peer, got, embeddings = _memory_and_peer(
+            enc.dim, 0.98, Parameter("policy.routes.lidar", value=["lidar"]),
+            Parameter("policy.turned_view_penalty", value=0.01))
         nodes = [lidar_enc, memory, peer]
-        got: list[MatchEventArray] = []
-        embeddings: list[Embedding] = []
-        peer.create_subscription(MatchEventArray, "/memory_node/matches", got.append, 10)
-        peer.create_subscription(Embedding, "/embeddings", embeddings.append, 50)
         lidar = peer.create_publisher(PointCloud2, "/lidar/points", 10)
         direct = peer.create_publisher(Embedding, "/embeddings", 10)
         ex = _spin(nodes)

@@ -195,8 +195,11 @@ class FlatEncoder:
 
     def encode_tensors(self, x):
         self.batches.append(len(x))
-        v = x.reshape(len(x), -1).astype(np.float64) + 1e-3
+        v = np.asarray(x, np.float64).reshape(len(x), -1) + 1e-3
         return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+    def encode(self, items):
+        return self.encode_tensors(np.stack([self.preprocessing(i) for i in items]))
 
 
 def _lidar_pipe(views: int, routes) -> tuple[FusionPipeline, FlatEncoder]:
