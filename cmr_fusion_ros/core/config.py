@@ -203,7 +203,7 @@ class EncodersConfig:
     intra_op_threads: int = 1
     batch_size: int = 8
     warmup_runs: int = 2
-    lidar_views: int = 8  # LiDAR -> LiDAR search with the scan turned to this many headings (1 = as scanned only)
+    lidar_views: int = 16  # LiDAR -> LiDAR search with the scan turned to this many headings (1 = as scanned only)
 
     @classmethod
     def from_dict(cls, d: Any, prefix: str = "encoders") -> "EncodersConfig":
@@ -219,7 +219,7 @@ class EncodersConfig:
             intra_op_threads=_int(d, prefix, "intra_op_threads", 1, 0, 256),
             batch_size=_int(d, prefix, "batch_size", 8, 1, 4096),
             warmup_runs=_int(d, prefix, "warmup_runs", 2, 0, 100),
-            lidar_views=_int(d, prefix, "lidar_views", 8, 1, MAX_LIDAR_VIEWS),
+            lidar_views=_int(d, prefix, "lidar_views", 16, 1, MAX_LIDAR_VIEWS),
         )
 
 
@@ -447,8 +447,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _spec("encoders.warmup_runs", "encoder runs on zeros at start-up", (0, 100)),
     _spec("encoders.lidar_views", "LiDAR->LiDAR search (policy.routes.lidar has lidar) with the scan also turned to "
                                   "N headings, each entry scored by its best view: finds places driven in another "
-                                  "direction; N LiDAR encodings per scan (1 = as scanned); a LiDAR encoder_node sends "
-                                  "the views in Embedding.views", (1, MAX_LIDAR_VIEWS)),
+                                  "direction; N LiDAR preprocessings and encodings per scan (1 = as scanned; 8 halves "
+                                  "the cost of dense scans); a LiDAR encoder_node sends the views in Embedding.views", (1, MAX_LIDAR_VIEWS)),
     _spec("memory.dim", "embedding size; must equal the encoders'", (1, 65536)),
     _spec("memory.index.backend", "exact | faiss_flat | faiss_hnsw | faiss_ivf"),
     _spec("memory.index.hnsw_m", "HNSW graph degree", (4, 256)),

@@ -67,7 +67,7 @@ class PolicyConfig:
     sequence_length: int = 1
     sequence_max_jump_m: float = 5.0
     sequence_max_gap_s: float = 2.0
-    turned_view_penalty: float = 0.1  # subtracted from the scores of a query's turned views (Query.views)
+    turned_view_penalty: float = 0.05  # subtracted from the scores of a query's turned views (Query.views)
 
     KEYS = (
         "routes", "top_k", "min_score", "exclude_recent_s", "exclude_same_session", "debounce_s",
@@ -93,7 +93,7 @@ class PolicyConfig:
             sequence_length=_int(d, prefix, "sequence_length", 1, 1, 1000),
             sequence_max_jump_m=_float(d, prefix, "sequence_max_jump_m", 5.0, 0.0),
             sequence_max_gap_s=_float(d, prefix, "sequence_max_gap_s", 2.0, 0.0),
-            turned_view_penalty=_float(d, prefix, "turned_view_penalty", 0.1, 0.0, 2.0),
+            turned_view_penalty=_float(d, prefix, "turned_view_penalty", 0.05, 0.0, 2.0),
         )
 
     @staticmethod

@@ -274,9 +274,9 @@ def test_train_export_eval_commands_end_to_end(tmp_path: Path, capsys) -> None:
     assert main(["eval", "--database", str(town / "session_00"), "--queries", str(town / "session_01"),
                  "--models", str(models), "--max-yaw-diff", "0"]) == 2
     assert "--max-yaw-diff" in capsys.readouterr().err
-    # LiDAR -> LiDAR with the scans turned (default: the runtime's 8 views and penalty) or as they are
-    assert data["lidar_views"] == 8 and data["turned_view_penalty"] == 0.1
-    assert data["pairs"]["lidar->lidar"]["query_views"] == 8 and "query_views" not in data["pairs"]["lidar->camera"]
+    # LiDAR -> LiDAR with the scans turned (default: the runtime's 16 views and penalty) or as they are
+    assert data["lidar_views"] == 16 and data["turned_view_penalty"] == 0.05
+    assert data["pairs"]["lidar->lidar"]["query_views"] == 16 and "query_views" not in data["pairs"]["lidar->camera"]
     one = tmp_path / "eval_one.json"
     assert main(["eval", "--database", str(town / "session_00"), "--queries", str(town / "session_01"),
                  "--models", str(models), "--json", str(one), "--lidar-views", "1"]) == 0
@@ -299,7 +299,7 @@ def test_train_export_eval_commands_end_to_end(tmp_path: Path, capsys) -> None:
     assert not list((tmp_path / "m2").glob("*.json"))
     card = load_card(model_path(models, "radar"))
     assert card.metrics["recall"]["radar->lidar"]["recall@1"] == data["pairs"]["radar->lidar"]["recall@1"]
-    assert card.metrics["lidar_views"] == 8 and card.metrics["turned_view_penalty"] == 0.1  # how LiDAR->LiDAR was run
+    assert card.metrics["lidar_views"] == 16 and card.metrics["turned_view_penalty"] == 0.05  # how LiDAR->LiDAR was run
     assert card.training["seed"] == 5
     # exporting the radar-only run over these models: the frozen camera/LiDAR cards keep the history of the run that
     # trained them (and say which run kept them frozen); the radar card gets the new run's
