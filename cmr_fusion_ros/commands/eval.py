@@ -65,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
 
     from cmr_fusion_ros.core.encoder import load_encoders
     from cmr_fusion_ros.core.errors import ConfigError
-    from cmr_fusion_ros.eval.evaluate import embed_bag, evaluate, format_table, plot_report, write_json
+    from cmr_fusion_ros.eval.evaluate import (
+        embed_bag, evaluate, format_heading_gaps, format_table, plot_report, write_json,
+    )
     from cmr_fusion_ros.machine import machine_summary
     from cmr_fusion_ros.paths import models_dir
 
@@ -94,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
              if args.lidar_views > 1 else "")
     print(f"database: {args.database} | queries: {args.queries} | radius {args.radius:g} m{yaw}{views}")
     print(format_table(report))
+    if gaps := format_heading_gaps(report):
+        print(gaps)
     if args.json:
         data = report.to_dict()
         data["command"] = command

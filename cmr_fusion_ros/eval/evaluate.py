@@ -22,16 +22,17 @@ import numpy as np
 
 from cmr_fusion_ros.bag.reader import BagTopics, read_samples
 from cmr_fusion_ros.core.encoder import OnnxEncoder
-from cmr_fusion_ros.core.errors import BagError
+from cmr_fusion_ros.core.errors import BagError, ConfigError
 from cmr_fusion_ros.core.preprocess import accumulator_for, turned_views
 from cmr_fusion_ros.core.types import Modality
-from cmr_fusion_ros.eval.recall import RecallResult, recall_at_k
+from cmr_fusion_ros.eval.recall import HEADING_GAP_BINS, RecallResult, recall_at_k
 
 __all__ = [
     "BagEmbeddings",
     "EvalReport",
     "embed_bag",
     "evaluate",
+    "format_heading_gaps",
     "format_table",
     "measure_latency",
     "plot_report",
@@ -143,8 +144,10 @@ def evaluate(database: BagEmbeddings, queries: BagEmbeddings, radius: float = 10
     for qm in queries.embeddings:
         for dm in database.embeddings:
             kw: dict[str, Any] = {}
-            if max_yaw_deg is not None:
+            if qm in queries.yaws and dm in database.yaws:  # heading gaps (and the heading condition)
                 kw = {"query_yaw": queries.yaws[qm], "db_yaw": database.yaws[dm], "max_yaw_deg": max_yaw_deg}
+            elif max_yaw_deg is not None:
+                raise ConfigError("max_yaw_deg", max_yaw_deg, "embeddings with headings (yaws)")
             if qm == dm and qm in queries.views:
                 kw["query_views"] = queries.views[qm]
                 kw["view_penalty"] = view_penalty
@@ -170,6 +173,22 @@ def format_table(report: EvalReport) -> str:
             + "".join(f"{_fmt(r.recalls[k]):>8}" for k in ks)
             + f"{_fmt(r.recall_one_percent):>8}{r.num_counted:>9}{r.num_database:>7}"
         )
+    return "\n".join(lines)
+
+
+def format_heading_gaps(report: EvalReport) -> str:
+    """R@1 of each pair split by the queries' heading gap (smallest angle between a query's heading and one of its
+    positives'), the number of queries in brackets; '' when the embeddings had no headings."""
+    if not any(r.by_heading_gap for r in report.results.values()):
+        return ""
+    head = f"{'heading gap (deg)':<18}" + "".join(f"{b:>14}" for b in HEADING_GAP_BINS)
+    lines = ["R@1 by heading gap to the nearest-heading positive (queries)", head, "-" * len(head)]
+    for (q, d), r in report.results.items():
+        cells = []
+        for b in HEADING_GAP_BINS:
+            n, h = r.by_heading_gap.get(b, (0, 0))
+            cells.append(f"{_fmt(h / n) if n else '  n/a'} ({n})")
+        lines.append(f"{q.value + ' -> ' + d.value:<18}" + "".join(f"{c:>14}" for c in cells))
     return "\n".join(lines)
 
 

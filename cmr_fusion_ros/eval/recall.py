@@ -12,6 +12,11 @@ LiDAR entries the same way (``encoders.lidar_views``, ``policy.turned_view_penal
 Optionally (``max_yaw_deg``) a database entry is a positive only if it is also within that many degrees of the
 query's heading: with distance alone, a place crossed at right angles counts as "the same place" though a forward
 camera sees another street there.
+
+With headings (``query_yaw``, ``db_yaw``) the result also splits the counted queries by their heading gap: the
+smallest angle between the query's heading and a positive's (``HEADING_GAP_BINS``), with recall@1 per bin. A forward
+sensor can hardly find a place whose positives all face 60-90 degrees away; the bins show how much of a recall such
+queries hold back.
 """
 
 from __future__ import annotations
@@ -23,7 +28,11 @@ import numpy as np
 
 from cmr_fusion_ros.core.errors import ConfigError
 
-__all__ = ["RecallResult", "one_percent_k", "recall_at_k"]
+__all__ = ["HEADING_GAP_BINS", "RecallResult", "one_percent_k", "recall_at_k"]
+
+# heading-gap bins in degrees: [0, 30], (30, 60], (60, 90], (90, 180]
+HEADING_GAP_EDGES = (30.0, 60.0, 90.0)
+HEADING_GAP_BINS = ("0-30", "30-60", "60-90", "90-180")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +50,8 @@ class RecallResult:
     extra: dict[str, float] = field(default_factory=dict)
     query_views: int = 1  # embeddings per query (1 + extra views)
     view_penalty: float = 0.0
+    # heading-gap bin -> (counted queries, hits at 1); empty without headings
+    by_heading_gap: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, float | int]:
         d: dict[str, float | int] = {f"recall@{k}": v for k, v in sorted(self.recalls.items())}
@@ -55,6 +66,9 @@ class RecallResult:
         if self.query_views > 1:
             d["query_views"] = self.query_views
             d["view_penalty"] = self.view_penalty
+        if self.by_heading_gap:
+            d["by_heading_gap_deg"] = {b: {"num_counted": n, "recall@1": h / n if n else float("nan")}
+                                       for b, (n, h) in self.by_heading_gap.items()}
         return d
 
 
@@ -89,7 +103,8 @@ def recall_at_k(
     (Nq, V, D): more embeddings of each query, the similarity to an entry being the best of the query's own and its
     views' minus ``view_penalty``.
 
-    Ties in similarity are broken by database index (lower first), so results are deterministic.
+    Ties in similarity are broken by database index (lower first), so results are deterministic. Headings also give
+    ``by_heading_gap`` (see the module text).
     """
     q = _check("query_emb", query_emb, 2).astype(np.float32)
     d = _check("db_emb", db_emb, 2).astype(np.float32)
@@ -115,11 +130,15 @@ def recall_at_k(
             raise ConfigError("max_yaw_deg", max_yaw_deg, "a number in (0, 180]")
         if query_yaw is None or db_yaw is None:
             raise ConfigError("yaw", None, "query_yaw and db_yaw when max_yaw_deg is given")
+        cos_max = math.cos(math.radians(max_yaw_deg))
+    headings = query_yaw is not None and db_yaw is not None
+    if headings:
         qy = _check("query_yaw", query_yaw, 1).astype(np.float64)
         dy = _check("db_yaw", db_yaw, 1).astype(np.float64)
         if qy.shape[0] != q.shape[0] or dy.shape[0] != d.shape[0]:
             raise ConfigError("yaw", (qy.shape, dy.shape), "one heading per embedding")
-        cos_max = math.cos(math.radians(max_yaw_deg))
+    gap_counted = np.zeros(len(HEADING_GAP_BINS), np.int64)
+    gap_hits = np.zeros(len(HEADING_GAP_BINS), np.int64)
     nd = d.shape[0]
     k1 = one_percent_k(nd)
     kmax = min(max(max(ks), k1), nd) if nd else 0
@@ -148,6 +167,12 @@ def recall_at_k(
         counted += int(has_pos.sum())
         for k in ks:
             hits[k] += int((first_hit < k).sum())
+        if headings:  # smallest angle to a positive's heading, in degrees
+            diff = np.abs(np.angle(np.exp(1j * (qy[start : start + chunk][has_pos, None] - dy[None, :]))))
+            gap = np.degrees(np.where(pos, diff, np.inf).min(axis=1))
+            b = np.digitize(gap, HEADING_GAP_EDGES, right=True)
+            gap_counted += np.bincount(b, minlength=len(HEADING_GAP_BINS))
+            gap_hits += np.bincount(b, weights=first_hit < 1, minlength=len(HEADING_GAP_BINS)).astype(np.int64)
         hit1p += int((first_hit < k1).sum())
     denom = counted if counted else 1
     return RecallResult(
@@ -161,4 +186,6 @@ def recall_at_k(
         max_yaw_deg=None if max_yaw_deg is None else float(max_yaw_deg),
         query_views=1 + (views.shape[1] if views is not None else 0),
         view_penalty=float(view_penalty),
+        by_heading_gap={b: (int(n), int(h)) for b, n, h in zip(HEADING_GAP_BINS, gap_counted, gap_hits)}
+        if headings else {},
     )

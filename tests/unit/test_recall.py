@@ -121,14 +121,19 @@ def test_heading_condition_hand_made() -> None:
     assert "max_yaw_deg" not in recall_at_k(q, d, qp, dp, 5.0, ks=(1,)).to_dict()
 
 
-@pytest.mark.parametrize("seed", [3, 4])
-def test_heading_condition_matches_slow_reference(seed: int) -> None:
+def _random_headed(seed: int, nd: int, nq: int, dim: int, extent: float) -> tuple[np.ndarray, ...]:
+    """Random queries and database entries with positions in an ``extent`` square and headings: q, d, qp, dp, qy, dy."""
     rng = np.random.default_rng(seed)
-    nd, nq, dim = 180, 41, 6
-    dp, qp = rng.uniform(0, 120, (nd, 2)), rng.uniform(0, 120, (nq, 2))
+    dp, qp = rng.uniform(0, extent, (nd, 2)), rng.uniform(0, extent, (nq, 2))
     dy, qy = rng.uniform(-math.pi, math.pi, nd), rng.uniform(-math.pi, math.pi, nq)
     d = rng.standard_normal((nd, dim)).astype(np.float32)
     q = rng.standard_normal((nq, dim)).astype(np.float32)
+    return q, d, qp, dp, qy, dy
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_heading_condition_matches_slow_reference(seed: int) -> None:
+    q, d, qp, dp, qy, dy = _random_headed(seed, 180, 41, 6, 120.0)
     ks = (1, 5, 10)
     fast = recall_at_k(q, d, qp, dp, 12.0, ks, chunk=7, query_yaw=qy, db_yaw=dy, max_yaw_deg=40)
     ref, ref1p, counted = slow_recall(q, d, qp, dp, 12.0, ks, qy, dy, 40)
@@ -137,6 +142,52 @@ def test_heading_condition_matches_slow_reference(seed: int) -> None:
     for k in ks:
         assert fast.recalls[k] == pytest.approx(ref[k])
     assert fast.recall_one_percent == pytest.approx(ref1p)
+
+
+def test_heading_gap_hand_made() -> None:
+    """Queries split by the smallest angle between their heading and a positive's; R@1 per bin."""
+    d = np.eye(4, dtype=np.float32)
+    dp = np.array([[0, 0], [1, 0], [50, 0], [51, 0]], float)
+    dy = np.radians([90.0, 175.0, 0.0, 0.0])
+    # q0 at 0 m heading 80 deg: positives db 0 (10 deg off) and db 1 (95 deg): gap 10, found (db 0 first)
+    # q1 at 0 m heading -100 deg: positives db 0 (190 deg, wrapped 170) and db 1 (275, wrapped 85): gap 85, found
+    # q2 at 50 m heading 45 deg: positives db 2, db 3 (both 45 off): gap 45, misses (db 0 ranks first)
+    # q3 at 50 m heading -179 deg: positives at 0 deg: gap 179, found; q4 at 200 m: no positive
+    q = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [1, 0, 0.5, 0], [0, 0, 0, 1], [1, 0, 0, 0]], np.float32)
+    qp = np.array([[0, 0], [0, 0], [50, 0], [50, 0], [200, 0]], float)
+    qy = np.radians([80.0, -100.0, 45.0, -179.0, 0.0])
+    r = recall_at_k(q, d, qp, dp, 5.0, ks=(1,), query_yaw=qy, db_yaw=dy)
+    assert r.num_counted == 4 and r.recalls[1] == 0.75 and r.max_yaw_deg is None  # headings alone filter nothing
+    assert r.by_heading_gap == {"0-30": (1, 1), "30-60": (1, 0), "60-90": (1, 1), "90-180": (1, 1)}
+    gaps = r.to_dict()["by_heading_gap_deg"]
+    assert gaps["30-60"] == {"num_counted": 1, "recall@1": 0.0} and gaps["0-30"]["recall@1"] == 1.0
+    # with the heading condition only positives within it count, so the gaps stay within it too
+    r = recall_at_k(q, d, qp, dp, 5.0, ks=(1,), query_yaw=qy, db_yaw=dy, max_yaw_deg=60)
+    assert r.by_heading_gap == {"0-30": (1, 1), "30-60": (1, 0), "60-90": (0, 0), "90-180": (0, 0)}
+    assert math.isnan(r.to_dict()["by_heading_gap_deg"]["60-90"]["recall@1"])
+    # without headings there is no split
+    assert recall_at_k(q, d, qp, dp, 5.0, ks=(1,)).by_heading_gap == {}
+    assert "by_heading_gap_deg" not in recall_at_k(q, d, qp, dp, 5.0, ks=(1,)).to_dict()
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_heading_gap_matches_slow_reference(seed: int) -> None:
+    nd, nq = 150, 60
+    q, d, qp, dp, qy, dy = _random_headed(seed, nd, nq, 5, 100.0)
+    fast = recall_at_k(q, d, qp, dp, 15.0, (1, 3), chunk=9, query_yaw=qy, db_yaw=dy)
+    ref = {b: [0, 0] for b in ("0-30", "30-60", "60-90", "90-180")}
+    for i in range(nq):
+        pos = [j for j in range(nd) if math.dist(qp[i], dp[j]) <= 15.0]
+        if not pos:
+            continue
+        gap = min(_angle_deg(qy[i], dy[j]) for j in pos)
+        b = "0-30" if gap <= 30 else "30-60" if gap <= 60 else "60-90" if gap <= 90 else "90-180"
+        top = min(range(nd), key=lambda j: (-float(np.dot(q[i], d[j])), j))
+        ref[b][0] += 1
+        ref[b][1] += top in pos
+    assert fast.by_heading_gap == {b: tuple(v) for b, v in ref.items()}
+    assert sum(n for n, _ in fast.by_heading_gap.values()) == fast.num_counted
+    assert sum(h for _, h in fast.by_heading_gap.values()) == round(fast.recalls[1] * fast.num_counted)
 
 
 def test_heading_condition_bad_input() -> None:

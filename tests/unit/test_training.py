@@ -265,6 +265,12 @@ def test_train_export_eval_commands_end_to_end(tmp_path: Path, capsys) -> None:
     data = json.loads(res.read_text())
     assert len(data["pairs"]) == 9 and data["pairs"]["lidar->camera"]["num_counted"] == 10
     assert res.with_suffix(".png").is_file()
+    # queries split by the heading gap to their nearest-heading positive (same direction here: all within 30 deg)
+    assert "R@1 by heading gap" in text
+    for pair in data["pairs"].values():
+        gaps = pair["by_heading_gap_deg"]
+        assert list(gaps) == ["0-30", "30-60", "60-90", "90-180"]
+        assert sum(g["num_counted"] for g in gaps.values()) == pair["num_counted"] == gaps["0-30"]["num_counted"]
     yaw_res = tmp_path / "eval_yaw.json"  # both sessions drive the same way: the heading condition keeps every query
     assert main(["eval", "--database", str(town / "session_00"), "--queries", str(town / "session_01"),
                  "--models", str(models), "--json", str(yaw_res), "--max-yaw-diff", "30"]) == 0
