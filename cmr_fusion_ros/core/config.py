@@ -448,7 +448,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _spec("encoders.lidar_views", "LiDAR->LiDAR search (policy.routes.lidar has lidar) with the scan also turned to "
                                   "N headings, each entry scored by its best view: finds places driven in another "
                                   "direction; N LiDAR preprocessings and encodings per scan (1 = as scanned; 8 halves "
-                                  "the cost of dense scans); a LiDAR encoder_node sends the views in Embedding.views", (1, MAX_LIDAR_VIEWS)),
+                                  "the cost of dense scans); a LiDAR encoder_node sends the views in Embedding.views",
+          (1, MAX_LIDAR_VIEWS)),
     _spec("memory.dim", "embedding size; must equal the encoders'", (1, 65536)),
     _spec("memory.index.backend", "exact | faiss_flat | faiss_hnsw | faiss_ivf"),
     _spec("memory.index.hnsw_m", "HNSW graph degree", (4, 256)),

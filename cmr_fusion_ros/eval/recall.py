@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -53,9 +54,10 @@ class RecallResult:
     # heading-gap bin -> (counted queries, hits at 1); empty without headings
     by_heading_gap: dict[str, tuple[int, int]] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, float | int]:
-        d: dict[str, float | int] = {f"recall@{k}": v for k, v in sorted(self.recalls.items())}
-        d["recall@1%"] = self.recall_one_percent
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: a recall without counted queries is None (null; NaN is not JSON)."""
+        d: dict[str, Any] = {f"recall@{k}": _or_none(v) for k, v in sorted(self.recalls.items())}
+        d["recall@1%"] = _or_none(self.recall_one_percent)
         d["one_percent_k"] = self.one_percent_k
         d["num_queries"] = self.num_queries
         d["num_counted"] = self.num_counted
@@ -67,9 +69,13 @@ class RecallResult:
             d["query_views"] = self.query_views
             d["view_penalty"] = self.view_penalty
         if self.by_heading_gap:
-            d["by_heading_gap_deg"] = {b: {"num_counted": n, "recall@1": h / n if n else float("nan")}
+            d["by_heading_gap_deg"] = {b: {"num_counted": n, "recall@1": h / n if n else None}
                                        for b, (n, h) in self.by_heading_gap.items()}
         return d
+
+
+def _or_none(v: float) -> float | None:
+    return None if math.isnan(v) else v
 
 
 def one_percent_k(num_database: int) -> int:

@@ -91,6 +91,7 @@ def test_perfect_embeddings_give_full_recall() -> None:
 def test_no_positive_gives_nan_and_bad_input_raises() -> None:
     r = recall_at_k(np.ones((2, 3)), np.ones((2, 3)), np.zeros((2, 2)), np.full((2, 2), 100.0), radius=1.0)
     assert r.num_counted == 0 and math.isnan(r.recalls[1])
+    assert r.to_dict()["recall@1"] is None and r.to_dict()["recall@1%"] is None  # null in JSON files
     with pytest.raises(ConfigError, match="radius"):
         recall_at_k(np.ones((2, 3)), np.ones((2, 3)), np.zeros((2, 2)), np.zeros((2, 2)), radius=0)
     with pytest.raises(ConfigError, match="db_emb"):
@@ -164,7 +165,7 @@ def test_heading_gap_hand_made() -> None:
     # with the heading condition only positives within it count, so the gaps stay within it too
     r = recall_at_k(q, d, qp, dp, 5.0, ks=(1,), query_yaw=qy, db_yaw=dy, max_yaw_deg=60)
     assert r.by_heading_gap == {"0-30": (1, 1), "30-60": (1, 0), "60-90": (0, 0), "90-180": (0, 0)}
-    assert math.isnan(r.to_dict()["by_heading_gap_deg"]["60-90"]["recall@1"])
+    assert r.to_dict()["by_heading_gap_deg"]["60-90"] == {"num_counted": 0, "recall@1": None}
     # without headings there is no split
     assert recall_at_k(q, d, qp, dp, 5.0, ks=(1,)).by_heading_gap == {}
     assert "by_heading_gap_deg" not in recall_at_k(q, d, qp, dp, 5.0, ks=(1,)).to_dict()
