@@ -38,7 +38,8 @@ HELP: dict[str, str] = {
     "bench": "benchmarks: `bench memory` (scene memory vs raw FAISS), `bench pipeline` (live latency vs DDS floor), `bench offline` (real-time factor, encoder vs bare onnxruntime)",
     "train": "train the camera, LiDAR and radar encoders on bags with odometry (contrastive, all modality pairs)",
     "export": "export trained encoders to ONNX with a torch parity check, latency and model cards",
-    "eval": "recall@1/5/10/1% of the encoders for all 9 query -> database modality pairs on two bags",
+    "eval": "recall@1/5/10/1% of the encoders for all 9 query -> database modality pairs on two bags (and R@1 by "
+            "heading gap)",
     "replay": "replay rosbag2 bags (sqlite3, mcap) on ROS 2 topics with the recorded timing, /clock, remaps and QoS",
     "launch": "start the fusion graph (all-in-one or split nodes) as child processes, without ros2 launch",
     "process": "process bags offline (no DDS, full speed): match events to JSONL and an mcap bag, plus a summary",

@@ -12,7 +12,8 @@ from cmr_fusion_ros.core.config import EncodersConfig
 from cmr_fusion_ros.core.policy import PolicyConfig
 from cmr_fusion_ros.core.types import MAX_LIDAR_VIEWS
 
-HELP = "embed a database bag and a query bag, print recall@1/5/10/1% for every query -> database modality pair"
+HELP = ("embed a database bag and a query bag, print recall@1/5/10/1% for every query -> database modality pair, "
+        "and recall@1 by each query's heading gap to its nearest-heading positive")
 
 
 def add_topic_arguments(parser: argparse.ArgumentParser) -> None:
