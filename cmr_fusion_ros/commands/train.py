@@ -199,7 +199,8 @@ def run(args: argparse.Namespace) -> int:
                 continue
             widths.setdefault(m, tuple(model.widths))  # fine-tuning keeps the checkpoint's architecture
             start[m] = model
-    trainer = Trainer(cfg, {m: pre[m].input_shape for m in MODALITIES}, widths)
+    trainer = Trainer(cfg, {m: pre[m].input_shape for m in MODALITIES}, widths,
+                      mirror={m: pre[m].mirror_segments for m in MODALITIES})
     for m, model in start.items():
         trainer.load(m, model)
     if args.init is not None:

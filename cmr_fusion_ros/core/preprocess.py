@@ -36,6 +36,7 @@ __all__ = [
     "accumulator_for",
     "batch",
     "default_preprocessing",
+    "mirror",
     "points_columns",
     "preprocessing_from_dict",
     "turned_views",
@@ -49,6 +50,12 @@ class Preprocessing(Protocol):
 
     @property
     def input_shape(self) -> tuple[int, int, int]: ...
+
+    @property
+    def mirror_segments(self) -> tuple[tuple[int, int], ...]:
+        """Column ranges ``[start, stop)`` of the tensor that each show the surroundings with left (+y) on the left:
+        the tensor of the world mirrored left-right (y -> -y) has each range reversed (:func:`mirror`)."""
+        ...
 
     def __call__(self, data: np.ndarray) -> np.ndarray: ...
 
@@ -160,6 +167,10 @@ class CameraPreprocessing:
     def input_shape(self) -> tuple[int, int, int]:
         return (3, self.height, self.width)
 
+    @property
+    def mirror_segments(self) -> tuple[tuple[int, int], ...]:
+        return ((0, self.width),)
+
     def __call__(self, image: np.ndarray) -> np.ndarray:
         img = np.asarray(image)
         if img.ndim != 3 or img.shape[2] != 3:
@@ -235,6 +246,10 @@ class LidarBevPreprocessing:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return (3, self.rows, self.cols)
+
+    @property
+    def mirror_segments(self) -> tuple[tuple[int, int], ...]:
+        return ((0, self.cols),)  # columns run from +y to -y
 
     def __call__(self, cloud: np.ndarray) -> np.ndarray:
         return self._from_points(_lidar_points(cloud))
@@ -324,6 +339,11 @@ class LidarBevFrontPreprocessing:
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return (3, self.rows, self.rows + self.fv_cols)
+
+    @property
+    def mirror_segments(self) -> tuple[tuple[int, int], ...]:
+        # two images side by side: each is mirrored in place (reversing the whole width would swap them)
+        return ((0, self.rows), (self.rows, self.rows + self.fv_cols))
 
     def _bev(self) -> LidarBevPreprocessing:
         h = self.half_extent_m
@@ -439,6 +459,10 @@ class RadarBevPreprocessing:
     def input_shape(self) -> tuple[int, int, int]:
         return (3, self.rows, self.cols)
 
+    @property
+    def mirror_segments(self) -> tuple[tuple[int, int], ...]:
+        return ((0, self.cols),)  # columns run from +y to -y
+
     def __call__(self, cloud: np.ndarray) -> np.ndarray:
         pts = _finite_columns(_columns(cloud, ("x", "y", "z", "doppler", "rcs"), required=5, what="radar cloud"))
         n = self.rows * self.cols
@@ -514,6 +538,16 @@ def accumulator_for(pre: Any) -> ScanAccumulator | None:
     """A fresh scan accumulator when ``pre`` merges several scans (multi-scan radar), else None."""
     make = getattr(pre, "accumulator", None)
     return make() if make is not None else None
+
+
+def mirror(pre: Preprocessing, tensor: np.ndarray) -> np.ndarray:
+    """``tensor`` (``(..., H, W)`` from ``pre``) as the world mirrored left-right would give it (y -> -y; doppler,
+    heights and intensities unchanged): each of ``pre.mirror_segments`` reversed. Equal to preprocessing the mirrored
+    input except for points exactly on a cell border. Training mirrors whole batches this way (``train.flip_p``)."""
+    out = np.array(tensor, dtype=np.float32, copy=True)
+    for a, b in pre.mirror_segments:
+        out[..., a:b] = out[..., a:b][..., ::-1]
+    return out
 
 
 def batch(pre: Preprocessing, items: Sequence[np.ndarray]) -> np.ndarray:

@@ -69,7 +69,7 @@ class TrainConfig:
     embedding_dim: int = 256
     seed: int = 0
     threads: int = 1
-    flip_p: float = 0.5  # mirror a whole batch left-right (camera columns and BEV y) with this probability
+    flip_p: float = 0.5  # mirror a whole batch left-right (each preprocessing's mirror_segments) with this probability
     color_jitter: float = 0.4
     dropout: float = 0.1
     shift_px: int = 0  # random per-sample translation of every input by up to this many pixels (zero padded)
@@ -186,10 +186,23 @@ def sample_batch(index: _Index, rng: np.random.Generator, anchors: int) -> np.nd
     return np.asarray(out, np.int64)
 
 
-def _augment(batch: dict[Modality, torch.Tensor], cfg: TrainConfig, rng: np.random.Generator) -> None:
+Segments = tuple[tuple[int, int], ...]
+
+
+def mirror_batch(x: torch.Tensor, segments: Segments) -> torch.Tensor:
+    """``x`` (N, C, H, W) as the mirrored world would give it: each column range of ``segments`` reversed
+    (``core.preprocess.mirror``; a LiDAR bird's-eye view and front view side by side are each mirrored in place)."""
+    out = x.clone()
+    for a, b in segments:
+        out[..., a:b] = torch.flip(x[..., a:b], dims=[3])
+    return out
+
+
+def _augment(batch: dict[Modality, torch.Tensor], cfg: TrainConfig, rng: np.random.Generator,
+             mirror: Mapping[Modality, Segments]) -> None:
     if cfg.flip_p and rng.random() < cfg.flip_p:
-        for m in batch:  # camera: columns; BEV: columns are +y..-y -> mirror y
-            batch[m] = torch.flip(batch[m], dims=[3])
+        for m in batch:
+            batch[m] = mirror_batch(batch[m], mirror[m])
     if cfg.color_jitter:
         cam = batch[Modality.CAMERA]
         n = cam.shape[0]
@@ -251,10 +264,14 @@ class Trainer:
         cfg: TrainConfig,
         input_shapes: dict[Modality, tuple[int, int, int]],
         widths: Mapping[Modality, tuple[int, ...]] | None = None,
+        mirror: Mapping[Modality, Segments] | None = None,
     ) -> None:
-        """``widths``: channel widths per modality (default :class:`ConvEncoder`'s); frozen encoders must be loaded
+        """``widths``: channel widths per modality (default :class:`ConvEncoder`'s); ``mirror``: each modality's
+        ``mirror_segments`` (its preprocessing's; default: the whole width, one image); frozen encoders must be loaded
         with their weights (:meth:`load`) before :meth:`fit`."""
         self.cfg = cfg
+        self.mirror = {m: tuple(mirror[m]) if mirror and m in mirror else ((0, input_shapes[m][2]),)
+                       for m in MODALITIES}
         torch.manual_seed(cfg.seed)
         torch.set_num_threads(cfg.threads)
         widths = dict(widths or {})
@@ -337,7 +354,7 @@ class Trainer:
             for _ in it:
                 idx = sample_batch(index, rng, cfg.batch_anchors)
                 batch = {m: torch.from_numpy(train.tensors[m][idx]) for m in MODALITIES}
-                _augment(batch, cfg, rng)
+                _augment(batch, cfg, rng, self.mirror)
                 loss = self.loss(batch, train.positions[idx], train.group[idx], train.yaw[idx])
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -13,6 +13,7 @@ from cmr_fusion_ros.core.preprocess import (
     RadarBevPreprocessing,
     batch,
     default_preprocessing,
+    mirror,
     preprocessing_from_dict,
     turned_views,
 )
@@ -232,3 +233,40 @@ def test_turned_views_equal_preprocessing_the_turned_cloud(pre) -> None:
     for k in range(8):
         ref = pre(move_points(pts, (0.0, 0.0, 0.0), (0.0, 0.0, 2.0 * np.pi * k / 8)))
         np.testing.assert_array_equal(views[k], ref)
+
+
+# --- the mirrored world (training's flip augmentation) -------------------------------------------------------------
+
+
+def _mirrored(cloud: np.ndarray) -> np.ndarray:
+    out = cloud.copy()
+    out[:, 1] *= -1
+    return out
+
+
+@pytest.mark.parametrize("pre", [LidarBevFrontPreprocessing(), LidarBevPreprocessing()], ids=["bev_front", "bev"])
+def test_mirror_equals_preprocessing_the_mirrored_scan(pre) -> None:
+    pts = _scan(seed=7, n=4000)
+    x = pre(pts)
+    np.testing.assert_array_equal(mirror(pre, x), pre(_mirrored(pts)))
+    np.testing.assert_array_equal(mirror(pre, mirror(pre, x)), x)
+    np.testing.assert_array_equal(mirror(pre, np.stack([x, x]))[1], pre(_mirrored(pts)))  # batches too
+    if isinstance(pre, LidarBevFrontPreprocessing):
+        # the bird's-eye view and the front view side by side are each mirrored in place; reversing the whole width
+        # would put the front view on the left
+        assert pre.mirror_segments == ((0, 64), (64, 128))
+        assert not np.array_equal(x[..., ::-1], pre(_mirrored(pts)))
+
+
+def test_mirror_radar_and_camera() -> None:
+    rng = np.random.default_rng(2)
+    n = 300
+    radar = np.zeros((n, 5), np.float32)
+    radar[:, 0], radar[:, 1] = rng.uniform(0, 45, n), rng.uniform(-45, 45, n)
+    radar[:, 3], radar[:, 4] = rng.uniform(-15, 15, n), rng.uniform(-25, 35, n)  # doppler, RCS: unchanged by a mirror
+    pre = RadarBevPreprocessing()
+    np.testing.assert_array_equal(mirror(pre, pre(radar)), pre(_mirrored(radar)))
+    cam = CameraPreprocessing(width=16, height=8)
+    img = rng.integers(0, 256, (8, 16, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(mirror(cam, cam(img)), cam(np.ascontiguousarray(img[:, ::-1])))
+    assert cam.mirror_segments == ((0, 16),)

@@ -16,8 +16,10 @@ from cmr_fusion_ros.core.encoder import EncoderConfig, OnnxEncoder, load_card, m
 from cmr_fusion_ros.core.errors import BagError, ConfigError, ModelError  # noqa: E402
 from cmr_fusion_ros.core.preprocess import (  # noqa: E402
     CameraPreprocessing,
+    LidarBevFrontPreprocessing,
     LidarBevPreprocessing,
     RadarBevPreprocessing,
+    mirror,
     preprocessing_from_dict,
 )
 from cmr_fusion_ros.core.types import Modality  # noqa: E402
@@ -31,7 +33,14 @@ from cmr_fusion_ros.training.models import (  # noqa: E402
     resize_input,
     save_checkpoint,
 )
-from cmr_fusion_ros.training.train import Trainer, TrainConfig, info_nce_multi, pair_masks  # noqa: E402
+from cmr_fusion_ros.training.train import (  # noqa: E402
+    Trainer,
+    TrainConfig,
+    _augment,
+    info_nce_multi,
+    mirror_batch,
+    pair_masks,
+)
 from tests.unit.test_bag_reader import write_bag  # noqa: E402  (helper beside this file)
 
 SMALL = {
@@ -454,3 +463,24 @@ def test_heading_limit_spares_lidar_pairs_and_filters_sampled_positives() -> Non
     assert _Index(frames, TrainConfig(pos_max_yaw_deg=180)).partners(0)[0].tolist() == [1, 2, 3]
     with pytest.raises(ConfigError, match="pos_max_yaw_deg"):
         TrainConfig(pos_max_yaw_deg=0)
+
+
+def test_flip_augmentation_mirrors_each_image_in_place() -> None:
+    """The batch flip is the runtime preprocessing's mirror (``core.preprocess.mirror``): for the LiDAR bird's-eye +
+    front view tensor each half is mirrored in place, the halves stay where the encoder sees them at run time."""
+    pre = LidarBevFrontPreprocessing()
+    rng = np.random.default_rng(4)
+    x = rng.random((2, *pre.input_shape)).astype(np.float32)
+    got = mirror_batch(torch.from_numpy(x), pre.mirror_segments).numpy()
+    np.testing.assert_array_equal(got, mirror(pre, x))
+    shapes = {Modality.CAMERA: (3, 24, 32), Modality.LIDAR: pre.input_shape, Modality.RADAR: (3, 32, 64)}
+    segs = {m: ((0, shapes[m][2]),) for m in shapes} | {Modality.LIDAR: pre.mirror_segments}
+    trainer = Trainer(TrainConfig(threads=1), shapes, mirror=segs)
+    assert trainer.mirror[Modality.LIDAR] == ((0, 64), (64, 128))
+    assert Trainer(TrainConfig(threads=1), shapes).mirror[Modality.LIDAR] == ((0, 128),)  # default: one image
+    batch = {m: torch.from_numpy(rng.random((2, *shapes[m])).astype(np.float32)) for m in shapes}
+    before = {m: t.clone() for m, t in batch.items()}
+    cfg = TrainConfig(flip_p=0.999, color_jitter=0.0, threads=1)  # always flips, nothing else
+    _augment(batch, cfg, np.random.default_rng(0), trainer.mirror)
+    np.testing.assert_array_equal(batch[Modality.LIDAR].numpy(), mirror(pre, before[Modality.LIDAR].numpy()))
+    np.testing.assert_array_equal(batch[Modality.CAMERA].numpy(), before[Modality.CAMERA].numpy()[..., ::-1])
