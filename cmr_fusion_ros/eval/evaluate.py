@@ -193,7 +193,8 @@ def format_heading_gaps(report: EvalReport) -> str:
 
 
 def plot_report(report: EvalReport, png: str | Path) -> None:
-    """A heat map of recall@1 (query modality rows, database modality columns) beside a bar chart of R@k per pair."""
+    """A heat map of recall@1 (query modality rows, database modality columns) beside a bar chart of R@k per pair;
+    below them, with headings, recall@1 of each pair by heading gap (the number of queries above each bar)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -202,7 +203,13 @@ def plot_report(report: EvalReport, png: str | Path) -> None:
     qms = list(dict.fromkeys(q for q, _ in report.results))
     dms = list(dict.fromkeys(d for _, d in report.results))
     grid = np.array([[report.results[(q, d)].recalls[1] for d in dms] for q in qms])
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [1, 2]})
+    gaps = any(r.by_heading_gap for r in report.results.values())
+    if gaps:
+        fig = plt.figure(figsize=(12, 8.5))
+        spec = fig.add_gridspec(2, 2, width_ratios=[1, 2], height_ratios=[1, 0.85])
+        ax1, ax2, ax3 = fig.add_subplot(spec[0, 0]), fig.add_subplot(spec[0, 1]), fig.add_subplot(spec[1, :])
+    else:
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [1, 2]})
     im = ax1.imshow(grid, vmin=0, vmax=1, cmap="viridis")
     ax1.set_xticks(range(len(dms)), [d.value for d in dms])
     ax1.set_yticks(range(len(qms)), [q.value for q in qms])
@@ -224,6 +231,19 @@ def plot_report(report: EvalReport, png: str | Path) -> None:
     ax2.set_ylim(0, 1)
     ax2.legend(ncol=4, fontsize=8)
     ax2.set_title(f"db {Path(report.database).name} / queries {Path(report.queries).name}")
+    if gaps:
+        w = 0.8 / len(HEADING_GAP_BINS)
+        colours = plt.get_cmap("viridis")(np.linspace(0.1, 0.9, len(HEADING_GAP_BINS)))
+        for i, (b, c) in enumerate(zip(HEADING_GAP_BINS, colours)):
+            counts = [r.by_heading_gap.get(b, (0, 0)) for r in report.results.values()]
+            ax3.bar(x + i * w, [h / n if n else 0.0 for n, h in counts], w, color=c, label=f"{b} deg")
+            for xi, (n, _) in zip(x + i * w, counts):
+                ax3.text(xi, 1.01, str(n), ha="center", va="bottom", fontsize=6, rotation=90)
+        ax3.set_xticks(x + w * (len(HEADING_GAP_BINS) - 1) / 2, names, rotation=30)
+        ax3.set_ylim(0, 1.12)
+        ax3.set_ylabel("recall@1")
+        ax3.legend(ncol=4, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2))
+        ax3.set_title("recall@1 by heading gap to the nearest-heading positive (queries above each bar)")
     fig.tight_layout()
     fig.savefig(str(png), dpi=110)
     plt.close(fig)
