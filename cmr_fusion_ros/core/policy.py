@@ -282,8 +282,8 @@ class MatchPolicy:
         if query.views is not None and len(query.views) and query.modality in req.modalities:
             own = {**req.kwargs(), "modalities": (query.modality,)}
             pen = self._config.turned_view_penalty
-            turned = [[Neighbor(n.entry, n.score - pen, n.rank) for n in memory.search(v, req.k, **own)]
-                      for v in query.views]
+            turned = [[Neighbor(n.entry, n.score - pen, n.rank) for n in found]
+                      for found in memory.search_many(query.views, req.k, **own)]
             neighbors = merge_neighbors([neighbors, *turned], req.k)
         return self.decide(query, neighbors)
 

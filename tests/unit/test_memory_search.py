@@ -308,3 +308,23 @@ def test_search_ids_equals_search(backend):
             ids, scores = mem.search_ids(q, 7, min_score=0.1, **f)
             assert ids.tolist() == [n.entry.id for n in res]
             np.testing.assert_allclose(scores, [n.score for n in res], atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["exact", "faiss_flat", "faiss_hnsw"])
+def test_search_many_equals_one_search_per_row(backend):
+    """Several vectors with the same filters (a LiDAR scan's turned views): what a search per vector gives."""
+    mem = SceneMemory(make_config(backend))
+    db, queries = fill(mem, 500)
+    for f in ({}, FILTERS[0], FILTERS[2], FILTERS[-1]):
+        many = mem.search_many(queries[:6], 7, min_score=0.1, **f)
+        assert len(many) == 6
+        for q, res in zip(queries[:6], many):
+            one = mem.search(q, 7, min_score=0.1, **f)
+            assert [n.entry.id for n in res] == [n.entry.id for n in one]
+            np.testing.assert_allclose([n.score for n in res], [n.score for n in one], atol=1e-5)
+            assert [n.rank for n in res] == list(range(len(res)))
+    assert mem.search_many(queries[:1], 3)[0][0].entry.id == mem.search(queries[0], 3)[0].entry.id
+    with pytest.raises(MemoryStoreError, match="k must be"):
+        mem.search_many(queries[:2], 0)
+    with pytest.raises(MemoryStoreError):
+        mem.search_many(np.zeros((2, DIM), np.float32), 3)  # a zero row has no direction

@@ -78,12 +78,25 @@ def exact_search(vectors: np.ndarray, query: np.ndarray, k: int, allowed: np.nda
     """
     if vectors.shape[0] == 0 or k <= 0:
         return np.empty(0, np.float32), np.empty(0, np.int64)
-    scores = vectors @ query
-    if allowed is not None:
-        idx = np.flatnonzero(allowed[: vectors.shape[0]])
+    idx = np.flatnonzero(allowed[: vectors.shape[0]]) if allowed is not None else None
+    return _top_k(vectors @ query, k, idx)
+
+
+def exact_search_many(
+    vectors: np.ndarray, queries: np.ndarray, k: int, allowed: np.ndarray | None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`exact_search` for each row of ``queries`` (Q, D) with one matrix product and one filter."""
+    if vectors.shape[0] == 0 or k <= 0:
+        return [(np.empty(0, np.float32), np.empty(0, np.int64)) for _ in range(queries.shape[0])]
+    idx = np.flatnonzero(allowed[: vectors.shape[0]]) if allowed is not None else None
+    scores = vectors @ queries.T  # (N, Q)
+    return [_top_k(scores[:, j], k, idx) for j in range(queries.shape[0])]
+
+
+def _top_k(scores: np.ndarray, k: int, idx: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best of ``scores`` (one per store row) among rows ``idx`` (None: all), best first, ties by slot."""
+    if idx is not None:
         scores = scores[idx]
-    else:
-        idx = None
     kk = min(k, scores.shape[0])
     if kk == 0:
         return np.empty(0, np.float32), np.empty(0, np.int64)

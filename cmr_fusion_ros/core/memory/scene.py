@@ -29,7 +29,7 @@ from cmr_fusion_ros.core.memory.entry import (
     normalise_vector,
     normalise_vectors,
 )
-from cmr_fusion_ros.core.memory.index import VectorStore, exact_search, make_index
+from cmr_fusion_ros.core.memory.index import VectorStore, exact_search, exact_search_many, make_index
 from cmr_fusion_ros.core.memory.rwlock import RWLock
 from cmr_fusion_ros.core.types import Modality, Pose
 
@@ -56,6 +56,11 @@ def never_created(path: str | Path) -> bool:
 
 def _modality(value: Modality | str) -> Modality:
     return value if isinstance(value, Modality) else Modality.parse(value)
+
+
+def _check_k(k: object) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise MemoryStoreError("search", f"k must be an integer >= 1, got {k!r}")
 
 
 def _codes(modalities: Iterable[Modality | str] | Modality | str | None) -> list[int] | None:
@@ -446,6 +451,31 @@ class SceneMemory:
             self._rw.release_read()
         return [Neighbor(e, s, rank) for rank, (e, s) in enumerate(zip(entries, scores.tolist()))]
 
+    def search_many(
+        self,
+        vectors: object,
+        k: int = 10,
+        *,
+        modalities: Iterable[Modality | str] | None = None,
+        exclude_newer_than_ns: int | None = None,
+        exclude_session: str | None = None,
+        min_score: float | None = None,
+    ) -> list[list[Neighbor]]:
+        """:meth:`search` for each row of ``vectors`` (n, dim) with the same filters, which are applied once (the
+        exact index scores all rows in one matrix product): a LiDAR scan's turned views."""
+        _check_k(k)
+        qs, codes = normalise_vectors(vectors, self._dim, "search_many.vectors"), _codes(modalities)
+        self._rw.acquire_read()
+        try:
+            found = self._find_many(qs, int(k), codes, exclude_newer_than_ns, exclude_session, min_score)
+            out = []
+            for scores, slots in found:
+                entries = self._entries(slots.tolist())
+                out.append([Neighbor(e, sc, rank) for rank, (e, sc) in enumerate(zip(entries, scores.tolist()))])
+        finally:
+            self._rw.release_read()
+        return out
+
     def search_ids(
         self,
         vector: object,
@@ -468,18 +498,21 @@ class SceneMemory:
         return ids, scores
 
     def _query(self, vector: object, k: int, modalities) -> tuple[np.ndarray, list[int] | None]:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise MemoryStoreError("search", f"k must be an integer >= 1, got {k!r}")
+        _check_k(k)
         return normalise_vector(vector, self._dim, "search.vector"), _codes(modalities)
 
     _EMPTY = (np.empty(0, np.float32), np.empty(0, np.int64))
 
     def _find(self, q, k, codes, exclude_newer_than_ns, exclude_session, min_score) -> tuple[np.ndarray, np.ndarray]:
         """(scores, slots) under the read lock."""
+        return self._find_many(q[None], k, codes, exclude_newer_than_ns, exclude_session, min_score)[0]
+
+    def _find_many(self, qs, k, codes, exclude_newer_than_ns, exclude_session, min_score) -> list:
+        """[(scores, slots)] per row of ``qs`` under the read lock; the filters are evaluated once."""
         if self._closed:
             raise MemoryStoreError("search", "the memory is closed")
         if codes is not None and not codes or self._n_alive == 0:
-            return self._EMPTY
+            return [self._EMPTY] * len(qs)
         n = self._cols.n
         allowed = None
         n_ok = self._n_alive
@@ -502,12 +535,16 @@ class SceneMemory:
             n_ok = int(np.count_nonzero(allowed))
         want = min(k, n_ok)
         if want == 0:
-            return self._EMPTY
-        scores, slots = self._search_slots(q, k, allowed, n_ok, want)
+            return [self._EMPTY] * len(qs)
+        if len(qs) > 1 and not self._index.approximate:  # one matrix product for all rows
+            found = exact_search_many(self._store.view(), qs, k, allowed)
+        else:
+            found = [self._search_slots(q, k, allowed, n_ok, want) for q in qs]
         if min_score is not None:
-            keep = int(np.count_nonzero(scores >= min_score))  # scores are sorted, best first
-            scores, slots = scores[:keep], slots[:keep]
-        return scores, slots
+            for i, (scores, slots) in enumerate(found):
+                keep = int(np.count_nonzero(scores >= min_score))  # scores are sorted, best first
+                found[i] = (scores[:keep], slots[:keep])
+        return found
 
     def get(self, entry_id: int) -> MemoryEntry | None:
         """The live entry with this id, or None."""
