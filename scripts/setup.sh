@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
-EXTRAS=${EXTRAS:-ros,test,train}
+EXTRAS=${EXTRAS:-ros,test,train,postgres}
 start=$(date +%s)
 
 # --- 1. system libraries --------------------------------------------------------------------------------------

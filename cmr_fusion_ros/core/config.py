@@ -471,6 +471,19 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _spec("memory.persistence.flush_interval_s", "journal flush interval: a crash loses at most this much", (0, 3600)),
     _spec("memory.persistence.snapshot_every_n", "journal records between snapshots (0 = on save/close)", (0, None)),
     _spec("memory.persistence.save_index", "store the FAISS index beside the snapshot"),
+    _spec("memory.store", "local (a folder on this robot: memory.persistence) | postgres (a shared PostgreSQL + "
+                          "pgvector database: memory.postgres)"),
+    _spec("memory.robot_id", "robot id stored with every entry and in match events ('' = the node's namespace, "
+                             "else the host name)"),
+    _spec("memory.postgres.uri", "postgresql://[user@]host[:port]/db[?sslmode=verify-full] of a server with "
+                                 "pgvector; never a password (see memory.postgres.passfile)"),
+    _spec("memory.postgres.passfile", "libpq password file with the secret ('' = PGPASSFILE, ~/.pgpass, service file)"),
+    _spec("memory.postgres.write_queue", "entries buffered while the database is slow or away (oldest dropped)",
+          (1, None)),
+    _spec("memory.postgres.batch_size", "entries per write transaction of the background writer", (1, 100000)),
+    _spec("memory.postgres.retry_interval_s", "wait between reconnection attempts", (0.01, 3600)),
+    _spec("memory.postgres.connect_timeout_s", "limit of one connection attempt", (0.1, 600)),
+    _spec("memory.postgres.statement_timeout_ms", "a slower search fails soft, counted (0 = no limit)", (0, None)),
     _spec("policy.routes.camera", "memory modalities a camera query searches", tunable=True),
     _spec("policy.routes.lidar", "memory modalities a LiDAR query searches", tunable=True),
     _spec("policy.routes.radar", "memory modalities a radar query searches", tunable=True),
@@ -478,6 +491,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _spec("policy.min_score", "cosine score threshold of a match", (-1, 1), tunable=True),
     _spec("policy.exclude_recent_s", "entries newer than the query minus this are not candidates", (0, None), tunable=True),
     _spec("policy.exclude_same_session", "only match entries of other sessions", tunable=True),
+    _spec("policy.match_robots", "whose entries may match: all | others (only other robots' entries) | own",
+          tunable=True),
     _spec("policy.debounce_s", "one event per revisit: a place fires again only after this long without support",
           (0, None), tunable=True),
     _spec("policy.rearm_distance_m", "... or once the query moved this far from where it fired (0 = off)", (0, None), tunable=True),

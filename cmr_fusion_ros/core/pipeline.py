@@ -23,7 +23,6 @@ Sensor messages are checked against size limits (``limits.*``, :class:`InputLimi
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from cmr_fusion_ros.core.accumulate import STAT_KEYS, ScanAccumulator
 from cmr_fusion_ros.core.config import FusionConfig, InputLimits
 from cmr_fusion_ros.core.errors import ConfigError, ConversionError
 from cmr_fusion_ros.core.image import convert_color, decode_compressed, decode_image
-from cmr_fusion_ros.core.memory import SceneMemory
+from cmr_fusion_ros.core.memory import SceneMemory, open_memory
 from cmr_fusion_ros.core.pointcloud import decode_cloud
 from cmr_fusion_ros.core.preprocess import accumulator_for, turned_views
 from cmr_fusion_ros.core.preprocess import batch as preprocess_batch
@@ -272,8 +271,9 @@ class FusionPipeline:
 
     @classmethod
     def from_config(cls, config: FusionConfig, *, memory_dir: str | None = None, load_encoders: bool = True,
-                    poses: PoseBuffer | None = None) -> "FusionPipeline":
-        """Build encoders (from ``encoders.models_dir`` or the installed models) and open the memory."""
+                    poses: PoseBuffer | None = None, namespace: str = "") -> "FusionPipeline":
+        """Build encoders (from ``encoders.models_dir`` or the installed models) and open the memory (``namespace``:
+        the node's, the robot id when ``memory.robot_id`` is '')."""
         encoders: dict[Modality, Encoder] = {}
         if load_encoders:
             from cmr_fusion_ros.core.encoder import load_encoders as _load
@@ -282,8 +282,7 @@ class FusionPipeline:
             encoders = dict(_load(enc.models_dir or None, config.enabled_modalities, providers=enc.providers,
                                   intra_op_threads=enc.intra_op_threads, batch_size=enc.batch_size,
                                   warmup_runs=enc.warmup_runs))
-        directory = os.path.expanduser(memory_dir if memory_dir is not None else config.memory.persistence.directory)
-        memory = SceneMemory.open(directory, config.memory) if directory else SceneMemory(config.memory)
+        memory = open_memory(config.memory, memory_dir, namespace=namespace)
         if poses is None and config.odometry.topic:
             poses = PoseBuffer(max_gap_ns=round(config.odometry.max_gap_s * 1e9),
                                max_extrapolation_ns=round(config.odometry.max_extrapolation_s * 1e9))
@@ -408,7 +407,7 @@ class FusionPipeline:
         for it, _ in inputs:
             t0 = self._clock()
             q = Query(it.modality, it.topic, it.stamp_ns, it.frame_id, it.vector, it.pose, self.session,
-                      views=it.views)
+                      views=it.views, robot=getattr(self.memory, "robot", ""))
             found.append((self.policy.match(self.memory, q), (self._clock() - t0) * 1e3))
         events: list[MatchResult] = []
         paths: list[FramePath] = []

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 
 from cmr_fusion_ros.core.errors import ConfigError
-from cmr_fusion_ros.core.memory.config import _bool, _float, _int, _no_unknown, _section
+from cmr_fusion_ros.core.memory.config import _bool, _choice, _float, _int, _no_unknown, _section
 from cmr_fusion_ros.core.memory.entry import MemoryEntry, Neighbor
 from cmr_fusion_ros.core.types import Modality, Pose
 
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["MatchPolicy", "MatchResult", "PolicyConfig", "Query", "SearchRequest", "merge_neighbors"]
 
 _NS = 1_000_000_000
+ROBOT_RULES = ("all", "others", "own")  # policy.match_robots
 
 
 def _default_routes() -> tuple[tuple[Modality, tuple[Modality, ...]], ...]:
@@ -68,11 +69,12 @@ class PolicyConfig:
     sequence_max_jump_m: float = 5.0
     sequence_max_gap_s: float = 2.0
     turned_view_penalty: float = 0.05  # subtracted from the scores of a query's turned views (Query.views)
+    match_robots: str = "all"  # whose entries are candidates: all | others (fleet re-visits) | own
 
     KEYS = (
         "routes", "top_k", "min_score", "exclude_recent_s", "exclude_same_session", "debounce_s",
         "rearm_distance_m", "place_radius_m", "place_window_s", "sequence_length", "sequence_max_jump_m",
-        "sequence_max_gap_s", "turned_view_penalty",
+        "sequence_max_gap_s", "turned_view_penalty", "match_robots",
     )
 
     @classmethod
@@ -94,6 +96,7 @@ class PolicyConfig:
             sequence_max_jump_m=_float(d, prefix, "sequence_max_jump_m", 5.0, 0.0),
             sequence_max_gap_s=_float(d, prefix, "sequence_max_gap_s", 2.0, 0.0),
             turned_view_penalty=_float(d, prefix, "turned_view_penalty", 0.05, 0.0, 2.0),
+            match_robots=_choice(d, prefix, "match_robots", "all", ROBOT_RULES),
         )
 
     @staticmethod
@@ -139,6 +142,7 @@ class Query:
     session: str = ""
     id: int = 0
     views: np.ndarray | None = field(default=None, compare=False, repr=False)
+    robot: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,14 +154,21 @@ class SearchRequest:
     exclude_newer_than_ns: int | None
     exclude_session: str | None
     min_score: float
+    robot: str | None = None  # only this robot's entries (policy.match_robots: own)
+    exclude_robot: str | None = None  # none of this robot's entries (policy.match_robots: others)
 
     def kwargs(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "modalities": self.modalities,
             "exclude_newer_than_ns": self.exclude_newer_than_ns,
             "exclude_session": self.exclude_session,
             "min_score": self.min_score,
         }
+        if self.robot is not None:
+            out["robot"] = self.robot
+        if self.exclude_robot is not None:
+            out["exclude_robot"] = self.exclude_robot
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +190,8 @@ class MatchResult:
     query_pose: Pose | None
     match_pose: Pose | None
     distance: float  # metres between the two positions; NaN unless both poses are known
+    match_robot: str = ""  # robot that wrote the matched entry
+    match_session: str = ""  # session (drive) of the matched entry
 
     @classmethod
     def of(cls, query: Query, neighbor: Neighbor) -> "MatchResult":
@@ -200,6 +213,8 @@ class MatchResult:
             query_pose=query.pose,
             match_pose=e.pose,
             distance=dist,
+            match_robot=e.robot,
+            match_session=e.session,
         )
 
 
@@ -271,6 +286,8 @@ class MatchPolicy:
             exclude_newer_than_ns=query.stamp_ns - round(c.exclude_recent_s * _NS),
             exclude_session=query.session if c.exclude_same_session else None,
             min_score=c.min_score,
+            robot=query.robot if c.match_robots == "own" else None,
+            exclude_robot=query.robot if c.match_robots == "others" else None,
         )
 
     def match(self, memory: "SceneMemory", query: Query) -> list[MatchResult]:
@@ -302,6 +319,7 @@ class MatchPolicy:
             and n.score >= c.min_score
             and n.entry.stamp_ns <= newest
             and not (c.exclude_same_session and n.entry.session == query.session)
+            and (c.match_robots == "all" or (n.entry.robot == query.robot) == (c.match_robots == "own"))
         ]
         candidates.sort(key=lambda n: n.rank)
         with self._lock:

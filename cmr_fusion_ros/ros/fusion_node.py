@@ -102,7 +102,7 @@ class FusionNode(Node):
     def __init__(self, node_name: str = "fusion_node", *, pipeline: FusionPipeline | None = None, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self.config: FusionConfig = declare_fusion_parameters(self)
-        self.pipeline = pipeline or FusionPipeline.from_config(self.config)
+        self.pipeline = pipeline or FusionPipeline.from_config(self.config, namespace=self.get_namespace())
         self.sync = Synchronizer(self.config.enabled_modalities, round(self.config.sync.tolerance_s * 1e9),
                                  round(self.config.sync.timeout_s * 1e9), jump_back_ns=self.pipeline.jump_back_ns)
         self.stats = {m: StreamStats() for m in self.config.enabled_modalities}

@@ -38,7 +38,8 @@ class MemoryNode(Node):
         self.input_topic = self.declare_parameter("input_topic", "embeddings", ParameterDescriptor(
             description="topic of the cmr_fusion_msgs/Embedding messages", read_only=True)).value
         self.config = declare_fusion_parameters(self, own=("input_topic",))
-        self.pipeline = pipeline or FusionPipeline.from_config(self.config, load_encoders=False)
+        self.pipeline = pipeline or FusionPipeline.from_config(self.config, load_encoders=False,
+                                                               namespace=self.get_namespace())
         self.stats = {m: StreamStats() for m in Modality}
         self.events_published = 0
         self._marker_ids = itertools.count(step=2)

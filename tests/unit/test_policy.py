@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -17,8 +18,9 @@ CAM, LID, RAD = Modality.CAMERA, Modality.LIDAR, Modality.RADAR
 V = np.ones(4, np.float32) / 2
 
 
-def entry(i: int, mod=LID, stamp_s: float = 0.0, pose: Pose | None = None, session: str = "old") -> MemoryEntry:
-    return MemoryEntry(i, mod, f"/{mod.value}", f"{mod.value}_link", int(stamp_s * S), pose, session, V)
+def entry(i: int, mod=LID, stamp_s: float = 0.0, pose: Pose | None = None, session: str = "old",
+          robot: str = "") -> MemoryEntry:
+    return MemoryEntry(i, mod, f"/{mod.value}", f"{mod.value}_link", int(stamp_s * S), pose, session, V, robot)
 
 
 def nb(e: MemoryEntry, score: float, rank: int) -> Neighbor:
@@ -107,10 +109,29 @@ def test_match_result_fills_every_event_field():
         query_modality=CAM, query_topic="/camera", query_id=42, query_stamp_ns=100 * S,
         query_frame_id="camera_optical", match_modality=LID, match_topic="/lidar", match_id=9,
         match_stamp_ns=5 * S, match_frame_id="lidar_link", score=0.8, rank=0, query_pose=Pose(3, 4, 0),
-        match_pose=Pose(0, 0, 0), distance=5.0,
+        match_pose=Pose(0, 0, 0), distance=5.0, match_robot="", match_session="old",
     )
     [r] = policy().decide(query(100.0, None), [nb(entry(9, LID, 5.0, Pose(0, 0, 0)), 0.8, 0)])
     assert math.isnan(r.distance) and r.query_pose is None and r.query_id == 0
+
+
+@pytest.mark.parametrize("rule, expected", [("all", [1, 2]), ("others", [2]), ("own", [1])])
+def test_match_robots_limits_whose_entries_match(rule, expected):
+    p = policy(match_robots=rule)
+    q = dataclasses.replace(query(100.0), robot="car1")
+    req = p.request(q)
+    assert req.kwargs().get("robot") == ("car1" if rule == "own" else None)
+    assert req.kwargs().get("exclude_robot") == ("car1" if rule == "others" else None)
+    found = [nb(entry(1, robot="car1"), 0.9, 0), nb(entry(2, stamp_s=50.0, pose=Pose(100, 0, 0), robot="car2"),
+                                                   0.8, 1)]
+    events = p.decide(q, found)
+    assert [r.match_id for r in events] == expected
+    assert {r.match_robot for r in events} == {"car1" if i == 1 else "car2" for i in expected}
+
+
+def test_match_robots_refuses_an_unknown_rule():
+    with pytest.raises(ConfigError, match="policy.match_robots"):
+        PolicyConfig.from_dict({"match_robots": "nobody"})
 
 
 # --- debounce -----------------------------------------------------------------------------------------------------

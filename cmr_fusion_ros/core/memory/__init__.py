@@ -13,6 +13,7 @@ from cmr_fusion_ros.core.memory.config import (
 from cmr_fusion_ros.core.memory.entry import MemoryEntry, Neighbor, RejectReason, Rejection
 from cmr_fusion_ros.core.memory.index import INDEX_BACKENDS
 from cmr_fusion_ros.core.memory.scene import MemoryStats, SceneMemory
+from cmr_fusion_ros.core.memory.store import open_memory
 
 __all__ = [
     "INDEX_BACKENDS",
@@ -27,4 +28,5 @@ __all__ = [
     "RejectReason",
     "Rejection",
     "SceneMemory",
+    "open_memory",
 ]

@@ -21,8 +21,13 @@ __all__ = [
     "IndexConfig",
     "MemoryConfig",
     "PersistenceConfig",
+    "PostgresConfig",
+    "STORES",
+    "resolve_robot_id",
+    "uri_has_password",
 ]
 
+STORES = ("local", "postgres")
 BACKENDS = ("exact", "faiss_flat", "faiss_hnsw", "faiss_ivf")
 EVICTION_RULES = ("oldest", "oldest_same_modality", "reject")
 
@@ -238,26 +243,118 @@ class PersistenceConfig:
         )
 
 
+def resolve_robot_id(robot_id: str, namespace: str = "") -> str:
+    """``memory.robot_id``, else the node's namespace without slashes (``/car1`` -> ``car1``), else the host name."""
+    if robot_id:
+        return robot_id
+    ns = namespace.strip("/")
+    if ns:
+        return ns
+    import socket
+
+    return socket.gethostname()
+
+
+def uri_has_password(uri: str) -> bool:
+    """True when a ``postgresql://`` URI carries a password (``user:secret@host`` or ``?password=``)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    try:
+        parts = urlsplit(uri)
+        return bool(parts.password) or "password" in parse_qs(parts.query)
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresConfig:
+    """The PostgreSQL + pgvector store (``memory.store: postgres``).
+
+    uri: ``postgresql://[user@]host[:port]/dbname[?sslmode=verify-full&...]`` of a server with pgvector, never with
+    a password (parameters are visible to the whole ROS graph): the secret comes from libpq's usual places
+    (``PGPASSFILE``, ``~/.pgpass``, a service file) or from ``passfile``.
+    passfile: path of a libpq password file ('' = libpq's default places).
+    write_queue: entries buffered while the database is slow or away; when full, the oldest is dropped (counted).
+    batch_size: entries written per transaction by the background writer.
+    retry_interval_s: wait between reconnection attempts while the database is away.
+    connect_timeout_s: how long one connection attempt may take.
+    statement_timeout_ms: a search taking longer fails soft (counted) instead of stalling the node.
+    """
+
+    uri: str = ""
+    passfile: str = ""
+    write_queue: int = 100_000
+    batch_size: int = 500
+    retry_interval_s: float = 1.0
+    connect_timeout_s: float = 3.0
+    statement_timeout_ms: int = 2000
+
+    KEYS = ("uri", "passfile", "write_queue", "batch_size", "retry_interval_s", "connect_timeout_s",
+            "statement_timeout_ms")
+
+    @classmethod
+    def from_dict(cls, d: Any, prefix: str = "memory.postgres") -> "PostgresConfig":
+        d = _section(d, prefix)
+        _no_unknown(d, prefix, cls.KEYS)
+        uri = _str(d, prefix, "uri", "")
+        if uri and not uri.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(f"{prefix}.uri", uri, "a postgresql:// URI")
+        if uri_has_password(uri):
+            raise ConfigError(f"{prefix}.uri", "<hidden: it contains a password>",
+                              "a URI without a password (ROS parameters are visible to the whole graph): put the "
+                              "secret in PGPASSFILE, ~/.pgpass, a service file or memory.postgres.passfile")
+        return cls(
+            uri=uri,
+            passfile=_str(d, prefix, "passfile", ""),
+            write_queue=_int(d, prefix, "write_queue", 100_000, 1),
+            batch_size=_int(d, prefix, "batch_size", 500, 1, 100_000),
+            retry_interval_s=_float(d, prefix, "retry_interval_s", 1.0, 0.01, 3600.0),
+            connect_timeout_s=_float(d, prefix, "connect_timeout_s", 3.0, 0.1, 600.0),
+            statement_timeout_ms=_int(d, prefix, "statement_timeout_ms", 2000, 0),
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class MemoryConfig:
-    """Everything the scene memory needs; compose it into a larger config under the key ``memory``."""
+    """Everything the scene memory needs; compose it into a larger config under the key ``memory``.
+
+    store: ``local`` (a folder on this robot, ``persistence``) or ``postgres`` (a shared PostgreSQL + pgvector
+    database, ``postgres``). robot_id: who writes the entries ('' = the node's namespace, else the host name).
+    """
 
     dim: int = 256
+    store: str = "local"
+    robot_id: str = ""
     index: IndexConfig = field(default_factory=IndexConfig)
     capacity: CapacityConfig = field(default_factory=CapacityConfig)
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
     persistence: PersistenceConfig = field(default_factory=PersistenceConfig)
+    postgres: PostgresConfig = field(default_factory=PostgresConfig)
 
-    KEYS = ("dim", "index", "capacity", "admission", "persistence")
+    KEYS = ("dim", "store", "robot_id", "index", "capacity", "admission", "persistence", "postgres")
 
     @classmethod
     def from_dict(cls, d: Any, prefix: str = "memory") -> "MemoryConfig":
         d = _section(d, prefix)
         _no_unknown(d, prefix, cls.KEYS)
-        return cls(
+        cfg = cls(
             dim=_int(d, prefix, "dim", 256, 1, 65536),
+            store=_choice(d, prefix, "store", "local", STORES),
+            robot_id=_str(d, prefix, "robot_id", ""),
             index=IndexConfig.from_dict(d.get("index"), f"{prefix}.index"),
             capacity=CapacityConfig.from_dict(d.get("capacity"), f"{prefix}.capacity"),
             admission=AdmissionConfig.from_dict(d.get("admission"), f"{prefix}.admission"),
             persistence=PersistenceConfig.from_dict(d.get("persistence"), f"{prefix}.persistence"),
+            postgres=PostgresConfig.from_dict(d.get("postgres"), f"{prefix}.postgres"),
         )
+        if cfg.store == "postgres":
+            if not cfg.postgres.uri:
+                raise ConfigError(f"{prefix}.postgres.uri", "", "a postgresql:// URI when memory.store is postgres")
+            if cfg.capacity.max_entries:
+                raise ConfigError(f"{prefix}.capacity.max_entries", cfg.capacity.max_entries,
+                                  "0 when memory.store is postgres (the database keeps every entry)")
+            if cfg.index.backend == "faiss_ivf":
+                raise ConfigError(f"{prefix}.index.backend", "faiss_ivf",
+                                  "exact | faiss_flat (exact scans) | faiss_hnsw (pgvector HNSW) when memory.store is "
+                                  "postgres")
+        return cfg

@@ -10,7 +10,8 @@ import numpy as np
 from cmr_fusion_ros.core.errors import MemoryStoreError
 from cmr_fusion_ros.core.types import Modality, Pose
 
-__all__ = ["MemoryEntry", "Neighbor", "Rejection", "RejectReason", "normalise_vector", "normalise_vectors"]
+__all__ = ["MemoryEntry", "Neighbor", "Rejection", "RejectReason", "duplicate_rejection", "normalise_vector",
+           "normalise_vectors"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,7 @@ class MemoryEntry:
     pose: Pose | None
     session: str
     vector: np.ndarray = field(compare=False, repr=False)
+    robot: str = ""  # who wrote it (memory.robot_id); a local memory holds one robot's entries
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,26 @@ class Rejection:
 
     reason: RejectReason
     detail: str
+
+
+def duplicate_rejection(last: tuple[np.ndarray, Pose | None] | None, vec: np.ndarray, pose: Pose | None,
+                        admission, modality: Modality, topic: str) -> Rejection | None:
+    """The near-duplicate rule (``memory.admission``): a Rejection when ``vec`` is too similar to the last kept entry
+    of its (modality, topic) and the sensor moved too little since (or either pose is unknown); else None."""
+    if last is None:
+        return None
+    cos = float(last[0] @ vec)
+    if cos <= admission.duplicate_cosine:
+        return None
+    moved = None if pose is None or last[1] is None else pose.distance_to(last[1])
+    if moved is not None and moved >= admission.duplicate_distance_m:
+        return None
+    how = "pose unknown" if moved is None else f"moved {moved:.3f} m"
+    return Rejection(
+        RejectReason.DUPLICATE,
+        f"cosine {cos:.4f} > {admission.duplicate_cosine} with the last kept {modality.value} entry of "
+        f"{topic!r} and {how} (< {admission.duplicate_distance_m} m)",
+    )
 
 
 def normalise_vectors(vectors: object, dim: int, where: str = "vector") -> np.ndarray:

@@ -26,6 +26,7 @@ from cmr_fusion_ros.core.memory.entry import (
     Neighbor,
     RejectReason,
     Rejection,
+    duplicate_rejection,
     normalise_vector,
     normalise_vectors,
 )
@@ -99,6 +100,14 @@ class MemoryStats:
     torn_tail_bytes: int
     index_loaded: bool
     load_seconds: float
+    # the store: local (this folder) or postgres, and the database side's counters (0 / True for a local memory)
+    store: str = "local"
+    robot: str = ""
+    connected: bool = True
+    write_queue: int = 0
+    dropped_writes: int = 0
+    write_failures: int = 0
+    search_failures: int = 0
 
 
 class _Columns:
@@ -195,6 +204,7 @@ class SceneMemory:
     ) -> None:
         self._config = config if config is not None else MemoryConfig()
         self._dim = self._config.dim
+        self._robot = self._config.robot_id
         self._rw = RWLock()
         self._io_lock = threading.Lock()
         self._pending_lock = threading.Lock()
@@ -257,6 +267,11 @@ class SceneMemory:
         return self._dim
 
     @property
+    def robot(self) -> str:
+        """The robot id written with (and reported for) every entry of this memory."""
+        return self._robot
+
+    @property
     def directory(self) -> Path | None:
         return self._dir
 
@@ -290,22 +305,12 @@ class SceneMemory:
         stamp_ns = self._check_meta(topic, frame_id, stamp_ns, pose, session)
         cfg = self._config
         with self._rw.write():
-            adm = cfg.admission
-            if adm.enabled:
-                last = self._last_kept.get((code, topic))
-                if last is not None:
-                    cos = float(last[0] @ vec)
-                    if cos > adm.duplicate_cosine:
-                        moved = None if pose is None or last[1] is None else pose.distance_to(last[1])
-                        if moved is None or moved < adm.duplicate_distance_m:
-                            self._count["skipped_duplicate"] += 1
-                            how = "pose unknown" if moved is None else f"moved {moved:.3f} m"
-                            self.last_rejection = Rejection(
-                                RejectReason.DUPLICATE,
-                                f"cosine {cos:.4f} > {adm.duplicate_cosine} with the last kept {mod.value} entry of "
-                                f"{topic!r} and {how} (< {adm.duplicate_distance_m} m)",
-                            )
-                            return None
+            if cfg.admission.enabled:
+                rej = duplicate_rejection(self._last_kept.get((code, topic)), vec, pose, cfg.admission, mod, topic)
+                if rej is not None:
+                    self._count["skipped_duplicate"] += 1
+                    self.last_rejection = rej
+                    return None
             if not self._make_room(1, code):
                 self._count["skipped_capacity"] += 1
                 self.last_rejection = Rejection(
@@ -434,18 +439,22 @@ class SceneMemory:
         exclude_newer_than_ns: int | None = None,
         exclude_session: str | None = None,
         min_score: float | None = None,
+        robot: str | None = None,
+        exclude_robot: str | None = None,
     ) -> list[Neighbor]:
         """The ``k`` entries most similar to ``vector`` (cosine), best first.
 
         Filters: only ``modalities``; only entries with ``stamp_ns <= exclude_newer_than_ns``; none whose session is
-        ``exclude_session``; only scores ``>= min_score``. The list is shorter than ``k`` only when fewer entries pass
-        the filters (or ``min_score``): an approximate index that runs dry is retried with more effort and then
-        answered exactly over the filtered subset.
+        ``exclude_session``; only scores ``>= min_score``; only ``robot``'s entries, none of
+        ``exclude_robot``'s (a local memory holds the entries of one robot, ``memory.robot_id``). The list is
+        shorter than ``k`` only when fewer entries pass the filters (or ``min_score``): an approximate index that runs
+        dry is retried with more effort and then answered exactly over the filtered subset.
         """
         q, codes = self._query(vector, k, modalities)
         self._rw.acquire_read()
         try:
-            scores, slots = self._find(q, int(k), codes, exclude_newer_than_ns, exclude_session, min_score)
+            scores, slots = self._find(q, int(k), codes, exclude_newer_than_ns, exclude_session, min_score,
+                                       self._robot_excluded(robot, exclude_robot))
             entries = self._entries(slots.tolist())
         finally:
             self._rw.release_read()
@@ -460,6 +469,8 @@ class SceneMemory:
         exclude_newer_than_ns: int | None = None,
         exclude_session: str | None = None,
         min_score: float | None = None,
+        robot: str | None = None,
+        exclude_robot: str | None = None,
     ) -> list[list[Neighbor]]:
         """:meth:`search` for each row of ``vectors`` (n, dim) with the same filters, which are applied once (the
         exact index scores all rows in one matrix product): a LiDAR scan's turned views."""
@@ -467,7 +478,8 @@ class SceneMemory:
         qs, codes = normalise_vectors(vectors, self._dim, "search_many.vectors"), _codes(modalities)
         self._rw.acquire_read()
         try:
-            found = self._find_many(qs, int(k), codes, exclude_newer_than_ns, exclude_session, min_score)
+            found = self._find_many(qs, int(k), codes, exclude_newer_than_ns, exclude_session, min_score,
+                                    self._robot_excluded(robot, exclude_robot))
             out = []
             for scores, slots in found:
                 entries = self._entries(slots.tolist())
@@ -485,13 +497,16 @@ class SceneMemory:
         exclude_newer_than_ns: int | None = None,
         exclude_session: str | None = None,
         min_score: float | None = None,
+        robot: str | None = None,
+        exclude_robot: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Like ``search`` but returns only (ids int64, scores float32), best first: the lean path for callers that
         need many queries and few entries (look them up with ``get``)."""
         q, codes = self._query(vector, k, modalities)
         self._rw.acquire_read()
         try:
-            scores, slots = self._find(q, int(k), codes, exclude_newer_than_ns, exclude_session, min_score)
+            scores, slots = self._find(q, int(k), codes, exclude_newer_than_ns, exclude_session, min_score,
+                                       self._robot_excluded(robot, exclude_robot))
             ids = self._cols.a["ids"][slots]
         finally:
             self._rw.release_read()
@@ -503,15 +518,21 @@ class SceneMemory:
 
     _EMPTY = (np.empty(0, np.float32), np.empty(0, np.int64))
 
-    def _find(self, q, k, codes, exclude_newer_than_ns, exclude_session, min_score) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, slots) under the read lock."""
-        return self._find_many(q[None], k, codes, exclude_newer_than_ns, exclude_session, min_score)[0]
+    def _robot_excluded(self, robot: str | None, exclude_robot: str | None) -> bool:
+        """True when the robot filters exclude every entry (all of them are this memory's robot's)."""
+        return (robot is not None and robot != self._robot) or (exclude_robot is not None
+                                                                 and exclude_robot == self._robot)
 
-    def _find_many(self, qs, k, codes, exclude_newer_than_ns, exclude_session, min_score) -> list:
+    def _find(self, q, k, codes, exclude_newer_than_ns, exclude_session, min_score,
+              none: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, slots) under the read lock."""
+        return self._find_many(q[None], k, codes, exclude_newer_than_ns, exclude_session, min_score, none)[0]
+
+    def _find_many(self, qs, k, codes, exclude_newer_than_ns, exclude_session, min_score, none: bool = False) -> list:
         """[(scores, slots)] per row of ``qs`` under the read lock; the filters are evaluated once."""
         if self._closed:
             raise MemoryStoreError("search", "the memory is closed")
-        if codes is not None and not codes or self._n_alive == 0:
+        if codes is not None and not codes or self._n_alive == 0 or none:
             return [self._EMPTY] * len(qs)
         n = self._cols.n
         allowed = None
@@ -578,6 +599,7 @@ class SceneMemory:
                 torn_tail_bytes=self._torn_bytes,
                 index_loaded=self._index_loaded,
                 load_seconds=self._load_seconds,
+                robot=self._robot,
                 **self._count,
             )
 
@@ -682,7 +704,7 @@ class SceneMemory:
             out.append(
                 MemoryEntry(
                     eid, MODALITIES[mod], t_items[topic], f_items[frame], stamp,
-                    Pose(*pose[slot].tolist()) if valid else None, s_items[session], vecs[slot],
+                    Pose(*pose[slot].tolist()) if valid else None, s_items[session], vecs[slot], self._robot,
                 )
             )
         return out
