@@ -28,6 +28,8 @@ COMMANDS: dict[str, str] = {
     "demo": "demo",
     "eval-events": "eval_events",
     "stress": "stress",
+    "memory-server": "memory_server",
+    "memory": "memory",
 }
 
 # one-line help per command, kept here so --help needs no imports
@@ -46,6 +48,9 @@ HELP: dict[str, str] = {
     "eval-events": "precision/recall of match events against ground-truth revisits, PR curve over the score threshold",
     "demo": "run the whole system on the sample bag: launch the graph, replay, print match events, summary + PNG",
     "stress": "reliability stress: `crash` (SIGKILL while writing the memory, reload, count lost entries), `overload`, `soak`",
+    "memory-server": "run an embedded PostgreSQL + pgvector server for memory.store: postgres; prints `uri: ...`",
+    "memory": "move memories: `memory export|import` between a local memory folder and a PostgreSQL memory; "
+              "`memory grant` lets a robot's login role write and search",
 }
 
 

@@ -397,11 +397,7 @@ class PostgresMemory:
         if codes is not None:
             sql += " AND modality = ANY(%s)"
             params.append(codes)
-        with self._reader_lock:
-            try:
-                n = self._reader.execute(sql, params).rowcount
-            except self._psycopg.Error as err:
-                raise MemoryStoreError("clear", _first_line(err)) from None
+        n = len(self._read(sql + " RETURNING id", params, "clear"))
         self._last_kept = {k: v for k, v in self._last_kept.items() if codes is not None and k[0] not in codes}
         with self._queue_lock:
             self._db_count = max(0, self._db_count - n)
@@ -472,12 +468,13 @@ class PostgresMemory:
         conn.execute(f"SET hnsw.ef_search = {max(1, min(int(ef), 1000))}")
         conn.execute("SET hnsw.iterative_scan = strict_order")
 
-    def _reader_conn(self):
-        """The search connection, reconnected (at most once per retry interval) after a failure; None while away."""
+    def _reader_conn(self, wait: bool = False):
+        """The search connection, reconnected (at most once per retry interval unless ``wait``) after a failure; None
+        while away."""
         if self._reader_ok:
             return self._reader
         now = time.monotonic()
-        if now < self._reader_retry_at:
+        if now < self._reader_retry_at and not wait:
             return None
         self._reader_retry_at = now + self._config.postgres.retry_interval_s
         try:
@@ -600,16 +597,31 @@ class PostgresMemory:
             for e in self._queue:
                 if e.id == entry_id:
                     return e
+        rows = self._read(f"SELECT {_COLUMNS} FROM cmr_entries WHERE id = %s", (int(entry_id),), "get")
+        return _entry(rows[0]) if rows else None
+
+    def _read(self, sql: str, params: Sequence[Any], op: str) -> list[tuple]:
+        """Rows of one query on the search connection (reconnecting first when needed); MemoryStoreError when the
+        database cannot answer."""
         with self._reader_lock:
-            row = self._reader.execute(f"SELECT {_COLUMNS} FROM cmr_entries WHERE id = %s",
-                                       (int(entry_id),)).fetchone()
-        return None if row is None else _entry(row)
+            for attempt in (1, 2):  # a connection found broken is replaced once
+                conn = self._reader_conn(wait=True)
+                if conn is None:
+                    raise MemoryStoreError(op, f"the database is unreachable ({self._last_error})")
+                try:
+                    return conn.execute(sql, params).fetchall()
+                except self._psycopg.Error as err:
+                    lost = conn.broken or isinstance(err, self._psycopg.OperationalError)
+                    if lost:
+                        self._reader_ok = False
+                    if not lost or attempt == 2:
+                        raise MemoryStoreError(op, _first_line(err)) from None
+        raise AssertionError("unreachable")
 
     def ids(self) -> np.ndarray:
         """Ids of all entries in the database (after writing the queue), ascending."""
         self.flush()
-        with self._reader_lock:
-            rows = self._reader.execute("SELECT id FROM cmr_entries ORDER BY id").fetchall()
+        rows = self._read("SELECT id FROM cmr_entries ORDER BY id", (), "ids")
         return np.array([r[0] for r in rows], np.int64)
 
     def iter_entries(self, batch: int = 5000) -> Iterator[MemoryEntry]:
@@ -617,14 +629,21 @@ class PostgresMemory:
         self.flush()
         last = -(1 << 62)
         while True:
-            with self._reader_lock:
-                rows = self._reader.execute(f"SELECT {_COLUMNS} FROM cmr_entries WHERE id > %s ORDER BY id LIMIT %s",
-                                            (last, batch)).fetchall()
+            rows = self._read(f"SELECT {_COLUMNS} FROM cmr_entries WHERE id > %s ORDER BY id LIMIT %s",
+                              (last, batch), "export")
             if not rows:
                 return
             for r in rows:
                 yield _entry(r)
             last = rows[-1][0]
+
+    def grant(self, role: str) -> None:
+        """Let the LOGIN role ``role`` insert and search (member of ``cmr_robot``); needs the right to grant it."""
+        with self._reader_lock:
+            try:
+                grant_robot(self._reader, role)
+            except self._psycopg.Error as err:
+                raise MemoryStoreError("grant", _first_line(err)) from None
 
     # --- state --------------------------------------------------------------------------------------------------
 

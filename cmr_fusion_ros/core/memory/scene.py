@@ -317,25 +317,7 @@ class SceneMemory:
                     RejectReason.CAPACITY, f"memory full ({self._n_alive} entries) and eviction is 'reject'"
                 )
                 return None
-            eid = self._next_id
-            p = None if pose is None else (pose.x, pose.y, pose.z, pose.qx, pose.qy, pose.qz, pose.qw)
-            rows = {
-                "ids": np.array([eid], np.int64),
-                "modality": np.array([code], np.uint8),
-                "stamp_ns": np.array([stamp_ns], np.int64),
-                "pose": np.array([p if p is not None else (np.nan,) * 7], np.float64),
-                "pose_valid": np.array([p is not None]),
-                "topic": np.array([self._strings["topic"].get_or_add(topic)], np.int32),
-                "frame": np.array([self._strings["frame"].get_or_add(frame_id)], np.int32),
-                "session": np.array([self._strings["session"].get_or_add(session)], np.int32),
-                "alive": np.array([True]),
-            }
-            self._append(rows, vec[None, :])
-            self._next_id = eid + 1
-            if self._dir is not None:
-                self._journal(persist.encode_add(eid, code, stamp_ns, p, topic, frame_id, session, vec))
-            self._last_kept[(code, topic)] = (vec, pose)
-            self._count["added"] += 1
+            self._insert_one(self._next_id, code, stamp_ns, pose, topic, frame_id, session, vec)
             slot = self._cols.n - 1
             entry = self._entry_at(slot)
             self._maybe_compact()
@@ -578,6 +560,35 @@ class SceneMemory:
         with self._rw.read():
             return self._cols.view("ids")[self._cols.view("alive")].copy()
 
+    def entries(self, chunk: int = 4096) -> Iterable[MemoryEntry]:
+        """Every live entry in id order (export); each chunk is read under the lock."""
+        start = 0
+        while True:
+            with self._rw.read():
+                alive = np.flatnonzero(self._cols.view("alive")[start:]) + start
+                slots = alive[:chunk].tolist()
+                found = self._entries(slots)
+            if not slots:
+                return
+            yield from found
+            start = slots[-1] + 1
+
+    def add_entries(self, entries: Iterable[MemoryEntry]) -> int:
+        """Insert entries that keep their ids (``cmr-fusion memory export``): ids must increase and be above every
+        id this memory has used; no admission or capacity rules. Returns how many were added."""
+        self._check_writable("add_entries")
+        added = 0
+        with self._rw.write():
+            for e in entries:
+                if e.id < self._next_id:
+                    raise MemoryStoreError("add_entries", f"id {e.id} is not above the memory's ids "
+                                                          f"(next {self._next_id})")
+                vec = normalise_vector(e.vector, self._dim, "add_entries.vector")
+                self._insert_one(e.id, _CODE[e.modality], e.stamp_ns, e.pose, e.topic, e.frame_id, e.session, vec)
+                added += 1
+        self._after_write()
+        return added
+
     def stats(self) -> MemoryStats:
         with self._rw.read():
             mods = self._cols.view("modality")[self._cols.view("alive")]
@@ -661,6 +672,28 @@ class SceneMemory:
         if pose is not None and not isinstance(pose, Pose):
             raise MemoryStoreError("add.pose", f"must be a Pose or None, got {type(pose).__name__}")
         return int(stamp_ns)
+
+    def _insert_one(self, eid: int, code: int, stamp_ns: int, pose: Pose | None, topic: str, frame_id: str,
+                    session: str, vec: np.ndarray) -> None:
+        """Append one entry with id ``eid`` (under the write lock), journal it, remember it for admission."""
+        p = None if pose is None else (pose.x, pose.y, pose.z, pose.qx, pose.qy, pose.qz, pose.qw)
+        rows = {
+            "ids": np.array([eid], np.int64),
+            "modality": np.array([code], np.uint8),
+            "stamp_ns": np.array([stamp_ns], np.int64),
+            "pose": np.array([p if p is not None else (np.nan,) * 7], np.float64),
+            "pose_valid": np.array([p is not None]),
+            "topic": np.array([self._strings["topic"].get_or_add(topic)], np.int32),
+            "frame": np.array([self._strings["frame"].get_or_add(frame_id)], np.int32),
+            "session": np.array([self._strings["session"].get_or_add(session)], np.int32),
+            "alive": np.array([True]),
+        }
+        self._append(rows, vec[None, :])
+        self._next_id = eid + 1
+        if self._dir is not None:
+            self._journal(persist.encode_add(eid, code, stamp_ns, p, topic, frame_id, session, vec))
+        self._last_kept[(code, topic)] = (vec, pose)
+        self._count["added"] += 1
 
     def _append(self, rows: dict[str, np.ndarray], vecs: np.ndarray) -> None:
         self._cols.append(rows)

@@ -1,0 +1,38 @@
+"""`cmr-fusion memory-server --data DIR [--port P]`: the embedded PostgreSQL + pgvector server, in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+HELP = ("run an embedded PostgreSQL + pgvector server for memory.store: postgres (Unix socket in DIR; --port adds "
+        "loopback TCP with passwords); prints `uri: postgresql://...` when ready, stops cleanly on SIGINT/SIGTERM")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, required=True, help="data folder (created and initialised when new)")
+    parser.add_argument("--port", type=int, default=None,
+                        help="also listen on 127.0.0.1/::1 at this port (password login only; default: socket only)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cmr_fusion_ros.core.memory.embedded import start_server
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    server = start_server(args.data, args.port)
+    print(f"uri: {server.uri}", flush=True)
+    if server.tcp_uri:
+        print(f"tcp: {server.tcp_uri}  (loopback only; roles log in with a password)", flush=True)
+    while not stop.wait(0.5):
+        if not server.alive():
+            print(f"cmr-fusion memory-server: PostgreSQL (pid {server.pid}) exited; see {server.data / 'log'}",
+                  file=sys.stderr, flush=True)
+            return 1
+    server.stop()
+    print("stopped", flush=True)
+    return 0

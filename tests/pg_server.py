@@ -1,0 +1,115 @@
+"""A real PostgreSQL + pgvector server for the tests: ``cmr-fusion memory-server`` started in ``tmp_path``.
+
+``pg_server`` (one per test module, with loopback TCP for password logins) and ``pg_uri`` (a fresh database on it
+per test). Import both into a test module: ``from tests.pg_server import pg_server, pg_uri  # noqa: F401``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PgServer:
+    """``cmr-fusion memory-server --data DIR --port P`` as a child process."""
+
+    def __init__(self, data: Path, port: int | None = None) -> None:
+        self.data, self.port = data, port
+        self.proc: subprocess.Popen | None = None
+        self.uri = self.tcp_uri = ""
+
+    def start(self, timeout_s: float = 90.0) -> "PgServer":
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        cmd = [sys.executable, "-m", "cmr_fusion_ros.cli", "memory-server", "--data", str(self.data)]
+        if self.port:
+            cmd += ["--port", str(self.port)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        deadline = time.monotonic() + timeout_s
+        lines = []
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("uri: "):
+                self.uri = line.split(" ", 1)[1].strip()
+                if self.port:
+                    self.tcp_uri = self.proc.stdout.readline().split()[1]
+                return self
+        self.proc.kill()
+        raise RuntimeError("memory-server did not print its uri:\n" + "".join(lines))
+
+    @property
+    def postmaster_pid(self) -> int:
+        return int((self.data / "postmaster.pid").read_text().split()[0])
+
+    def kill9(self) -> None:
+        """SIGKILL the PostgreSQL server and its backends (a crash); memory-server then exits by itself."""
+        pm = psutil.Process(self.postmaster_pid)
+        procs = [pm, *pm.children(recursive=True)]
+        for p in procs:
+            p.kill()
+        psutil.wait_procs(procs, timeout=10)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def with_db(uri: str, dbname: str, user: str | None = None) -> str:
+    p = urlsplit(uri)
+    netloc = p.netloc
+    if user is not None:
+        netloc = f"{user}@{netloc.split('@', 1)[-1]}" if "@" in netloc else f"{user}@{netloc}"
+    return urlunsplit(p._replace(path=f"/{dbname}", netloc=netloc))
+
+
+@pytest.fixture(scope="module")
+def pg_server(tmp_path_factory):
+    server = PgServer(tmp_path_factory.mktemp("pg") / "data", port=free_port()).start()
+    yield server
+    server.stop()
+
+
+_DB_COUNT = [0]
+
+
+@pytest.fixture
+def pg_uri(pg_server) -> str:
+    """A new, empty database with pgvector on the module's server; the admin URI (Unix socket)."""
+    import psycopg
+
+    _DB_COUNT[0] += 1
+    name = f"t{os.getpid()}_{_DB_COUNT[0]}"
+    with psycopg.connect(pg_server.uri, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    uri = with_db(pg_server.uri, name)
+    with psycopg.connect(uri, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION vector")
+    return uri
