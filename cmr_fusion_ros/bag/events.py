@@ -67,7 +67,8 @@ def _event(store, r: MatchResult):
     return T["cmr_fusion_msgs/msg/MatchEvent"](
         header=header, query_modality=r.query_modality.value, query_topic=r.query_topic, query_id=int(r.query_id),
         match_modality=r.match_modality.value, match_topic=r.match_topic, match_stamp=_time(store, r.match_stamp_ns),
-        match_frame_id=r.match_frame_id, match_id=int(r.match_id), score=float(r.score), rank=int(r.rank),
+        match_frame_id=r.match_frame_id, match_id=int(r.match_id), match_robot=r.match_robot,
+        match_session=r.match_session, score=float(r.score), rank=int(r.rank),
         query_pose_valid=r.query_pose is not None, query_pose=_pose(store, r.query_pose),
         match_pose_valid=r.match_pose is not None, match_pose=_pose(store, r.match_pose),
         distance=float(r.distance) if not math.isnan(r.distance) else math.nan,

@@ -48,7 +48,8 @@ def event_record(r: MatchResult) -> dict[str, Any]:
         "stamp_ns": r.query_stamp_ns, "query_modality": r.query_modality.value, "query_topic": r.query_topic,
         "query_id": r.query_id, "query_frame_id": r.query_frame_id, "match_modality": r.match_modality.value,
         "match_topic": r.match_topic, "match_id": r.match_id, "match_stamp_ns": r.match_stamp_ns,
-        "match_frame_id": r.match_frame_id, "score": round(float(r.score), 6), "rank": r.rank,
+        "match_frame_id": r.match_frame_id, "match_robot": r.match_robot, "match_session": r.match_session,
+        "score": round(float(r.score), 6), "rank": r.rank,
         "query_pose": pose(r.query_pose), "match_pose": pose(r.match_pose),
         "distance": None if math.isnan(r.distance) else round(float(r.distance), 4),
     }
@@ -135,7 +136,7 @@ def process_bags(
         memory_dir = None
         if out is not None and not config.memory.persistence.directory:
             memory_dir = str(out / "memory")
-        pipeline = FusionPipeline.from_config(config, memory_dir=memory_dir)
+        pipeline = FusionPipeline.from_config(config, memory_dir=memory_dir, namespace=namespace)
     topics = {resolve_topic(config.stream(m).topic, namespace): m for m in config.enabled_modalities}
     odom_topic = resolve_topic(config.odometry.topic, namespace) if config.odometry.topic else None
     sync = Synchronizer(config.enabled_modalities, round(config.sync.tolerance_s * 1e9),

@@ -20,9 +20,19 @@ def _memory_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000], help="database sizes (default: %(default)s)")
     p.add_argument("--dim", type=int, default=256, help="embedding dimension (default: %(default)s)")
     p.add_argument(
-        "--backends", nargs="+", default=["exact", "faiss_hnsw", "faiss_ivf"], choices=ALL_BACKENDS,
-        help="backends to measure (default: %(default)s)",
+        "--backends", nargs="+", default=["exact", "faiss_hnsw", "faiss_ivf"], choices=(*ALL_BACKENDS, "postgres"),
+        help="backends to measure; postgres = PostgreSQL + pgvector HNSW through PostgresMemory, on an embedded "
+             "server in a temporary folder unless --pg-uri (default: %(default)s)",
     )
+    p.add_argument("--pg-uri", default="", help="postgres: an existing server with pgvector (its cmr_entries table "
+                                                "is dropped and rebuilt!)")
+    p.add_argument("--pg-m", type=int, default=16, help="postgres: HNSW m (default: %(default)s)")
+    p.add_argument("--pg-ef-construction", type=int, default=64, help="postgres: HNSW ef_construction "
+                                                                      "(default: %(default)s)")
+    p.add_argument("--pg-ef-search", type=int, default=64, help="postgres: hnsw.ef_search (default: %(default)s)")
+    p.add_argument("--pg-insert-rate", type=float, default=1000.0,
+                   help="postgres: entries/s a writer adds while queries are timed (default: %(default)s)")
+    p.add_argument("--pg-insert-seconds", type=float, default=10.0, help="postgres: how long (default: %(default)s)")
     p.add_argument("--queries", type=int, default=1000, help="single queries timed per backend (default: %(default)s)")
     p.add_argument("--k", type=int, default=10, help="neighbours per query (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
@@ -42,6 +52,9 @@ def _run_memory(args: argparse.Namespace) -> int:
             "--sizes", *args.sizes, "--dim", args.dim, "--backends", *args.backends, "--queries", args.queries,
             "--k", args.k, "--seed", args.seed, "--single-adds", args.single_adds,
             *(["--json", args.json] if args.json else []), *(["--plot", args.plot] if args.plot else []),
+            *(["--pg-m", args.pg_m, "--pg-ef-construction", args.pg_ef_construction, "--pg-ef-search",
+               args.pg_ef_search, "--pg-insert-rate", args.pg_insert_rate, "--pg-insert-seconds",
+               args.pg_insert_seconds] if "postgres" in args.backends else []),
         ]
     )
     machine = bm.machine_info()
@@ -54,6 +67,11 @@ def _run_memory(args: argparse.Namespace) -> int:
     print(f"data: {bm.DataSpec().describe(max(args.sizes))}")
     print(f"dim {args.dim}, k {args.k}, {args.queries} single queries per backend (fewer for exact at large sizes), "
           f"wrapper = SceneMemory.search/add_batch/add, raw = bare FAISS index with the same parameters and data")
+    pg_rows = _run_postgres(args) if "postgres" in args.backends else []
+    args.backends = [b for b in args.backends if b != "postgres"]
+    if not args.backends:
+        _write_json(args, command, machine, {}, [], pg_rows)
+        return 0
     steps = len(args.sizes) * len(args.backends)
     bar = tqdm(total=steps, desc="bench memory", file=sys.stderr, leave=False)
     def on_row(row) -> None:  # each row as soon as it is measured, so a long run shows its figures early
@@ -84,15 +102,49 @@ def _run_memory(args: argparse.Namespace) -> int:
                 f"{r.throughput_ratio:.2f} {'MET' if r.throughput_ratio >= 0.9 else 'NOT MET'}, search_ids "
                 f"{r.throughput_ratio_ids:.2f} {'MET' if r.throughput_ratio_ids >= 0.9 else 'NOT MET'}"
             )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"command": command, "machine": machine, "info": info, "rows": [r.to_dict() for r in rows]},
-                      f, indent=2)
-        print(f"wrote {args.json}")
+    _write_json(args, command, machine, info, rows, pg_rows)
     if args.plot:
         _plot(rows, args.plot, command)
         print(f"wrote {args.plot}")
     return 0
+
+
+def _write_json(args, command, machine, info, rows, pg_rows) -> None:
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"command": command, "machine": machine, "info": info, "rows": [r.to_dict() for r in rows],
+                       "postgres_rows": [r.to_dict() for r in pg_rows]}, f, indent=2)
+        print(f"wrote {args.json}")
+
+
+def _run_postgres(args: argparse.Namespace) -> list:
+    """The postgres rows (PostgreSQL + pgvector through PostgresMemory), printed as they are measured."""
+    from cmr_fusion_ros.eval import bench_pg
+
+    printed = []
+
+    def on_row(row) -> None:
+        print(bench_pg.format_pg_table([row], header=not printed), flush=True)
+        printed.append(row)
+
+    rows = bench_pg.run_pg_benchmark(
+        args.sizes, dim=args.dim, n_queries=min(args.queries, 1000), k=args.k, seed=args.seed, m=args.pg_m,
+        ef_construction=args.pg_ef_construction, ef_search=args.pg_ef_search, insert_rate=args.pg_insert_rate,
+        insert_seconds=args.pg_insert_seconds, uri=args.pg_uri,
+        progress=lambda s: print(f"[bench] {s}", file=sys.stderr, flush=True), on_row=on_row)
+    print("postgres columns: load/s = entries/s of the bulk load (PostgresMemory.add_batch: binary COPY batches of "
+          "5000, no index); build s = CREATE INDEX ... USING hnsw (vector_ip_ops) after the load; q = "
+          "PostgresMemory.search, k neighbours, filtered to one of 3 modalities, over the local socket (ms); R@1 = "
+          "top-1 score equals the exact filtered top-1; ins/s = 5000 entries added to the indexed table, per second "
+          "until acknowledged; ins/s@load and q p99@load = a writer adding --pg-insert-rate entries/s while queries "
+          "run back to back; MiB = table (with TOAST) and index size")
+    for r in rows:
+        ok = r.query_ms["p99"] <= 10 and r.recall_at_1 >= 0.95 and r.loaded_insert_per_s >= 1000 \
+            and r.loaded_query_ms["p99"] <= 10
+        print(f"target n={r.size} postgres: query p99 {r.query_ms['p99']:.2f} ms (under load "
+              f"{r.loaded_query_ms['p99']:.2f}) <= 10, recall@1 {r.recall_at_1:.3f} >= 0.95, inserts sustained "
+              f"{r.loaded_insert_per_s:.0f}/s >= 1000: {'MET' if ok else 'NOT MET'} at this size")
+    return rows
 
 
 def _plot(rows, path: str, title: str) -> None:

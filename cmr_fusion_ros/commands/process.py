@@ -18,6 +18,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory", type=Path, default=None,
                         help="memory folder (default: OUT/memory; an existing memory is loaded and extended)")
     parser.add_argument("--namespace", default="/", help="namespace the relative topics resolve in (default /)")
+    parser.add_argument("--robot", default=None, help="memory.robot_id of the new entries (default: the params', "
+                                                      "else the namespace, else the host name)")
+    parser.add_argument("--memory-uri", default=None,
+                        help="memory.store postgres at this postgresql:// URI (a fleet memory) instead of a folder")
     parser.add_argument("--radius", type=float, default=10.0, help="ground-truth radius of a true revisit (m)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -38,6 +42,17 @@ def run(args: argparse.Namespace) -> int:
             config.memory.persistence, directory=memory_dir)),
         encoders=dataclasses.replace(config.encoders, models_dir=str(args.models)) if args.models else config.encoders,
     )
+    if args.robot is not None or args.memory_uri:
+        from cmr_fusion_ros.core.memory import MemoryConfig
+
+        memory = config.to_dict()["memory"]
+        if args.robot is not None:
+            memory["robot_id"] = args.robot
+        if args.memory_uri:
+            memory["store"] = "postgres"
+            memory["postgres"]["uri"] = args.memory_uri
+            memory_dir = f"the database {args.memory_uri}"
+        config = dataclasses.replace(config, memory=MemoryConfig.from_dict(memory))
     print(f"command: cmr-fusion process {' '.join(map(str, args.bags))} --out {args.out} --params {params_path}")
     summary = process_bags(args.bags, config, out_dir=args.out, namespace=args.namespace, node_name=args.node_name,
                            truth_radius_m=args.radius, progress=not args.no_progress)

@@ -43,7 +43,7 @@ from cmr_fusion_ros.core.pipeline import FusionPipeline, PipelineOutput, frame_f
 from cmr_fusion_ros.core.sync import Synchronizer
 from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.ros.conversions import stamp_to_ns
-from cmr_fusion_ros.ros.messages import diagnostics_message, markers, match_event_array, ros_to_pose
+from cmr_fusion_ros.ros.messages import diagnostics_message, markers, match_event_array, ros_to_pose, store_values
 from cmr_fusion_ros.ros.services import add_memory_services
 from cmr_fusion_ros.ros.node_main import run_node
 from cmr_fusion_ros.ros.params import declare_fusion_parameters, on_policy_change
@@ -276,7 +276,8 @@ class FusionNode(Node):
         self.pub_matches.publish(match_event_array(out))
         self.events_published += len(out.events)
         if self.pub_markers is not None:
-            arr = markers(out.events, self.config.output.marker_frame, out.stamp_ns, next(self._marker_ids) * 64)
+            arr = markers(out.events, self.config.output.marker_frame, out.stamp_ns, next(self._marker_ids) * 64,
+                          own_robot=self.pipeline.memory.robot)
             if arr.markers:
                 self.pub_markers.publish(arr)
 
@@ -295,6 +296,7 @@ class FusionNode(Node):
         for key in ("added", "skipped_duplicate", "skipped_capacity", "evicted", "pending_records", "backend",
                     "torn_tail_bytes"):
             memory_values[key] = getattr(stats, key)
+        memory_values.update(store_values(self, mem))
         self.pub_diag.publish(diagnostics_message(
             self.get_fully_qualified_name(), self.get_clock().now().nanoseconds,
             {m.value: {**s.summary(), "last_bad_reason": self._last_bad.get(m, "")} for m, s in self.stats.items()},

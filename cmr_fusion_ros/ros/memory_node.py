@@ -24,7 +24,7 @@ from cmr_fusion_ros.core.pipeline import EmbeddingInput, FusionPipeline, embeddi
 from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.ros.conversions import stamp_to_ns
 from cmr_fusion_ros.ros.fusion_node import StreamStats, qos_for
-from cmr_fusion_ros.ros.messages import diagnostics_message, markers, match_event_array, ros_to_pose
+from cmr_fusion_ros.ros.messages import diagnostics_message, markers, match_event_array, ros_to_pose, store_values
 from cmr_fusion_ros.ros.node_main import run_node
 from cmr_fusion_ros.ros.params import declare_fusion_parameters, on_policy_change
 from cmr_fusion_ros.ros.services import add_memory_services
@@ -92,7 +92,8 @@ class MemoryNode(Node):
             self.pub_matches.publish(match_event_array(out))
             self.events_published += len(out.events)
             if self.pub_markers is not None:
-                arr = markers(out.events, self.config.output.marker_frame, out.stamp_ns, next(self._marker_ids) * 64)
+                arr = markers(out.events, self.config.output.marker_frame, out.stamp_ns, next(self._marker_ids) * 64,
+                              own_robot=self.pipeline.memory.robot)
                 if arr.markers:
                     self.pub_markers.publish(arr)
         st.processed += 1
@@ -103,7 +104,7 @@ class MemoryNode(Node):
             self.get_fully_qualified_name(), self.get_clock().now().nanoseconds,
             {m.value: s.summary() for m, s in self.stats.items() if s.received},
             {"entries": len(self.pipeline.memory), "events_published": self.events_published,
-             "time_jumps": self.pipeline.time_jumps}))
+             "time_jumps": self.pipeline.time_jumps, **store_values(self, self.pipeline.memory)}))
 
 
 def _stop(node: MemoryNode) -> str:

@@ -20,6 +20,7 @@ from cmr_fusion_ros.ros.conversions import make_header, ns_to_stamp
 __all__ = ["diagnostics_message", "match_event", "match_event_array", "markers", "pose_to_ros", "ros_to_pose"]
 
 _COLOURS = {Modality.CAMERA: (0.2, 0.6, 1.0), Modality.LIDAR: (0.2, 0.9, 0.3), Modality.RADAR: (1.0, 0.5, 0.1)}
+_FLEET_COLOUR = (0.9, 0.2, 0.9)  # matches of another robot's entries
 
 
 def pose_to_ros(p: Pose | None) -> RosPose:
@@ -38,6 +39,7 @@ def match_event(r: MatchResult) -> MatchEvent:
     e.query_modality, e.query_topic, e.query_id = r.query_modality.value, r.query_topic, int(r.query_id)
     e.match_modality, e.match_topic, e.match_id = r.match_modality.value, r.match_topic, int(r.match_id)
     e.match_stamp, e.match_frame_id = ns_to_stamp(r.match_stamp_ns), r.match_frame_id
+    e.match_robot, e.match_session = r.match_robot, r.match_session
     e.score, e.rank = float(r.score), int(r.rank)
     e.query_pose_valid, e.query_pose = r.query_pose is not None, pose_to_ros(r.query_pose)
     e.match_pose_valid, e.match_pose = r.match_pose is not None, pose_to_ros(r.match_pose)
@@ -49,14 +51,18 @@ def match_event_array(out: PipelineOutput) -> MatchEventArray:
     return MatchEventArray(header=make_header(out.stamp_ns, out.frame_id), events=[match_event(r) for r in out.events])
 
 
-def markers(events: Sequence[MatchResult], frame_id: str, stamp_ns: int, start_id: int, lifetime_s: float = 30.0) -> MarkerArray:
-    """One line per match with known poses (query -> matched position, coloured by the matched modality) and a text
-    label with the score."""
+def markers(events: Sequence[MatchResult], frame_id: str, stamp_ns: int, start_id: int, lifetime_s: float = 30.0,
+            own_robot: str = "") -> MarkerArray:
+    """One line per match with known poses (query -> matched position, coloured by the matched modality; a match of
+    another robot's entry than ``own_robot`` in the fleet colour, namespace ``cmr_match_fleet/...``, its label naming
+    the robot) and a text label with the score."""
     arr = MarkerArray()
     life = ns_to_stamp(round(lifetime_s * 1e9))
     for i, r in enumerate(e for e in events if e.query_pose is not None and e.match_pose is not None):
-        rgb = _COLOURS[r.match_modality]
-        line = Marker(header=make_header(stamp_ns, frame_id), ns=f"cmr_match/{r.query_modality.value}",
+        other = bool(own_robot) and bool(r.match_robot) and r.match_robot != own_robot
+        rgb = _FLEET_COLOUR if other else _COLOURS[r.match_modality]
+        line = Marker(header=make_header(stamp_ns, frame_id),
+                      ns=f"cmr_match{'_fleet' if other else ''}/{r.query_modality.value}",
                       id=start_id + 2 * i, type=Marker.LINE_LIST, action=Marker.ADD)
         line.pose.orientation.w = 1.0
         line.scale.x = 0.3
@@ -72,10 +78,25 @@ def markers(events: Sequence[MatchResult], frame_id: str, stamp_ns: int, start_i
         text.scale.z = 1.0
         text.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
         dist = "" if math.isnan(r.distance) else f" {r.distance:.1f} m"
-        text.text = f"{r.query_modality.value}->{r.match_modality.value} {r.score:.2f}{dist}"
+        text.text = (f"{r.match_robot}: " if other else "") + \
+            f"{r.query_modality.value}->{r.match_modality.value} {r.score:.2f}{dist}"
         text.lifetime = line.lifetime
         arr.markers += [line, text]
     return arr
+
+
+STORE_KEYS = ("store", "robot", "connected", "write_queue", "dropped_writes", "write_failures", "search_failures")
+
+
+def store_values(node, memory) -> dict[str, float | int | str]:
+    """The memory store's diagnostics values; one throttled warning while a fleet database is unreachable (searches
+    then fail soft and writes wait in the queue)."""
+    stats = memory.stats()
+    if not stats.connected:
+        node.get_logger().warning(
+            f"memory database unreachable: {stats.search_failures} searches failed, {stats.write_queue} entries "
+            f"queued ({stats.dropped_writes} dropped); reconnecting", throttle_duration_sec=10.0)
+    return {k: getattr(stats, k) for k in STORE_KEYS}
 
 
 def diagnostics_message(node_name: str, stamp_ns: int, streams: Mapping[str, Mapping[str, float | int | str]],

@@ -26,7 +26,13 @@ def add_memory_services(node: Node, pipeline: FusionPipeline) -> None:
     def on_save(req: SaveMemory.Request, res: SaveMemory.Response) -> SaveMemory.Response:
         mem = pipeline.memory
         try:
-            mem.flush()
+            left = mem.flush()
+            if mem.config.store == "postgres":  # the database is the durable copy: writing the queue is saving
+                if left:
+                    raise CmrFusionError(f"{left} entries still queued: the memory database is unreachable")
+                res.success, res.entries = True, len(mem)
+                res.message = f"all entries written to the memory database ({len(mem)} entries)"
+                return res
             if mem.directory is None:
                 raise CmrFusionError("memory.persistence.directory is '' (RAM only): nothing to save to")
             mem.snapshot()

@@ -361,3 +361,12 @@ def test_memory_cli_import_export_and_grant(pg_uri, tmp_path):
     assert main(["memory", "grant", "--uri", pg_uri, "--role", "robot_cli", "--dim", str(DIM)]) == 0
     with psycopg.connect(pg_uri) as conn:
         assert conn.execute("SELECT pg_has_role('robot_cli', 'cmr_robot', 'member')").fetchone()[0]
+
+
+def test_benchmark_rows_on_a_small_table(pg_uri):
+    from cmr_fusion_ros.eval.bench_pg import format_pg_table, run_pg_benchmark
+
+    [row] = run_pg_benchmark([600], dim=DIM, n_queries=30, k=5, insert_rate=200, insert_seconds=0.5, uri=pg_uri)
+    assert row.size == 600 and row.index_build_s > 0 and row.load_per_s > 0 and row.insert_per_s > 0
+    assert row.recall_at_1 >= 0.9 and row.query_ms["n"] == 30 and row.loaded_query_ms["n"] >= 1
+    assert "600" in format_pg_table([row])

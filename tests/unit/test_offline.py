@@ -74,7 +74,7 @@ def write_bag(path, schedule, storage=StoragePlugin.MCAP):
 
 def config():
     return FusionConfig.from_dict({"streams": {"camera": {"enabled": False}},
-                                   "memory": {"dim": DIM, "admission": {"enabled": False}},
+                                   "memory": {"dim": DIM, "admission": {"enabled": False}, "robot_id": "car1"},
                                    "policy": {"min_score": 0.9, "exclude_recent_s": 20.0}})
 
 
@@ -101,6 +101,8 @@ def test_offline_events_jsonl_and_bag(tmp_path, storage):
         assert [c.topic for c in reader.connections] == ["/fusion_node/matches"]
     assert len(msgs) == 1 and len(msgs[0].events) == 2
     assert {e.match_id for e in msgs[0].events} == {e["match_id"] for e in lines}
+    assert {(e["match_robot"], e["match_session"]) for e in lines} == {("car1", "offline")}
+    assert {(e.match_robot, e.match_session) for e in msgs[0].events} == {("car1", "offline")}
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["events"] == 2
 
 
