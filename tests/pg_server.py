@@ -1,16 +1,24 @@
-"""A real PostgreSQL + pgvector server for the tests: ``cmr-fusion memory-server`` started in ``tmp_path``.
+"""A real PostgreSQL + pgvector server for the tests: ``cmr-fusion memory-server`` started in a temporary folder.
 
 ``pg_server`` (one per test module, with loopback TCP for password logins) and ``pg_uri`` (a fresh database on it
 per test). Import both into a test module: ``from tests.pg_server import pg_server, pg_uri  # noqa: F401``.
+
+The data folder is ``server_dir()``, a folder of its own under the system temp folder, not pytest's ``tmp_path``:
+run as root, the server runs as the unprivileged user ``pgserver`` and must traverse every parent folder, and each
+pytest session sets its base folder (``/tmp/pytest-of-root``) back to 0700, which would lock a running server out
+as soon as another test session starts on the machine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -82,6 +90,16 @@ class PgServer:
         return self.proc.returncode
 
 
+@contextlib.contextmanager
+def server_dir():
+    """A new folder for a server's data, removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="cmr_test_pg_"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def with_db(uri: str, dbname: str, user: str | None = None) -> str:
     p = urlsplit(uri)
     netloc = p.netloc
@@ -91,10 +109,11 @@ def with_db(uri: str, dbname: str, user: str | None = None) -> str:
 
 
 @pytest.fixture(scope="module")
-def pg_server(tmp_path_factory):
-    server = PgServer(tmp_path_factory.mktemp("pg") / "data", port=free_port()).start()
-    yield server
-    server.stop()
+def pg_server():
+    with server_dir() as path:
+        server = PgServer(path / "data", port=free_port()).start()
+        yield server
+        server.stop()
 
 
 _DB_COUNT = [0]

@@ -14,7 +14,7 @@ from cmr_fusion_ros.core.errors import ConfigError
 from cmr_fusion_ros.core.memory import MemoryConfig, SceneMemory, open_memory
 from cmr_fusion_ros.core.memory.postgres import PostgresMemory, hnsw_index_name
 from cmr_fusion_ros.core.types import Modality, Pose
-from tests.pg_server import PgServer, free_port, pg_server, pg_uri, with_db  # noqa: F401
+from tests.pg_server import PgServer, pg_server, pg_uri, server_dir, with_db  # noqa: F401
 
 DIM = 16
 S = 1_000_000_000
@@ -203,7 +203,12 @@ def test_open_memory_picks_the_store_and_the_robot_id(pg_uri, tmp_path):
 # --- faults -------------------------------------------------------------------------------------------------------
 
 
-def test_server_killed_and_restarted_mid_run(tmp_path):
+def test_server_killed_and_restarted_mid_run():
+    with server_dir() as path:
+        _killed_and_restarted(path)
+
+
+def _killed_and_restarted(tmp_path):
     server = PgServer(tmp_path / "data").start()
     try:
         mem = PostgresMemory(pg_config(server.uri))
@@ -233,7 +238,12 @@ def test_server_killed_and_restarted_mid_run(tmp_path):
         server.stop()
 
 
-def test_a_full_queue_drops_the_oldest_and_counts(tmp_path):
+def test_a_full_queue_drops_the_oldest_and_counts():
+    with server_dir() as path:
+        _full_queue(path)
+
+
+def _full_queue(tmp_path):
     server = PgServer(tmp_path / "data").start()
     try:
         mem = PostgresMemory(pg_config(server.uri, write_queue=10))
@@ -370,3 +380,38 @@ def test_benchmark_rows_on_a_small_table(pg_uri):
     assert row.size == 600 and row.index_build_s > 0 and row.load_per_s > 0 and row.insert_per_s > 0
     assert row.recall_at_1 >= 0.9 and row.query_ms["n"] == 30 and row.loaded_query_ms["n"] >= 1
     assert "600" in format_pg_table([row])
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+import numpy as np
+from cmr_fusion_ros.core.memory import MemoryConfig
+from cmr_fusion_ros.core.memory.postgres import PostgresMemory
+cfg = MemoryConfig.from_dict({"dim": %d, "store": "postgres", "robot_id": "car1", "admission": {"enabled": False},
+                              "postgres": {"uri": sys.argv[1]}})
+mem = PostgresMemory(cfg)
+rng = np.random.default_rng(0)
+ids = [mem.add(rng.normal(size=%d), "camera", "/c", "c", i).id for i in range(100)]
+assert mem.flush() == 0
+print(" ".join(map(str, ids)), flush=True)
+for i in range(500):
+    mem.add(rng.normal(size=%d), "camera", "/c", "c", 1000 + i)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_kill_9_of_a_writer_keeps_every_acknowledged_entry(pg_uri):
+    import os
+    import subprocess
+    import sys
+
+    from tests.pg_server import ROOT
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", _KILLED_WRITER % (DIM, DIM, DIM), pg_uri], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    acked = [int(x) for x in proc.stdout.split()]
+    with psycopg.connect(pg_uri) as conn:
+        stored = {r[0] for r in conn.execute("SELECT id FROM cmr_entries")}
+    assert len(acked) == 100 and set(acked) <= stored and len(stored) <= 600
