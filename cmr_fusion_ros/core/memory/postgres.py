@@ -465,8 +465,13 @@ class PostgresMemory:
 
     def _prepare_reader(self, conn) -> None:
         ef = self._config.index.hnsw_ef_search
-        conn.execute(f"SET hnsw.ef_search = {max(1, min(int(ef), 1000))}")
-        conn.execute("SET hnsw.iterative_scan = strict_order")
+        try:
+            conn.execute(f"SET hnsw.ef_search = {max(1, min(int(ef), 1000))}")
+            conn.execute("SET hnsw.iterative_scan = strict_order")
+        except self._psycopg.Error as err:
+            conn.close()
+            raise ConfigError("memory.postgres.uri", redact_uri(self._config.postgres.uri),
+                              f"a server with pgvector >= 0.8 (iterative index scans): {_first_line(err)}") from None
 
     def _reader_conn(self, wait: bool = False):
         """The search connection, reconnected (at most once per retry interval unless ``wait``) after a failure; None
@@ -575,7 +580,7 @@ class PostgresMemory:
         # `+ 0` hides the distance from the planner, so an exact search scans instead of using the HNSW index
         order = "(emb <#> %s) + 0" if exact else "emb <#> %s"
         sql = f"SELECT {_COLUMNS}, emb <#> %s AS d FROM cmr_entries{where} ORDER BY {order} LIMIT %s"
-        return conn.execute(sql, [q, *params, q, k]).fetchall()
+        return conn.execute(sql, [q, *params, q, k], binary=True).fetchall()  # vectors as float32, not text
 
     def _search_queue(self, q: np.ndarray, k: int, filters) -> list[tuple[float, MemoryEntry]]:
         codes, newer, session, robot, exclude_robot = filters
