@@ -46,6 +46,7 @@ def _event_dict(e) -> dict[str, Any]:
     return {
         "stamp_ns": stamp_to_ns(e.header.stamp), "query_modality": e.query_modality, "query_id": e.query_id,
         "match_modality": e.match_modality, "match_id": e.match_id, "match_stamp_ns": stamp_to_ns(e.match_stamp),
+        "match_robot": e.match_robot, "match_session": e.match_session,
         "score": round(float(e.score), 4), "rank": e.rank, "query_pose": pose(e.query_pose_valid, e.query_pose),
         "match_pose": pose(e.match_pose_valid, e.match_pose),
         "distance": None if math.isnan(e.distance) else round(float(e.distance), 2),
