@@ -415,3 +415,4 @@ def test_kill_9_of_a_writer_keeps_every_acknowledged_entry(pg_uri):
     with psycopg.connect(pg_uri) as conn:
         stored = {r[0] for r in conn.execute("SELECT id FROM cmr_entries")}
     assert len(acked) == 100 and set(acked) <= stored and len(stored) <= 600
+
