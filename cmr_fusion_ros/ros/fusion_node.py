@@ -141,7 +141,15 @@ class FusionNode(Node):
         self._worker.start()
         self.get_logger().info(
             f"streams {[m.value for m in self.config.enabled_modalities]}, memory {len(self.pipeline.memory)} entries "
-            f"({self.config.memory.persistence.directory or 'RAM only'}), session {self.pipeline.session}")
+            f"({self._memory_where()}), session {self.pipeline.session}, robot {self.pipeline.memory.robot}")
+
+    def _memory_where(self) -> str:
+        m = self.config.memory
+        if m.store == "postgres":
+            from cmr_fusion_ros.core.memory.postgres import redact_uri
+
+            return f"database {redact_uri(m.postgres.uri)}"
+        return m.persistence.directory or "RAM only"
 
     # --- callbacks: queue only ---------------------------------------------------------------------------------
 
