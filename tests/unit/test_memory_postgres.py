@@ -416,3 +416,32 @@ def test_kill_9_of_a_writer_keeps_every_acknowledged_entry(pg_uri):
         stored = {r[0] for r in conn.execute("SELECT id FROM cmr_entries")}
     assert len(acked) == 100 and set(acked) <= stored and len(stored) <= 600
 
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_memory_server_prints_its_uri_and_stops_cleanly(sig):
+    import signal
+
+    import psutil
+
+    with server_dir() as path:
+        server = PgServer(path / "data").start()
+        assert server.uri.startswith("postgresql://") and f"host={path / 'data'}" in server.uri  # the Unix socket
+        pid = server.postmaster_pid
+        with psycopg.connect(server.uri) as conn:
+            assert conn.execute("SELECT extname FROM pg_extension WHERE extname = 'vector'").fetchone()
+            listen = conn.execute("SHOW listen_addresses").fetchone()[0]
+        assert listen == ""  # no TCP at all without --port
+        server.proc.send_signal(getattr(signal, sig))
+        assert server.proc.wait(timeout=60) == 0
+        assert "stopped" in server.proc.stdout.read()
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_memory_server_port_is_loopback_only_with_passwords(pg_server):
+    with psycopg.connect(pg_server.uri) as conn:
+        assert conn.execute("SHOW listen_addresses").fetchone()[0] == "127.0.0.1"
+        rules = conn.execute("SELECT type, auth_method FROM pg_hba_file_rules").fetchall()
+    assert ("local", "trust") in rules and all(auth == "scram-sha-256" for kind, auth in rules if kind == "host")
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(pg_server.tcp_uri, connect_timeout=5, passfile="/dev/null")
