@@ -85,7 +85,8 @@ class OfflineSummary:
         return json.dumps(asdict(self), indent=2)
 
     def lines(self) -> list[str]:
-        prec = f"{self.true_events}/{self.events_with_poses}" if self.events_with_poses else "n/a (no poses)"
+        prec = (f"{self.true_events}/{self.events_with_poses}" if self.events_with_poses
+                else "n/a (no events)" if not self.events else "n/a (no event has poses for both places)")
         out = [
             f"bags: {', '.join(self.bags)}",
             f"messages: {self.messages}; frames: " + ", ".join(f"{k} {v}" for k, v in self.frames.items())

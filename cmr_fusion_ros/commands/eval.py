@@ -29,6 +29,13 @@ def add_topic_arguments(parser: argparse.ArgumentParser) -> None:
                    help="radar field names for x,y,z,doppler,rcs, comma-separated (default x,y,z,doppler,rcs)")
 
 
+def add_modalities_argument(parser: argparse.ArgumentParser) -> None:
+    """``--modalities``: which of the bag's modalities a command uses (default: every one the bag has)."""
+    parser.add_argument("--modalities", default=None, metavar="M1,M2",
+                        help="modalities to use, comma-separated subset of camera,lidar,radar (default: every one "
+                             "the bags have; a bag needs two or more, absent ones are skipped and reported)")
+
+
 def topics_from_args(args: argparse.Namespace):
     from cmr_fusion_ros.bag.reader import BagTopics
 
@@ -58,12 +65,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON to this file")
     parser.add_argument("--png", type=Path, default=None, help="plot (default: beside --json, with .png)")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
+    add_modalities_argument(parser)
     add_topic_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from cmr_fusion_ros.bag.inventory import bag_modalities, choose_modalities, pair_names, parse_modalities
     from cmr_fusion_ros.core.encoder import load_encoders
     from cmr_fusion_ros.core.errors import ConfigError
     from cmr_fusion_ros.eval.evaluate import (
@@ -79,13 +88,19 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.lidar_views <= MAX_LIDAR_VIEWS:
         raise ConfigError("--lidar-views", args.lidar_views, f"an integer in 1..{MAX_LIDAR_VIEWS}")
     topics = topics_from_args(args)
+    requested = parse_modalities(args.modalities)
+    minimum = min(2, len(requested)) if requested else 2
+    mods = {role: choose_modalities(bag_modalities(bag, topics), requested, str(bag), minimum=minimum)
+            for role, bag in (("database", args.database), ("queries", args.queries))}
     folder = args.models or models_dir()
     encoders = load_encoders(folder, intra_op_threads=args.threads)
     embedded = {}
     for role, bag in (("database", args.database), ("queries", args.queries)):
         views = args.lidar_views if role == "queries" else 1
         with tqdm(desc=f"embedding {role} {bag.name}", unit=" msg", file=sys.stderr) as bar:
-            embedded[role] = embed_bag(bag, encoders, topics, progress=bar.update, lidar_views=views)
+            embedded[role] = embed_bag(bag, {m: encoders[m] for m in mods[role]}, topics, progress=bar.update,
+                                       lidar_views=views)
+    present, absent = pair_names(mods["queries"], mods["database"])
     report = evaluate(embedded["database"], embedded["queries"], args.radius, max_yaw_deg=args.max_yaw_diff,
                       view_penalty=args.turned_view_penalty)
     command = "cmr-fusion " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["eval"] else None
@@ -96,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
     views = (f", LiDAR->LiDAR with {args.lidar_views} query views (turned ones -{args.turned_view_penalty:g})"
              if args.lidar_views > 1 else "")
     print(f"database: {args.database} | queries: {args.queries} | radius {args.radius:g} m{yaw}{views}")
+    print(f"modalities: database {', '.join(m.value for m in mods['database'])}; queries "
+          f"{', '.join(m.value for m in mods['queries'])}; pairs evaluated: {len(present)} of 9"
+          + (f" (absent: {', '.join(absent)})" if absent else ""))
     print(format_table(report))
     if gaps := format_heading_gaps(report):
         print(gaps)
@@ -105,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
         data["machine"] = machine_summary()
         data["models"] = str(folder)
         data["model_sha256"] = {m.value: e.card.sha256 for m, e in encoders.items()}
+        data["modalities"] = {role: [m.value for m in ms] for role, ms in mods.items()}
+        data["absent_pairs"] = absent
         write_json(args.json, data)
         print(f"wrote {args.json}")
     png = args.png or (args.json.with_suffix(".png") if args.json else None)
