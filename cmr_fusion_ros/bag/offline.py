@@ -77,6 +77,8 @@ class OfflineSummary:
     encode_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     search_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     memory_entries: int = 0
+    memory_skipped_duplicate: int = 0  # frames not stored: near-duplicates of the previous entry (admission filter)
+    memory_skipped_capacity: int = 0
     bag_duration_s: float = 0.0
     wall_s: float = 0.0
     realtime_factor: float = 0.0
@@ -98,7 +100,10 @@ class OfflineSummary:
                   if self.radar_scans_without_pose else "")
                if self.radar_scans_merged or self.radar_scans_missing or self.radar_scans_without_pose else ""),
             f"match events: {self.events}; true revisits by ground truth (distance <= {self.truth_radius_m:g} m): {prec}",
-            f"memory: {self.memory_entries} entries",
+            f"memory: {self.memory_entries} entries"
+            + (f" ({self.memory_skipped_duplicate} frames not stored as near-duplicates"
+               f"{f', {self.memory_skipped_capacity} over capacity' if self.memory_skipped_capacity else ''})"
+               if self.memory_skipped_duplicate or self.memory_skipped_capacity else ""),
         ]
         for m, v in self.encode_ms.items():
             s = self.search_ms.get(m, {})
@@ -252,6 +257,9 @@ def process_bags(
         if writer is not None:
             writer.close()
         summary.memory_entries = len(pipeline.memory)
+        mstats = pipeline.memory.stats()
+        summary.memory_skipped_duplicate = mstats.skipped_duplicate
+        summary.memory_skipped_capacity = mstats.skipped_capacity
         summary.time_jumps = pipeline.time_jumps
         acc = pipeline.accumulation_stats()
         summary.radar_scans_merged, summary.radar_scans_missing = acc["scans_merged"], acc["scans_missing"]

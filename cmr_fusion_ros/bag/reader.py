@@ -211,11 +211,13 @@ def read_samples(
     modalities: Sequence[Modality | str] = tuple(Modality),
     *,
     require_pose: bool = True,
+    dropped: dict[str, int] | None = None,
 ) -> Iterator[SensorSample]:
     """Iterate the bag's sensor messages of ``modalities`` in receive order, decoded, with interpolated poses.
 
-    With ``require_pose`` (default) the odometry topic must exist and samples outside its coverage are skipped;
-    without it, samples carry ``pose=None`` when there is no odometry. Raises :class:`BagError` when a requested
+    With ``require_pose`` (default) the odometry topic must exist and samples outside its coverage are skipped
+    (counted per modality in ``dropped`` when given: nothing is dropped silently); without it, samples carry
+    ``pose=None`` when there is no odometry. Raises :class:`BagError` when a requested
     modality's topic is not in the bag or has an unexpected type.
     """
     topics = topics or BagTopics()
@@ -254,6 +256,8 @@ def read_samples(
             stamp = _stamp_ns(msg)
             pose = track.at(stamp)
             if pose is None and require_pose:
+                if dropped is not None:
+                    dropped[mod.value] = dropped.get(mod.value, 0) + 1
                 continue
             yield SensorSample(
                 modality=mod,

@@ -27,6 +27,9 @@ def add_topic_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--odom-topic", default="/odom", help="nav_msgs/Odometry topic with the poses (default /odom)")
     g.add_argument("--radar-fields", default="x,y,z,doppler,rcs",
                    help="radar field names for x,y,z,doppler,rcs, comma-separated (default x,y,z,doppler,rcs)")
+    g.add_argument("--max-pose-gap", type=float, default=0.2, metavar="S",
+                   help="a sample gets a pose only with odometry within S seconds on both sides (default 0.2); "
+                        "samples without one are skipped and counted")
 
 
 def add_modalities_argument(parser: argparse.ArgumentParser) -> None:
@@ -42,8 +45,13 @@ def topics_from_args(args: argparse.Namespace):
     kw = {}
     if args.camera_topic:
         kw["camera"] = tuple(args.camera_topic)
+    from cmr_fusion_ros.core.errors import ConfigError
+
+    if not (math.isfinite(args.max_pose_gap) and args.max_pose_gap > 0):
+        raise ConfigError("--max-pose-gap", args.max_pose_gap, "a number of seconds > 0")
     return BagTopics(lidar=args.lidar_topic, radar=args.radar_topic, odom=args.odom_topic,
-                     radar_fields=tuple(s.strip() for s in args.radar_fields.split(",")), **kw)
+                     radar_fields=tuple(s.strip() for s in args.radar_fields.split(",")),
+                     max_pose_gap_ns=int(round(args.max_pose_gap * 1e9)), **kw)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,11 +103,13 @@ def run(args: argparse.Namespace) -> int:
     folder = args.models or models_dir()
     encoders = load_encoders(folder, intra_op_threads=args.threads)
     embedded = {}
+    dropped: dict[str, dict[str, int]] = {}
     for role, bag in (("database", args.database), ("queries", args.queries)):
         views = args.lidar_views if role == "queries" else 1
+        dropped[role] = {}
         with tqdm(desc=f"embedding {role} {bag.name}", unit=" msg", file=sys.stderr) as bar:
             embedded[role] = embed_bag(bag, {m: encoders[m] for m in mods[role]}, topics, progress=bar.update,
-                                       lidar_views=views)
+                                       lidar_views=views, dropped=dropped[role])
     present, absent = pair_names(mods["queries"], mods["database"])
     report = evaluate(embedded["database"], embedded["queries"], args.radius, max_yaw_deg=args.max_yaw_diff,
                       view_penalty=args.turned_view_penalty)
@@ -114,6 +124,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"modalities: database {', '.join(m.value for m in mods['database'])}; queries "
           f"{', '.join(m.value for m in mods['queries'])}; pairs evaluated: {len(present)} of 9"
           + (f" (absent: {', '.join(absent)})" if absent else ""))
+    for role, d in dropped.items():
+        if d:
+            print(f"{role}: skipped (no odometry pose within --max-pose-gap {args.max_pose_gap:g} s): "
+                  + ", ".join(f"{m} {n}" for m, n in d.items()))
     print(format_table(report))
     if gaps := format_heading_gaps(report):
         print(gaps)
@@ -125,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         data["model_sha256"] = {m.value: e.card.sha256 for m, e in encoders.items()}
         data["modalities"] = {role: [m.value for m in ms] for role, ms in mods.items()}
         data["absent_pairs"] = absent
+        data["skipped_without_pose"] = dropped
         write_json(args.json, data)
         print(f"wrote {args.json}")
     png = args.png or (args.json.with_suffix(".png") if args.json else None)

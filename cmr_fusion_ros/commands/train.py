@@ -170,8 +170,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"modalities: {', '.join(m.value for m in mods)}" + (
         f"; not trained: {', '.join(m.value for m in absent)} ("
         + ("kept as loaded from --init" if args.init is not None else "no checkpoint written") + ")" if absent else ""))
+    dropped: dict[str, int] = {}
     with tqdm(desc="reading bags", unit=" msg", file=sys.stderr) as bar:
-        train = load_frames(bags, pre, topics, cache_dir=cache, progress=bar.update, modalities=mods)
+        train = load_frames(bags, pre, topics, cache_dir=cache, progress=bar.update, modalities=mods, dropped=dropped)
         val_pairs = list(zip(val_bags[::2], val_bags[1::2])) if val_bags else []
         val = [
             (load_frames([db], pre, topics, cache_dir=cache, progress=bar.update, modalities=mods),
@@ -179,6 +180,9 @@ def run(args: argparse.Namespace) -> int:
             for db, q in val_pairs
         ] or None
     print(f"training frames: {len(train)} from {len(bags)} bags in {len(train.group_names)} place groups")
+    if dropped:
+        print(f"training samples skipped (no odometry pose within --max-pose-gap {args.max_pose_gap:g} s): "
+              + ", ".join(f"{m} {n}" for m, n in dropped.items()))
     for (db, q), (dbf, qf) in zip(val_pairs, val or []):
         print(f"validation: database {db} ({len(dbf)} frames), queries {q} ({len(qf)} frames)")
     start: dict = {}  # modality -> encoder to start from (from --init)

@@ -62,9 +62,10 @@ def embed_bag(
     batch: int = 32,
     progress: Callable[[int], None] | None = None,
     lidar_views: int = 1,
+    dropped: dict[str, int] | None = None,
 ) -> BagEmbeddings:
-    """Embed every sample of the encoders' modalities in a bag (samples without an odometry pose are skipped); LiDAR
-    scans at ``lidar_views`` headings (``preprocess.turned_views``)."""
+    """Embed every sample of the encoders' modalities in a bag (samples without an odometry pose are skipped and
+    counted per modality in ``dropped``); LiDAR scans at ``lidar_views`` headings (``preprocess.turned_views``)."""
     mods = list(encoders)
     n_views = {m: lidar_views if m is Modality.LIDAR else 1 for m in mods}
     pending: dict[Modality, list[np.ndarray]] = {m: [] for m in mods}
@@ -81,7 +82,7 @@ def embed_bag(
             pending[m].clear()
 
     accumulators = {m: acc for m in mods if (acc := accumulator_for(encoders[m].preprocessing)) is not None}
-    for s in read_samples(path, topics, mods):
+    for s in read_samples(path, topics, mods, dropped=dropped):
         enc = encoders[s.modality]
         data = s.data
         if s.modality in accumulators:  # multi-scan radar model: every scan of the bag in order, with its pose

@@ -158,17 +158,19 @@ def frames_from_bag(
     group: str | None = None,
     progress: Callable[[int], None] | None = None,
     modalities: Sequence[Modality] = MODALITIES,
+    dropped: dict[str, int] | None = None,
 ) -> FrameSet:
     """Read one bag into synchronised frames of ``modalities`` (one per anchor sample that has a sample of each other
     modality within ``sync_tolerance_ns``; the anchor is the LiDAR scan, or the camera image in a bag without
-    LiDAR). ``progress(n)`` is called after each decoded sample."""
+    LiDAR). ``progress(n)`` is called after each decoded sample; samples without a pose are counted per modality in
+    ``dropped``."""
     path = Path(path)
     mods = tuple(m for m in MODALITIES if m in set(modalities))
     anchor = Modality.LIDAR if Modality.LIDAR in mods else mods[0]
     per: dict[Modality, tuple[list[int], list[np.ndarray]]] = {m: ([], []) for m in mods}
     lidar_pose: list[tuple[float, float, float, float]] = []
     accumulators = {m: acc for m in mods if (acc := accumulator_for(preprocessing[m])) is not None}
-    for s in read_samples(path, topics, mods):
+    for s in read_samples(path, topics, mods, dropped=dropped):
         stamps, tens = per[s.modality]
         stamps.append(s.stamp_ns)
         data = s.data
@@ -245,6 +247,7 @@ def load_frames(
     sync_tolerance_ns: int = 60_000_000,
     progress: Callable[[int], None] | None = None,
     modalities: Sequence[Modality] = MODALITIES,
+    dropped: dict[str, int] | None = None,
 ) -> FrameSet:
     """Frames of ``modalities`` from several bags, using (and filling) an ``.npz`` cache per bag in ``cache_dir``."""
     topics = topics or BagTopics()
@@ -260,7 +263,7 @@ def load_frames(
             parts.append(_read_cache(cache))
             continue
         fs = frames_from_bag(bag, preprocessing, topics, sync_tolerance_ns=sync_tolerance_ns, progress=progress,
-                             modalities=modalities)
+                             modalities=modalities, dropped=dropped)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_suffix(".tmp.npz")

@@ -175,3 +175,29 @@ def test_train_and_export_on_bags_without_radar(tmp_path: Path, capsys) -> None:
     assert main(["train", "--bags", str(town / "session_01"), "--out", str(tmp_path / "bad"), "--modalities",
                  "camera,radar", *common]) == 2
     assert "asks for radar" in capsys.readouterr().err
+
+
+def test_samples_without_a_pose_are_counted_and_the_gap_is_an_option(tmp_path: Path, capsys) -> None:
+    from cmr_fusion_ros.bag.reader import read_samples
+
+    bag = tmp_path / "bag"
+    write_bag(bag)  # odometry from 1.0 s, sensors from 0.8 s: with a 0.1 s gap the first sample has no pose
+    dropped: dict = {}
+    n = len(list(read_samples(bag, BagTopics(max_pose_gap_ns=100_000_000), dropped=dropped)))
+    assert dropped == {"camera": 1, "lidar": 1, "radar": 1} and n == 27
+    assert main(["eval", "--database", str(bag), "--queries", str(bag), "--lidar-views", "1",
+                 "--max-pose-gap", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "database: skipped (no odometry pose within --max-pose-gap 0.1 s): camera 1, lidar 1, radar 1" in out
+    assert main(["eval", "--database", str(bag), "--queries", str(bag), "--lidar-views", "1"]) == 0
+    assert "skipped" not in capsys.readouterr().out
+    assert main(["eval", "--database", str(bag), "--queries", str(bag), "--max-pose-gap", "0"]) == 2
+    assert "--max-pose-gap" in capsys.readouterr().err
+
+
+def test_process_summary_counts_frames_the_memory_did_not_store() -> None:
+    from cmr_fusion_ros.bag.offline import OfflineSummary
+
+    s = OfflineSummary(bags=["b"], memory_entries=2, memory_skipped_duplicate=4)
+    assert "memory: 2 entries (4 frames not stored as near-duplicates)" in s.lines()
+    assert "memory: 2 entries" in OfflineSummary(bags=["b"], memory_entries=2).lines()
