@@ -75,6 +75,8 @@ class ModelCard:
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     latency_ms: dict[str, Any] = field(default_factory=dict)
+    # what the training data looked like (core.domain.InputRanges.to_dict): `cmr-fusion doctor` compares bags with it
+    input_ranges: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -93,6 +95,7 @@ class ModelCard:
             "training": self.training,
             "metrics": self.metrics,
             "latency_ms": self.latency_ms,
+            **({"input_ranges": self.input_ranges} if self.input_ranges else {}),
         }
 
     @classmethod
@@ -137,6 +140,7 @@ class ModelCard:
             training=dict(d.get("training") or {}),
             metrics=dict(d.get("metrics") or {}),
             latency_ms=dict(d.get("latency_ms") or {}),
+            input_ranges=dict(d.get("input_ranges") or {}),
         )
 
     def build_preprocessing(self) -> Preprocessing:

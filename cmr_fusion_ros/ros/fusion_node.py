@@ -39,6 +39,7 @@ from visualization_msgs.msg import MarkerArray
 from cmr_fusion_msgs.msg import MatchEventArray
 from cmr_fusion_ros.core.config import FusionConfig
 from cmr_fusion_ros.core.errors import CmrFusionError
+from cmr_fusion_ros.core.domain import monitor_for
 from cmr_fusion_ros.core.pipeline import FusionPipeline, PipelineOutput, frame_from
 from cmr_fusion_ros.core.sync import Synchronizer
 from cmr_fusion_ros.core.types import Modality
@@ -116,6 +117,7 @@ class FusionNode(Node):
         self._marker_ids = itertools.count(step=2)
         self._clock_jumped = False
         self._last_bad: dict[Modality, str] = {}
+        self.domain = monitor_for(self.pipeline.encoders)  # warns once when the first frames look out of domain
 
         self.pub_matches = self.create_publisher(MatchEventArray, "~/matches", 10)
         self.pub_markers = self.create_publisher(MarkerArray, "~/markers", 10) if self.config.output.markers else None
@@ -217,6 +219,8 @@ class FusionNode(Node):
             return self._bad(modality, topic, str(err))
         except Exception as err:  # a conversion gap: still the message's fault, never the node's
             return self._bad(modality, topic, f"unexpected {type(err).__name__}: {err}")
+        if (note := self.domain.observe(modality, frame.data)) is not None:
+            self.get_logger().warning(note)
         if self.sync.is_jump(frame):
             self.get_logger().warning(f"{modality.value} stamps went back in time by "
                                       f"{(self.sync.newest(modality) - frame.stamp_ns) / 1e9:.3f} s: "
