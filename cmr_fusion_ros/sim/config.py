@@ -18,6 +18,7 @@ __all__ = [
     "LidarConfig",
     "OdomConfig",
     "RadarConfig",
+    "RigDrawConfig",
     "RouteConfig",
     "SimConfig",
     "TownConfig",
@@ -162,6 +163,57 @@ class RouteConfig:
         _check("route.speed_variation", self.speed_variation, 0 <= self.speed_variation < 0.9, "0 <= x < 0.9")
 
 
+def _range(prefix: str, obj: Any, name: str, lo: float, hi: float) -> None:
+    v = getattr(obj, name)
+    _check(f"{prefix}.{name}", v, len(v) == 2 and lo <= v[0] <= v[1] <= hi, f"[low, high] with {lo:g} <= low <= high <= {hi:g}")
+
+
+@dataclass(frozen=True)
+class RigDrawConfig:
+    """Per-session sensor rigs (``draw: true`` or ``cmr-fusion simulate --draw-rigs``): each session draws its camera,
+    LiDAR and radar from these ranges (``[low, high]``, uniform; ``lidar_beams`` and ``lidar_columns`` are lists of
+    choices), seeded by the town seed and the session index. The drawn values replace the ``camera``, ``lidar`` and
+    ``radar`` sections' and are written into the bag (``/tf_static`` mounts, ``CameraInfo``) and ``town.json``."""
+
+    draw: bool = False
+    camera_width: tuple[float, float] = (320.0, 1280.0)  # pixels (rounded to a multiple of 8)
+    camera_aspect: tuple[float, float] = (1.25, 1.78)  # width / height
+    camera_hfov_deg: tuple[float, float] = (60.0, 120.0)
+    camera_x_m: tuple[float, float] = (0.5, 2.0)  # mount in base_link
+    camera_y_m: tuple[float, float] = (-0.3, 0.3)
+    camera_z_m: tuple[float, float] = (1.2, 2.0)
+    lidar_beams: tuple[float, ...] = (16.0, 32.0, 64.0, 128.0)  # choices
+    lidar_columns: tuple[float, ...] = (512.0, 1024.0, 2048.0)  # choices
+    lidar_vfov_min_deg: tuple[float, float] = (-30.0, -15.0)
+    lidar_vfov_max_deg: tuple[float, float] = (2.0, 22.0)
+    lidar_x_m: tuple[float, float] = (0.0, 1.5)
+    lidar_z_m: tuple[float, float] = (1.4, 2.4)
+    radar_hfov_deg: tuple[float, float] = (60.0, 120.0)
+    radar_max_points: tuple[float, float] = (48.0, 256.0)
+    radar_noise_scale: tuple[float, float] = (0.5, 2.0)  # multiplies the range, azimuth and Doppler noise
+    radar_x_m: tuple[float, float] = (2.5, 3.8)
+    radar_z_m: tuple[float, float] = (0.3, 1.0)
+
+    def __post_init__(self) -> None:
+        _check("rig.draw", self.draw, isinstance(self.draw, bool), "true or false")
+        _range("rig", self, "camera_width", 16, 4096)
+        _range("rig", self, "camera_aspect", 0.2, 5)
+        _range("rig", self, "camera_hfov_deg", 1, 169)
+        _range("rig", self, "lidar_vfov_min_deg", -89, 89)
+        _range("rig", self, "lidar_vfov_max_deg", -89, 89)
+        _check("rig.lidar_vfov_max_deg", self.lidar_vfov_max_deg, self.lidar_vfov_max_deg[0] > self.lidar_vfov_min_deg[1],
+               "every value above rig.lidar_vfov_min_deg's")
+        _range("rig", self, "radar_hfov_deg", 1, 179)
+        _range("rig", self, "radar_max_points", 1, 100000)
+        _range("rig", self, "radar_noise_scale", 0, 100)
+        for key in ("camera_x_m", "camera_y_m", "camera_z_m", "lidar_x_m", "lidar_z_m", "radar_x_m", "radar_z_m"):
+            _range("rig", self, key, -10, 10)
+        for key in ("lidar_beams", "lidar_columns"):
+            v = getattr(self, key)
+            _check(f"rig.{key}", v, len(v) >= 1 and all(float(x).is_integer() and 1 <= x <= 8192 for x in v),
+                   "a list of integers in 1..8192 to choose from")
+
+
 @dataclass(frozen=True)
 class SimConfig:
     camera: CameraConfig = field(default_factory=CameraConfig)
@@ -170,6 +222,7 @@ class SimConfig:
     odom: OdomConfig = field(default_factory=OdomConfig)
     town: TownConfig = field(default_factory=TownConfig)
     route: RouteConfig = field(default_factory=RouteConfig)
+    rig: RigDrawConfig = field(default_factory=RigDrawConfig)
 
     def __post_init__(self) -> None:
         loop = self.route
@@ -227,6 +280,8 @@ def _coerce(key: str, value: Any, default: Any, source: str | None) -> Any:
             raise ConfigError(key, value, "a string", source=source)
         return value
     if isinstance(default, tuple):
+        if key in ("rig.lidar_beams", "rig.lidar_columns"):  # lists of choices: any length
+            default = tuple(value) if isinstance(value, (list, tuple)) and value else default + (0.0,)
         if not isinstance(value, (list, tuple)) or len(value) != len(default):
             raise ConfigError(key, value, f"a list of {len(default)} numbers", source=source)
         try:
