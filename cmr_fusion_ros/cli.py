@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "eval-events": "eval_events",
     "stress": "stress",
     "doctor": "doctor",
+    "calibrate": "calibrate",
 }
 
 # one-line help per command, kept here so --help needs no imports
@@ -50,6 +51,8 @@ HELP: dict[str, str] = {
     "doctor": "check a bag against the encoders' training data: per modality the input statistics (image size, field of "
               "view, points per scan, intensity scale, ground height) against the ranges in the model cards, the "
               "embedding spread (mean cosine between frames), a verdict and the next step",
+    "calibrate": "fit, per query -> match modality pair, the probability that a best match with a given cosine is a "
+                 "true revisit (logistic calibration) on validation bags, print it and write it into the model cards",
 }
 
 

@@ -49,6 +49,7 @@ def event_record(r: MatchResult) -> dict[str, Any]:
         "query_id": r.query_id, "query_frame_id": r.query_frame_id, "match_modality": r.match_modality.value,
         "match_topic": r.match_topic, "match_id": r.match_id, "match_stamp_ns": r.match_stamp_ns,
         "match_frame_id": r.match_frame_id, "score": round(float(r.score), 6), "rank": r.rank,
+        "probability": None if math.isnan(r.probability) else round(float(r.probability), 6),
         "query_pose": pose(r.query_pose), "match_pose": pose(r.match_pose),
         "distance": None if math.isnan(r.distance) else round(float(r.distance), 4),
     }

@@ -28,20 +28,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_topic_arguments(parser)
 
 
-def run(args: argparse.Namespace) -> int:
-    from cmr_fusion_ros.bag.inventory import parse_modalities
+def models_and_command(args: argparse.Namespace, name: str):
+    """(topics, models folder, encoders, the command line) for the commands that embed bags with --models."""
     from cmr_fusion_ros.core.encoder import load_encoders
-    from cmr_fusion_ros.core.errors import ConfigError
-    from cmr_fusion_ros.eval.doctor import derive_card_ranges, diagnose, inspect_bag
     from cmr_fusion_ros.paths import models_dir
 
-    if not 2 <= args.max_frames <= 100_000:
-        raise ConfigError("--max-frames", args.max_frames, "an integer in 2..100000")
     topics = topics_from_args(args)
     folder = args.models or models_dir()
     encoders = load_encoders(folder, intra_op_threads=1)
-    command = "cmr-fusion " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["doctor"] else "cmr-fusion doctor"
+    command = "cmr-fusion " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == [name] else f"cmr-fusion {name}"
     print(f"command: {command}")
+    return topics, folder, encoders, command
+
+
+def run(args: argparse.Namespace) -> int:
+    from cmr_fusion_ros.bag.inventory import parse_modalities
+    from cmr_fusion_ros.core.errors import ConfigError
+    from cmr_fusion_ros.eval.doctor import derive_card_ranges, diagnose, inspect_bag
+
+    if not 2 <= args.max_frames <= 100_000:
+        raise ConfigError("--max-frames", args.max_frames, "an integer in 2..100000")
+    topics, folder, encoders, command = models_and_command(args, "doctor")
     if args.derive_ranges:
         written = derive_card_ranges(args.bags, encoders, folder, topics, source=command, max_frames=args.max_frames)
         for m, r in written.items():

@@ -33,6 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modalities", default=None, metavar="M1,M2",
                         help="count only events whose query and match modality are among these (comma-separated "
                              "subset of camera,lidar,radar; default: every event)")
+    parser.add_argument("--score", choices=("score", "probability"), default="score",
+                        help="what the threshold sweeps: the cosine (score, default) or the calibrated probability of "
+                             "a true revisit (events without one are left out)")
     parser.add_argument("--target-precision", type=float, default=0.95)
     parser.add_argument("--target-recall", type=float, default=0.7)
     parser.add_argument("--plot", type=Path, default=None, metavar="FILE.png", help="PR curve and map")
@@ -52,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
     report = Report("Event-level evaluation", command, versions=versions())
     print(f"command: {command}")
     print(f"machine: {report.machine['summary']}; load average {report.machine['loadavg']}")
-    events = load_events(args.results)
+    events = load_events(args.results, args.score)
+    if args.score != "score":
+        print(f"threshold over the event field '{args.score}': {len(events)} events carry it")
     if args.modalities is not None:
         from cmr_fusion_ros.bag.inventory import parse_modalities
 
@@ -91,6 +96,8 @@ def _argv(args: argparse.Namespace) -> list[str]:
     out = [str(p) for p in args.results] + ["--truth", *map(str, args.truth)]
     if args.modalities is not None:
         out += ["--modalities", args.modalities]
+    if args.score != "score":
+        out += ["--score", args.score]
     for opt in ("odom_topic", "radius", "exclude_recent", "sample", "gap", "slack", "min_revisit", "max_window",
                 "target_precision", "target_recall"):
         out += ["--" + opt.replace("_", "-"), str(getattr(args, opt))]

@@ -476,6 +476,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _spec("policy.routes.radar", "memory modalities a radar query searches", tunable=True),
     _spec("policy.top_k", "neighbours per query and memory modality", (1, 1000), tunable=True),
     _spec("policy.min_score", "cosine score threshold of a match", (-1, 1), tunable=True),
+    _spec("policy.min_probability", "calibrated probability of a true revisit a match needs (the model cards' "
+          "score_calibration, per modality pair; 0 = off; pairs without a calibration: min_score only)", (0, 1),
+          tunable=True),
     _spec("policy.exclude_recent_s", "entries newer than the query minus this are not candidates", (0, None), tunable=True),
     _spec("policy.exclude_same_session", "only match entries of other sessions", tunable=True),
     _spec("policy.debounce_s", "one event per revisit: a place fires again only after this long without support",

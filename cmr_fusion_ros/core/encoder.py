@@ -77,6 +77,8 @@ class ModelCard:
     latency_ms: dict[str, Any] = field(default_factory=dict)
     # what the training data looked like (core.domain.InputRanges.to_dict): `cmr-fusion doctor` compares bags with it
     input_ranges: dict[str, Any] = field(default_factory=dict)
+    # P(true revisit | cosine) per match modality (core.calibration.ScoreCalibration.card_block), from `cmr-fusion calibrate`
+    score_calibration: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -96,6 +98,7 @@ class ModelCard:
             "metrics": self.metrics,
             "latency_ms": self.latency_ms,
             **({"input_ranges": self.input_ranges} if self.input_ranges else {}),
+            **({"score_calibration": self.score_calibration} if self.score_calibration else {}),
         }
 
     @classmethod
@@ -141,6 +144,7 @@ class ModelCard:
             metrics=dict(d.get("metrics") or {}),
             latency_ms=dict(d.get("latency_ms") or {}),
             input_ranges=dict(d.get("input_ranges") or {}),
+            score_calibration=dict(d.get("score_calibration") or {}),
         )
 
     def build_preprocessing(self) -> Preprocessing:

@@ -39,6 +39,7 @@ from cmr_fusion_ros.core.memory import SceneMemory
 from cmr_fusion_ros.core.pointcloud import decode_cloud
 from cmr_fusion_ros.core.preprocess import accumulator_for, turned_views
 from cmr_fusion_ros.core.preprocess import batch as preprocess_batch
+from cmr_fusion_ros.core.calibration import ScoreCalibration
 from cmr_fusion_ros.core.policy import MatchPolicy, MatchResult, Query
 from cmr_fusion_ros.core.poses import PoseBuffer
 from cmr_fusion_ros.core.radar import RadarFields, radar_array
@@ -258,6 +259,8 @@ class FusionPipeline:
         self.encoders = dict(encoders)
         self.memory = memory
         self.policy = policy or MatchPolicy(config.policy)
+        if not self.policy.calibration:  # P(true revisit) per pair from the model cards (core.calibration)
+            self.policy.calibration = ScoreCalibration.from_cards(self.encoders)
         self.poses = poses
         self.session = session if session is not None else config.session_id()
         self._clock = clock
