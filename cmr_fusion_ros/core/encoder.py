@@ -77,7 +77,8 @@ class ModelCard:
     latency_ms: dict[str, Any] = field(default_factory=dict)
     # what the training data looked like (core.domain.InputRanges.to_dict): `cmr-fusion doctor` compares bags with it
     input_ranges: dict[str, Any] = field(default_factory=dict)
-    # P(true revisit | cosine) per match modality (core.calibration.ScoreCalibration.card_block), from `cmr-fusion calibrate`
+    # P(true revisit | cosine) per match modality (core.calibration.ScoreCalibration.card_block):
+    # written by `cmr-fusion calibrate`
     score_calibration: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

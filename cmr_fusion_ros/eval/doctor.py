@@ -145,9 +145,9 @@ class DoctorReport:
     def lines(self) -> list[str]:
         lines = [f"bag: {self.bag}", f"models: {self.models}"]
         for m, v in self.verdicts.items():
-            mc = "n/a (fewer than 2 frames, or none 20 m apart)" if v.mean_cosine is None or not math.isfinite(v.mean_cosine) else (
-                f"{v.mean_cosine:.2f}" + (f" (training data {v.training_mean_cosine:.2f})"
-                                          if v.training_mean_cosine is not None else ""))
+            known = v.mean_cosine is not None and math.isfinite(v.mean_cosine)
+            ref = f" (training data {v.training_mean_cosine:.2f})" if v.training_mean_cosine is not None else ""
+            mc = f"{v.mean_cosine:.2f}{ref}" if known else "n/a (fewer than 2 frames, or none 20 m apart)"
             head = "in domain" if v.in_domain else "OUT OF DOMAIN"
             lines.append(f"{m.value}: {head} ({v.frames} frames inspected)")
             lines.append("  " + ", ".join(f"{k} {val:.4g}" for k, val in v.medians.items()))

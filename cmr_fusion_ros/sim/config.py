@@ -165,7 +165,8 @@ class RouteConfig:
 
 def _range(prefix: str, obj: Any, name: str, lo: float, hi: float) -> None:
     v = getattr(obj, name)
-    _check(f"{prefix}.{name}", v, len(v) == 2 and lo <= v[0] <= v[1] <= hi, f"[low, high] with {lo:g} <= low <= high <= {hi:g}")
+    _check(f"{prefix}.{name}", v, len(v) == 2 and lo <= v[0] <= v[1] <= hi,
+           f"[low, high] with {lo:g} <= low <= high <= {hi:g}")
 
 
 @dataclass(frozen=True)
