@@ -119,3 +119,33 @@ def test_calibrate_and_eval_events_commands(tmp_path: Path, capsys) -> None:
     assert main(["eval-events", str(events), "--truth", str(tmp_path / "a"), "--exclude-recent", "0.5",
                  "--score", "probability"]) == 0
     assert "threshold over the event field 'probability': 2 events carry it" in capsys.readouterr().out
+
+
+def test_process_with_the_shipped_cards_writes_probabilities_and_thresholds_them(tmp_path: Path, capsys) -> None:
+    """The sample bag through `process` with the shipped cards: every event carries its pair's probability; with
+    policy.min_probability every event reaches it."""
+    from cmr_fusion_ros.cli import main
+    from cmr_fusion_ros.core.config import load_parameter_file, render_parameter_file
+
+    repo = MODELS.parent
+    bag = repo / "bags" / "sample_town" / "session_00"
+    p = load_parameter_file(repo / "config" / "fusion.yaml", "fusion_node")
+    runs = {}
+    for name, min_p in (("off", 0.0), ("on", 0.9)):
+        p["policy"]["min_score"] = 0.3
+        p["policy"]["min_probability"] = min_p
+        params = tmp_path / f"{name}.yaml"
+        params.write_text(render_parameter_file({"fusion_node": p}, "test"))
+        assert main(["process", str(bag), "--out", str(tmp_path / name), "--params", str(params),
+                     "--models", str(MODELS), "--no-progress"]) == 0
+        runs[name] = [json.loads(x) for x in (tmp_path / name / "events.jsonl").read_text().splitlines() if x]
+    capsys.readouterr()
+    from cmr_fusion_ros.core.encoder import load_encoders
+
+    cal = ScoreCalibration.from_cards(load_encoders(MODELS))
+    assert runs["off"] and all(e["probability"] is not None for e in runs["off"])
+    for e in runs["off"][:20]:
+        want = cal.probability(Modality(e["query_modality"]), Modality(e["match_modality"]), e["score"])
+        assert e["probability"] == pytest.approx(want, abs=1e-4)
+    assert any(e["probability"] < 0.9 for e in runs["off"])
+    assert all(e["probability"] >= 0.9 for e in runs["on"]) and len(runs["on"]) < len(runs["off"])
