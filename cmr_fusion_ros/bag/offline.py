@@ -21,7 +21,8 @@ import numpy as np
 
 from cmr_fusion_ros.core.config import FusionConfig
 from cmr_fusion_ros.core.errors import BagError, CmrFusionError
-from cmr_fusion_ros.core.pipeline import FusionPipeline, PipelineOutput, frame_from
+from cmr_fusion_ros.core.decode import frame_from
+from cmr_fusion_ros.core.pipeline import FusionPipeline, PipelineOutput
 from cmr_fusion_ros.core.policy import MatchResult
 from cmr_fusion_ros.core.sync import Synchronizer
 from cmr_fusion_ros.core.types import Modality, Pose

@@ -33,7 +33,6 @@ from cmr_fusion_ros.core.memory.config import (
 )
 from cmr_fusion_ros.core.policy import PolicyConfig
 from cmr_fusion_ros.core.radar import RadarFields
-from cmr_fusion_ros.core.sync import jump_back_threshold_ns
 from cmr_fusion_ros.core.types import MAX_LIDAR_VIEWS, Modality
 
 __all__ = [
@@ -193,6 +192,8 @@ class SyncConfig:
         automatic rule max(1 s, 2 x (tolerance_s + timeout_s))."""
         if self.time_jump_s > 0:
             return round(self.time_jump_s * 1e9)
+        from cmr_fusion_ros.core.sync import jump_back_threshold_ns  # (sync imports the decoder, which imports this)
+
         return jump_back_threshold_ns(round(self.tolerance_s * 1e9), round(self.timeout_s * 1e9))
 
 

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cmr_fusion_ros.core.decode import Frame
 from cmr_fusion_ros.core.errors import ConfigError
 from cmr_fusion_ros.core.types import Modality
 
@@ -39,19 +40,6 @@ def jump_back_threshold_ns(tolerance_ns: int, timeout_ns: int) -> int:
     """How far back a stamp must go to count as a time jump: 1 s, or twice the sync window when that is longer
     (sets emitted out of anchor order are at most about ``timeout + tolerance`` apart)."""
     return max(DEFAULT_JUMP_BACK_NS, 2 * (int(tolerance_ns) + int(timeout_ns)))
-
-
-@dataclass(frozen=True, slots=True)
-class Frame:
-    """One decoded sensor message."""
-
-    modality: Modality
-    topic: str
-    frame_id: str
-    stamp_ns: int
-    data: Any = field(compare=False, repr=False)
-    receive_ns: int = 0
-    decode_ms: float = 0.0
 
 
 @dataclass(slots=True)

@@ -25,9 +25,9 @@ from cmr_fusion_msgs.msg import Embedding
 from cmr_fusion_ros.core.accumulate import OdometryScanMerger
 from cmr_fusion_ros.core.encoder import OnnxEncoder, EncoderConfig, model_path
 from cmr_fusion_ros.core.errors import CmrFusionError, ConfigError
-from cmr_fusion_ros.core.pipeline import frame_from
+from cmr_fusion_ros.core.decode import frame_from
+from cmr_fusion_ros.core.embed import FrameEmbedder
 from cmr_fusion_ros.core.poses import PoseBuffer
-from cmr_fusion_ros.core.preprocess import accumulator_for, turned_views
 from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.ros.conversions import make_header, stamp_to_ns
 from cmr_fusion_ros.ros.fusion_node import StreamStats, qos_for
@@ -59,8 +59,9 @@ class EncoderNode(Node):
                 model_path=str(model_path(enc.models_dir or models_dir(), self.modality)), providers=enc.providers,
                 intra_op_threads=enc.intra_op_threads, batch_size=enc.batch_size, warmup_runs=enc.warmup_runs))
         self.encoder = encoder
+        self.embedder = FrameEmbedder.of(encoder)  # the runtime's merge -> views -> preprocess -> encode
         self.merger: OdometryScanMerger | None = None
-        accumulator = accumulator_for(getattr(encoder, "preprocessing", None))
+        accumulator = self.embedder.accumulator
         if accumulator is not None:  # a multi-scan radar model: earlier scans are moved by the odometry
             odo = self.config.odometry
             if not odo.topic:
@@ -122,13 +123,12 @@ class EncoderNode(Node):
             frame = frame_from(self.modality, self.topic, msg, compressed=sc.transport == "compressed",
                                radar_fields=sc.radar_fields, stamp_ns=stamp_to_ns(msg.header.stamp),
                                limits=self.config.limits)
-            data = self.merger.merge(frame.stamp_ns, frame.data) if self.merger is not None else frame.data
-            views = None
-            if self.views > 1:
-                out_views = self.encoder.encode_tensors(turned_views(self.encoder.preprocessing, data, self.views))
-                vec, views = out_views[0], out_views[1:]
+            if self.merger is not None:  # the merge moves earlier scans by the odometry of another thread
+                with self.merger.lock:
+                    out = self.embedder.embed(frame, self.merger.pose_for(frame.stamp_ns), self.views)
             else:
-                vec = self.encoder.encode([data])[0]
+                out = self.embedder.embed(frame, None, self.views)
+            vec, views = out.vector, out.views
         except CmrFusionError as err:
             self.stats.bad_messages += 1
             self.get_logger().warning(f"bad {self.modality.value} message: {err}", throttle_duration_sec=2.0)

@@ -39,7 +39,8 @@ from visualization_msgs.msg import MarkerArray
 from cmr_fusion_msgs.msg import MatchEventArray
 from cmr_fusion_ros.core.config import FusionConfig
 from cmr_fusion_ros.core.errors import CmrFusionError
-from cmr_fusion_ros.core.pipeline import FusionPipeline, PipelineOutput, frame_from
+from cmr_fusion_ros.core.decode import frame_from
+from cmr_fusion_ros.core.pipeline import FusionPipeline, PipelineOutput
 from cmr_fusion_ros.core.sync import Synchronizer
 from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.ros.conversions import stamp_to_ns

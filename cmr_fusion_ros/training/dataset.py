@@ -1,7 +1,8 @@
 """Training frames from bags: time-synchronised (camera, LiDAR, radar) tensors with ground-truth positions.
 
-Each bag is read once with :func:`cmr_fusion_ros.bag.reader.read_samples`; every sample goes through the core
-preprocessing (the same functions the runtime encoders use), and each LiDAR scan is paired with the camera image and
+Each bag is read once with :func:`cmr_fusion_ros.bag.reader.read_samples` (the runtime's decoder and pose buffer);
+every sample goes through the runtime's route up to the tensor (:meth:`cmr_fusion_ros.core.embed.FrameEmbedder.tensors`:
+multi-scan merging, the card's preprocessing), and each LiDAR scan is paired with the camera image and
 radar scan nearest in time (within ``sync_tolerance_ns``). Frames are cached per bag in an ``.npz`` keyed by the
 preprocessing parameters and topics, so a second training run does not decode the bags again.
 
@@ -22,13 +23,14 @@ import numpy as np
 
 from cmr_fusion_ros.bag.reader import BagTopics, read_samples
 from cmr_fusion_ros.core.errors import BagError
-from cmr_fusion_ros.core.preprocess import Preprocessing, accumulator_for
+from cmr_fusion_ros.core.embed import FrameEmbedder
+from cmr_fusion_ros.core.preprocess import Preprocessing
 from cmr_fusion_ros.core.types import Modality
 
 __all__ = ["FrameSet", "load_frames", "frames_from_bag", "MODALITIES"]
 
 MODALITIES = (Modality.CAMERA, Modality.LIDAR, Modality.RADAR)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the runtime decoder (finite-point filter) and pose buffer (gap rule)
 
 
 @dataclass
@@ -156,14 +158,11 @@ def frames_from_bag(
     path = Path(path)
     per: dict[Modality, tuple[list[int], list[np.ndarray]]] = {m: ([], []) for m in MODALITIES}
     lidar_pose: list[tuple[float, float, float, float]] = []
-    accumulators = {m: acc for m in MODALITIES if (acc := accumulator_for(preprocessing[m])) is not None}
+    routes = {m: FrameEmbedder(preprocessing[m]) for m in MODALITIES}  # the runtime's merge -> preprocess
     for s in read_samples(path, topics, MODALITIES):
         stamps, tens = per[s.modality]
         stamps.append(s.stamp_ns)
-        data = s.data
-        if s.modality in accumulators:  # multi-scan radar: every scan of the bag, in order, with its pose
-            data = accumulators[s.modality].merge(s.stamp_ns, data, s.pose)
-        tens.append(preprocessing[s.modality](data))
+        tens.append(routes[s.modality].tensors(s, s.pose)[0])
         if s.modality is Modality.LIDAR:
             p = s.pose
             lidar_pose.append((p.x, p.y, p.z, p.yaw))

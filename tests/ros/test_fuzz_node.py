@@ -14,7 +14,8 @@ from hypothesis import seed as seed_
 from hypothesis import strategies as st
 
 from cmr_fusion_ros.core.memory import SceneMemory
-from cmr_fusion_ros.core.pipeline import FusionPipeline, decode_sensor
+from cmr_fusion_ros.core.decode import decode_sensor
+from cmr_fusion_ros.core.pipeline import FusionPipeline
 from cmr_fusion_ros.core.sync import Frame, FrameSet
 from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.ros.conversions import stamp_to_ns

@@ -54,7 +54,7 @@ def _drive(pipe, t0_s, out):
         t = (t0_s + i) * S
         pipe.add_pose(t, Pose(float(place * 10), 0.0, 0.0))
         data = sm.valid_plain(L, place)
-        from cmr_fusion_ros.core.pipeline import decode_sensor
+        from cmr_fusion_ros.core.decode import decode_sensor
 
         fs = FrameSet(t, t, {L: Frame(L, "/lidar/points", "lidar", t, decode_sensor(L, data, compressed=False))}, True)
         out += [(e.query_stamp_ns, e.match_stamp_ns) for e in pipe.process_set(fs).events]

@@ -141,7 +141,7 @@ def test_run_time_policy_change_keeps_working():
 
 def test_configured_limits_reject_a_message_the_defaults_accept():
     from cmr_fusion_ros.core.errors import ConversionError
-    from cmr_fusion_ros.core.pipeline import frame_from
+    from cmr_fusion_ros.core.decode import frame_from
     from tests.unit import stress_messages as sm
 
     small = FusionConfig.from_dict({"limits": {"max_points": 10, "max_image_pixels": 63}})
