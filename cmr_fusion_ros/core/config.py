@@ -163,38 +163,26 @@ class InputLimits:
         return cls(**{name: _int(d, prefix, name, getattr(default, name), 1, LIMIT_MAX) for name in cls.KEYS})
 
 
+DEFAULT_JUMP_BACK_NS = 1_000_000_000  # sync.time_jump_s = 0
+
+
 @dataclass(frozen=True, slots=True)
 class SyncConfig:
-    tolerance_s: float = 0.05
-    timeout_s: float = 0.5
-    time_jump_s: float = 0.0  # 0 = automatic: max(1 s, 2 x (tolerance_s + timeout_s))
+    """Time lines. Frames are processed one by one as they arrive (no frame sets), so only time going back matters:
+    ``time_jump_s`` (0 = 1 s)."""
+
+    time_jump_s: float = 0.0
 
     @classmethod
     def from_dict(cls, d: Any, prefix: str = "sync") -> "SyncConfig":
         d = _section(d, prefix)
-        _no_unknown(d, prefix, ("tolerance_s", "timeout_s", "time_jump_s"))
-        tol = _float(d, prefix, "tolerance_s", 0.05, 0.0, 10.0)
-        timeout = _float(d, prefix, "timeout_s", 0.5, 0.0, 60.0)
-        if timeout < tol:
-            raise ConfigError(f"{prefix}.timeout_s", timeout, f"a number >= {prefix}.tolerance_s ({tol})")
-        jump = _float(d, prefix, "time_jump_s", 0.0, 0.0, TIME_JUMP_MAX_S)
-        if 0.0 < jump <= tol + timeout:
-            # Sets are emitted out of anchor order by up to about tolerance + timeout: a smaller threshold would
-            # take that reordering for a clock that went back.
-            raise ConfigError(f"{prefix}.time_jump_s", jump,
-                              f"0 (automatic) or a number in ({prefix}.tolerance_s + {prefix}.timeout_s = "
-                              f"{tol + timeout:g}, {TIME_JUMP_MAX_S:g}]")
-        return cls(tolerance_s=tol, timeout_s=timeout, time_jump_s=jump)
+        _no_unknown(d, prefix, ("time_jump_s",))
+        return cls(time_jump_s=_float(d, prefix, "time_jump_s", 0.0, 0.0, TIME_JUMP_MAX_S))
 
     @property
     def jump_back_ns(self) -> int:
-        """How far back (ns) a stamp must go to start a new time line: ``time_jump_s``, or when that is 0 the
-        automatic rule max(1 s, 2 x (tolerance_s + timeout_s))."""
-        if self.time_jump_s > 0:
-            return round(self.time_jump_s * 1e9)
-        from cmr_fusion_ros.core.sync import jump_back_threshold_ns  # (sync imports the decoder, which imports this)
-
-        return jump_back_threshold_ns(round(self.tolerance_s * 1e9), round(self.timeout_s * 1e9))
+        """How far back (ns) a stamp must go to start a new time line: ``time_jump_s``, or 1 s when that is 0."""
+        return round(self.time_jump_s * 1e9) if self.time_jump_s > 0 else DEFAULT_JUMP_BACK_NS
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,11 +424,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
           "a multi-scan radar model merges ('' = no poses: single scans)"),
     _spec("odometry.max_gap_s", "no pose is interpolated between odometry messages further apart", (0, 60)),
     _spec("odometry.max_extrapolation_s", "no pose for a stamp further than this outside the odometry", (0, 10)),
-    _spec("sync.tolerance_s", "frames of different sensors within this time form one set", (0, 10)),
-    _spec("sync.timeout_s", "an incomplete set is processed after this long (partial sets are not dropped)", (0, 60)),
-    _spec("sync.time_jump_s", "stamps (or /clock) going back by more than this start a new time line: sync, "
-                              "match policy and pose buffer reset (0 = max(1 s, 2 x (tolerance_s + timeout_s)); "
-                              "else > tolerance_s + timeout_s)", (0, TIME_JUMP_MAX_S)),
+    _spec("sync.time_jump_s", "stamps (or /clock) going back by more than this start a new time line: match policy, "
+                              "multi-scan history and pose buffer reset (0 = 1 s)", (0, TIME_JUMP_MAX_S)),
     _spec("encoders.models_dir", "folder with camera.onnx, lidar.onnx, radar.onnx and their cards ('' = installed)"),
     _spec("encoders.providers", "onnxruntime execution providers in order of preference (CPU is the fallback)"),
     _spec("encoders.intra_op_threads", "onnxruntime threads per encoder (0 = onnxruntime decides)", (0, 256)),

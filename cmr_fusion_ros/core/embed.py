@@ -69,6 +69,7 @@ class FrameEmbedder:
         self.encoder = encoder
         self.accumulator: ScanAccumulator | None = accumulator_for(preprocessing)
         self._clock = clock
+        self._stale = False  # reset() asked for: done by the stream's own thread before its next merge
 
     @classmethod
     def of(cls, encoder: Encoder, *, clock: Callable[[], float] = time.perf_counter) -> "FrameEmbedder":
@@ -81,9 +82,8 @@ class FrameEmbedder:
         return self.accumulator is not None
 
     def reset(self) -> None:
-        """A new time line: forget the merged scans."""
-        if self.accumulator is not None:
-            self.accumulator.reset()
+        """A new time line: forget the merged scans (before the next merge; safe from another thread)."""
+        self._stale = True
 
     def stats(self) -> dict[str, int]:
         """Multi-scan merging: earlier scans merged, wanted but not found, scans without a pose (zeros otherwise)."""
@@ -93,6 +93,9 @@ class FrameEmbedder:
         """Step 1: the frame's data, merged with the stream's earlier scans when the model wants several."""
         if self.accumulator is None:
             return frame.data
+        if self._stale:
+            self._stale = False
+            self.accumulator.reset()
         return self.accumulator.merge(frame.stamp_ns, frame.data, pose)
 
     def tensors(self, frame: FrameLike, pose: Pose | None, views: int = 1) -> np.ndarray:

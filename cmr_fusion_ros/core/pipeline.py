@@ -1,31 +1,37 @@
-"""The fusion pipeline: frame sets in, match results out (no ROS).
+"""The fusion pipeline: frames in, match results out (no ROS).
 
 One implementation serves the all-in-one node, the split memory node (embeddings in) and offline processing of a
-bag, so live and offline runs give the same events for the same message order.
+bag (both through :class:`cmr_fusion_ros.core.stream.StreamRunner`), so live and offline runs give the same events
+for the same message order.
 
-Per frame set: each frame is preprocessed and encoded by its modality's encoder, its pose looked up, the memory is
-searched through the match policy (routes, threshold, temporal exclusion, debounce, sequences), and only then are
-the set's embeddings inserted, so a query never finds itself or its sibling frames of the same instant. When LiDAR
-queries search LiDAR entries, a LiDAR scan is also embedded as seen turned to ``encoders.lidar_views`` headings
+Per frame, the moment it is taken from its stream's queue (no frame waits for another sensor):
+:meth:`FusionPipeline.embed` checks for a time jump, looks up the frame's pose and runs the frame through its topic's
+route (:class:`cmr_fusion_ros.core.embed.FrameEmbedder`: merge, views, preprocess, encode); then
+:meth:`FusionPipeline.commit` searches the memory through the match policy (routes, threshold, temporal exclusion,
+debounce, sequences) and inserts the embedding. A query never finds itself (it is inserted after its search) nor
+frames of the same instant (``policy.exclude_recent_s``). Embedding may run concurrently for different streams;
+commits are serialised by the caller (the stream runner commits in arrival order). When LiDAR queries search LiDAR
+entries, a LiDAR scan is also embedded as seen turned to ``encoders.lidar_views`` headings
 (``preprocess.turned_views``) and every view searches the LiDAR entries (a place driven in another direction); only
 the scan as it is goes into the memory. Split deployments (embeddings in) get the views with the embedding
 (``EmbeddingInput.views`` from ``cmr_fusion_msgs/Embedding.views``).
 
-Time jumps (a bag that loops, a clock reset): a frame set or embedding stamped more than the jump threshold
-(``sync.time_jump_s``; 0 = max(1 s, 2 x (tolerance + timeout))) before the newest one processed, or an odometry pose
-stamped that far before the newest pose, starts a new time line: the policy forgets its revisits and sequences
-(their times lie in the new line's future, so they would suppress every revisit until time caught up) and the pose
-buffer forgets the old line's poses. The memory is kept.
+Time jumps (a bag that loops, a clock reset): a frame or embedding stamped more than the jump threshold
+(``sync.time_jump_s``; 0 = 1 s) before the newest one of its own topic starts a new history for that topic's
+multi-scan merging; when it is also that far before the newest frame of the current time line, the policy forgets
+its revisits and sequences (their times lie in the new line's future, so they would suppress every revisit until
+time caught up). An odometry pose stamped that far before the newest pose clears the pose buffer and the merge
+histories. The memory is kept. (Streams are compared with themselves first because they may lag one another.)
 
-Decoding (with the input limits ``limits.*``) is :mod:`cmr_fusion_ros.core.decode`; merge -> views -> preprocess ->
-encode is :class:`cmr_fusion_ros.core.embed.FrameEmbedder` (one per topic); this module searches and inserts. The
-decoding names are re-exported here for older imports.
+Decoding (with the input limits ``limits.*``) is :mod:`cmr_fusion_ros.core.decode`; its names are re-exported here
+for older imports.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +48,6 @@ from cmr_fusion_ros.core.errors import ConfigError, ConversionError
 from cmr_fusion_ros.core.memory import SceneMemory
 from cmr_fusion_ros.core.policy import MatchPolicy, MatchResult, Query
 from cmr_fusion_ros.core.poses import PoseBuffer
-from cmr_fusion_ros.core.sync import FrameSet
 from cmr_fusion_ros.core.types import Modality, Pose
 
 __all__ = [
@@ -74,6 +79,7 @@ class EmbeddingInput:
     views: np.ndarray | None = field(default=None, repr=False)  # the scan at other headings (Query.views)
     preprocess_ms: float = field(default=0.0, compare=False)  # merge + preprocess, when embedded here
     encode_ms: float = field(default=0.0, compare=False)
+    topic_jumped: bool = field(default=False, compare=False)  # its topic's stamps went back (set by embed)
 
 
 def embedding_views(values: Any, dim: int) -> np.ndarray | None:
@@ -110,12 +116,12 @@ class PipelineOutput:
     frame_id: str
     events: tuple[MatchResult, ...]
     frames: tuple[FramePath, ...]
-    complete: bool = True
 
 
 class FusionPipeline:
-    """Encoders + memory + policy. Thread-compatible: call ``process*`` from one thread (the memory and policy are
-    themselves safe for concurrent readers such as a query service)."""
+    """Encoders + memory + policy. ``embed`` may run concurrently for different topics (one caller per topic);
+    ``commit`` and ``process_embeddings`` from one caller at a time (the memory and policy are themselves safe for
+    concurrent readers such as a query service)."""
 
     def __init__(self, config: FusionConfig, encoders: Mapping[Modality, Encoder], memory: SceneMemory,
                  policy: MatchPolicy | None = None, poses: PoseBuffer | None = None, session: str | None = None,
@@ -127,11 +133,13 @@ class FusionPipeline:
         self.poses = poses
         self.session = session if session is not None else config.session_id()
         self._clock = clock
-        self.jump_back_ns = config.sync.jump_back_ns  # sync.time_jump_s, or the automatic rule
+        self.jump_back_ns = config.sync.jump_back_ns  # sync.time_jump_s, or 1 s
         self.time_jumps = 0  # times the policy state was reset because time went back
         self._newest_ns: int | None = None
         self._newest_pose_ns: int | None = None
         self._embedders: dict[str, FrameEmbedder] = {}  # per topic: merge -> views -> preprocess -> encode
+        self._time_lock = threading.Lock()  # the newest stamps (streams embed concurrently)
+        self._newest_by_topic: dict[str, int] = {}
         for m, enc in self.encoders.items():
             if enc.dim != memory.dim:
                 raise ConfigError("memory.dim", memory.dim, f"the {m.value} encoder's embedding size {enc.dim}")
@@ -164,28 +172,48 @@ class FusionPipeline:
         """Feed one odometry pose; returns True when it started a new time line (the older poses were dropped)."""
         if self.poses is None:
             return False
-        jumped = self._newest_pose_ns is not None and stamp_ns < self._newest_pose_ns - self.jump_back_ns
-        if jumped:
-            self.poses.clear()
-            self._newest_pose_ns = None
-            for emb in self._embedders.values():
-                emb.reset()
-        self._newest_pose_ns = stamp_ns if self._newest_pose_ns is None else max(self._newest_pose_ns, stamp_ns)
-        self.poses.add(stamp_ns, pose)
+        with self._time_lock:
+            jumped = self._newest_pose_ns is not None and stamp_ns < self._newest_pose_ns - self.jump_back_ns
+            if jumped:
+                self.poses.clear()
+                self._newest_pose_ns = None
+                for emb in list(self._embedders.values()):
+                    emb.reset()
+            self._newest_pose_ns = stamp_ns if self._newest_pose_ns is None else max(self._newest_pose_ns, stamp_ns)
+            self.poses.add(stamp_ns, pose)
         return jumped
 
     def reset_time(self) -> None:
-        """Start a new time line now (the clock jumped back): forget the policy's revisits and sequences."""
+        """Start a new time line now (the clock jumped back): forget the policy's revisits and sequences and the
+        merged scans."""
+        with self._time_lock:
+            self._reset_time_locked()
+            self._newest_by_topic.clear()
+            for emb in list(self._embedders.values()):
+                emb.reset()
+
+    def _reset_time_locked(self) -> None:
         self.policy.reset()
         self._newest_ns = None
         self.time_jumps += 1
-        for emb in self._embedders.values():
-            emb.reset()
 
-    def _check_time(self, stamp_ns: int) -> None:
-        if self._newest_ns is not None and stamp_ns < self._newest_ns - self.jump_back_ns:
-            self.reset_time()
-        self._newest_ns = stamp_ns if self._newest_ns is None else max(self._newest_ns, stamp_ns)
+    def _check_time(self, stamp_ns: int, topic_jumped: bool) -> None:
+        """At a commit: a frame whose own topic went back in time, stamped this far before the newest frame of the
+        current time line, starts a new time line for the policy. (Both conditions: streams may lag one another,
+        which is no jump; and the other streams of a bag that loops follow the first one into the new line.)"""
+        with self._time_lock:
+            if topic_jumped and self._newest_ns is not None and stamp_ns < self._newest_ns - self.jump_back_ns:
+                self._reset_time_locked()
+            self._newest_ns = stamp_ns if self._newest_ns is None else max(self._newest_ns, stamp_ns)
+
+    def _topic_jumped(self, topic: str, stamp_ns: int) -> bool:
+        """Before embedding: whether ``topic``'s own stamps went back (streams are embedded concurrently and may lag
+        one another, so each is compared with itself)."""
+        with self._time_lock:
+            last = self._newest_by_topic.get(topic)
+            jumped = last is not None and stamp_ns < last - self.jump_back_ns
+            self._newest_by_topic[topic] = stamp_ns if last is None or jumped else max(last, stamp_ns)
+            return jumped
 
     def pose_at(self, stamp_ns: int) -> Pose | None:
         return self.poses.lookup(stamp_ns) if self.poses is not None else None
@@ -219,11 +247,17 @@ class FusionPipeline:
         return emb
 
     def embed(self, frame: Frame) -> EmbeddingInput:
-        """One frame through its topic's route, with its pose and the LiDAR views the routes ask for now."""
+        """One frame through its topic's route, with its pose and the LiDAR views the routes ask for now (a topic
+        whose stamps went back starts its multi-scan history anew)."""
+        route = self.embedder(frame.modality, frame.topic)
+        jumped = self._topic_jumped(frame.topic, frame.stamp_ns)
+        if jumped:
+            route.reset()
         pose = self.pose_at(frame.stamp_ns)
-        out = self.embedder(frame.modality, frame.topic).embed(frame, pose, self._views(frame.modality))
+        out = route.embed(frame, pose, self._views(frame.modality))
         return EmbeddingInput(frame.modality, frame.topic, frame.frame_id, frame.stamp_ns, out.vector, pose,
-                              views=out.views, preprocess_ms=out.preprocess_ms, encode_ms=out.encode_ms)
+                              views=out.views, preprocess_ms=out.preprocess_ms, encode_ms=out.encode_ms,
+                              topic_jumped=jumped)
 
     def lidar_views(self) -> int:
         """Headings a LiDAR scan is embedded at now: ``encoders.lidar_views`` while LiDAR queries search LiDAR
@@ -237,25 +271,26 @@ class FusionPipeline:
 
     # --- the two entry points ---------------------------------------------------------------------------------
 
-    def process_set(self, frame_set: FrameSet) -> PipelineOutput:
-        """Encode every frame of a synchronised set, then search and insert them."""
-        frames = [frame_set.frames[m] for m in Modality if m in frame_set.frames]
-        self._check_time(frame_set.anchor_ns)
-        inputs = [self.embed(fr) for fr in frames]
-        anchor = frames[0] if frames else None
-        return self._search_insert(inputs, frame_set.anchor_ns, anchor.frame_id if anchor else "", frame_set.complete)
+    def commit(self, item: EmbeddingInput) -> PipelineOutput:
+        """Search the memory with an embedded frame through the policy, then insert it (a stamp far back in time
+        first starts a new time line)."""
+        self._check_time(item.stamp_ns, item.topic_jumped)
+        return self._search_insert([item], item.stamp_ns, item.frame_id)
+
+    def process_frame(self, frame: Frame) -> PipelineOutput:
+        """:meth:`embed` then :meth:`commit` (one caller)."""
+        return self.commit(self.embed(frame))
 
     def process_embeddings(self, items: Sequence[EmbeddingInput]) -> PipelineOutput:
         """Embeddings computed elsewhere (split deployment); poses taken from the items, else from odometry."""
         for it in items:
-            self._check_time(it.stamp_ns)
+            self._check_time(it.stamp_ns, self._topic_jumped(it.topic, it.stamp_ns))
         inputs = [it if it.pose is not None else dataclasses.replace(it, pose=self.pose_at(it.stamp_ns))
                   for it in items]
         first = items[0] if items else None
-        return self._search_insert(inputs, first.stamp_ns if first else 0, first.frame_id if first else "", True)
+        return self._search_insert(inputs, first.stamp_ns if first else 0, first.frame_id if first else "")
 
-    def _search_insert(self, inputs: list[EmbeddingInput], stamp_ns: int, frame_id: str,
-                       complete: bool) -> PipelineOutput:
+    def _search_insert(self, inputs: list[EmbeddingInput], stamp_ns: int, frame_id: str) -> PipelineOutput:
         found: list[tuple[list[MatchResult], float]] = []
         for it in inputs:
             t0 = self._clock()
@@ -277,7 +312,7 @@ class FusionPipeline:
             events += [dataclasses.replace(r, query_id=entry_id) for r in results]
             paths.append(FramePath(it.modality, it.topic, it.stamp_ns, it.encode_ms, search_ms, entry_id, rejected,
                                    it.pose is not None, it.preprocess_ms))
-        return PipelineOutput(stamp_ns, frame_id, tuple(events), tuple(paths), complete)
+        return PipelineOutput(stamp_ns, frame_id, tuple(events), tuple(paths))
 
     def close(self) -> None:
         self.memory.close()

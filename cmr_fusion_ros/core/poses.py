@@ -33,7 +33,7 @@ class PoseBuffer:
         self._poses: deque[Pose] = deque(maxlen=capacity)
         self.max_gap_ns = int(max_gap_ns)
         self.max_extrapolation_ns = int(max_extrapolation_ns)
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()  # notified when a pose is added
 
     def __len__(self) -> int:
         return len(self._stamps)
@@ -56,6 +56,7 @@ class PoseBuffer:
                 return
             self._stamps.append(stamp_ns)
             self._poses.append(pose)
+            self._lock.notify_all()
 
     @classmethod
     def of(cls, stamps_ns: Sequence[int], poses: Sequence[Pose], **kwargs: int) -> "PoseBuffer":
@@ -77,6 +78,21 @@ class PoseBuffer:
         """The positions held, in stamp order, (N, 3) float64."""
         with self._lock:
             return np.asarray([(p.x, p.y, p.z) for p in self._poses], np.float64).reshape(-1, 3)
+
+    def behind(self, stamp_ns: int) -> bool:
+        """Whether the odometry is running just behind ``stamp_ns``: the newest pose is older than the stamp, by at
+        most ``max_extrapolation_ns`` (so the pose that interpolates the stamp is about to arrive)."""
+        with self._lock:
+            return self._behind(stamp_ns)
+
+    def _behind(self, stamp_ns: int) -> bool:
+        return bool(self._stamps) and stamp_ns - self.max_extrapolation_ns <= self._stamps[-1] < stamp_ns
+
+    def wait_past(self, stamp_ns: int, timeout_s: float) -> bool:
+        """While the odometry is :meth:`behind` ``stamp_ns``, wait for it to pass the stamp, at most ``timeout_s``;
+        True when it is not behind (any more)."""
+        with self._lock:
+            return self._lock.wait_for(lambda: not self._behind(stamp_ns), timeout_s)
 
     def clear(self) -> None:
         with self._lock:

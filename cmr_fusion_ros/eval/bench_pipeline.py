@@ -491,10 +491,10 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - one orchestration, in 
                                 "receive -> published"], stage_rows))
     report.notes.append("every processed frame produces an event in this bench (min_score -1, exclude_recent_s 0, "
                         "debounce_s 0): frames the node dropped under overload have no e2e sample")
-    report.notes.append("e2e includes what the stages do not: the wait in the node's bounded queue behind other "
-                        "frames and the time alignment (a frame set is processed when complete or when every missing "
-                        "stream has delivered a later frame, so a camera frame waits for the next LiDAR scan, up to one "
-                        "LiDAR period at 10 Hz; sync.tolerance_s / timeout_s in the parameters)")
+    report.notes.append("e2e includes what the stages do not: the wait in the stream's bounded queue behind its own "
+                        "earlier frames and the wait for the commit turn (searches and inserts are committed in arrival "
+                        "order, so a frame may wait for the rest of an earlier frame of another stream); each frame is "
+                        "processed alone, by its stream's own worker")
     if args.plot:
         _plot(dist, args.plot, command)
         report.images.append(str(args.plot))

@@ -3,7 +3,7 @@
 * :func:`crash_stress` starts a pipeline child (``python -m cmr_fusion_ros.eval.stress child ...``: the offline
   pipeline of ``cmr-fusion process`` on a bag, with a persistent memory flushed every ``flush_interval_s``), kills it
   with SIGKILL at a random moment, reloads the memory and checks it, and repeats. *Flushed* is what the child itself
-  reports: after each frame set it prints ``DURABLE <id>`` when the memory has no pending journal records, i.e. every
+  reports: after each frame it prints ``DURABLE <id>`` when the memory has no pending journal records, i.e. every
   entry up to that id was written and fsynced (or is in a snapshot). Lost = a reported-durable entry, or an entry
   present at the previous successful load, that is missing after the kill.
 * :func:`overload_run` runs ``fusion_node`` in this process with every encoder slowed down, and replays a bag faster
