@@ -141,6 +141,7 @@ def read_samples(
     limits: InputLimits = DEFAULT_LIMITS,
     on_bad: Callable[[str, CmrFusionError], None] | None = None,
     sensors: dict[str, SensorInfo] | None = None,
+    camera_size: tuple[int, int] | None = None,
 ) -> Iterator[SensorSample]:
     """Iterate the bag's sensor messages of ``modalities`` in receive order, decoded, with interpolated poses.
 
@@ -149,7 +150,9 @@ def read_samples(
     modality's topic is not in the bag or has an unexpected type. A message the decoder rejects (``limits``, no
     finite point, a missing field) raises its :class:`ConversionError`, or with ``on_bad`` is passed to
     ``on_bad(topic, error)`` and skipped (as ``cmr-fusion process`` skips it). ``sensors``: optional
-    :class:`SensorInfo` per topic, carried on the samples.
+    :class:`SensorInfo` per topic, carried on the samples. ``camera_size``: the camera encoder's input (width,
+    height; ``FrameEmbedder.decode_size``): JPEG images are decoded directly at 1/2, 1/4 or 1/8 of their size when
+    that is still at least this large, as the runtime decodes them.
     """
     topics = topics or BagTopics()
     mods = [Modality(m) for m in modalities]
@@ -191,7 +194,8 @@ def read_samples(
             info = sensors.get(conn.topic) if sensors else None
             try:
                 frame = frame_from(mod, conn.topic, msg, compressed=conn.msgtype == COMPRESSED,
-                                   radar_fields=topics.radar_names, stamp_ns=stamp, limits=limits, sensor=info)
+                                   radar_fields=topics.radar_names, stamp_ns=stamp, limits=limits, sensor=info,
+                                   min_size=camera_size)
             except CmrFusionError as err:
                 if on_bad is None:
                     raise

@@ -36,6 +36,7 @@ __all__ = [
     "decode_sensor",
     "frame_from",
     "header_stamp_ns",
+    "jpeg_reduction",
 ]
 
 
@@ -59,7 +60,8 @@ class SensorInfo:
 class Frame:
     """One decoded sensor message: ``data`` is what the modality's preprocessing takes (camera ``H x W x 3`` uint8
     RGB, LiDAR a structured cloud, radar the canonical x, y, z, doppler, rcs array). ``receive_ns``: when it arrived
-    (the caller's clock); ``decode_ms``: how long decoding took; ``sensor``: see :class:`SensorInfo`."""
+    (the caller's clock); ``decode_ms``: how long decoding took; ``sensor``: see :class:`SensorInfo`; ``reduction``:
+    a JPEG decoded directly at 1/``reduction`` of its size (see :func:`frame_from`)."""
 
     modality: Modality
     topic: str
@@ -69,6 +71,7 @@ class Frame:
     receive_ns: int = 0
     decode_ms: float = 0.0
     sensor: SensorInfo | None = field(default=None, compare=False)
+    reduction: int = 1  # a JPEG decoded at 1/reduction of its size (camera intrinsics scale by the same factor)
 
 
 def header_stamp_ns(msg: Any) -> int:
@@ -178,18 +181,35 @@ def _finite_points(cloud: np.ndarray, modality: Modality, names: tuple[str, ...]
     return flat
 
 
+def jpeg_reduction(msg: Any, min_size: tuple[int, int] | None) -> int:
+    """The largest of 8, 4, 2 at which a JPEG ``CompressedImage`` is still at least ``min_size`` (width, height)
+    when decoded at that fraction of its size (:func:`decode_compressed`'s ``reduction``); 1 for anything else."""
+    if not min_size:
+        return 1
+    size = _data_size(msg.data)
+    dims = compressed_dims(bytes(memoryview(msg.data)[:65536])) if size else None
+    if dims is None or bytes(memoryview(msg.data)[:2]) != b"\xff\xd8":
+        return 1
+    (w, h), (mw, mh) = dims, min_size
+    for f in (8, 4, 2):
+        if -(-w // f) >= mw and -(-h // f) >= mh:
+            return f
+    return 1
+
+
 def decode_sensor(modality: Modality, msg: Any, *, compressed: bool, radar_fields: RadarFields = RadarFields(),
-                  limits: InputLimits = DEFAULT_LIMITS) -> np.ndarray:
+                  limits: InputLimits = DEFAULT_LIMITS, reduction: int = 1) -> np.ndarray:
     """Decode a sensor message (rclpy or rosbags object) into what the encoder of ``modality`` takes.
 
-    camera: ``H x W x 3`` uint8 RGB; lidar: structured cloud, points with a non-finite x/y/z dropped; radar: x, y,
-    z, doppler, rcs with non-finite rows dropped. Raises :class:`ConversionError` (naming the field) for anything
-    malformed, beyond ``limits``, or left without a point.
+    camera: ``H x W x 3`` uint8 RGB (a JPEG at 1/``reduction`` of its size, see :func:`jpeg_reduction`); lidar:
+    structured cloud, points with a non-finite x/y/z dropped; radar: x, y, z, doppler, rcs with non-finite rows
+    dropped. Raises :class:`ConversionError` (naming the field) for anything malformed, beyond ``limits``, or left
+    without a point.
     """
     check_limits(modality, msg, compressed=compressed, limits=limits)
     if modality is Modality.CAMERA:
         if compressed:
-            img = decode_compressed(msg, "rgb8")
+            img = decode_compressed(msg, "rgb8", reduction=reduction)
         else:
             enc = str(msg.encoding)
             if enc not in _COLOUR:
@@ -210,11 +230,16 @@ def decode_sensor(modality: Modality, msg: Any, *, compressed: bool, radar_field
 
 def frame_from(modality: Modality, topic: str, msg: Any, *, compressed: bool,
                radar_fields: RadarFields = RadarFields(), stamp_ns: int | None = None, receive_ns: int = 0,
-               limits: InputLimits = DEFAULT_LIMITS, sensor: SensorInfo | None = None) -> Frame:
+               limits: InputLimits = DEFAULT_LIMITS, sensor: SensorInfo | None = None,
+               min_size: tuple[int, int] | None = None) -> Frame:
     """A :class:`Frame` from a sensor message (rclpy or rosbags), with the decoding time. ``stamp_ns`` defaults to
-    the message's header stamp; ``sensor`` rides along with the frame to the embedding step."""
+    the message's header stamp; ``sensor`` rides along with the frame to the embedding step; ``min_size`` (width,
+    height; the camera encoder's input, :attr:`FrameEmbedder.decode_size`) lets a JPEG be decoded directly at a
+    fraction of its size (:func:`jpeg_reduction`; the frame's ``reduction`` says which)."""
     t0 = time.perf_counter()
-    data = decode_sensor(modality, msg, compressed=compressed, radar_fields=radar_fields, limits=limits)
+    reduction = jpeg_reduction(msg, min_size) if modality is Modality.CAMERA and compressed else 1
+    data = decode_sensor(modality, msg, compressed=compressed, radar_fields=radar_fields, limits=limits,
+                         reduction=reduction)
     stamp = header_stamp_ns(msg) if stamp_ns is None else int(stamp_ns)
     return Frame(modality, topic, str(msg.header.frame_id), stamp, data, receive_ns,
-                 (time.perf_counter() - t0) * 1e3, sensor)
+                 (time.perf_counter() - t0) * 1e3, sensor, reduction)

@@ -1,6 +1,7 @@
 """Frame -> embedding: the one route of the live pipeline, the split ``encoder_node``, evaluation and training.
 
-One :class:`FrameEmbedder` per stream (one topic) takes each decoded frame in order through
+One :class:`FrameEmbedder` per stream (one topic) takes each decoded frame in order (decoded at no more than
+:attr:`FrameEmbedder.decode_size`, which every caller passes to the decoder) through
 
 1. **merge**: a multi-scan radar model (``scans > 1`` on its card) merges the frame with the stream's earlier scans,
    moved into the frame's pose by the odometry (:class:`~cmr_fusion_ros.core.accumulate.ScanAccumulator`);
@@ -29,7 +30,7 @@ from cmr_fusion_ros.core.accumulate import STAT_KEYS, ScanAccumulator
 from cmr_fusion_ros.core.preprocess import Preprocessing, accumulator_for, turned_views
 from cmr_fusion_ros.core.types import Pose
 
-__all__ = ["Embedded", "Encoder", "FrameEmbedder", "FrameLike"]
+__all__ = ["Embedded", "Encoder", "FrameEmbedder", "FrameLike", "decode_size"]
 
 
 class Encoder(Protocol):
@@ -59,6 +60,13 @@ class Embedded:
     encode_ms: float = 0.0
 
 
+def decode_size(preprocessing: Any) -> tuple[int, int] | None:
+    """(width, height) of a camera preprocessing's input (the smallest image worth decoding); None otherwise."""
+    if getattr(getattr(preprocessing, "modality", None), "value", None) != "camera":
+        return None
+    return int(preprocessing.width), int(preprocessing.height)
+
+
 class FrameEmbedder:
     """The route of one stream (see the module doc). ``encoder`` may be None (training: tensors only); an encoder
     without ``preprocessing``/``encode_tensors`` (a test double) gets the merged data through ``encode``."""
@@ -75,6 +83,12 @@ class FrameEmbedder:
     def of(cls, encoder: Encoder, *, clock: Callable[[], float] = time.perf_counter) -> "FrameEmbedder":
         """The route of ``encoder`` (its card's preprocessing)."""
         return cls(getattr(encoder, "preprocessing", None), encoder, clock=clock)
+
+    @property
+    def decode_size(self) -> tuple[int, int] | None:
+        """(width, height) of the camera input the preprocessing makes: a JPEG need not be decoded larger than that
+        (:func:`cmr_fusion_ros.core.decode.frame_from`'s ``min_size``); None for other modalities."""
+        return decode_size(self.preprocessing)
 
     @property
     def multi_scan(self) -> bool:

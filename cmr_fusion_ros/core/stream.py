@@ -28,6 +28,7 @@ from typing import Any
 
 from cmr_fusion_ros.core.config import FusionConfig
 from cmr_fusion_ros.core.decode import Frame, frame_from, header_stamp_ns
+from cmr_fusion_ros.core.embed import decode_size
 from cmr_fusion_ros.core.errors import CmrFusionError, ConversionError
 from cmr_fusion_ros.core.pipeline import FusionPipeline, PipelineOutput
 from cmr_fusion_ros.core.types import Modality, Pose
@@ -63,6 +64,8 @@ class StreamRunner:
         self.config = config
         self.topics = dict(topics)
         self._commit = threading.Lock()
+        # a JPEG is decoded directly at a fraction of its size when that is still at least the camera encoder's input
+        self._min_size = {m: decode_size(getattr(e, "preprocessing", None)) for m, e in pipeline.encoders.items()}
 
     def odometry(self, msg: Any) -> bool:
         """Feed one odometry message; True when it started a new time line (the older poses were dropped)."""
@@ -86,7 +89,7 @@ class StreamRunner:
         sc = self.config.stream(m)
         try:
             return frame_from(m, topic, msg, compressed=sc.transport == "compressed", radar_fields=sc.radar_fields,
-                              receive_ns=receive_ns, limits=self.config.limits)
+                              receive_ns=receive_ns, limits=self.config.limits, min_size=self._min_size.get(m))
         except CmrFusionError:
             raise
         except Exception as err:  # a conversion gap: still the message's fault, never the runner's

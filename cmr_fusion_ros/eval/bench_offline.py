@@ -91,10 +91,12 @@ def encoder_inputs(encoder, n: int, *, bag: str | Path | None = None, seed: int 
     shape = encoder.card.input_shape
     if bag is not None:
         from cmr_fusion_ros.bag.reader import read_samples
+        from cmr_fusion_ros.core.embed import decode_size
         from cmr_fusion_ros.core.preprocess import batch as preprocess_batch
 
         items = []
-        with contextlib.closing(read_samples(bag, modalities=(encoder.modality,), require_pose=False)) as samples:
+        with contextlib.closing(read_samples(bag, modalities=(encoder.modality,), require_pose=False,
+                                             camera_size=decode_size(encoder.preprocessing))) as samples:
             for s in samples:
                 items.append(s.data)
                 if len(items) >= n:

@@ -86,7 +86,8 @@ def embed_bag(
             emb[m].append(out.reshape(x.shape[0], x.shape[1], -1))
             pending[m].clear()
 
-    for s in read_samples(path, topics, mods, limits=limits):
+    camera = routes[Modality.CAMERA].decode_size if Modality.CAMERA in routes else None
+    for s in read_samples(path, topics, mods, limits=limits, camera_size=camera):
         pending[s.modality].append(routes[s.modality].tensors(s, s.pose, n_views[s.modality]))
         pos[s.modality].append((s.pose.x, s.pose.y, s.pose.z))
         stamps[s.modality].append(s.stamp_ns)

@@ -122,7 +122,7 @@ class EncoderNode(Node):
         try:
             frame = frame_from(self.modality, self.topic, msg, compressed=sc.transport == "compressed",
                                radar_fields=sc.radar_fields, stamp_ns=stamp_to_ns(msg.header.stamp),
-                               limits=self.config.limits)
+                               limits=self.config.limits, min_size=self.embedder.decode_size)
             if self.merger is not None:  # the merge moves earlier scans by the odometry of another thread
                 with self.merger.lock:
                     out = self.embedder.embed(frame, self.merger.pose_for(frame.stamp_ns), self.views)

@@ -30,7 +30,7 @@ from cmr_fusion_ros.core.types import Modality
 __all__ = ["FrameSet", "load_frames", "frames_from_bag", "MODALITIES"]
 
 MODALITIES = (Modality.CAMERA, Modality.LIDAR, Modality.RADAR)
-CACHE_VERSION = 2  # 2: the runtime decoder (finite-point filter) and pose buffer (gap rule)
+CACHE_VERSION = 2  # 2: the runtime decoder (finite-point filter, JPEG reduced decode) and pose buffer (gap rule)
 
 
 @dataclass
@@ -159,7 +159,7 @@ def frames_from_bag(
     per: dict[Modality, tuple[list[int], list[np.ndarray]]] = {m: ([], []) for m in MODALITIES}
     lidar_pose: list[tuple[float, float, float, float]] = []
     routes = {m: FrameEmbedder(preprocessing[m]) for m in MODALITIES}  # the runtime's merge -> preprocess
-    for s in read_samples(path, topics, MODALITIES):
+    for s in read_samples(path, topics, MODALITIES, camera_size=routes[Modality.CAMERA].decode_size):
         stamps, tens = per[s.modality]
         stamps.append(s.stamp_ns)
         tens.append(routes[s.modality].tensors(s, s.pose)[0])
