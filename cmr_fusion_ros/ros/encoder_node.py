@@ -23,7 +23,8 @@ from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 
 from cmr_fusion_msgs.msg import Embedding
 from cmr_fusion_ros.core.accumulate import OdometryScanMerger
-from cmr_fusion_ros.core.encoder import OnnxEncoder, EncoderConfig, model_path
+from cmr_fusion_ros.core.encoder import (EncoderConfig, OnnxEncoder, model_path, provider_fallback_message,
+                                         providers_in_use)
 from cmr_fusion_ros.core.errors import CmrFusionError, ConfigError
 from cmr_fusion_ros.core.decode import frame_from
 from cmr_fusion_ros.core.embed import FrameEmbedder
@@ -57,7 +58,10 @@ class EncoderNode(Node):
             enc = self.config.encoders
             encoder = OnnxEncoder(EncoderConfig(
                 model_path=str(model_path(enc.models_dir or models_dir(), self.modality)), providers=enc.providers,
-                intra_op_threads=enc.intra_op_threads, batch_size=enc.batch_size, warmup_runs=enc.warmup_runs))
+                intra_op_threads=enc.intra_op_threads, batch_size=enc.batch_size, warmup_runs=enc.warmup_runs),
+                warn=False)
+            if fallback := provider_fallback_message([encoder]):
+                self.get_logger().warning(fallback)
         self.encoder = encoder
         self.embedder = FrameEmbedder.of(encoder)  # the runtime's merge -> views -> preprocess -> encode
         self.merger: OdometryScanMerger | None = None
@@ -77,6 +81,8 @@ class EncoderNode(Node):
             self.views = self.config.encoders.lidar_views
         card = getattr(encoder, "card", None)
         self.model_id = f"{self.modality.value}:{(getattr(card, 'sha256', '') or 'unknown')[:12]}"
+        self.providers = providers_in_use({self.modality: encoder})
+        self.get_logger().info(f"{self.modality.value} encoder {self.model_id} on {self.providers or 'a stand-in'}")
         self.stats = StreamStats()
         self._queue: collections.deque = collections.deque(maxlen=sc.queue_size)
         self._cond = threading.Condition()
@@ -151,7 +157,7 @@ class EncoderNode(Node):
                                                   {self.modality.value: self.stats.summary()}, self._values()))
 
     def _values(self) -> dict:
-        values = {"model_id": self.model_id}
+        values = {"model_id": self.model_id, "providers": self.providers}
         if self.modality is Modality.LIDAR:
             values["lidar_views"] = self.views  # headings each scan is embedded at (Embedding.views)
         if self.merger is not None:  # multi-scan model: earlier scans merged in / wanted but not found

@@ -42,6 +42,7 @@ from visualization_msgs.msg import MarkerArray
 
 from cmr_fusion_msgs.msg import MatchEventArray
 from cmr_fusion_ros.core.config import FusionConfig
+from cmr_fusion_ros.core.encoder import provider_fallback_message, providers_in_use
 from cmr_fusion_ros.core.errors import CmrFusionError
 from cmr_fusion_ros.core.pipeline import FusionPipeline, PipelineOutput
 from cmr_fusion_ros.core.stream import Processed, StreamRunner
@@ -153,9 +154,14 @@ class FusionNode(Node):
         for st in self.streams.values():
             st.worker = threading.Thread(target=self._work, args=(st,), name=f"fusion_{st.modality.value}", daemon=True)
             st.worker.start()
+        self.providers = providers_in_use(self.pipeline.encoders)  # the execution providers that started
         self.get_logger().info(
             f"streams {[m.value for m in self.config.enabled_modalities]}, memory {len(self.pipeline.memory)} entries "
-            f"({self.config.memory.persistence.directory or 'RAM only'}), session {self.pipeline.session}")
+            f"({self.config.memory.persistence.directory or 'RAM only'}), session {self.pipeline.session}, "
+            f"encoders on {self.providers or 'stand-in encoders'}")
+        if fallback := provider_fallback_message([e for e in self.pipeline.encoders.values()
+                                                  if getattr(e, "fallback", None)]):
+            self.get_logger().warning(fallback)
 
     # --- callbacks: queue only ---------------------------------------------------------------------------------
 
@@ -260,7 +266,8 @@ class FusionNode(Node):
         memory_values = {"entries": len(mem), "events_published": self.events_published,
                          "suppressed_by_policy": self.pipeline.policy.suppressed,
                          "time_jumps": self.pipeline.time_jumps,
-                         "lidar_views": self.pipeline.lidar_views()}  # headings each LiDAR scan is embedded at now
+                         "lidar_views": self.pipeline.lidar_views(),  # headings each LiDAR scan is embedded at now
+                         "providers": self.providers}  # execution providers each encoder runs on
         if self.pipeline.has_accumulation:  # multi-scan radar model: earlier scans merged / not found
             memory_values.update({f"radar_{k}": v for k, v in self.pipeline.accumulation_stats().items()})
         for key in ("added", "skipped_duplicate", "skipped_capacity", "evicted", "pending_records", "backend",

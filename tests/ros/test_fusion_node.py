@@ -157,6 +157,7 @@ def test_matches_markers_diagnostics_and_services(graph):
     assert wait_for(lambda: (status("stream lidar") or {}).get("bad_messages") == "1")
     # the default routes: LiDAR does not search LiDAR, each scan is embedded once
     assert wait_for(lambda: status(": memory") is not None) and status(": memory")["lidar_views"] == "1"
+    assert status(": memory")["providers"] == ""  # stand-in encoders report none (ONNX ones: test_encoder.py)
 
     # services
     def call(srv_type, name, **fields):
