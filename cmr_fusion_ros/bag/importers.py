@@ -13,7 +13,8 @@ poses, JPEG/PNG cameras, npz LiDAR):
 - ``/odom`` (``odom`` → ``base_link``) and ``/tf`` at each distinct datum timestamp: the vehicle pose is the datum's
   world pose composed with the inverse of that sensor's extrinsic (the LiDAR's when it has a datum at that time);
   between two such timestamps, poses interpolated every ``odom_step_s`` (default 0.05 s: linear in position,
-  spherical in orientation), so a reader's gap rule (``BagTopics.max_pose_gap_ns``, 0.2 s) drops no sample;
+  spherical in orientation), so the readers' gap rule (``BagTopics.max_gap_ns``, ``--max-pose-gap``: any value of
+  at least ``odom_step_s``) drops no sample between two datums;
 - ``/tf_static``: ``base_link`` → each sensor, from the calibration extrinsics.
 
 PJLab SensorsCalibration single frames (PCD LiDAR, CSV radar, an image, intrinsic/extrinsic JSON files; any subset

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cmr_fusion_ros.core.config import EncodersConfig
 from cmr_fusion_ros.core.policy import PolicyConfig
+from cmr_fusion_ros.core.poses import DEFAULT_MAX_EXTRAPOLATION_NS, DEFAULT_MAX_GAP_NS
 from cmr_fusion_ros.core.types import MAX_LIDAR_VIEWS
 
 HELP = ("embed a database bag and a query bag, print recall@1/5/10/1% for every query -> database modality pair, "
@@ -27,9 +28,18 @@ def add_topic_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--odom-topic", default="/odom", help="nav_msgs/Odometry topic with the poses (default /odom)")
     g.add_argument("--radar-fields", default="x,y,z,doppler,rcs",
                    help="radar field names for x,y,z,doppler,rcs, comma-separated (default x,y,z,doppler,rcs)")
-    g.add_argument("--max-pose-gap", type=float, default=0.2, metavar="S",
-                   help="a sample gets a pose only with odometry within S seconds on both sides (default 0.2); "
-                        "samples without one are skipped and counted")
+    g.add_argument("--max-pose-gap", type=float, default=DEFAULT_MAX_GAP_NS / 1e9, metavar="S",
+                   help="no pose is interpolated between odometry messages more than S seconds apart, as at run time "
+                        f"(odometry.max_gap_s; default {DEFAULT_MAX_GAP_NS / 1e9:g}); samples without a pose are "
+                        "skipped and counted")
+    g.add_argument("--max-pose-extrapolation", type=float, default=DEFAULT_MAX_EXTRAPOLATION_NS / 1e9, metavar="S",
+                   help="no pose for a sample more than S seconds before the first or after the last odometry "
+                        f"message (odometry.max_extrapolation_s; default {DEFAULT_MAX_EXTRAPOLATION_NS / 1e9:g})")
+
+
+def pose_rule(args: argparse.Namespace) -> str:
+    """The gap rule as the commands print it beside the samples skipped for no pose."""
+    return f"--max-pose-gap {args.max_pose_gap:g} s, --max-pose-extrapolation {args.max_pose_extrapolation:g} s"
 
 
 def add_modalities_argument(parser: argparse.ArgumentParser) -> None:
@@ -49,9 +59,12 @@ def topics_from_args(args: argparse.Namespace):
 
     if not (math.isfinite(args.max_pose_gap) and args.max_pose_gap > 0):
         raise ConfigError("--max-pose-gap", args.max_pose_gap, "a number of seconds > 0")
+    if not (math.isfinite(args.max_pose_extrapolation) and args.max_pose_extrapolation >= 0):
+        raise ConfigError("--max-pose-extrapolation", args.max_pose_extrapolation, "a number of seconds >= 0")
     return BagTopics(lidar=args.lidar_topic, radar=args.radar_topic, odom=args.odom_topic,
                      radar_fields=tuple(s.strip() for s in args.radar_fields.split(",")),
-                     max_pose_gap_ns=int(round(args.max_pose_gap * 1e9)), **kw)
+                     max_gap_ns=int(round(args.max_pose_gap * 1e9)),
+                     max_extrapolation_ns=int(round(args.max_pose_extrapolation * 1e9)), **kw)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
           + (f" (absent: {', '.join(absent)})" if absent else ""))
     for role, d in dropped.items():
         if d:
-            print(f"{role}: skipped (no odometry pose within --max-pose-gap {args.max_pose_gap:g} s): "
+            print(f"{role}: skipped (no odometry pose: {pose_rule(args)}): "
                   + ", ".join(f"{m} {n}" for m, n in d.items()))
     print(format_table(report))
     if gaps := format_heading_gaps(report):

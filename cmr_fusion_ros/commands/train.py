@@ -8,7 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from cmr_fusion_ros.commands.eval import add_modalities_argument, add_topic_arguments, topics_from_args
+from cmr_fusion_ros.commands.eval import add_modalities_argument, add_topic_arguments, pose_rule, topics_from_args
 from cmr_fusion_ros.core.errors import ConfigError
 from cmr_fusion_ros.core.types import Modality
 
@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
         ] or None
     print(f"training frames: {len(train)} from {len(bags)} bags in {len(train.group_names)} place groups")
     if dropped:
-        print(f"training samples skipped (no odometry pose within --max-pose-gap {args.max_pose_gap:g} s): "
+        print(f"training samples skipped (no odometry pose: {pose_rule(args)}): "
               + ", ".join(f"{m} {n}" for m, n in dropped.items()))
     for (db, q), (dbf, qf) in zip(val_pairs, val or []):
         print(f"validation: database {db} ({len(dbf)} frames), queries {q} ({len(qf)} frames)")

@@ -58,12 +58,15 @@ def _pct(values: np.ndarray, q: float) -> float:
     return float(np.percentile(values, q)) if values.size else float("nan")
 
 
-def frame_stats(modality: Modality, data: Any, *, hfov_deg: float | None = None) -> dict[str, float]:
-    """The statistics of one decoded frame (camera: H x W x 3 image; LiDAR/radar: structured point array)."""
+def frame_stats(modality: Modality, data: Any, *, hfov_deg: float | None = None,
+                reduction: int = 1) -> dict[str, float]:
+    """The statistics of one decoded frame (camera: H x W x 3 image; LiDAR/radar: structured point array).
+    ``reduction``: a camera JPEG decoded at 1/``reduction`` of its size (``Frame.reduction``): the sensor's image
+    size is measured, not the decoded one."""
     m = Modality(modality)
     if m is Modality.CAMERA:
         h, w = np.asarray(data).shape[:2]
-        out = {"width": float(w), "height": float(h)}
+        out = {"width": float(w * reduction), "height": float(h * reduction)}
         if hfov_deg is not None:
             out["hfov_deg"] = float(hfov_deg)
         return out
@@ -250,12 +253,14 @@ class DomainMonitor:
         self._stats: dict[Modality, list[dict[str, float]]] = {m: [] for m in self.ranges}
         self.verdicts: dict[Modality, ModalityVerdict] = {}
 
-    def observe(self, modality: Modality, data: Any, *, hfov_deg: float | None = None) -> str | None:
+    def observe(self, modality: Modality, data: Any, *, hfov_deg: float | None = None,
+                reduction: int = 1) -> str | None:
+        """One decoded frame (``reduction``: see :func:`frame_stats`). Safe with one caller per modality."""
         m = Modality(modality)
         if m not in self._stats or m in self.verdicts:
             return None
         try:
-            self._stats[m].append(frame_stats(m, data, hfov_deg=hfov_deg))
+            self._stats[m].append(frame_stats(m, data, hfov_deg=hfov_deg, reduction=reduction))
         except (KeyError, ValueError, TypeError):  # a frame the statistics cannot read: not this check's business
             return None
         if len(self._stats[m]) < self.frames:

@@ -34,9 +34,9 @@ import numpy as np
 
 from cmr_fusion_ros.core.calibration import ScoreCalibration
 from cmr_fusion_ros.core.errors import ConfigError
-from cmr_fusion_ros.core.memory.config import _bool, _float, _int, _no_unknown, _section
 from cmr_fusion_ros.core.memory.entry import MemoryEntry, Neighbor
 from cmr_fusion_ros.core.types import Modality, Pose
+from cmr_fusion_ros.core.validate import no_unknown, read_bool, read_float, read_int, section
 
 if TYPE_CHECKING:
     from cmr_fusion_ros.core.memory.scene import SceneMemory
@@ -79,24 +79,24 @@ class PolicyConfig:
 
     @classmethod
     def from_dict(cls, d: Any, prefix: str = "policy") -> "PolicyConfig":
-        d = _section(d, prefix)
-        _no_unknown(d, prefix, cls.KEYS)
+        d = section(d, prefix)
+        no_unknown(d, prefix, cls.KEYS)
         routes = _default_routes() if "routes" not in d else cls._routes(d["routes"], f"{prefix}.routes")
         return cls(
             routes=routes,
-            top_k=_int(d, prefix, "top_k", 5, 1, 1000),
-            min_score=_float(d, prefix, "min_score", 0.5, -1.0, 1.0),
-            exclude_recent_s=_float(d, prefix, "exclude_recent_s", 30.0, 0.0),
-            exclude_same_session=_bool(d, prefix, "exclude_same_session", False),
-            debounce_s=_float(d, prefix, "debounce_s", 10.0, 0.0),
-            rearm_distance_m=_float(d, prefix, "rearm_distance_m", 0.0, 0.0),
-            place_radius_m=_float(d, prefix, "place_radius_m", 5.0, 0.0),
-            place_window_s=_float(d, prefix, "place_window_s", 5.0, 0.0),
-            sequence_length=_int(d, prefix, "sequence_length", 1, 1, 1000),
-            sequence_max_jump_m=_float(d, prefix, "sequence_max_jump_m", 5.0, 0.0),
-            sequence_max_gap_s=_float(d, prefix, "sequence_max_gap_s", 2.0, 0.0),
-            turned_view_penalty=_float(d, prefix, "turned_view_penalty", 0.05, 0.0, 2.0),
-            min_probability=_float(d, prefix, "min_probability", 0.0, 0.0, 1.0),
+            top_k=read_int(d, prefix, "top_k", 5, 1, 1000),
+            min_score=read_float(d, prefix, "min_score", 0.5, -1.0, 1.0),
+            exclude_recent_s=read_float(d, prefix, "exclude_recent_s", 30.0, 0.0),
+            exclude_same_session=read_bool(d, prefix, "exclude_same_session", False),
+            debounce_s=read_float(d, prefix, "debounce_s", 10.0, 0.0),
+            rearm_distance_m=read_float(d, prefix, "rearm_distance_m", 0.0, 0.0),
+            place_radius_m=read_float(d, prefix, "place_radius_m", 5.0, 0.0),
+            place_window_s=read_float(d, prefix, "place_window_s", 5.0, 0.0),
+            sequence_length=read_int(d, prefix, "sequence_length", 1, 1, 1000),
+            sequence_max_jump_m=read_float(d, prefix, "sequence_max_jump_m", 5.0, 0.0),
+            sequence_max_gap_s=read_float(d, prefix, "sequence_max_gap_s", 2.0, 0.0),
+            turned_view_penalty=read_float(d, prefix, "turned_view_penalty", 0.05, 0.0, 2.0),
+            min_probability=read_float(d, prefix, "min_probability", 0.0, 0.0, 1.0),
         )
 
     @staticmethod

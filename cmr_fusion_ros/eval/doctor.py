@@ -31,9 +31,9 @@ from cmr_fusion_ros.core.domain import (
     medians,
     ranges_from_cards,
 )
+from cmr_fusion_ros.core.embed import FrameEmbedder
 from cmr_fusion_ros.core.encoder import OnnxEncoder, card_path
 from cmr_fusion_ros.core.errors import BagError, ModelError
-from cmr_fusion_ros.core.preprocess import accumulator_for
 from cmr_fusion_ros.core.types import Modality
 
 __all__ = ["BagInspection", "DoctorReport", "derive_card_ranges", "diagnose", "inspect_bag"]
@@ -100,20 +100,21 @@ def inspect_bag(path: str | Path, encoders: Mapping[Modality, OnnxEncoder], topi
     positions: dict[Modality, list[tuple[float, float] | None]] = {m: [] for m in mods}
     stats: dict[Modality, list[dict[str, float]]] = {m: [] for m in mods}
     tensors: dict[Modality, list[np.ndarray]] = {m: [] for m in mods}
-    accumulators = {m: acc for m in mods if (acc := accumulator_for(encoders[m].preprocessing)) is not None}
+    routes = {m: FrameEmbedder.of(encoders[m]) for m in mods}  # the runtime's merge -> preprocess -> encode
+    # images decoded at full size (no camera_size): the statistics are of the sensor's images
     for s in read_samples(p, topics, mods, require_pose=False):
         m = s.modality
         i = seen[m]
         seen[m] += 1
-        data = accumulators[m].merge(s.stamp_ns, s.data, s.pose) if m in accumulators else s.data
         if i % stride[m]:
+            routes[m].merge(s, s.pose)  # a multi-scan model still merges every scan, in order
             continue
         stats[m].append(frame_stats(m, s.data, hfov_deg=hfov if m is Modality.CAMERA else None))
-        tensors[m].append(encoders[m].preprocessing(data))
+        tensors[m].append(routes[m].tensors(s, s.pose)[0])
         positions[m].append(None if s.pose is None else (s.pose.x, s.pose.y))
         if progress is not None:
             progress(1)
-    embeddings = {m: encoders[m].encode_tensors(np.stack(t)) for m, t in tensors.items() if t}
+    embeddings = {m: routes[m].encode(np.stack(t)) for m, t in tensors.items() if t}
     return BagInspection(str(p), stats, embeddings, counts, has_odom, info, positions)
 
 

@@ -144,7 +144,7 @@ class TruthTracks:
                 raise BagError(str(b), f"{odom_topic} holds {len(track)} poses; ground truth needs at least 2")
             stamps.append(track.stamps_ns)
             positions.append(track.positions)
-        return cls(tuple(str(b) for b in bags), tuple(stamps), tuple(positions), topics.max_pose_gap_ns)
+        return cls(tuple(str(b) for b in bags), tuple(stamps), tuple(positions), topics.max_extrapolation_ns)
 
     @classmethod
     def from_arrays(cls, tracks: Sequence[tuple[np.ndarray, np.ndarray]], names: Sequence[str] | None = None,

@@ -1,8 +1,9 @@
 """Training frames from bags: time-synchronised (camera, LiDAR, radar, or any two of them) tensors with ground-truth
 positions.
 
-Each bag is read once with :func:`cmr_fusion_ros.bag.reader.read_samples`; every sample goes through the core
-preprocessing (the same functions the runtime encoders use), and each LiDAR scan is paired with the camera image and
+Each bag is read once with :func:`cmr_fusion_ros.bag.reader.read_samples` (the runtime's decoder and pose buffer);
+every sample goes through the runtime's route up to the tensor (:meth:`cmr_fusion_ros.core.embed.FrameEmbedder.tensors`:
+multi-scan merging, the card's preprocessing), and each LiDAR scan is paired with the camera image and
 radar scan nearest in time (within ``sync_tolerance_ns``). Frames are cached per bag in an ``.npz`` keyed by the
 preprocessing parameters and topics, so a second training run does not decode the bags again.
 
@@ -23,13 +24,14 @@ import numpy as np
 
 from cmr_fusion_ros.bag.reader import BagTopics, read_samples
 from cmr_fusion_ros.core.errors import BagError
-from cmr_fusion_ros.core.preprocess import Preprocessing, accumulator_for
+from cmr_fusion_ros.core.embed import FrameEmbedder
+from cmr_fusion_ros.core.preprocess import Preprocessing
 from cmr_fusion_ros.core.types import Modality
 
 __all__ = ["FrameSet", "load_frames", "frames_from_bag", "MODALITIES"]
 
 MODALITIES = (Modality.CAMERA, Modality.LIDAR, Modality.RADAR)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the runtime decoder (finite-point filter, JPEG reduced decode) and pose buffer (gap rule)
 
 
 @dataclass
@@ -169,14 +171,12 @@ def frames_from_bag(
     anchor = Modality.LIDAR if Modality.LIDAR in mods else mods[0]
     per: dict[Modality, tuple[list[int], list[np.ndarray]]] = {m: ([], []) for m in mods}
     lidar_pose: list[tuple[float, float, float, float]] = []
-    accumulators = {m: acc for m in mods if (acc := accumulator_for(preprocessing[m])) is not None}
-    for s in read_samples(path, topics, mods, dropped=dropped):
+    routes = {m: FrameEmbedder(preprocessing[m]) for m in mods}  # the runtime's merge -> preprocess
+    camera = routes[Modality.CAMERA].decode_size if Modality.CAMERA in routes else None
+    for s in read_samples(path, topics, mods, dropped=dropped, camera_size=camera):
         stamps, tens = per[s.modality]
         stamps.append(s.stamp_ns)
-        data = s.data
-        if s.modality in accumulators:  # multi-scan radar: every scan of the bag, in order, with its pose
-            data = accumulators[s.modality].merge(s.stamp_ns, data, s.pose)
-        tens.append(preprocessing[s.modality](data))
+        tens.append(routes[s.modality].tensors(s, s.pose)[0])
         if s.modality is anchor:
             p = s.pose
             lidar_pose.append((p.x, p.y, p.z, p.yaw))

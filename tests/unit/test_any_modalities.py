@@ -3,6 +3,7 @@ chooses, the pairs present are reported and absent ones are no error."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -108,7 +109,7 @@ def test_process_bag_without_radar_reports_the_pairs(tmp_path: Path, capsys) -> 
     assert "events by pair (of the pairs these modalities can give): camera->camera" in text
     assert "radar->" not in text.split("events by pair")[1]
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["frames"]) == {"camera", "lidar"} and summary["partial_sets"] == 0
+    assert set(summary["frames"]) == {"camera", "lidar"}
     assert main(["process", str(bag), "--out", str(tmp_path / "o2"), "--no-progress", "--modalities", "lidar"]) == 0
     text = capsys.readouterr().out
     assert "modalities: lidar; skipped: camera (not chosen), radar (no topic /radar/points" in text
@@ -177,22 +178,32 @@ def test_train_and_export_on_bags_without_radar(tmp_path: Path, capsys) -> None:
     assert "asks for radar" in capsys.readouterr().err
 
 
-def test_samples_without_a_pose_are_counted_and_the_gap_is_an_option(tmp_path: Path, capsys) -> None:
+def test_samples_without_a_pose_are_counted_and_the_gap_rule_is_an_option(tmp_path: Path, capsys) -> None:
     from cmr_fusion_ros.bag.reader import read_samples
+    from cmr_fusion_ros.commands.eval import add_topic_arguments, topics_from_args
 
     bag = tmp_path / "bag"
-    write_bag(bag)  # odometry from 1.0 s, sensors from 0.8 s: with a 0.1 s gap the first sample has no pose
+    write_bag(bag)  # odometry from 1.0 s, sensors from 0.8 s: extrapolating 0.1 s, the first sample has no pose
     dropped: dict = {}
-    n = len(list(read_samples(bag, BagTopics(max_pose_gap_ns=100_000_000), dropped=dropped)))
+    n = len(list(read_samples(bag, BagTopics(max_extrapolation_ns=100_000_000), dropped=dropped)))
     assert dropped == {"camera": 1, "lidar": 1, "radar": 1} and n == 27
     assert main(["eval", "--database", str(bag), "--queries", str(bag), "--lidar-views", "1",
-                 "--max-pose-gap", "0.1"]) == 0
+                 "--max-pose-extrapolation", "0.1"]) == 0
     out = capsys.readouterr().out
-    assert "database: skipped (no odometry pose within --max-pose-gap 0.1 s): camera 1, lidar 1, radar 1" in out
+    assert ("database: skipped (no odometry pose: --max-pose-gap 1 s, --max-pose-extrapolation 0.1 s): "
+            "camera 1, lidar 1, radar 1") in out
     assert main(["eval", "--database", str(bag), "--queries", str(bag), "--lidar-views", "1"]) == 0
     assert "skipped" not in capsys.readouterr().out
-    assert main(["eval", "--database", str(bag), "--queries", str(bag), "--max-pose-gap", "0"]) == 2
-    assert "--max-pose-gap" in capsys.readouterr().err
+    parser = argparse.ArgumentParser()
+    add_topic_arguments(parser)
+    topics = topics_from_args(parser.parse_args(["--max-pose-gap", "0.5", "--max-pose-extrapolation", "0"]))
+    assert (topics.max_gap_ns, topics.max_extrapolation_ns) == (500_000_000, 0)
+    defaults = topics_from_args(parser.parse_args([]))
+    assert (defaults.max_gap_ns, defaults.max_extrapolation_ns) == (BagTopics().max_gap_ns,
+                                                                    BagTopics().max_extrapolation_ns)
+    for flag in ("--max-pose-gap", "--max-pose-extrapolation"):
+        assert main(["eval", "--database", str(bag), "--queries", str(bag), flag, "-1"]) == 2
+        assert flag in capsys.readouterr().err
 
 
 def test_process_summary_counts_frames_the_memory_did_not_store() -> None:

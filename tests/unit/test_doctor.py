@@ -55,6 +55,7 @@ def test_frame_stats_measure_what_the_preprocessing_does_not_absorb() -> None:
     img = np.zeros((300, 400, 3), np.uint8)
     assert frame_stats(C, img, hfov_deg=90.0) == {"width": 400.0, "height": 300.0, "hfov_deg": 90.0}
     assert "hfov_deg" not in frame_stats(C, img)
+    assert frame_stats(C, img[::4, ::4], reduction=4) == {"width": 400.0, "height": 300.0}  # a JPEG decoded at 1/4
     az = np.radians(np.linspace(-50, 50, 101))
     radar = structured([("x", (30 * np.cos(az)).astype(np.float32)), ("y", (30 * np.sin(az)).astype(np.float32)),
                         ("z", np.zeros(101, np.float32))])

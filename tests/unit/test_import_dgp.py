@@ -235,7 +235,7 @@ def test_real_dgp_scenes_import_with_matching_poses_and_timestamps(tmp_path: Pat
         assert str(bag) in printed
         total += _check_against_source(bag, scene)
     assert total == 12 + 21
-    # the reader's gap rule (0.2 s) drops no sample of the 1 Hz scenes: the odometry is dense
+    # the reader's gap rule (1 s between odometry messages) drops no sample of the 1 Hz scenes: the odometry is dense
     from cmr_fusion_ros.bag.reader import read_samples
 
     for scene in scenes:
