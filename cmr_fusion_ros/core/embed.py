@@ -101,8 +101,19 @@ class FrameEmbedder:
         return self.accumulator is not None
 
     def reset(self) -> None:
-        """A new time line: forget the merged scans (before the next merge; safe from another thread)."""
+        """A new time line: forget the merged scans before the next frame (safe from another thread: the pipeline's
+        next ``prepare`` of this stream takes the request, :meth:`take_reset`, and its ``run`` clears the history)."""
         self._stale = True
+
+    def take_reset(self) -> bool:
+        """Whether a reset was asked for since the last call (and forget that it was)."""
+        stale, self._stale = self._stale, False
+        return stale
+
+    def clear_history(self) -> None:
+        """Forget the merged scans now (the stream's own thread)."""
+        if self.accumulator is not None:
+            self.accumulator.reset()
 
     def stats(self) -> dict[str, int]:
         """Multi-scan merging: earlier scans merged, wanted but not found, scans without a pose (zeros otherwise)."""
@@ -112,9 +123,6 @@ class FrameEmbedder:
         """Step 1: the frame's data, merged with the stream's earlier scans when the model wants several."""
         if self.accumulator is None:
             return frame.data
-        if self._stale:
-            self._stale = False
-            self.accumulator.reset()
         return self.accumulator.merge(frame.stamp_ns, frame.data, pose)
 
     def tensors(self, frame: FrameLike, pose: Pose | None, views: int = 1) -> np.ndarray:

@@ -53,6 +53,7 @@ from cmr_fusion_ros.core.types import Modality, Pose
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "EmbedJob",
     "EmbeddingInput",
     "InputLimits",
     "check_limits",
@@ -93,6 +94,18 @@ def embedding_views(values: Any, dim: int) -> np.ndarray | None:
         raise ConversionError("cmr_fusion_msgs/Embedding", "views",
                               f"{arr.size} values are not whole views of the vector's {dim} values")
     return arr.reshape(-1, dim)
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedJob:
+    """A frame ready for its route (:meth:`FusionPipeline.prepare`)."""
+
+    frame: Frame
+    route: FrameEmbedder
+    pose: Pose | None
+    views: int
+    jumped: bool  # its topic's stamps went back
+    reset: bool  # forget the route's merge history first
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,16 +264,26 @@ class FusionPipeline:
 
     def embed(self, frame: Frame) -> EmbeddingInput:
         """One frame through its topic's route, with its pose and the LiDAR views the routes ask for now (a topic
-        whose stamps went back starts its multi-scan history anew)."""
+        whose stamps went back starts its multi-scan history anew): :meth:`run` of :meth:`prepare`."""
+        return self.run(self.prepare(frame))
+
+    def prepare(self, frame: Frame) -> EmbedJob:
+        """What embedding ``frame`` depends on outside its route, read now: the time-jump check of its topic, a
+        history reset asked for (odometry went back), its pose, the LiDAR views. Call in the streams' order."""
         route = self.embedder(frame.modality, frame.topic)
         jumped = self._topic_jumped(frame.topic, frame.stamp_ns)
-        if jumped:
-            route.reset()
-        pose = self.pose_at(frame.stamp_ns)
-        out = route.embed(frame, pose, self._views(frame.modality))
-        return EmbeddingInput(frame.modality, frame.topic, frame.frame_id, frame.stamp_ns, out.vector, pose,
-                              views=out.views, preprocess_ms=out.preprocess_ms, encode_ms=out.encode_ms,
-                              topic_jumped=jumped)
+        reset = route.take_reset() or jumped
+        return EmbedJob(frame, route, self.pose_at(frame.stamp_ns), self._views(frame.modality), jumped, reset)
+
+    def run(self, job: EmbedJob) -> EmbeddingInput:
+        """The route of a prepared frame (merge, views, preprocess, encode); one caller per topic at a time, in the
+        topic's order (another thread may run it: offline processing embeds ahead of its commits)."""
+        if job.reset:
+            job.route.clear_history()
+        fr = job.frame
+        out = job.route.embed(fr, job.pose, job.views)
+        return EmbeddingInput(fr.modality, fr.topic, fr.frame_id, fr.stamp_ns, out.vector, job.pose, views=out.views,
+                              preprocess_ms=out.preprocess_ms, encode_ms=out.encode_ms, topic_jumped=job.jumped)
 
     def lidar_views(self) -> int:
         """Headings a LiDAR scan is embedded at now: ``encoders.lidar_views`` while LiDAR queries search LiDAR

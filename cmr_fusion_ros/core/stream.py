@@ -30,7 +30,7 @@ from cmr_fusion_ros.core.config import FusionConfig
 from cmr_fusion_ros.core.decode import Frame, frame_from, header_stamp_ns
 from cmr_fusion_ros.core.embed import decode_size
 from cmr_fusion_ros.core.errors import CmrFusionError, ConversionError
-from cmr_fusion_ros.core.pipeline import FusionPipeline, PipelineOutput
+from cmr_fusion_ros.core.pipeline import EmbeddingInput, FusionPipeline, PipelineOutput
 from cmr_fusion_ros.core.types import Modality, Pose
 
 __all__ = ["Processed", "StreamRunner", "odometry_pose"]
@@ -114,8 +114,12 @@ class StreamRunner:
         return self.process_frame(frame)
 
     def process_frame(self, frame: Frame) -> Processed:
-        """embed -> search + insert (offline processing decodes and waits for the pose on the bag's time)."""
-        item = self.pipeline.embed(frame)
+        """embed -> search + insert."""
+        return self.commit(frame, self.pipeline.embed(frame))
+
+    def commit(self, frame: Frame, item: EmbeddingInput) -> Processed:
+        """search + insert an embedded frame (offline processing embeds ahead in other threads and commits here,
+        in arrival order)."""
         with self._commit:
             return Processed(frame, self.pipeline.commit(item))
 

@@ -39,14 +39,14 @@ def test_eval_process_and_training_embed_alike(encoders, tmp_path) -> None:
     pipe = FusionPipeline(cfg, encoders, FusionPipeline.from_config(cfg, load_encoders=False).memory,
                           poses=FusionPipeline.from_config(cfg, load_encoders=False).poses)
     seen: dict[Modality, dict[int, np.ndarray]] = {m: {} for m in Modality}
-    embed = pipe.embed
+    run = pipe.run
 
-    def record(frame):
-        out = embed(frame)
-        seen[frame.modality][frame.stamp_ns] = out.vector
+    def record(job):
+        out = run(job)
+        seen[out.modality][out.stamp_ns] = out.vector
         return out
 
-    pipe.embed = record  # type: ignore[method-assign]
+    pipe.run = record  # type: ignore[method-assign]
     summary = process_bags([BAG], cfg, pipeline=pipe, progress=False)
     assert summary.bad_messages == 0
     for m in Modality:
@@ -70,3 +70,4 @@ def test_eval_process_and_training_embed_alike(encoders, tmp_path) -> None:
         else:
             worst = max(float(np.min(np.max(np.abs(ev.embeddings[m] - v), axis=1))) for v in vecs)
         assert worst < TOL, f"{m.value}: training and eval differ by {worst}"
+
