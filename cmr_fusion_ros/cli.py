@@ -30,6 +30,8 @@ COMMANDS: dict[str, str] = {
     "stress": "stress",
     "memory-server": "memory_server",
     "memory": "memory",
+    "doctor": "doctor",
+    "calibrate": "calibrate",
 }
 
 # one-line help per command, kept here so --help needs no imports
@@ -51,6 +53,11 @@ HELP: dict[str, str] = {
     "memory-server": "run an embedded PostgreSQL + pgvector server for memory.store: postgres; prints `uri: ...`",
     "memory": "move memories: `memory export|import` between a local memory folder and a PostgreSQL memory; "
               "`memory grant` lets a robot's login role write and search",
+    "doctor": "check a bag against the encoders' training data: per modality the input statistics (image size, field of "
+              "view, points per scan, intensity scale, ground height) against the ranges in the model cards, the "
+              "embedding spread (mean cosine between frames), a verdict and the next step",
+    "calibrate": "fit, per query -> match modality pair, the probability that a best match with a given cosine is a "
+                 "true revisit (logistic calibration) on validation bags, print it and write it into the model cards",
 }
 
 
