@@ -16,6 +16,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
+# A clean start: nothing from an outer venv or ROS setup (the ROS wheels' bootstrap re-executes python with its own
+# LD_LIBRARY_PATH and marks that in _ROS_WHEELS_BOOTSTRAP_COMPLETE; inherited, the underlay would load other libraries).
+if [ -n "${VIRTUAL_ENV:-}" ]; then PATH=$(echo "$PATH" | tr : '\n' | grep -vx "$VIRTUAL_ENV/bin" | paste -sd: -); fi
+unset _ROS_WHEELS_BOOTSTRAP_COMPLETE LD_LIBRARY_PATH PYTHONPATH PYTHONHOME VIRTUAL_ENV AMENT_PREFIX_PATH \
+  CMAKE_PREFIX_PATH COLCON_PREFIX_PATH ROS_DISTRO ROS_VERSION ROS_PYTHON_VERSION
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 RUN_S=${RUN_S:-5}
 WORK=${1:-$(mktemp -d "${TMPDIR:-/tmp}/cmr_workspace_check.XXXXXX")}
