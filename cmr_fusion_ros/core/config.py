@@ -242,6 +242,10 @@ class OutputConfig:
         )
 
 
+# Parameters ROS itself reads (sim time, the type description service, QoS overrides): never the pipeline's.
+ROS_OWN_KEYS = ("use_sim_time", "start_type_description_service", "qos_overrides")
+
+
 @dataclass(frozen=True, slots=True)
 class FusionConfig:
     session: str = ""
@@ -260,7 +264,7 @@ class FusionConfig:
     def from_dict(cls, d: Any, *, source: str | None = None) -> "FusionConfig":
         try:
             d = _section(d, "ros__parameters")
-            d = {k: v for k, v in d.items() if k not in ("use_sim_time",)}  # ROS's own parameters
+            d = {k: v for k, v in d.items() if k not in ROS_OWN_KEYS and not str(k).startswith("qos_overrides.")}
             _no_unknown_top(d, cls.KEYS)
             sd = _section(d.get("streams"), "streams")
             _no_unknown(sd, "streams", tuple(m.value for m in Modality))
