@@ -229,16 +229,19 @@ class OutputConfig:
     markers: bool = True
     marker_frame: str = "odom"
     diagnostics_period_s: float = 1.0
+    diagnostics_window_s: float = 10.0  # levels from the drops / bad messages / errors of this recent window
 
     @classmethod
     def from_dict(cls, d: Any, prefix: str = "output") -> "OutputConfig":
         d = _section(d, prefix)
-        _no_unknown(d, prefix, ("insert_queries", "markers", "marker_frame", "diagnostics_period_s"))
+        _no_unknown(d, prefix, ("insert_queries", "markers", "marker_frame", "diagnostics_period_s",
+                                "diagnostics_window_s"))
         return cls(
             insert_queries=_bool(d, prefix, "insert_queries", True),
             markers=_bool(d, prefix, "markers", True),
             marker_frame=_str(d, prefix, "marker_frame", "odom"),
             diagnostics_period_s=_float(d, prefix, "diagnostics_period_s", 1.0, 0.05, 3600.0),
+            diagnostics_window_s=_float(d, prefix, "diagnostics_window_s", 10.0, 0.1, 86400.0),
         )
 
 
@@ -497,6 +500,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _spec("output.markers", "publish visualization_msgs/MarkerArray of matches on ~/markers"),
     _spec("output.marker_frame", "frame of the markers (the odometry frame)"),
     _spec("output.diagnostics_period_s", "period of /diagnostics", (0.05, 3600)),
+    _spec("output.diagnostics_window_s", "a /diagnostics status is WARN (drops, bad messages) or ERROR (processing "
+          "errors) while such happened in the last this many seconds, OK again after; the counts since start stay "
+          "in its values", (0.1, 86400)),
 )
 
 

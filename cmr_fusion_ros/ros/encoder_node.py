@@ -76,7 +76,7 @@ class EncoderNode(Node):
             self.views = self.config.encoders.lidar_views
         card = getattr(encoder, "card", None)
         self.model_id = f"{self.modality.value}:{(getattr(card, 'sha256', '') or 'unknown')[:12]}"
-        self.stats = StreamStats()
+        self.stats = StreamStats(window_s=self.config.output.diagnostics_window_s)
         self._queue: collections.deque = collections.deque(maxlen=sc.queue_size)
         self._cond = threading.Condition()
         self._running = True

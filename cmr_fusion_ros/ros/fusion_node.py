@@ -42,7 +42,7 @@ from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.ros.conversions import stamp_to_ns
 from cmr_fusion_ros.ros.messages import diagnostics_message, markers, match_event_array, ros_to_pose
 from cmr_fusion_ros.ros.services import add_memory_services
-from cmr_fusion_ros.ros.stream_io import StreamStats, advertise, qos_for, subscribe
+from cmr_fusion_ros.ros.stream_io import RecentProblems, StreamStats, advertise, qos_for, subscribe
 from cmr_fusion_ros.ros.node_main import run_node
 from cmr_fusion_ros.ros.params import declare_fusion_parameters, on_policy_change
 
@@ -56,9 +56,10 @@ class FusionNode(Node):
         self.pipeline = pipeline or FusionPipeline.from_config(self.config)
         self.sync = Synchronizer(self.config.enabled_modalities, round(self.config.sync.tolerance_s * 1e9),
                                  round(self.config.sync.timeout_s * 1e9), jump_back_ns=self.pipeline.jump_back_ns)
-        self.stats = {m: StreamStats() for m in self.config.enabled_modalities}
+        window = self.config.output.diagnostics_window_s
+        self.stats = {m: StreamStats(window_s=window) for m in self.config.enabled_modalities}
         self.events_published = 0
-        self.problems: collections.deque[str] = collections.deque(maxlen=5)
+        self.problems = RecentProblems(window)
         self._seq = itertools.count()
         self._inbox: dict[Modality, collections.deque] = {
             m: collections.deque(maxlen=self.config.stream(m).queue_size) for m in self.config.enabled_modalities}
@@ -232,7 +233,7 @@ class FusionNode(Node):
                 self.pub_markers.publish(arr)
 
     def _problem(self, text: str) -> None:
-        self.problems.append(text)
+        self.problems.add(text)
 
     def _publish_diagnostics(self) -> None:
         mem = self.pipeline.memory
@@ -240,7 +241,8 @@ class FusionNode(Node):
         memory_values = {"entries": len(mem), "events_published": self.events_published,
                          "suppressed_by_policy": self.pipeline.policy.suppressed,
                          "open_frame_sets": self.sync.open_sets, "time_jumps": self.pipeline.time_jumps,
-                         "lidar_views": self.pipeline.lidar_views()}  # headings each LiDAR scan is embedded at now
+                         "lidar_views": self.pipeline.lidar_views(),  # headings each LiDAR scan is embedded at now
+                         "errors": self.problems.total}  # processing errors since start
         if self.pipeline.has_accumulation:  # multi-scan radar model: earlier scans merged / not found
             memory_values.update({f"radar_{k}": v for k, v in self.pipeline.accumulation_stats().items()})
         for key in ("added", "skipped_duplicate", "skipped_capacity", "evicted", "pending_records", "backend",
@@ -249,7 +251,7 @@ class FusionNode(Node):
         self.pub_diag.publish(diagnostics_message(
             self.get_fully_qualified_name(), self.get_clock().now().nanoseconds,
             {m.value: {**s.summary(), "last_bad_reason": self._last_bad.get(m, "")} for m, s in self.stats.items()},
-            memory_values, self.problems))
+            memory_values, self.problems.recent()))
 
     # --- shutdown ------------------------------------------------------------------------------------------------
 

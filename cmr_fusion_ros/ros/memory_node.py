@@ -39,7 +39,7 @@ class MemoryNode(Node):
             description="topic of the cmr_fusion_msgs/Embedding messages", read_only=True)).value
         self.config = declare_fusion_parameters(self, own=("input_topic",))
         self.pipeline = pipeline or FusionPipeline.from_config(self.config, load_encoders=False)
-        self.stats = {m: StreamStats() for m in Modality}
+        self.stats = {m: StreamStats(window_s=self.config.output.diagnostics_window_s) for m in Modality}
         self.events_published = 0
         self._marker_ids = itertools.count(step=2)
         self.pub_matches = advertise(self, MatchEventArray, "~/matches", 10)

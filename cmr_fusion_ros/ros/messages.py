@@ -80,18 +80,30 @@ def markers(events: Sequence[MatchResult], frame_id: str, stamp_ns: int, start_i
 
 def diagnostics_message(node_name: str, stamp_ns: int, streams: Mapping[str, Mapping[str, float | int | str]],
                         memory: Mapping[str, float | int | str], problems: Iterable[str] = ()) -> DiagnosticArray:
-    """One DiagnosticStatus per stream (rate, latency, drops, bad messages) and one for the memory."""
+    """One DiagnosticStatus per stream (rate, latency, drops, bad messages) and one for the memory.
+
+    Names in diagnostic_updater's form, ``<node name>: <task>`` (``fusion_node: stream lidar``,
+    ``fusion_node: memory``), what the diagnostic aggregator's analyzers match on; ``hardware_id`` is the fully
+    qualified node name (tells namespaced instances apart). Levels come from the recent window: a stream is WARN
+    while it had drops or bad messages in the last ``window_s`` (``dropped_recent``, ``bad_messages_recent``; the
+    totals when a summary has no window), the memory ERROR while ``problems`` (the recent ones) is not empty.
+    """
+    fqn = node_name if node_name.startswith("/") else f"/{node_name}"
+    short = fqn.rsplit("/", 1)[-1]
     arr = DiagnosticArray(header=make_header(stamp_ns))
     problems = list(problems)
     for name, values in streams.items():
-        bad = int(values.get("bad_messages", 0)) + int(values.get("dropped", 0))
-        st = DiagnosticStatus(level=DiagnosticStatus.WARN if bad else DiagnosticStatus.OK,
-                              name=f"{node_name}: stream {name}", hardware_id=node_name,
-                              message="drops or bad messages" if bad else "ok")
+        recent = "dropped_recent" in values
+        dropped = int(values.get("dropped_recent" if recent else "dropped", 0))
+        bad = int(values.get("bad_messages_recent" if recent else "bad_messages", 0))
+        since = f" in the last {float(values['window_s']):g} s" if recent and "window_s" in values else ""
+        st = DiagnosticStatus(level=DiagnosticStatus.WARN if dropped or bad else DiagnosticStatus.OK,
+                              name=f"{short}: stream {name}", hardware_id=fqn,
+                              message=f"{dropped} dropped, {bad} bad messages{since}" if dropped or bad else "ok")
         st.values = [KeyValue(key=k, value=_fmt(v)) for k, v in values.items()]
         arr.status.append(st)
     mem = DiagnosticStatus(level=DiagnosticStatus.ERROR if problems else DiagnosticStatus.OK,
-                           name=f"{node_name}: memory", hardware_id=node_name,
+                           name=f"{short}: memory", hardware_id=fqn,
                            message="; ".join(problems)[:200] if problems else "ok")
     mem.values = [KeyValue(key=k, value=_fmt(v)) for k, v in memory.items()]
     arr.status.append(mem)
