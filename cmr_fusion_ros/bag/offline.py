@@ -51,6 +51,7 @@ def event_record(r: MatchResult) -> dict[str, Any]:
         "match_frame_id": r.match_frame_id, "score": round(float(r.score), 6), "rank": r.rank,
         "query_pose": pose(r.query_pose), "match_pose": pose(r.match_pose),
         "distance": None if math.isnan(r.distance) else round(float(r.distance), 4),
+        "pose_frame_id": r.pose_frame_id, "match_session": r.match_session,
     }
 
 
@@ -70,6 +71,7 @@ class OfflineSummary:
     radar_scans_merged: int = 0  # multi-scan radar models: earlier scans merged in
     radar_scans_missing: int = 0  # earlier scans wanted but not found (start of a bag, odometry gaps)
     radar_scans_without_pose: int = 0  # scans used alone: no odometry pose at their stamp
+    copied: dict[str, int] = field(default_factory=dict)  # input topics copied into matches/ (odometry, tf)
     events: int = 0
     events_with_poses: int = 0
     true_events: int = 0
@@ -121,7 +123,8 @@ def process_bags(
     on_output: Callable[[PipelineOutput], None] | None = None,
 ) -> OfflineSummary:
     """Run ``bags`` through the pipeline; with ``out_dir``: ``events.jsonl``, ``matches/`` (mcap bag of
-    ``MatchEventArray``), ``summary.json`` and (unless the config names one) the memory in ``memory/``."""
+    ``MatchEventArray``, the markers the node would publish, and the odometry, ``/tf`` and ``/tf_static`` of the
+    input bags), ``summary.json`` and (unless the config names one) the memory in ``memory/``."""
     from rosbags.highlevel import AnyReader
 
     paths = [Path(b) for b in bags]
@@ -154,7 +157,9 @@ def process_bags(
             import shutil
 
             shutil.rmtree(bag_out)
-        writer = EventBagWriter(bag_out, topic=resolve_topic(f"{node_name}/matches", namespace))
+        writer = EventBagWriter(bag_out, topic=resolve_topic(f"{node_name}/matches", namespace),
+                                markers_topic=resolve_topic(f"{node_name}/markers", namespace)
+                                if config.output.markers else None, marker_frame=config.output.marker_frame)
 
     def handle(outputs: list, log_ns: int) -> None:
         for fs in outputs:
@@ -222,7 +227,7 @@ def process_bags(
                         try:
                             p, q = msg.pose.pose.position, msg.pose.pose.orientation
                             stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-                            pipeline.add_pose(stamp, Pose(p.x, p.y, p.z, q.x, q.y, q.z, q.w))
+                            pipeline.add_pose(stamp, Pose(p.x, p.y, p.z, q.x, q.y, q.z, q.w), msg.header.frame_id)
                         except (CmrFusionError, ValueError, TypeError):
                             summary.bad_messages += 1
                     continue
@@ -243,6 +248,8 @@ def process_bags(
                 handle(sync.push(frame, log_ns), log_ns)
                 handle(sync.poll(log_ns), log_ns)
             handle(sync.flush(), last or 0)
+            if writer is not None:  # the trajectory beside the matches (a 3D view in Foxglove)
+                summary.copied = writer.copy_from(paths, [t for t in (odom_topic, "/tf", "/tf_static") if t])
             if bar is not None:
                 bar.close()
     finally:

@@ -139,6 +139,7 @@ class Query:
     session: str = ""
     id: int = 0
     views: np.ndarray | None = field(default=None, compare=False, repr=False)
+    pose_frame_id: str = ""  # frame of ``pose`` (the odometry frame)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +180,8 @@ class MatchResult:
     query_pose: Pose | None
     match_pose: Pose | None
     distance: float  # metres between the two positions; NaN unless both poses are known
+    pose_frame_id: str = ""  # frame of query_pose and match_pose (the odometry frame)
+    match_session: str = ""  # session of the matched entry
 
     @classmethod
     def of(cls, query: Query, neighbor: Neighbor) -> "MatchResult":
@@ -200,6 +203,8 @@ class MatchResult:
             query_pose=query.pose,
             match_pose=e.pose,
             distance=dist,
+            pose_frame_id=query.pose_frame_id,
+            match_session=e.session,
         )
 
 

@@ -115,7 +115,7 @@ class FusionNode(Node):
     def _on_odom(self, msg: Odometry) -> None:
         if self.pipeline.poses is not None:
             try:
-                if self.pipeline.add_pose(stamp_to_ns(msg.header.stamp), ros_to_pose(msg.pose.pose)):
+                if self.pipeline.add_pose(stamp_to_ns(msg.header.stamp), ros_to_pose(msg.pose.pose), msg.header.frame_id):
                     self.get_logger().warning("odometry stamps went back in time: pose buffer reset",
                                               throttle_duration_sec=2.0)
             except (CmrFusionError, ValueError, TypeError) as err:

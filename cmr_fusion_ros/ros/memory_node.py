@@ -59,7 +59,7 @@ class MemoryNode(Node):
     def _on_odom(self, msg: Odometry) -> None:
         if self.pipeline.poses is not None:
             try:
-                self.pipeline.add_pose(stamp_to_ns(msg.header.stamp), ros_to_pose(msg.pose.pose))
+                self.pipeline.add_pose(stamp_to_ns(msg.header.stamp), ros_to_pose(msg.pose.pose), msg.header.frame_id)
             except (CmrFusionError, ValueError, TypeError) as err:
                 self.get_logger().warning(f"bad odometry message: {err}", throttle_duration_sec=2.0)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -12,14 +11,14 @@ from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
 from cmr_fusion_msgs.msg import MatchEvent, MatchEventArray
+from cmr_fusion_ros.core.match_markers import match_markers
 from cmr_fusion_ros.core.pipeline import PipelineOutput
 from cmr_fusion_ros.core.policy import MatchResult
-from cmr_fusion_ros.core.types import Modality, Pose
+from cmr_fusion_ros.core.types import Pose
 from cmr_fusion_ros.ros.conversions import make_header, ns_to_stamp
 
 __all__ = ["diagnostics_message", "match_event", "match_event_array", "markers", "pose_to_ros", "ros_to_pose"]
 
-_COLOURS = {Modality.CAMERA: (0.2, 0.6, 1.0), Modality.LIDAR: (0.2, 0.9, 0.3), Modality.RADAR: (1.0, 0.5, 0.1)}
 
 
 def pose_to_ros(p: Pose | None) -> RosPose:
@@ -42,6 +41,7 @@ def match_event(r: MatchResult) -> MatchEvent:
     e.query_pose_valid, e.query_pose = r.query_pose is not None, pose_to_ros(r.query_pose)
     e.match_pose_valid, e.match_pose = r.match_pose is not None, pose_to_ros(r.match_pose)
     e.distance = float(r.distance)
+    e.pose_frame_id, e.match_session = r.pose_frame_id, r.match_session
     return e
 
 
@@ -51,30 +51,23 @@ def match_event_array(out: PipelineOutput) -> MatchEventArray:
 
 def markers(events: Sequence[MatchResult], frame_id: str, stamp_ns: int, start_id: int, lifetime_s: float = 30.0) -> MarkerArray:
     """One line per match with known poses (query -> matched position, coloured by the matched modality) and a text
-    label with the score."""
+    label with the score (``core.match_markers``, also what ``cmr-fusion process`` writes into its bag)."""
     arr = MarkerArray()
-    life = ns_to_stamp(round(lifetime_s * 1e9))
-    for i, r in enumerate(e for e in events if e.query_pose is not None and e.match_pose is not None):
-        rgb = _COLOURS[r.match_modality]
-        line = Marker(header=make_header(stamp_ns, frame_id), ns=f"cmr_match/{r.query_modality.value}",
-                      id=start_id + 2 * i, type=Marker.LINE_LIST, action=Marker.ADD)
-        line.pose.orientation.w = 1.0
-        line.scale.x = 0.3
-        line.color = ColorRGBA(r=rgb[0], g=rgb[1], b=rgb[2], a=max(0.3, min(1.0, r.score)))
-        line.points = [Point(x=r.query_pose.x, y=r.query_pose.y, z=r.query_pose.z + 1.0),
-                       Point(x=r.match_pose.x, y=r.match_pose.y, z=r.match_pose.z + 1.0)]
-        line.lifetime.sec, line.lifetime.nanosec = life.sec, life.nanosec
-        text = Marker(header=line.header, ns=f"cmr_match_label/{r.query_modality.value}", id=start_id + 2 * i + 1,
-                      type=Marker.TEXT_VIEW_FACING, action=Marker.ADD)
-        text.pose.position = Point(x=(r.query_pose.x + r.match_pose.x) / 2, y=(r.query_pose.y + r.match_pose.y) / 2,
-                                   z=max(r.query_pose.z, r.match_pose.z) + 2.0)
-        text.pose.orientation.w = 1.0
-        text.scale.z = 1.0
-        text.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
-        dist = "" if math.isnan(r.distance) else f" {r.distance:.1f} m"
-        text.text = f"{r.query_modality.value}->{r.match_modality.value} {r.score:.2f}{dist}"
-        text.lifetime = line.lifetime
-        arr.markers += [line, text]
+    header = make_header(stamp_ns, frame_id)
+    for spec in match_markers(events, start_id, lifetime_s):
+        mk = Marker(header=header, ns=spec.ns, id=spec.id, action=Marker.ADD,
+                    type=Marker.LINE_LIST if spec.kind == "line" else Marker.TEXT_VIEW_FACING)
+        mk.pose.orientation.w = 1.0
+        mk.pose.position = Point(x=spec.position[0], y=spec.position[1], z=spec.position[2])
+        if spec.kind == "line":
+            mk.scale.x = spec.scale
+        else:
+            mk.scale.z = spec.scale
+        mk.color = ColorRGBA(r=spec.rgba[0], g=spec.rgba[1], b=spec.rgba[2], a=spec.rgba[3])
+        mk.points = [Point(x=x, y=y, z=z) for x, y, z in spec.points]
+        mk.text = spec.text
+        mk.lifetime = ns_to_stamp(spec.lifetime_ns)
+        arr.markers.append(mk)
     return arr
 
 
