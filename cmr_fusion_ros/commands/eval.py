@@ -8,6 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from cmr_fusion_ros.cli_options import add_no_progress
 from cmr_fusion_ros.core.config import EncodersConfig
 from cmr_fusion_ros.core.policy import PolicyConfig
 from cmr_fusion_ros.core.types import MAX_LIDAR_VIEWS
@@ -58,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON to this file")
     parser.add_argument("--png", type=Path, default=None, help="plot (default: beside --json, with .png)")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
+    add_no_progress(parser)
     add_topic_arguments(parser)
 
 
@@ -84,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     embedded = {}
     for role, bag in (("database", args.database), ("queries", args.queries)):
         views = args.lidar_views if role == "queries" else 1
-        with tqdm(desc=f"embedding {role} {bag.name}", unit=" msg", file=sys.stderr) as bar:
+        with tqdm(desc=f"embedding {role} {bag.name}", unit=" msg", file=sys.stderr, disable=args.no_progress) as bar:
             embedded[role] = embed_bag(bag, encoders, topics, progress=bar.update, lidar_views=views)
     report = evaluate(embedded["database"], embedded["queries"], args.radius, max_yaw_deg=args.max_yaw_diff,
                       view_penalty=args.turned_view_penalty)

@@ -30,8 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-window", type=float, default=10.0, metavar="S",
                         help="cut longer revisits into parts of at most S seconds, each counted as a place "
                              "(default 10; 0 = whole runs, a lenient recall)")
-    parser.add_argument("--target-precision", type=float, default=0.95)
-    parser.add_argument("--target-recall", type=float, default=0.7)
+    parser.add_argument("--target-precision", type=float, default=0.95,
+                        help="the goal's precision: is there a threshold with at least this precision ... (default 0.95)")
+    parser.add_argument("--target-recall", type=float, default=0.7,
+                        help="... at at least this recall of the revisits (default 0.7)")
     parser.add_argument("--plot", type=Path, default=None, metavar="FILE.png", help="PR curve and map")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE.json",
                         help="report: FILE.json with every figure and FILE.md beside it")
