@@ -36,7 +36,8 @@ say "underlay venv $VENV"
 rm -rf "$VENV" "$WS"
 "$PYTHON" -m venv "$VENV"
 # The ROS wheels the interface package builds with (cmr_fusion_msgs/pyproject.toml), the ones the nodes import and
-# the Python libraries (setup.py: install_requires and the "ros" extra), read from the files, not repeated here.
+# the Python libraries (setup.py: install_requires, the "cpu" extra (onnxruntime) and the "ros" extra), read from the
+# files, not repeated here.
 mapfile -t deps < <("$VENV/bin/python" - "$REPO" <<'EOF'
 import runpy, sys, tomllib
 from pathlib import Path
@@ -49,7 +50,7 @@ setuptools.setup = lambda **kw: seen.update(kw)  # read setup()'s arguments with
 runpy.run_path(str(repo / "setup.py"), run_name="__main__")
 msgs = tomllib.loads((repo / "cmr_fusion_msgs" / "pyproject.toml").read_text())
 deps = [d for d in msgs["build-system"]["requires"] if not d.startswith("scikit-build")]
-deps += msgs["project"]["dependencies"] + seen["install_requires"] + seen["extras_require"]["ros"]
+deps += msgs["project"]["dependencies"] + seen["install_requires"] + seen["extras_require"]["cpu"] + seen["extras_require"]["ros"]
 print("\n".join(dict.fromkeys(deps)))
 EOF
 )

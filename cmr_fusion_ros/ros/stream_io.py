@@ -71,7 +71,7 @@ def advertise(node: Node, msg_type: Any, topic: str, qos: QoSProfile | int):
 @dataclass
 class StreamStats:
     """Counters and recent timings of one stream. ``latencies_ms``: receive -> processed and published (includes
-    the wait in the queue and for the frame set); ``stages``: per-stage times (ms).
+    the wait in the queue); ``stages``: per-stage times (ms).
 
     The counters count since start; :meth:`summary` also gives ``dropped_recent`` / ``bad_messages_recent``: how many
     came in the last ``window_s`` seconds (from the totals seen at earlier summaries, so the window reaches back by at

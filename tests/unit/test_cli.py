@@ -100,7 +100,7 @@ def test_params_file_everywhere_with_params_as_alias():
 
 def test_long_commands_can_turn_progress_off():
     long = {"simulate", "import dgp", "train", "eval", "replay", "process", "bench memory", "bench offline",
-            "stress crash", "stress soak"}  # the commands that draw a progress bar
+            "stress crash", "stress soak", "calibrate"}  # the commands that draw a progress bar
     have = {name for name, p in _parsers() if any("--no-progress" in a.option_strings for a in p._actions)}
     assert long <= have
 

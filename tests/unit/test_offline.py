@@ -105,7 +105,6 @@ def test_offline_events_jsonl_and_bag(tmp_path, storage):
     cfg = config()
     summary = process_bags([bag], cfg, pipeline=pipeline(cfg), out_dir=tmp_path / "out", progress=False)
     assert summary.frames == {"lidar": 8, "radar": 8} and summary.bad_messages == 0
-    assert summary.frame_sets == 8 and summary.partial_sets == 0
     assert summary.events == 2 and summary.true_events == 2 and summary.memory_entries == 16
     lines = [json.loads(line) for line in (tmp_path / "out" / "events.jsonl").read_text().splitlines()]
     assert {(e["query_modality"], e["match_modality"]) for e in lines} == {("lidar", "radar"), ("radar", "lidar")}
@@ -118,16 +117,18 @@ def test_offline_events_jsonl_and_bag(tmp_path, storage):
             got.setdefault(c.topic, []).append((stamp, reader.deserialize(raw, c.msgtype)))
         latched = {c.topic: c.ext.offered_qos_profiles[0].durability.name for c in reader.connections
                    if c.ext.offered_qos_profiles}
-    # the matches, the markers the node would publish, and the trajectory of the input bag (a 3D view in Foxglove)
-    assert {t: len(v) for t, v in got.items()} == {"/fusion_node/matches": 1, "/fusion_node/markers": 1,
+    # the matches (one message per frame with events: LiDAR, then radar), the markers the node would publish, and
+    # the trajectory of the input bag (a 3D view in Foxglove)
+    assert {t: len(v) for t, v in got.items()} == {"/fusion_node/matches": 2, "/fusion_node/markers": 2,
                                                    "/odom": 8, "/tf": 8, "/tf_static": 1}
     assert summary.copied == {"/odom": 8, "/tf": 8, "/tf_static": 1} and latched["/tf_static"] == "TRANSIENT_LOCAL"
-    [(_, arr)] = got["/fusion_node/matches"]
-    assert len(arr.events) == 2 and {e.match_id for e in arr.events} == {e["match_id"] for e in lines}
-    assert {(e.pose_frame_id, e.match_session) for e in arr.events} == {("odom", "offline")}
-    [(_, markers)] = got["/fusion_node/markers"]
-    lines_mk = [m for m in markers.markers if m.type == 5]  # LINE_LIST: query -> match
-    assert len(markers.markers) == 4 and len(lines_mk) == 2 and markers.markers[0].header.frame_id == "odom"
+    arrays = [arr for _, arr in got["/fusion_node/matches"]]
+    assert [len(arr.events) for arr in arrays] == [1, 1]
+    assert {e.match_id for arr in arrays for e in arr.events} == {e["match_id"] for e in lines}
+    assert {(e.pose_frame_id, e.match_session) for arr in arrays for e in arr.events} == {("odom", "offline")}
+    marks = [m for _, arr in got["/fusion_node/markers"] for m in arr.markers]
+    lines_mk = [m for m in marks if m.type == 5]  # LINE_LIST: query -> match
+    assert len(marks) == 4 and len(lines_mk) == 2 and all(m.header.frame_id == "odom" for m in marks)
     assert sorted(round(p.x, 3) for m in lines_mk for p in m.points) == [20.0, 20.0, 21.5, 21.5]
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["events"] == 2
 
@@ -153,17 +154,14 @@ def test_configured_limits_and_time_jump(tmp_path):
     """``limits.*`` and ``sync.time_jump_s`` from the config reach offline processing: clouds over a smaller limit
     are counted as bad messages (the run goes on), and a longer threshold keeps a 3 s step back in one time line."""
     bag = tmp_path / "in"
-    # 30-point clouds; the last set is logged after the others but stamped 3 s back
+    # 30-point clouds; the last pair is logged after the others but stamped 3 s back
     write_bag(bag, [(t, t, 10.0 * t) for t in range(10, 16)] + [(12.0, 2, 20.0, 16.0)])
     base = config().to_dict()
     default = process_bags([bag], config(), pipeline=pipeline(config()), progress=False)
     assert default.bad_messages == 0 and default.time_jumps == 1
-    assert default.frame_sets == 7 and default.partial_sets == 0  # the sync was reset for the new time line
     small = FusionConfig.from_dict({**base, "limits": {"max_points": 29}})
     summary = process_bags([bag], small, pipeline=pipeline(small), progress=False)
-    assert summary.bad_messages == 14 and summary.frames == {"lidar": 0, "radar": 0} and summary.frame_sets == 0
+    assert summary.bad_messages == 14 and summary.frames == {"lidar": 0, "radar": 0}
     longer = FusionConfig.from_dict({**base, "sync": {"time_jump_s": 5.0}})
     summary = process_bags([bag], longer, pipeline=pipeline(longer), progress=False)
-    assert summary.bad_messages == 0 and summary.time_jumps == 0
-    # no reset of the sync either: radar's newest stamp (15 s) closes the late 12 s LiDAR frame's set at once
-    assert summary.frame_sets == 8 and summary.partial_sets == 2
+    assert summary.bad_messages == 0 and summary.time_jumps == 0 and summary.frames == {"lidar": 7, "radar": 7}

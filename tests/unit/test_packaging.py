@@ -41,7 +41,8 @@ def test_python_rosdep_keys_are_the_pip_requirements() -> None:
     keys = [e.text for e in root if e.tag in ("exec_depend", "test_depend") and e.text.startswith("python3-")]
     assert set(keys) <= set(ROSDEP_TO_PYPI), set(keys) - set(ROSDEP_TO_PYPI)
     kw = _setup_kwargs()
-    pip = {_name(r) for r in kw["install_requires"] + kw["extras_require"]["test"]}
+    # onnxruntime: rosdep's python3-onnxruntime-pip is the CPU build, setup.py's extra "cpu" (not install_requires)
+    pip = {_name(r) for r in kw["install_requires"] + kw["extras_require"]["cpu"] + kw["extras_require"]["test"]}
     assert {ROSDEP_TO_PYPI[k] for k in keys} == pip
 
 
