@@ -62,7 +62,11 @@ HELP: dict[str, str] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cmr_fusion_ros import __version__
+
     parser = argparse.ArgumentParser(prog="cmr-fusion", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"cmr-fusion {__version__} (ROS 2 package cmr_fusion_ros, "
+                        f"messages cmr_fusion_msgs)", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         # argparse %-formats help strings always, descriptions only when they hold "%(prog)"

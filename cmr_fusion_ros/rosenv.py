@@ -1,4 +1,5 @@
-"""Environment defaults for every project command that starts ROS (no rclpy import here).
+"""Environment defaults for the project's own commands that start ROS (launch, demo, replay, bench, stress) and the
+tests; never applied by the nodes themselves (no rclpy import here).
 
 * ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` unless the user set it: discovery stays on this machine.
 * ``FASTDDS_DEFAULT_PROFILES_FILE`` = the shipped profile with a 32 MiB shared-memory segment, unless set.

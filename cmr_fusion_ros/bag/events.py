@@ -1,14 +1,20 @@
 """Match events as rosbag2 messages with ``rosbags`` (no rclpy): the ``cmr_fusion_msgs`` types registered from their
-``.msg`` definitions, so the bags carry the full message definition and open in any ROS 2 tool."""
+``.msg`` definitions, so the bags carry the full message definition and open in any ROS 2 tool. The bag can also hold
+the match markers (as the live node publishes them) and topics copied from the input bags (odometry, tf), so that a
+viewer such as Foxglove shows the trajectory and the match links in 3D."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from cmr_fusion_ros.bag.writer import MARKER_ARRAY, copy_topics, marker_array_msg
 from cmr_fusion_ros.core.errors import BagError
+from cmr_fusion_ros.core.match_markers import match_markers
 from cmr_fusion_ros.core.pipeline import PipelineOutput
 from cmr_fusion_ros.core.policy import MatchResult
 from cmr_fusion_ros.core.types import Pose
@@ -72,13 +78,18 @@ def _event(store, r: MatchResult):
         query_pose_valid=r.query_pose is not None, query_pose=_pose(store, r.query_pose),
         match_pose_valid=r.match_pose is not None, match_pose=_pose(store, r.match_pose),
         distance=float(r.distance) if not math.isnan(r.distance) else math.nan,
+        pose_frame_id=r.pose_frame_id, match_session=r.match_session,
     )
 
 
 class EventBagWriter:
-    """Writes one ``MatchEventArray`` per pipeline output with events, on ``topic``, to a new rosbag2 directory."""
+    """Writes one ``MatchEventArray`` per pipeline output with events, on ``topic``, to a new rosbag2 directory; with
+    ``markers_topic`` also the ``MarkerArray`` the node would publish (in ``marker_frame``, matches of robots other
+    than ``own_robot`` in the fleet colour); :meth:`copy_from` adds
+    topics of the input bags as they are."""
 
-    def __init__(self, path: str | Path, topic: str = "/fusion_node/matches", storage: str = "mcap") -> None:
+    def __init__(self, path: str | Path, topic: str = "/fusion_node/matches", storage: str = "mcap", *,
+                 markers_topic: str | None = None, marker_frame: str = "odom", own_robot: str = "") -> None:
         from rosbags.rosbag2 import StoragePlugin, Writer
 
         self.path = Path(path)
@@ -90,6 +101,12 @@ class EventBagWriter:
         self._writer.open()
         self._conn = self._writer.add_connection(topic, MATCHES_TYPE, typestore=self.store)
         self.count = 0
+        self.marker_frame = marker_frame
+        self.own_robot = own_robot  # other robots' matches in the fleet colour, as the node draws them
+        self._markers = (self._writer.add_connection(markers_topic, MARKER_ARRAY, typestore=self.store)
+                         if markers_topic else None)
+        self._marker_ids = itertools.count(step=2)  # start ids as the node numbers them
+        self.marker_arrays = 0
 
     def write(self, out: PipelineOutput, log_time_ns: int | None = None) -> None:
         if not out.events:
@@ -97,9 +114,19 @@ class EventBagWriter:
         T = self.store.types
         msg = T[MATCHES_TYPE](header=T["std_msgs/msg/Header"](stamp=_time(self.store, out.stamp_ns), frame_id=out.frame_id),
                               events=[_event(self.store, r) for r in out.events])
-        self._writer.write(self._conn, int(log_time_ns if log_time_ns is not None else out.stamp_ns),
-                           self.store.serialize_cdr(msg, MATCHES_TYPE))
+        log_ns = int(log_time_ns if log_time_ns is not None else out.stamp_ns)
+        self._writer.write(self._conn, log_ns, self.store.serialize_cdr(msg, MATCHES_TYPE))
         self.count += 1
+        if self._markers is not None:
+            specs = match_markers(out.events, next(self._marker_ids) * 64, own_robot=self.own_robot)
+            if specs:
+                arr = marker_array_msg(self.store, out.stamp_ns, self.marker_frame, specs)
+                self._writer.write(self._markers, log_ns, self.store.serialize_cdr(arr, MARKER_ARRAY))
+                self.marker_arrays += 1
+
+    def copy_from(self, bags: Sequence[str | Path], topics: Iterable[str]) -> dict[str, int]:
+        """Copy ``topics`` of ``bags`` into this bag unchanged (``bag.writer.copy_topics``)."""
+        return copy_topics(bags, self._writer, topics)
 
     def close(self) -> None:
         self._writer.close()

@@ -58,6 +58,7 @@ def event_record(r: MatchResult) -> dict[str, Any]:
         "probability": None if math.isnan(r.probability) else round(float(r.probability), 6),
         "query_pose": pose(r.query_pose), "match_pose": pose(r.match_pose),
         "distance": None if math.isnan(r.distance) else round(float(r.distance), 4),
+        "pose_frame_id": r.pose_frame_id, "match_session": r.match_session,
     }
 
 
@@ -75,6 +76,7 @@ class OfflineSummary:
     radar_scans_merged: int = 0  # multi-scan radar models: earlier scans merged in
     radar_scans_missing: int = 0  # earlier scans wanted but not found (start of a bag, odometry gaps)
     radar_scans_without_pose: int = 0  # scans used alone: no odometry pose at their stamp
+    copied: dict[str, int] = field(default_factory=dict)  # input topics copied into matches/ (odometry, tf)
     events: int = 0
     events_with_poses: int = 0
     true_events: int = 0
@@ -131,7 +133,8 @@ def process_bags(
     on_output: Callable[[PipelineOutput], None] | None = None,
 ) -> OfflineSummary:
     """Run ``bags`` through the pipeline; with ``out_dir``: ``events.jsonl``, ``matches/`` (mcap bag of
-    ``MatchEventArray``), ``summary.json`` and (unless the config names one) the memory in ``memory/``."""
+    ``MatchEventArray``, the markers the node would publish, and the odometry, ``/tf`` and ``/tf_static`` of the
+    input bags), ``summary.json`` and (unless the config names one) the memory in ``memory/``."""
     from rosbags.highlevel import AnyReader
 
     paths = [Path(b) for b in bags]
@@ -163,7 +166,10 @@ def process_bags(
             import shutil
 
             shutil.rmtree(bag_out)
-        writer = EventBagWriter(bag_out, topic=resolve_topic(f"{node_name}/matches", namespace))
+        writer = EventBagWriter(bag_out, topic=resolve_topic(f"{node_name}/matches", namespace),
+                                markers_topic=resolve_topic(f"{node_name}/markers", namespace)
+                                if config.output.markers else None, marker_frame=config.output.marker_frame,
+                                own_robot=pipeline.memory.robot)
 
     def handle(res: PipelineOutput, log_ns: int) -> None:
         for p in res.frames:
@@ -250,6 +256,8 @@ def process_bags(
                     summary.bad_messages += 1
                 release(log_ns)
             release(None)
+            if writer is not None:  # the trajectory beside the matches (a 3D view in Foxglove)
+                summary.copied = writer.copy_from(paths, [t for t in (odom_topic, "/tf", "/tf_static") if t])
             if bar is not None:
                 bar.close()
     finally:

@@ -29,7 +29,10 @@ __all__ = [
     "compressed_image_msg",
     "default_typestore",
     "header_msg",
+    "copy_topics",
+    "default_msg",
     "image_msg",
+    "marker_array_msg",
     "odometry_msg",
     "tf_message",
     "transform_msg",
@@ -233,3 +236,83 @@ def odometry_msg(ts: Any, stamp_ns: int, frame_id: str, child_frame_id: str, pos
         pose=ts.types["geometry_msgs/msg/PoseWithCovariance"](pose=pose, covariance=pc),
         twist=ts.types["geometry_msgs/msg/TwistWithCovariance"](twist=twist, covariance=tc),
     )
+
+
+_ZERO = {"bool": False, "string": "", "wstring": ""}
+_NUMPY = {"bool": np.bool_, "byte": np.uint8, "char": np.uint8, "int8": np.int8, "uint8": np.uint8,
+          "int16": np.int16, "uint16": np.uint16, "int32": np.int32, "uint32": np.uint32, "int64": np.int64,
+          "uint64": np.uint64, "float32": np.float32, "float64": np.float64}
+
+
+def default_msg(ts: Any, msgtype: str, **fields: Any) -> Any:
+    """A typestore message of ``msgtype`` with every field at its ROS default (zeros, empty strings and sequences),
+    except ``fields``: rosbags' message classes take every field, ROS messages default the ones not given."""
+    from rosbags.interfaces import Nodetype
+
+    def default(node: tuple) -> Any:
+        kind, arg = node
+        if kind == Nodetype.BASE:  # (type name, string bound)
+            name = arg[0]
+            return _ZERO.get(name, 0.0 if name.startswith("float") else 0)
+        if kind == Nodetype.NAME:  # a nested message
+            return default_msg(ts, arg)
+        sub, length = arg  # ARRAY (fixed length) or SEQUENCE
+        count = length if kind == Nodetype.ARRAY else 0
+        if sub[0] == Nodetype.BASE and sub[1][0] in _NUMPY:
+            return np.zeros(count, dtype=_NUMPY[sub[1][0]])
+        return [default(sub) for _ in range(count)]
+
+    values = {name: fields[name] if name in fields else default(node) for name, node in ts.fielddefs[msgtype][1]}
+    return ts.types[msgtype](**values)
+
+
+MARKER_ARRAY = "visualization_msgs/msg/MarkerArray"
+
+
+def marker_array_msg(ts: Any, stamp_ns: int, frame_id: str, specs: Sequence[Any]) -> Any:
+    """``visualization_msgs/MarkerArray`` of :class:`cmr_fusion_ros.core.match_markers.MarkerSpec` (what the live
+    nodes publish on ``~/markers``)."""
+    T = ts.types
+    line, text = T["visualization_msgs/msg/Marker"].LINE_LIST, T["visualization_msgs/msg/Marker"].TEXT_VIEW_FACING
+    out = []
+    for s in specs:
+        point = lambda x, y, z: T["geometry_msgs/msg/Point"](x=float(x), y=float(y), z=float(z))  # noqa: E731
+        pose = T["geometry_msgs/msg/Pose"](position=point(*s.position), orientation=_quat(ts, (0.0, 0.0, 0.0, 1.0)))
+        scale = _vec3(ts, (s.scale, 0.0, 0.0) if s.kind == "line" else (0.0, 0.0, s.scale))
+        life = _time(ts, s.lifetime_ns)
+        out.append(default_msg(
+            ts, "visualization_msgs/msg/Marker", header=header_msg(ts, stamp_ns, frame_id), ns=s.ns, id=int(s.id),
+            type=line if s.kind == "line" else text, action=T["visualization_msgs/msg/Marker"].ADD, pose=pose,
+            scale=scale, color=T["std_msgs/msg/ColorRGBA"](r=s.rgba[0], g=s.rgba[1], b=s.rgba[2], a=s.rgba[3]),
+            lifetime=T["builtin_interfaces/msg/Duration"](sec=life.sec, nanosec=life.nanosec),
+            points=[point(*p) for p in s.points], text=s.text))
+    return T[MARKER_ARRAY](markers=out)
+
+
+def copy_topics(sources: Sequence[str | Path], writer: Any, topics: Iterable[str]) -> dict[str, int]:
+    """Copy the messages of ``topics`` from the bags ``sources`` into the open ``rosbags.rosbag2.Writer`` ``writer``
+    as they are: same CDR bytes, bag times, message definitions and offered QoS (``/tf_static`` stays latched).
+    Returns the messages copied per topic (topics the bags lack are skipped)."""
+    from rosbags.highlevel import AnyReader
+
+    wanted = set(topics)
+    counts: dict[str, int] = {}
+    try:
+        with AnyReader([Path(s) for s in sources]) as reader:
+            conns = [c for c in reader.connections if c.topic in wanted]
+            out: dict[tuple[str, str], Any] = {}
+            for c in conns:
+                key = (c.topic, c.msgtype)
+                if key not in out:
+                    qos = getattr(c.ext, "offered_qos_profiles", ())
+                    out[key] = writer.add_connection(c.topic, c.msgtype, msgdef=c.msgdef.data, rihs01=c.digest,
+                                                     offered_qos_profiles=qos)
+                    counts.setdefault(c.topic, 0)
+            for c, stamp, raw in reader.messages(connections=conns):
+                writer.write(out[(c.topic, c.msgtype)], stamp, raw)
+                counts[c.topic] += 1
+    except BagError:
+        raise
+    except Exception as err:  # rosbags raises several untyped errors on unreadable bags
+        raise BagError(", ".join(str(s) for s in sources), f"cannot copy {sorted(wanted)}: {err}") from err
+    return counts

@@ -11,7 +11,10 @@ import shlex
 import sys
 from typing import Callable
 
-HELP = "benchmarks (memory: scene memory insert/query/recall vs raw FAISS)"
+from cmr_fusion_ros.cli_options import add_no_progress
+
+HELP = ("benchmarks: `memory` (scene memory vs raw FAISS), `offline` (real-time factor, encoder wrapper vs bare "
+        "onnxruntime), `pipeline` (live latency vs the DDS floor)")
 
 
 def _memory_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,10 +38,11 @@ def _memory_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pg-insert-seconds", type=float, default=10.0, help="postgres: how long (default: %(default)s)")
     p.add_argument("--queries", type=int, default=1000, help="single queries timed per backend (default: %(default)s)")
     p.add_argument("--k", type=int, default=10, help="neighbours per query (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic embeddings (default: %(default)s)")
     p.add_argument("--single-adds", type=int, default=500, help="single-entry adds timed (default: %(default)s)")
     p.add_argument("--json", metavar="FILE", help="write every figure to this JSON file")
     p.add_argument("--plot", metavar="FILE.png", help="write a plot of query latency and recall against size")
+    add_no_progress(p)
 
 
 def _run_memory(args: argparse.Namespace) -> int:
@@ -73,7 +77,7 @@ def _run_memory(args: argparse.Namespace) -> int:
         _write_json(args, command, machine, {}, [], pg_rows)
         return 0
     steps = len(args.sizes) * len(args.backends)
-    bar = tqdm(total=steps, desc="bench memory", file=sys.stderr, leave=False)
+    bar = tqdm(total=steps, desc="bench memory", file=sys.stderr, leave=False, disable=args.no_progress)
     def on_row(row) -> None:  # each row as soon as it is measured, so a long run shows its figures early
         tqdm.write(bm.format_table([row], header=not on_row.done), file=sys.stdout)
         on_row.done = True
@@ -206,6 +210,10 @@ BENCHMARKS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Call
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = HELP + "\n\nEach prints its command, the machine and the load average:\n" + "\n".join(
+        f"  {name:<9} {help_}" for name, (help_, _, _) in BENCHMARKS.items()) + \
+        "\n`cmr-fusion bench BENCHMARK --help` lists each one's options."
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     sub = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     for name, (help_, add, _) in BENCHMARKS.items():
         p = sub.add_parser(name, help=help_, description=help_)

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from cmr_fusion_ros.cli_options import add_no_progress
 from cmr_fusion_ros.commands.eval import add_topic_arguments
 
 HELP = ("fit, per query -> match modality pair, the probability that a best match with a given cosine is a true "
@@ -20,6 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--write-cards", action="store_true",
                         help="write the calibration into the cards of --models (score_calibration; the runtime reads "
                              "it for policy.min_probability)")
+    add_no_progress(parser)
     add_topic_arguments(parser)
 
 
@@ -38,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     topics, _, encoders, command = models_and_command(args, "calibrate")
     places = []
     for db, q in zip(args.val_bags[::2], args.val_bags[1::2]):
-        with tqdm(desc=f"embedding {db.parent.name}", unit=" msg", file=sys.stderr) as bar:
+        with tqdm(desc=f"embedding {db.parent.name}", unit=" msg", file=sys.stderr,
+                  disable=args.no_progress) as bar:
             places.append((embed_bag(db, encoders, topics, progress=bar.update),
                            embed_bag(q, encoders, topics, progress=bar.update)))
     cal, samples = fit_calibration(places, args.radius)

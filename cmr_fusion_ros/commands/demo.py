@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cmr_fusion_ros.cli_options import add_params_file
+
 HELP = "run the whole system on the sample bag: launch the graph, replay, print match events, summary + PNG"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bag", type=Path, default=None, help="bag to replay (default: the shipped sample bag)")
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default ./demo_out)")
-    parser.add_argument("--params", type=Path, default=None, help="parameter file (default: config/demo.yaml)")
+    add_params_file(parser, "parameter file (default: config/demo.yaml)")
     parser.add_argument("--models", type=Path, default=None, help="models folder (default: the shipped models)")
     parser.add_argument("--rate", type=float, default=1.0, help="replay rate (default 1 = real time)")
     parser.add_argument("--radius", type=float, default=10.0, help="ground-truth radius of a true revisit (m)")

@@ -8,6 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from cmr_fusion_ros.cli_options import add_no_progress
 from cmr_fusion_ros.core.config import EncodersConfig
 from cmr_fusion_ros.core.policy import PolicyConfig
 from cmr_fusion_ros.core.poses import DEFAULT_MAX_EXTRAPOLATION_NS, DEFAULT_MAX_GAP_NS
@@ -87,6 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--png", type=Path, default=None, help="plot (default: beside --json, with .png)")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
     add_modalities_argument(parser)
+    add_no_progress(parser)
     add_topic_arguments(parser)
 
 
@@ -120,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     for role, bag in (("database", args.database), ("queries", args.queries)):
         views = args.lidar_views if role == "queries" else 1
         dropped[role] = {}
-        with tqdm(desc=f"embedding {role} {bag.name}", unit=" msg", file=sys.stderr) as bar:
+        with tqdm(desc=f"embedding {role} {bag.name}", unit=" msg", file=sys.stderr, disable=args.no_progress) as bar:
             embedded[role] = embed_bag(bag, {m: encoders[m] for m in mods[role]}, topics, progress=bar.update,
                                        lidar_views=views, dropped=dropped[role])
     present, absent = pair_names(mods["queries"], mods["database"])

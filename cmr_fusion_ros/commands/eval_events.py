@@ -36,8 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--score", choices=("score", "probability"), default="score",
                         help="what the threshold sweeps: the cosine (score, default) or the calibrated probability of "
                              "a true revisit (events without one are left out)")
-    parser.add_argument("--target-precision", type=float, default=0.95)
-    parser.add_argument("--target-recall", type=float, default=0.7)
+    parser.add_argument("--target-precision", type=float, default=0.95,
+                        help="the goal's precision: is there a threshold with at least this precision ... (default 0.95)")
+    parser.add_argument("--target-recall", type=float, default=0.7,
+                        help="... at at least this recall of the revisits (default 0.7)")
     parser.add_argument("--plot", type=Path, default=None, metavar="FILE.png", help="PR curve and map")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE.json",
                         help="report: FILE.json with every figure and FILE.md beside it")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cmr_fusion_ros.cli_options import add_no_progress, progress_bar
+
 HELP = "convert real datasets (DGP scenes, PJLab single frames) into rosbag2 bags"
 
 
@@ -14,13 +16,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dgp.add_argument("source", type=Path, help="scene_*.json, its directory, or a directory with scene_dataset*.json")
     dgp.add_argument("--out", required=True, type=Path,
                      help="output bag directory (for several scenes: one bag per scene under it)")
-    dgp.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    dgp.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="rosbag2 storage of the output bag (default mcap)")
     dgp.add_argument("--raw-images", action="store_true", help="decode to sensor_msgs/Image rgb8 instead of "
                      "passing the JPEG/PNG bytes through as CompressedImage")
     dgp.add_argument("--main-camera", default=None,
                      help="camera published on /camera/... (default: the first camera of the calibration)")
     dgp.add_argument("--odom-step", type=float, default=0.05, metavar="S",
                      help="/odom between the datum stamps: interpolated poses every S seconds (default 0.05)")
+    add_no_progress(dgp)
     pj = sub.add_parser("pjlab", help="one PJLab SensorsCalibration frame: PCD LiDAR, CSV radar, image, JSON calibration")
     pj.add_argument("--out", required=True, type=Path, help="output bag directory")
     pj.add_argument("--lidar", type=Path, help="LiDAR .pcd (a frame takes any subset of --lidar, --radar, --image)")
@@ -33,8 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pj.add_argument("--stamp-ns", type=int, default=1_750_000_000 * 10**9, help="stamp of every message (ns)")
     pj.add_argument("--max-capture-gap", type=float, default=1.0, metavar="S",
                     help="warn when the files' own capture times lie more than S seconds apart (default 1)")
-    pj.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
-    pj.add_argument("--raw-images", action="store_true")
+    pj.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="rosbag2 storage of the output bag (default mcap)")
+    pj.add_argument("--raw-images", action="store_true", help="decode the image to sensor_msgs/Image rgb8 instead of "
+                    "passing its bytes through as CompressedImage")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,10 +47,12 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "dgp":
         scenes = find_dgp_scenes(args.source)
         results = []
-        for scene in scenes:
-            out = args.out if len(scenes) == 1 else args.out / scene.parent.name
-            results.append(import_dgp(scene, out, storage=args.storage, raw_images=args.raw_images,
-                                      main_camera=args.main_camera, odom_step_s=args.odom_step))
+        with progress_bar(args, desc="import", unit=" sample") as bar:
+            for scene in scenes:
+                out = args.out if len(scenes) == 1 else args.out / scene.parent.name
+                results.append(import_dgp(scene, out, storage=args.storage, raw_images=args.raw_images,
+                                          main_camera=args.main_camera, odom_step_s=args.odom_step,
+                                          progress=bar.update))
     else:
         results = [import_pjlab(args.out, lidar=args.lidar, radar=args.radar, image=args.image,
                                 camera_intrinsic=args.camera_intrinsic, lidar_to_camera=args.lidar_to_camera,

@@ -7,13 +7,14 @@ import shlex
 import sys
 from pathlib import Path
 
+from cmr_fusion_ros.cli_options import add_params_file
+
 HELP = "start the fusion graph (all-in-one or split nodes) as child processes, without ros2 launch"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", type=Path, default=None, metavar="FILE",
-                        help="parameters YAML (node_name: ros__parameters: form); default: the package's "
-                             "config/fusion.yaml (all_in_one) or config/split.yaml (split) when it exists")
+    add_params_file(parser, "parameters YAML (node_name: ros__parameters: form); default: the package's "
+                            "config/fusion.yaml (all_in_one) or config/split.yaml (split) when it exists")
     parser.add_argument("--mode", choices=("all_in_one", "split"), default="all_in_one",
                         help="one fusion_node, or one encoder_node per modality + memory_node (default all_in_one)")
     parser.add_argument("--use-sim-time", action="store_true", help="nodes follow /clock (e.g. from replay --clock)")
@@ -40,7 +41,7 @@ def plan(args: argparse.Namespace) -> list:
         default = config_file(default_params_name(args.mode))
         params = default if default.is_file() else None
     elif not params.is_file():
-        raise ConfigError("--params", str(params), "an existing parameters YAML file")
+        raise ConfigError("--params-file", str(params), "an existing parameters YAML file")
     for key in ("sigint_timeout", "sigterm_timeout"):
         value = getattr(args, key)
         if not value > 0:

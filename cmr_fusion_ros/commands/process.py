@@ -5,15 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cmr_fusion_ros.cli_options import add_no_progress, add_params_file
+
 HELP = "process bags offline (no DDS, full speed): match events to JSONL and an mcap bag, plus a summary"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bags", nargs="+", type=Path, help="rosbag2 directories (sqlite3 or mcap), merged in time")
     parser.add_argument("--out", type=Path, required=True, help="output folder (events.jsonl, matches/, summary.json)")
-    parser.add_argument("--params", type=Path, default=None,
-                        help="ROS 2 parameter file (default: the installed config/fusion.yaml)")
-    parser.add_argument("--node-name", default="fusion_node", help="node section to read from --params")
+    add_params_file(parser, "ROS 2 parameter file (default: the installed config/fusion.yaml)")
+    parser.add_argument("--node-name", default="fusion_node", help="node section to read from --params-file")
     parser.add_argument("--models", type=Path, default=None, help="models folder (overrides encoders.models_dir)")
     parser.add_argument("--memory", type=Path, default=None,
                         help="memory folder (default: OUT/memory; an existing memory is loaded and extended)")
@@ -26,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modalities", default=None, metavar="M1,M2",
                         help="modalities to process, comma-separated subset of camera,lidar,radar (default: every "
                              "enabled stream whose topic is in the bags; absent ones are skipped and reported)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,6 +12,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from cmr_fusion_ros.cli_options import add_no_progress, add_params_file
+
 HELP = "reliability stress: `crash` (SIGKILL while writing the memory, reload, count lost entries), `overload`, `soak`"
 
 
@@ -19,14 +21,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--bag", type=Path, default=None, help="bag to run (default: the installed sample bag)")
-    common.add_argument("--params", type=Path, default=None, help="parameter file (default: config/fusion.yaml)")
+    add_params_file(common, "parameter file (default: config/fusion.yaml)")
     common.add_argument("--models", type=Path, default=None, help="models folder (overrides encoders.models_dir)")
     common.add_argument("--out", type=Path, required=True, help="folder for the memory, logs and the report")
+    add_no_progress(common)
 
     c = sub.add_parser("crash", parents=[common], help="SIGKILL the offline pipeline at random moments while it "
                                                         "writes a persistent memory; reload and check after each kill")
-    c.add_argument("--kills", type=int, default=50)
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--kills", type=int, default=50, help="SIGKILLs, one per run of the pipeline (default 50)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the kill times (default 0)")
     c.add_argument("--max-delay", type=float, default=4.0, help="kill within this many seconds after the start")
     c.add_argument("--flush-interval", type=float, default=0.05, help="memory.persistence.flush_interval_s")
     c.add_argument("--snapshot-every", type=int, default=500, help="memory.persistence.snapshot_every_n")
@@ -81,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
                 "--snapshot-every", str(args.snapshot_every)] + (["--models", str(args.models)] if args.models else [])
         from tqdm import tqdm
 
-        bar = tqdm(total=args.kills, unit="kill", desc="crash")
+        bar = tqdm(total=args.kills, unit="kill", desc="crash", disable=args.no_progress)
 
         def progress(k, rep):
             bar.update(1)
@@ -112,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     soak_params = stress.write_soak_params(params, out, max_entries=args.max_entries, models=args.models)
     from tqdm import tqdm
 
-    bar = tqdm(total=round(args.duration), unit="s", desc="soak")
+    bar = tqdm(total=round(args.duration), unit="s", desc="soak", disable=args.no_progress)
 
     def tick(t):
         bar.n = min(round(t), bar.total)

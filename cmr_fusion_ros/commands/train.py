@@ -8,6 +8,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from cmr_fusion_ros.cli_options import add_no_progress
 from cmr_fusion_ros.commands.eval import add_modalities_argument, add_topic_arguments, pose_rule, topics_from_args
 from cmr_fusion_ros.core.errors import ConfigError
 from cmr_fusion_ros.core.types import Modality
@@ -90,13 +91,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--camera-size", default=None, metavar="WxH",
                         help="camera input size in pixels (default 96x72); an --init camera encoder of another size "
                              "keeps its convolutions and gets its head resampled")
-    parser.add_argument("--epochs", type=int, default=d.epochs)
+    parser.add_argument("--epochs", type=int, default=d.epochs, help=f"passes over the training frames (default {d.epochs})")
     parser.add_argument("--batch-anchors", type=int, default=d.batch_anchors,
                         help=f"anchor frames per batch; each brings a positive and a hard negative (default {d.batch_anchors})")
     parser.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch, help="0: one pass over the frames")
-    parser.add_argument("--lr", type=float, default=d.lr)
-    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    parser.add_argument("--dropout", type=float, default=d.dropout)
+    parser.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate (default {d.lr:g})")
+    parser.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                        help=f"AdamW weight decay (default {d.weight_decay:g})")
+    parser.add_argument("--dropout", type=float, default=d.dropout,
+                        help=f"dropout before each encoder's projection head (default {d.dropout:g})")
     parser.add_argument("--shift-px", type=int, default=d.shift_px, help="random translation augmentation (pixels)")
     parser.add_argument("--cutout-p", type=float, default=d.cutout_p, help="random erasing probability per input")
     parser.add_argument("--pos-radius", type=float, default=d.pos_radius_m, help="positive within this (m)")
@@ -105,9 +108,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "other (forward-looking sensors; LiDAR-LiDAR pairs take any heading; 180: any heading); "
                              f"default {d.pos_max_yaw_deg:g}")
     parser.add_argument("--neg-radius", type=float, default=d.neg_radius_m, help="negative beyond this (m)")
-    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--seed", type=int, default=d.seed,
+                        help=f"seed of the initialisation, batches and augmentation (default {d.seed})")
     parser.add_argument("--threads", type=int, default=d.threads, help="torch threads")
     add_modalities_argument(parser)
+    add_no_progress(parser)
     add_topic_arguments(parser)
 
 
@@ -171,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
         f"; not trained: {', '.join(m.value for m in absent)} ("
         + ("kept as loaded from --init" if args.init is not None else "no checkpoint written") + ")" if absent else ""))
     dropped: dict[str, int] = {}
-    with tqdm(desc="reading bags", unit=" msg", file=sys.stderr) as bar:
+    with tqdm(desc="reading bags", unit=" msg", file=sys.stderr, disable=args.no_progress) as bar:
         train = load_frames(bags, pre, topics, cache_dir=cache, progress=bar.update, modalities=mods, dropped=dropped)
         val_pairs = list(zip(val_bags[::2], val_bags[1::2])) if val_bags else []
         val = [
@@ -234,7 +239,8 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
 
     def progress(epoch: int, steps: int):
-        return tqdm(range(steps), desc=f"epoch {epoch}/{cfg.epochs}", leave=False, file=sys.stderr)
+        return tqdm(range(steps), desc=f"epoch {epoch}/{cfg.epochs}", leave=False, file=sys.stderr,
+                    disable=args.no_progress)
 
     history = trainer.fit(train, val, on_epoch=on_epoch, progress=progress)
     saved = [m for m in MODALITIES if m in mods or args.init is not None]

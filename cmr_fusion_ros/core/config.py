@@ -211,17 +211,24 @@ class OutputConfig:
     markers: bool = True
     marker_frame: str = "odom"
     diagnostics_period_s: float = 1.0
+    diagnostics_window_s: float = 10.0  # levels from the drops / bad messages / errors of this recent window
 
     @classmethod
     def from_dict(cls, d: Any, prefix: str = "output") -> "OutputConfig":
         d = section(d, prefix)
-        no_unknown(d, prefix, ("insert_queries", "markers", "marker_frame", "diagnostics_period_s"))
+        no_unknown(d, prefix, ("insert_queries", "markers", "marker_frame", "diagnostics_period_s",
+                               "diagnostics_window_s"))
         return cls(
             insert_queries=read_bool(d, prefix, "insert_queries", True),
             markers=read_bool(d, prefix, "markers", True),
             marker_frame=read_str(d, prefix, "marker_frame", "odom"),
             diagnostics_period_s=read_float(d, prefix, "diagnostics_period_s", 1.0, 0.05, 3600.0),
+            diagnostics_window_s=read_float(d, prefix, "diagnostics_window_s", 10.0, 0.1, 86400.0),
         )
+
+
+# Parameters ROS itself reads (sim time, the type description service, QoS overrides): never the pipeline's.
+ROS_OWN_KEYS = ("use_sim_time", "start_type_description_service", "qos_overrides")
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +249,7 @@ class FusionConfig:
     def from_dict(cls, d: Any, *, source: str | None = None) -> "FusionConfig":
         try:
             d = section(d, "ros__parameters")
-            d = {k: v for k, v in d.items() if k not in ("use_sim_time",)}  # ROS's own parameters
+            d = {k: v for k, v in d.items() if k not in ROS_OWN_KEYS and not str(k).startswith("qos_overrides.")}
             _no_unknown_top(d, cls.KEYS)
             sd = section(d.get("streams"), "streams")
             no_unknown(sd, "streams", tuple(m.value for m in Modality))
@@ -490,6 +497,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _spec("output.markers", "publish visualization_msgs/MarkerArray of matches on ~/markers"),
     _spec("output.marker_frame", "frame of the markers (the odometry frame)"),
     _spec("output.diagnostics_period_s", "period of /diagnostics", (0.05, 3600)),
+    _spec("output.diagnostics_window_s", "a /diagnostics status is WARN (drops, bad messages) or ERROR (processing "
+          "errors) while such happened in the last this many seconds, OK again after; the counts since start stay "
+          "in its values", (0.1, 86400)),
 )
 
 

@@ -147,6 +147,8 @@ class FusionPipeline:
             self.policy.calibration = ScoreCalibration.from_cards(self.encoders)
         self.poses = poses
         self.session = session if session is not None else config.session_id()
+        # frame of the poses (odometry): the odometry messages' frame once one came, else the configured one
+        self.pose_frame_id = config.output.marker_frame
         self._clock = clock
         self.jump_back_ns = config.sync.jump_back_ns  # sync.time_jump_s, or 1 s
         self.time_jumps = 0  # times the policy state was reset because time went back
@@ -183,11 +185,14 @@ class FusionPipeline:
         self.policy.reconfigure(policy_config)
         self.config = dataclasses.replace(self.config, policy=policy_config)
 
-    def add_pose(self, stamp_ns: int, pose: Pose) -> bool:
-        """Feed one odometry pose; returns True when it started a new time line (the older poses were dropped)."""
+    def add_pose(self, stamp_ns: int, pose: Pose, frame_id: str = "") -> bool:
+        """Feed one odometry pose (``frame_id``: its header frame, named in the events); returns True when it
+        started a new time line (the older poses were dropped)."""
         if self.poses is None:
             return False
         with self._time_lock:
+            if frame_id:
+                self.pose_frame_id = frame_id
             jumped = self._newest_pose_ns is not None and stamp_ns < self._newest_pose_ns - self.jump_back_ns
             if jumped:
                 self.poses.clear()
@@ -320,7 +325,8 @@ class FusionPipeline:
         for it in inputs:
             t0 = self._clock()
             q = Query(it.modality, it.topic, it.stamp_ns, it.frame_id, it.vector, it.pose, self.session,
-                      views=it.views, robot=getattr(self.memory, "robot", ""))
+                      views=it.views, robot=getattr(self.memory, "robot", ""),
+                      pose_frame_id=self.pose_frame_id)
             found.append((self.policy.match(self.memory, q), (self._clock() - t0) * 1e3))
         events: list[MatchResult] = []
         paths: list[FramePath] = []

@@ -146,6 +146,7 @@ class Query:
     id: int = 0
     views: np.ndarray | None = field(default=None, compare=False, repr=False)
     robot: str = ""
+    pose_frame_id: str = ""  # frame of ``pose`` (the odometry frame)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +195,8 @@ class MatchResult:
     match_pose: Pose | None
     distance: float  # metres between the two positions; NaN unless both poses are known
     match_robot: str = ""  # robot that wrote the matched entry
-    match_session: str = ""  # session (drive) of the matched entry
+    pose_frame_id: str = ""  # frame of query_pose and match_pose (the odometry frame)
+    match_session: str = ""  # session of the matched entry
     # calibrated P(true revisit) of the score; NaN when the pair has no calibration (a function of score: not compared)
     probability: float = field(default=math.nan, compare=False)
 
@@ -219,6 +221,7 @@ class MatchResult:
             match_pose=e.pose,
             distance=dist,
             match_robot=e.robot,
+            pose_frame_id=query.pose_frame_id,
             match_session=e.session,
             probability=probability,
         )

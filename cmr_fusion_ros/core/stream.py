@@ -68,9 +68,10 @@ class StreamRunner:
         self._min_size = {m: decode_size(getattr(e, "preprocessing", None)) for m, e in pipeline.encoders.items()}
 
     def odometry(self, msg: Any) -> bool:
-        """Feed one odometry message; True when it started a new time line (the older poses were dropped)."""
+        """Feed one odometry message (its header frame names the events' poses); True when it started a new time
+        line (the older poses were dropped)."""
         stamp, pose = odometry_pose(msg)
-        return self.pipeline.add_pose(stamp, pose)
+        return self.pipeline.add_pose(stamp, pose, str(getattr(msg.header, "frame_id", "") or ""))
 
     def accepts(self, topic: str, msgtype: str) -> bool:
         """Whether a message of ``msgtype`` (e.g. ``sensor_msgs/msg/CompressedImage``) on ``topic`` is one of the

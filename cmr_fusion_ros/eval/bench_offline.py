@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from cmr_fusion_ros.cli_options import add_no_progress, add_params_file
 from cmr_fusion_ros.core.types import Modality
 
 __all__ = ["EncoderOverhead", "OfflineRun", "add_arguments", "encoder_overhead", "encoder_inputs", "realtime_factor", "run"]
@@ -197,7 +198,7 @@ RTF_GOAL = 20.0
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bags", nargs="+", type=Path, metavar="BAG", help="bag(s) processed together (merged in time)")
     p.add_argument("--models", type=Path, default=None, help="models folder (default: the installed models)")
-    p.add_argument("--params", type=Path, default=None, help="parameters YAML (default: the installed fusion.yaml)")
+    add_params_file(p, "parameters YAML (default: the installed fusion.yaml)")
     p.add_argument("--repeats", type=int, default=1, help="times the bag is processed, fresh memory each (default 1)")
     p.add_argument("--iterations", type=int, default=200, help="timed encoder calls per modality and side (default 200)")
     p.add_argument("--batch", type=int, nargs="+", default=[1], help="encoder batch sizes (default: 1)")
@@ -205,6 +206,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-process", action="store_true", help="only the encoder comparison")
     p.add_argument("--json", type=Path, default=None, metavar="FILE.json", help="report (FILE.json + FILE.md)")
     p.add_argument("--plot", type=Path, default=None, metavar="FILE.png", help="wrapper vs bare latency per modality")
+    add_no_progress(p)
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -250,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.skip_process:
         for r in range(args.repeats):
-            run_ = realtime_factor(args.bags, config, progress=sys.stderr.isatty())
+            run_ = realtime_factor(args.bags, config, progress=sys.stderr.isatty() and not args.no_progress)
             figures["process"].append({**run_.__dict__, "cpu_realtime_factor": run_.cpu_realtime_factor})
             line = (f"process run {r + 1}/{args.repeats}: bag {run_.bag_duration_s:.1f} s in {run_.wall_s:.1f} s wall = "
                     f"{run_.realtime_factor:.1f}x real time ({run_.cpu_s:.1f} CPU s = {run_.cpu_realtime_factor:.1f}x "
@@ -271,7 +273,8 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     files = model_files(mdir, config.enabled_modalities)
     steps = len(files) * len(args.batch) * args.iterations
-    bar = tqdm(total=steps, desc="encoders", file=sys.stderr, leave=False, disable=not sys.stderr.isatty())
+    bar = tqdm(total=steps, desc="encoders", file=sys.stderr, leave=False,
+               disable=args.no_progress or not sys.stderr.isatty())
     for batch in args.batch:
         for modality, path in files.items():
             la = load_average()[0]

@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from cmr_fusion_ros.cli_options import add_params_file
+
 __all__ = [
     "STREAMS",
     "StreamSpec",
@@ -184,16 +186,16 @@ def stream_topic(stream: str, camera_transport: str) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", type=Path, default=None, help="models folder (default: the installed models)")
-    p.add_argument("--params", type=Path, default=None, help="parameters YAML to start from (default: fusion.yaml)")
+    add_params_file(p, "parameters YAML to start from (default: fusion.yaml)")
     p.add_argument("--duration", type=float, default=25.0, help="seconds of publishing per phase (default 25)")
     p.add_argument("--warmup", type=float, default=3.0, help="first seconds of each phase left out (default 3)")
     p.add_argument("--camera-transport", choices=("compressed", "raw"), default="compressed",
                    help="camera as JPEG CompressedImage (default) or raw rgb8 Image")
     p.add_argument("--rates", default="camera=30,lidar=10,radar=20", help="stream=Hz,... (default %(default)s)")
-    p.add_argument("--width", type=int, default=1280)
-    p.add_argument("--height", type=int, default=720)
+    p.add_argument("--width", type=int, default=1280, help="camera image width in pixels (default 1280)")
+    p.add_argument("--height", type=int, default=720, help="camera image height in pixels (default 720)")
     p.add_argument("--lidar-columns", type=int, default=1600, help="points per ring (64 rings; default 1600)")
-    p.add_argument("--radar-points", type=int, default=256)
+    p.add_argument("--radar-points", type=int, default=256, help="points per radar scan (default 256)")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: from the process id)")
     p.add_argument("--skip-floor", action="store_true", help="only the pipeline phase (no ratio)")
     p.add_argument("--json", type=Path, default=None, metavar="FILE.json", help="report (FILE.json + FILE.md)")

@@ -235,7 +235,7 @@ class BenchSubscriber:
     def _on_diag(self, msg) -> None:
         with self.lock:
             for st in msg.status:
-                if st.name.startswith("/fusion_node"):
+                if st.hardware_id == "/fusion_node":
                     self.diagnostics[st.name.split(": ", 1)[-1]] = {kv.key: kv.value for kv in st.values}
 
 

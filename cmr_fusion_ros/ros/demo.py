@@ -109,7 +109,7 @@ def run_demo(bag: Path, out: Path, *, params: Path, rate: float = 1.0, truth_rad
     def on_diag(msg: DiagnosticArray) -> None:
         with lock:
             for st in msg.status:
-                if st.name.startswith("/fusion_node"):
+                if st.hardware_id == "/fusion_node":
                     result.diagnostics[st.name.split(": ", 1)[-1]] = {kv.key: kv.value for kv in st.values}
 
     node.create_subscription(MatchEventArray, "/fusion_node/matches", on_matches, 50)

@@ -31,10 +31,10 @@ from cmr_fusion_ros.core.embed import FrameEmbedder
 from cmr_fusion_ros.core.poses import PoseBuffer
 from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.ros.conversions import make_header, stamp_to_ns
-from cmr_fusion_ros.ros.fusion_node import StreamStats, qos_for
 from cmr_fusion_ros.ros.messages import diagnostics_message, ros_to_pose
 from cmr_fusion_ros.ros.node_main import run_node
 from cmr_fusion_ros.ros.params import declare_fusion_parameters
+from cmr_fusion_ros.ros.stream_io import StreamStats, advertise, qos_for, subscribe
 
 __all__ = ["EncoderNode", "main"]
 
@@ -73,7 +73,7 @@ class EncoderNode(Node):
                                   f"merges {accumulator.scans} scans moved by the odometry")
             self.merger = OdometryScanMerger(accumulator, PoseBuffer(
                 max_gap_ns=round(odo.max_gap_s * 1e9), max_extrapolation_ns=round(odo.max_extrapolation_s * 1e9)))
-            self.create_subscription(Odometry, odo.topic, self._on_odom, qos_for("reliable", 100))
+            subscribe(self, Odometry, odo.topic, self._on_odom, qos_for("reliable", 100))
         # a LiDAR scan also at other headings, for a memory node whose LiDAR queries search LiDAR entries
         self.views = 1
         if (self.modality is Modality.LIDAR and self.config.encoders.lidar_views > 1
@@ -83,15 +83,15 @@ class EncoderNode(Node):
         self.model_id = f"{self.modality.value}:{(getattr(card, 'sha256', '') or 'unknown')[:12]}"
         self.providers = providers_in_use({self.modality: encoder})
         self.get_logger().info(f"{self.modality.value} encoder {self.model_id} on {self.providers or 'a stand-in'}")
-        self.stats = StreamStats()
+        self.stats = StreamStats(window_s=self.config.output.diagnostics_window_s)
         self._queue: collections.deque = collections.deque(maxlen=sc.queue_size)
         self._cond = threading.Condition()
         self._running = True
         self.topic = self.resolve_topic_name(sc.topic)
         msg_type = (CompressedImage if sc.transport == "compressed" else Image) if self.modality is Modality.CAMERA else PointCloud2
-        self.create_subscription(msg_type, sc.topic, self._on_msg, qos_for(sc.reliability, sc.depth))
-        self.pub = self.create_publisher(Embedding, self.output_topic, 50)
-        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        subscribe(self, msg_type, sc.topic, self._on_msg, qos_for(sc.reliability, sc.depth))
+        self.pub = advertise(self, Embedding, self.output_topic, 50)
+        self.pub_diag = advertise(self, DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self.config.output.diagnostics_period_s, self._diagnostics)
         self._worker = threading.Thread(target=self._work, daemon=True)
         self._worker.start()

@@ -27,16 +27,13 @@ import itertools
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
 from rclpy.clock import JumpThreshold
 from rclpy.duration import Duration
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 from visualization_msgs.msg import MarkerArray
 
@@ -50,57 +47,11 @@ from cmr_fusion_ros.core.stream import Processed, StreamRunner
 from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.ros.messages import diagnostics_message, markers, match_event_array, store_values
 from cmr_fusion_ros.ros.services import add_memory_services
+from cmr_fusion_ros.ros.stream_io import RecentProblems, StreamStats, advertise, qos_for, subscribe
 from cmr_fusion_ros.ros.node_main import run_node
 from cmr_fusion_ros.ros.params import declare_fusion_parameters, on_policy_change
 
-__all__ = ["FusionNode", "StreamStats", "main", "qos_for"]
-
-
-def qos_for(reliability: str, depth: int) -> QoSProfile:
-    return QoSProfile(depth=depth, history=HistoryPolicy.KEEP_LAST,
-                      reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT)
-
-
-STAGES = ("decode", "preprocess", "encode", "search", "publish")
-
-
-@dataclass
-class StreamStats:
-    """Counters and recent timings of one stream. ``latencies_ms``: receive -> processed and published (includes
-    the wait in the queue); ``stages``: per-stage times (ms)."""
-
-    received: int = 0
-    processed: int = 0
-    dropped: int = 0
-    bad_messages: int = 0
-    latencies_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=2000))
-    arrivals: collections.deque = field(default_factory=lambda: collections.deque(maxlen=200))
-    stages: dict = field(default_factory=lambda: {s: collections.deque(maxlen=2000) for s in STAGES})
-
-    def stage_summary(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for name, values in self.stages.items():
-            if values:
-                arr = np.asarray(values, dtype=float)
-                out[f"{name}_p50_ms"] = float(np.percentile(arr, 50))
-                out[f"{name}_p99_ms"] = float(np.percentile(arr, 99))
-        return out
-
-    def summary(self) -> dict[str, float | int]:
-        lat = np.asarray(self.latencies_ms, dtype=float)
-        now = time.monotonic()
-        recent = [t for t in self.arrivals if now - t <= 5.0]
-        rate = (len(recent) - 1) / (recent[-1] - recent[0]) if len(recent) > 1 and recent[-1] > recent[0] else 0.0
-        return {
-            "rate_hz": float(rate),
-            "received": self.received,
-            "processed": self.processed,
-            "dropped": self.dropped,
-            "bad_messages": self.bad_messages,
-            "latency_p50_ms": float(np.percentile(lat, 50)) if lat.size else 0.0,
-            "latency_p99_ms": float(np.percentile(lat, 99)) if lat.size else 0.0,
-            **self.stage_summary(),
-        }
+__all__ = ["FusionNode", "main"]
 
 
 class _Stream:
@@ -123,9 +74,10 @@ class FusionNode(Node):
         self.streams = {m: _Stream(m, self.resolve_topic_name(self.config.stream(m).topic),
                                    self.config.stream(m).queue_size) for m in self.config.enabled_modalities}
         self.runner = StreamRunner(self.pipeline, self.config, {s.topic: m for m, s in self.streams.items()})
-        self.stats = {m: StreamStats() for m in self.config.enabled_modalities}
+        window = self.config.output.diagnostics_window_s
+        self.stats = {m: StreamStats(window_s=window) for m in self.config.enabled_modalities}
         self.events_published = 0
-        self.problems: collections.deque[str] = collections.deque(maxlen=5)
+        self.problems = RecentProblems(window)
         self._running = True
         self._seq = itertools.count()  # arrival order (shutdown processes what is left in it)
         self._marker_ids = itertools.count(step=2)
@@ -133,15 +85,15 @@ class FusionNode(Node):
         self._last_bad: dict[Modality, str] = {}
         self.domain = monitor_for(self.pipeline.encoders)  # warns once when the first frames look out of domain
 
-        self.pub_matches = self.create_publisher(MatchEventArray, "~/matches", 10)
-        self.pub_markers = self.create_publisher(MarkerArray, "~/markers", 10) if self.config.output.markers else None
-        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.pub_matches = advertise(self, MatchEventArray, "~/matches", 10)
+        self.pub_markers = advertise(self, MarkerArray, "~/markers", 10) if self.config.output.markers else None
+        self.pub_diag = advertise(self, DiagnosticArray, "/diagnostics", 10)
         for m in self.config.enabled_modalities:
             sc = self.config.stream(m)
             msg_type = (CompressedImage if sc.transport == "compressed" else Image) if m is Modality.CAMERA else PointCloud2
-            self.create_subscription(msg_type, sc.topic, self._enqueue_cb(m), qos_for(sc.reliability, sc.depth))
+            subscribe(self, msg_type, sc.topic, self._enqueue_cb(m), qos_for(sc.reliability, sc.depth))
         if self.config.odometry.topic:
-            self.create_subscription(Odometry, self.config.odometry.topic, self._on_odom, qos_for("reliable", 100))
+            subscribe(self, Odometry, self.config.odometry.topic, self._on_odom, qos_for("reliable", 100))
         elif multi := [m.value for m in self.pipeline.multi_scan_modalities() if m in self.config.enabled_modalities]:
             self.get_logger().warning(f"odometry.topic is empty but the {', '.join(multi)} model merges scans moved by "
                                       "the odometry: each scan is used alone (weaker matches)")
@@ -193,7 +145,7 @@ class FusionNode(Node):
     def _on_odom(self, msg: Odometry) -> None:
         if self.pipeline.poses is not None:
             try:
-                if self.runner.odometry(msg):
+                if self.runner.odometry(msg):  # the header's frame names the events' poses
                     self.get_logger().warning("odometry stamps went back in time: pose buffer reset",
                                               throttle_duration_sec=2.0)
             except (CmrFusionError, ValueError, TypeError) as err:
@@ -271,7 +223,7 @@ class FusionNode(Node):
                     self.pub_markers.publish(arr)
 
     def _problem(self, text: str) -> None:
-        self.problems.append(text)
+        self.problems.add(text)
 
     def _publish_diagnostics(self) -> None:
         mem = self.pipeline.memory
@@ -280,7 +232,8 @@ class FusionNode(Node):
                          "suppressed_by_policy": self.pipeline.policy.suppressed,
                          "time_jumps": self.pipeline.time_jumps,
                          "lidar_views": self.pipeline.lidar_views(),  # headings each LiDAR scan is embedded at now
-                         "providers": self.providers}  # execution providers each encoder runs on
+                         "providers": self.providers,  # execution providers each encoder runs on
+                         "errors": self.problems.total}  # processing errors since start
         if self.pipeline.has_accumulation:  # multi-scan radar model: earlier scans merged / not found
             memory_values.update({f"radar_{k}": v for k, v in self.pipeline.accumulation_stats().items()})
         for key in ("added", "skipped_duplicate", "skipped_capacity", "evicted", "pending_records", "backend",
@@ -290,7 +243,7 @@ class FusionNode(Node):
         self.pub_diag.publish(diagnostics_message(
             self.get_fully_qualified_name(), self.get_clock().now().nanoseconds,
             {m.value: {**s.summary(), "last_bad_reason": self._last_bad.get(m, "")} for m, s in self.stats.items()},
-            memory_values, self.problems))
+            memory_values, self.problems.recent()))
 
     # --- shutdown ------------------------------------------------------------------------------------------------
 

@@ -23,11 +23,11 @@ from cmr_fusion_ros.core.errors import CmrFusionError
 from cmr_fusion_ros.core.pipeline import EmbeddingInput, FusionPipeline, embedding_views
 from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.ros.conversions import stamp_to_ns
-from cmr_fusion_ros.ros.fusion_node import StreamStats, qos_for
 from cmr_fusion_ros.ros.messages import diagnostics_message, markers, match_event_array, ros_to_pose, store_values
 from cmr_fusion_ros.ros.node_main import run_node
 from cmr_fusion_ros.ros.params import declare_fusion_parameters, on_policy_change
 from cmr_fusion_ros.ros.services import add_memory_services
+from cmr_fusion_ros.ros.stream_io import StreamStats, advertise, qos_for, subscribe
 
 __all__ = ["MemoryNode", "main"]
 
@@ -40,15 +40,15 @@ class MemoryNode(Node):
         self.config = declare_fusion_parameters(self, own=("input_topic",))
         self.pipeline = pipeline or FusionPipeline.from_config(self.config, load_encoders=False,
                                                                namespace=self.get_namespace())
-        self.stats = {m: StreamStats() for m in Modality}
+        self.stats = {m: StreamStats(window_s=self.config.output.diagnostics_window_s) for m in Modality}
         self.events_published = 0
         self._marker_ids = itertools.count(step=2)
-        self.pub_matches = self.create_publisher(MatchEventArray, "~/matches", 10)
-        self.pub_markers = self.create_publisher(MarkerArray, "~/markers", 10) if self.config.output.markers else None
-        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(Embedding, self.input_topic, self._on_embedding, qos_for("reliable", 100))
+        self.pub_matches = advertise(self, MatchEventArray, "~/matches", 10)
+        self.pub_markers = advertise(self, MarkerArray, "~/markers", 10) if self.config.output.markers else None
+        self.pub_diag = advertise(self, DiagnosticArray, "/diagnostics", 10)
+        subscribe(self, Embedding, self.input_topic, self._on_embedding, qos_for("reliable", 100))
         if self.config.odometry.topic:
-            self.create_subscription(Odometry, self.config.odometry.topic, self._on_odom, qos_for("reliable", 100))
+            subscribe(self, Odometry, self.config.odometry.topic, self._on_odom, qos_for("reliable", 100))
         add_memory_services(self, self.pipeline)
         self.add_on_set_parameters_callback(on_policy_change(self, lambda: self.config, self._apply_policy))
         self.create_timer(self.config.output.diagnostics_period_s, self._diagnostics)
@@ -60,7 +60,7 @@ class MemoryNode(Node):
     def _on_odom(self, msg: Odometry) -> None:
         if self.pipeline.poses is not None:
             try:
-                self.pipeline.add_pose(stamp_to_ns(msg.header.stamp), ros_to_pose(msg.pose.pose))
+                self.pipeline.add_pose(stamp_to_ns(msg.header.stamp), ros_to_pose(msg.pose.pose), msg.header.frame_id)
             except (CmrFusionError, ValueError, TypeError) as err:
                 self.get_logger().warning(f"bad odometry message: {err}", throttle_duration_sec=2.0)
 

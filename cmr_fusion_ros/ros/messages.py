@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -12,15 +11,14 @@ from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
 from cmr_fusion_msgs.msg import MatchEvent, MatchEventArray
+from cmr_fusion_ros.core.match_markers import match_markers
 from cmr_fusion_ros.core.pipeline import PipelineOutput
 from cmr_fusion_ros.core.policy import MatchResult
-from cmr_fusion_ros.core.types import Modality, Pose
+from cmr_fusion_ros.core.types import Pose
 from cmr_fusion_ros.ros.conversions import make_header, ns_to_stamp
 
 __all__ = ["diagnostics_message", "match_event", "match_event_array", "markers", "pose_to_ros", "ros_to_pose"]
 
-_COLOURS = {Modality.CAMERA: (0.2, 0.6, 1.0), Modality.LIDAR: (0.2, 0.9, 0.3), Modality.RADAR: (1.0, 0.5, 0.1)}
-_FLEET_COLOUR = (0.9, 0.2, 0.9)  # matches of another robot's entries
 
 
 def pose_to_ros(p: Pose | None) -> RosPose:
@@ -44,6 +42,7 @@ def match_event(r: MatchResult) -> MatchEvent:
     e.query_pose_valid, e.query_pose = r.query_pose is not None, pose_to_ros(r.query_pose)
     e.match_pose_valid, e.match_pose = r.match_pose is not None, pose_to_ros(r.match_pose)
     e.distance = float(r.distance)
+    e.pose_frame_id, e.match_session = r.pose_frame_id, r.match_session
     return e
 
 
@@ -51,37 +50,6 @@ def match_event_array(out: PipelineOutput) -> MatchEventArray:
     return MatchEventArray(header=make_header(out.stamp_ns, out.frame_id), events=[match_event(r) for r in out.events])
 
 
-def markers(events: Sequence[MatchResult], frame_id: str, stamp_ns: int, start_id: int, lifetime_s: float = 30.0,
-            own_robot: str = "") -> MarkerArray:
-    """One line per match with known poses (query -> matched position, coloured by the matched modality; a match of
-    another robot's entry than ``own_robot`` in the fleet colour, namespace ``cmr_match_fleet/...``, its label naming
-    the robot) and a text label with the score."""
-    arr = MarkerArray()
-    life = ns_to_stamp(round(lifetime_s * 1e9))
-    for i, r in enumerate(e for e in events if e.query_pose is not None and e.match_pose is not None):
-        other = bool(own_robot) and bool(r.match_robot) and r.match_robot != own_robot
-        rgb = _FLEET_COLOUR if other else _COLOURS[r.match_modality]
-        line = Marker(header=make_header(stamp_ns, frame_id),
-                      ns=f"cmr_match{'_fleet' if other else ''}/{r.query_modality.value}",
-                      id=start_id + 2 * i, type=Marker.LINE_LIST, action=Marker.ADD)
-        line.pose.orientation.w = 1.0
-        line.scale.x = 0.3
-        line.color = ColorRGBA(r=rgb[0], g=rgb[1], b=rgb[2], a=max(0.3, min(1.0, r.score)))
-        line.points = [Point(x=r.query_pose.x, y=r.query_pose.y, z=r.query_pose.z + 1.0),
-                       Point(x=r.match_pose.x, y=r.match_pose.y, z=r.match_pose.z + 1.0)]
-        line.lifetime.sec, line.lifetime.nanosec = life.sec, life.nanosec
-        text = Marker(header=line.header, ns=f"cmr_match_label/{r.query_modality.value}", id=start_id + 2 * i + 1,
-                      type=Marker.TEXT_VIEW_FACING, action=Marker.ADD)
-        text.pose.position = Point(x=(r.query_pose.x + r.match_pose.x) / 2, y=(r.query_pose.y + r.match_pose.y) / 2,
-                                   z=max(r.query_pose.z, r.match_pose.z) + 2.0)
-        text.pose.orientation.w = 1.0
-        text.scale.z = 1.0
-        text.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
-        dist = "" if math.isnan(r.distance) else f" {r.distance:.1f} m"
-        text.text = (f"{r.match_robot}: " if other else "") + \
-            f"{r.query_modality.value}->{r.match_modality.value} {r.score:.2f}{dist}"
-        text.lifetime = line.lifetime
-        arr.markers += [line, text]
     return arr
 
 
@@ -101,18 +69,30 @@ def store_values(node, memory) -> dict[str, float | int | str]:
 
 def diagnostics_message(node_name: str, stamp_ns: int, streams: Mapping[str, Mapping[str, float | int | str]],
                         memory: Mapping[str, float | int | str], problems: Iterable[str] = ()) -> DiagnosticArray:
-    """One DiagnosticStatus per stream (rate, latency, drops, bad messages) and one for the memory."""
+    """One DiagnosticStatus per stream (rate, latency, drops, bad messages) and one for the memory.
+
+    Names in diagnostic_updater's form, ``<node name>: <task>`` (``fusion_node: stream lidar``,
+    ``fusion_node: memory``), what the diagnostic aggregator's analyzers match on; ``hardware_id`` is the fully
+    qualified node name (tells namespaced instances apart). Levels come from the recent window: a stream is WARN
+    while it had drops or bad messages in the last ``window_s`` (``dropped_recent``, ``bad_messages_recent``; the
+    totals when a summary has no window), the memory ERROR while ``problems`` (the recent ones) is not empty.
+    """
+    fqn = node_name if node_name.startswith("/") else f"/{node_name}"
+    short = fqn.rsplit("/", 1)[-1]
     arr = DiagnosticArray(header=make_header(stamp_ns))
     problems = list(problems)
     for name, values in streams.items():
-        bad = int(values.get("bad_messages", 0)) + int(values.get("dropped", 0))
-        st = DiagnosticStatus(level=DiagnosticStatus.WARN if bad else DiagnosticStatus.OK,
-                              name=f"{node_name}: stream {name}", hardware_id=node_name,
-                              message="drops or bad messages" if bad else "ok")
+        recent = "dropped_recent" in values
+        dropped = int(values.get("dropped_recent" if recent else "dropped", 0))
+        bad = int(values.get("bad_messages_recent" if recent else "bad_messages", 0))
+        since = f" in the last {float(values['window_s']):g} s" if recent and "window_s" in values else ""
+        st = DiagnosticStatus(level=DiagnosticStatus.WARN if dropped or bad else DiagnosticStatus.OK,
+                              name=f"{short}: stream {name}", hardware_id=fqn,
+                              message=f"{dropped} dropped, {bad} bad messages{since}" if dropped or bad else "ok")
         st.values = [KeyValue(key=k, value=_fmt(v)) for k, v in values.items()]
         arr.status.append(st)
     mem = DiagnosticStatus(level=DiagnosticStatus.ERROR if problems else DiagnosticStatus.OK,
-                           name=f"{node_name}: memory", hardware_id=node_name,
+                           name=f"{short}: memory", hardware_id=fqn,
                            message="; ".join(problems)[:200] if problems else "ok")
     mem.values = [KeyValue(key=k, value=_fmt(v)) for k, v in memory.items()]
     arr.status.append(mem)

@@ -1,5 +1,9 @@
-"""The ``main()`` every node shares: ROS defaults, init, spin, clean exit on Ctrl-C / SIGTERM / shutdown, and a
-one-line error with exit code 2 when the node cannot start (bad parameter, missing model, foreign memory folder)."""
+"""The ``main()`` every node shares: init, spin, clean exit on Ctrl-C / SIGTERM / shutdown, and a one-line error with
+exit code 2 when the node cannot start (bad parameter, missing model, foreign memory folder).
+
+A node changes nothing in the middleware environment (``ROS_AUTOMATIC_DISCOVERY_RANGE``, ``RMW_IMPLEMENTATION``,
+``FASTDDS_DEFAULT_PROFILES_FILE``): under ``ros2 run`` / ``ros2 launch`` the user's settings apply. The project's own
+launcher, demo, benches and tests set their defaults for the processes they start (``cmr_fusion_ros.rosenv``)."""
 
 from __future__ import annotations
 
@@ -18,9 +22,6 @@ def run_node(name: str, make: Callable[[], Node], stop: Callable[[Node], str | N
              args: list[str] | None = None) -> None:
     """Run the node built by ``make`` until shutdown; ``stop(node)`` releases it (saves the memory) and may return a
     closing line, printed (the ROS context is already shut down then, so the logger could not publish it)."""
-    from cmr_fusion_ros.rosenv import apply_ros_defaults
-
-    apply_ros_defaults()
     rclpy.init(args=args)
     node = None
     try:

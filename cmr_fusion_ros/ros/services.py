@@ -62,7 +62,7 @@ def add_memory_services(node: Node, pipeline: FusionPipeline) -> None:
             mods = tuple(Modality.parse(m) for m in req.modalities) or tuple(Modality)
             found: list[Neighbor] = pipeline.memory.search(np.asarray(req.vector, np.float32), max(1, req.k),
                                                                 modalities=mods, min_score=float(req.min_score))
-            q = Query(Modality.CAMERA, "", 0, "", np.zeros(1, np.float32))
+            q = Query(Modality.CAMERA, "", 0, "", np.zeros(1, np.float32), pose_frame_id=pipeline.pose_frame_id)
             res.matches = [match_event(MatchResult.of(q, n)) for n in found]
             for e in res.matches:
                 e.query_modality = ""

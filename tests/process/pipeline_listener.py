@@ -25,7 +25,8 @@ def main() -> int:
             print(json.dumps({"stamp_ns": stamp_to_ns(e.header.stamp), "query_modality": e.query_modality,
                               "match_modality": e.match_modality, "match_stamp_ns": stamp_to_ns(e.match_stamp),
                               "match_id": e.match_id, "query_id": e.query_id, "score": float(e.score),
-                              "rank": e.rank, "frame_id": e.header.frame_id}), flush=True)
+                              "rank": e.rank, "frame_id": e.header.frame_id, "pose_frame_id": e.pose_frame_id,
+                              "match_session": e.match_session}), flush=True)
 
     node.create_subscription(MatchEventArray, "/fusion_node/matches", on_matches,
                              QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))

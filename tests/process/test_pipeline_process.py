@@ -111,3 +111,9 @@ def test_launch_replay_subscribe_sigint_and_offline_parity(params, tmp_path):
             assert abs(e["score"] - o["score"]) < 1e-4
             assert entry(live_mem, e["match_id"]) == entry(offline_mem, o["match_id"])
             assert entry(live_mem, e["query_id"]) == entry(offline_mem, o["query_id"])
+            assert e["pose_frame_id"] == o["pose_frame_id"] == "odom"
+            assert e["match_session"] == o["match_session"] == "parity"
+    # the offline bag: matches, markers and the input's trajectory
+    assert summary["copied"] == {"/odom": 1200, "/tf": 1200, "/tf_static": 1}
+    meta = (tmp_path / "offline" / "matches" / "metadata.yaml").read_text()
+    assert all(t in meta for t in ("/fusion_node/matches", "/fusion_node/markers", "/odom", "/tf_static"))

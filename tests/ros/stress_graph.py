@@ -158,7 +158,7 @@ def to_ros(msg, stamp_ns: int, frame_id: str = "sensor"):
 
 
 def publishers(peer, modalities, depth=1000):
-    from cmr_fusion_ros.ros.fusion_node import qos_for
+    from cmr_fusion_ros.ros.stream_io import qos_for
 
     pubs = {}
     for m in modalities:

@@ -144,6 +144,7 @@ def test_matches_markers_diagnostics_and_services(graph):
         assert e.query_pose_valid and e.match_pose_valid and math.isclose(e.distance, 1.0, abs_tol=1e-6)
         assert e.header.frame_id == ("camera_optical_frame" if e.query_modality == "camera" else "lidar")
         assert e.match_topic == ("/lidar/points" if e.match_modality == "lidar" else "/camera/image/compressed")
+        assert e.pose_frame_id == "odom" and e.match_session == "test"  # the odometry's frame, the entry's session
     assert wait_for(lambda: sum(len(m.markers) for m in got["markers"]) == 4)  # a line and a label per event
     assert wait_for(lambda: any(node.stats[Modality.LIDAR].bad_messages for _ in [0]))
 
@@ -170,6 +171,7 @@ def test_matches_markers_diagnostics_and_services(graph):
     vec = PlaceFromData().encode([cloud_at(3)])[0]
     res = call(QueryMemory, "/fusion_node/query_memory", vector=vec.tolist(), modalities=["lidar"], k=2, min_score=0.0)
     assert res.success and res.matches[0].match_modality == "lidar" and res.matches[0].score > 0.999
+    assert res.matches[0].match_session == "test" and res.matches[0].pose_frame_id == "odom"
     res = call(SaveMemory, "/fusion_node/save_memory", path="")
     assert res.success and res.entries == len(node.pipeline.memory) == 15  # 8 camera (t=0..5, 60, 61) + 7 LiDAR
     res = call(ClearMemory, "/fusion_node/clear_memory", modalities=["camera"])

@@ -130,3 +130,12 @@ def test_limits_and_time_jump_are_read_only_parameters():
         assert set(split[node]["ros__parameters"]["limits"]) == set(InputLimits.KEYS)
     assert "limits" not in split["memory_node"]["ros__parameters"]  # embeddings only: no sensor messages
     assert split["memory_node"]["ros__parameters"]["sync"]["time_jump_s"] == 0.0
+
+
+def test_ros_own_parameters_in_a_parameter_file_are_not_the_pipelines(tmp_path) -> None:
+    """A parameter file written for ros2 launch (sim time, QoS overrides) also loads for offline processing."""
+    f = tmp_path / "p.yaml"
+    f.write_text("fusion_node:\n  ros__parameters:\n    use_sim_time: true\n    policy: {top_k: 3}\n"
+                 "    qos_overrides:\n      /lidar/points:\n        subscription: {reliability: best_effort}\n"
+                 "    qos_overrides./odom.subscription.depth: 5\n")
+    assert FusionConfig.from_yaml(f, "fusion_node").policy.top_k == 3

@@ -243,3 +243,12 @@ def test_real_dgp_scenes_import_with_matching_poses_and_timestamps(tmp_path: Pat
         with_pose = list(read_samples(bag, modalities=("lidar", "camera")))
         without = list(read_samples(bag, modalities=("lidar", "camera"), require_pose=False))
         assert len(with_pose) == len(without) > 0
+
+
+def test_import_command_draws_progress_unless_told_not_to(tmp_path: Path, capsys) -> None:
+    scene = _write_scene(tmp_path / "src")
+    assert main(["import", "dgp", str(scene), "--out", str(tmp_path / "a")]) == 0
+    drawn = capsys.readouterr()
+    assert "import: " in drawn.err and " sample" in drawn.err and str(tmp_path / "a") in drawn.out
+    assert main(["import", "dgp", str(scene), "--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    assert "import: " not in capsys.readouterr().err

@@ -339,7 +339,7 @@ def test_launch_plan_split_with_params_and_overrides(tmp_path):
 def test_launch_plan_errors_name_the_option(tmp_path):
     from cmr_fusion_ros.commands.launch import plan
 
-    with pytest.raises(ConfigError, match="'--params'"):
+    with pytest.raises(ConfigError, match="'--params-file'"):
         plan(_args(params=tmp_path / "missing.yaml"))
     with pytest.raises(ConfigError, match="'--sigint-timeout'"):
         plan(_args(sigint_timeout=0))

@@ -7,11 +7,13 @@ import json
 import numpy as np
 import pytest
 from rosbags.highlevel import AnyReader
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from cmr_fusion_ros.bag.events import typestore_with_events
 from cmr_fusion_ros.bag.offline import process_bags, resolve_topic
+from cmr_fusion_ros.bag.writer import tf_message, transform_msg
 from cmr_fusion_ros.core.config import FusionConfig
 from cmr_fusion_ros.core.errors import BagError
 from cmr_fusion_ros.core.memory import SceneMemory
@@ -35,6 +37,12 @@ class PlaceFromCloud:
         return np.asarray(out, np.float32)
 
 
+LATCHED = Qos(history=QosHistory.KEEP_LAST, depth=1, reliability=QosReliability.RELIABLE,
+              durability=QosDurability.TRANSIENT_LOCAL, deadline=QosTime(0, 0), lifespan=QosTime(0, 0),
+              liveliness=QosLiveliness.AUTOMATIC, liveliness_lease_duration=QosTime(0, 0),
+              avoid_ros_namespace_conventions=False)
+
+
 def write_bag(path, schedule, storage=StoragePlugin.MCAP):
     """LiDAR and radar clouds whose x is the place number, plus odometry at the given positions; an entry
     (t_s, place, x, log_s) is stamped t_s but logged at log_s (default t_s)."""
@@ -44,6 +52,11 @@ def write_bag(path, schedule, storage=StoragePlugin.MCAP):
         lid = w.add_connection("/lidar/points", "sensor_msgs/msg/PointCloud2", typestore=ts)
         rad = w.add_connection("/radar/points", "sensor_msgs/msg/PointCloud2", typestore=ts)
         odo = w.add_connection("/odom", "nav_msgs/msg/Odometry", typestore=ts)
+        tf = w.add_connection("/tf", "tf2_msgs/msg/TFMessage", typestore=ts)
+        tf_static = w.add_connection("/tf_static", "tf2_msgs/msg/TFMessage", typestore=ts,
+                                     offered_qos_profiles=[LATCHED])
+        w.write(tf_static, 0, ts.serialize_cdr(tf_message(ts, [transform_msg(ts, 0, "base_link", "lidar", (1, 0, 2),
+                                                                                (0, 0, 0, 1))]), "tf2_msgs/msg/TFMessage"))
         for t_s, place, x, *log_s in schedule:
             t = round(t_s * S)
             log = round(log_s[0] * S) if log_s else t
@@ -59,6 +72,8 @@ def write_bag(path, schedule, storage=StoragePlugin.MCAP):
                                                        angular=T["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0)),
                     covariance=np.zeros(36)))
             w.write(odo, log, ts.serialize_cdr(odom, "nav_msgs/msg/Odometry"))
+            w.write(tf, log, ts.serialize_cdr(tf_message(ts, [transform_msg(ts, t, "odom", "base_link", (x, 0, 0),
+                                                                            (0, 0, 0, 1))]), "tf2_msgs/msg/TFMessage"))
             for conn, frame, fields in ((lid, "lidar", ("x", "y", "z", "intensity")), (rad, "radar", ("x", "y", "z", "doppler", "rcs"))):
                 pts = np.zeros(30, dtype=[(f, "f4") for f in fields])
                 pts["x"] = place
@@ -94,14 +109,29 @@ def test_offline_events_jsonl_and_bag(tmp_path, storage):
     lines = [json.loads(line) for line in (tmp_path / "out" / "events.jsonl").read_text().splitlines()]
     assert {(e["query_modality"], e["match_modality"]) for e in lines} == {("lidar", "radar"), ("radar", "lidar")}
     assert all(e["match_stamp_ns"] == 2 * S and e["distance"] == pytest.approx(1.5) for e in lines)
+    assert all(e["pose_frame_id"] == "odom" and e["match_session"] == "offline" for e in lines)
     store = typestore_with_events()
     with AnyReader([tmp_path / "out" / "matches"], default_typestore=store) as reader:
-        msgs = [reader.deserialize(raw, c.msgtype) for c, _, raw in reader.messages()]
-        assert [c.topic for c in reader.connections] == ["/fusion_node/matches"]
-    assert [len(m.events) for m in msgs] == [1, 1]  # one message per frame with events (LiDAR, then radar)
-    assert {e.match_id for m in msgs for e in m.events} == {e["match_id"] for e in lines}
+        got: dict[str, list] = {}
+        for c, stamp, raw in reader.messages():
+            got.setdefault(c.topic, []).append((stamp, reader.deserialize(raw, c.msgtype)))
+        latched = {c.topic: c.ext.offered_qos_profiles[0].durability.name for c in reader.connections
+                   if c.ext.offered_qos_profiles}
+    # the matches (one message per frame with events: LiDAR, then radar), the markers the node would publish, and
+    # the trajectory of the input bag (a 3D view in Foxglove)
+    assert {t: len(v) for t, v in got.items()} == {"/fusion_node/matches": 2, "/fusion_node/markers": 2,
+                                                   "/odom": 8, "/tf": 8, "/tf_static": 1}
+    assert summary.copied == {"/odom": 8, "/tf": 8, "/tf_static": 1} and latched["/tf_static"] == "TRANSIENT_LOCAL"
+    arrays = [arr for _, arr in got["/fusion_node/matches"]]
+    assert [len(arr.events) for arr in arrays] == [1, 1]
+    assert {e.match_id for arr in arrays for e in arr.events} == {e["match_id"] for e in lines}
+    assert {(e.pose_frame_id, e.match_session) for arr in arrays for e in arr.events} == {("odom", "offline")}
     assert {(e["match_robot"], e["match_session"]) for e in lines} == {("car1", "offline")}
-    assert {(e.match_robot, e.match_session) for m in msgs for e in m.events} == {("car1", "offline")}
+    assert {(e.match_robot, e.match_session) for arr in arrays for e in arr.events} == {("car1", "offline")}
+    marks = [m for _, arr in got["/fusion_node/markers"] for m in arr.markers]
+    lines_mk = [m for m in marks if m.type == 5]  # LINE_LIST: query -> match
+    assert len(marks) == 4 and len(lines_mk) == 2 and all(m.header.frame_id == "odom" for m in marks)
+    assert sorted(round(p.x, 3) for m in lines_mk for p in m.points) == [20.0, 20.0, 21.5, 21.5]
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["events"] == 2
 
 

@@ -259,3 +259,17 @@ def test_embedding_views_from_a_message_field():
         embedding_views([1.0] * 5, 4)
     with pytest.raises(ConversionError, match="views"):
         embedding_views([1.0] * 4, 0)
+
+
+def test_events_name_the_frame_of_their_poses_and_the_matched_session():
+    pipe, buf = make()
+    assert pipe.pose_frame_id == "odom"  # before any odometry: output.marker_frame
+    pipe.add_pose(0, Pose(x=0.0), "map")  # the odometry messages' frame
+    drive(pipe, buf, [(t, t, 10 * t) for t in range(10)])
+    pipe.session = "s1"  # a later session of the same memory
+    out = drive(pipe, buf, [(100, 4, 41.0)])[0]
+    assert out.events and {(e.pose_frame_id, e.match_session) for e in out.events} == {("map", "s0")}
+    from cmr_fusion_ros.bag.offline import event_record
+
+    rec = event_record(out.events[0])
+    assert rec["pose_frame_id"] == "map" and rec["match_session"] == "s0"

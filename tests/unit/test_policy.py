@@ -103,13 +103,13 @@ def test_the_query_never_matches_its_own_entry():
 
 def test_match_result_fills_every_event_field():
     p = policy()
-    q = query(100.0, Pose(3, 4, 0), qid=42)
+    q = dataclasses.replace(query(100.0, Pose(3, 4, 0), qid=42), pose_frame_id="odom")
     [r] = p.decide(q, [nb(entry(9, LID, 5.0, Pose(0, 0, 0)), 0.8, 0)])
     assert r == MatchResult(
         query_modality=CAM, query_topic="/camera", query_id=42, query_stamp_ns=100 * S,
         query_frame_id="camera_optical", match_modality=LID, match_topic="/lidar", match_id=9,
         match_stamp_ns=5 * S, match_frame_id="lidar_link", score=0.8, rank=0, query_pose=Pose(3, 4, 0),
-        match_pose=Pose(0, 0, 0), distance=5.0, match_robot="", match_session="old",
+        match_pose=Pose(0, 0, 0), distance=5.0, match_robot="", pose_frame_id="odom", match_session="old",
     )
     [r] = policy().decide(query(100.0, None), [nb(entry(9, LID, 5.0, Pose(0, 0, 0)), 0.8, 0)])
     assert math.isnan(r.distance) and r.query_pose is None and r.query_id == 0
