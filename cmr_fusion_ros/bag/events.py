@@ -78,7 +78,7 @@ def _event(store, r: MatchResult):
         query_pose_valid=r.query_pose is not None, query_pose=_pose(store, r.query_pose),
         match_pose_valid=r.match_pose is not None, match_pose=_pose(store, r.match_pose),
         distance=float(r.distance) if not math.isnan(r.distance) else math.nan,
-        pose_frame_id=r.pose_frame_id, match_session=r.match_session,
+        pose_frame_id=r.pose_frame_id,
     )
 
 

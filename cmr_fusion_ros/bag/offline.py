@@ -58,7 +58,7 @@ def event_record(r: MatchResult) -> dict[str, Any]:
         "probability": None if math.isnan(r.probability) else round(float(r.probability), 6),
         "query_pose": pose(r.query_pose), "match_pose": pose(r.match_pose),
         "distance": None if math.isnan(r.distance) else round(float(r.distance), 4),
-        "pose_frame_id": r.pose_frame_id, "match_session": r.match_session,
+        "pose_frame_id": r.pose_frame_id,
     }
 
 

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     i.add_argument("--robot", required=True, help="robot id the entries are stored under (memory.robot_id)")
     g = sub.add_parser("grant", parents=[common], help="let an existing LOGIN role insert and search "
                                                        "(member of cmr_robot; it may delete only its own rows)")
-    g.add_argument("--role", required=True)
+    g.add_argument("--role", required=True, help="the LOGIN role (a robot) to add to the group cmr_robot")
     g.add_argument("--dim", type=int, default=256, help="embedding size (memory.dim), to create the schema")
 
 

@@ -42,7 +42,7 @@ def match_event(r: MatchResult) -> MatchEvent:
     e.query_pose_valid, e.query_pose = r.query_pose is not None, pose_to_ros(r.query_pose)
     e.match_pose_valid, e.match_pose = r.match_pose is not None, pose_to_ros(r.match_pose)
     e.distance = float(r.distance)
-    e.pose_frame_id, e.match_session = r.pose_frame_id, r.match_session
+    e.pose_frame_id = r.pose_frame_id
     return e
 
 
@@ -50,6 +50,27 @@ def match_event_array(out: PipelineOutput) -> MatchEventArray:
     return MatchEventArray(header=make_header(out.stamp_ns, out.frame_id), events=[match_event(r) for r in out.events])
 
 
+def markers(events: Sequence[MatchResult], frame_id: str, stamp_ns: int, start_id: int, lifetime_s: float = 30.0,
+            own_robot: str = "") -> MarkerArray:
+    """One line per match with known poses (query -> matched position, coloured by the matched modality; another
+    robot's than ``own_robot`` in the fleet colour) and a text label with the score (``core.match_markers``, also what
+    ``cmr-fusion process`` writes into its bag)."""
+    arr = MarkerArray()
+    header = make_header(stamp_ns, frame_id)
+    for spec in match_markers(events, start_id, lifetime_s, own_robot):
+        mk = Marker(header=header, ns=spec.ns, id=spec.id, action=Marker.ADD,
+                    type=Marker.LINE_LIST if spec.kind == "line" else Marker.TEXT_VIEW_FACING)
+        mk.pose.orientation.w = 1.0
+        mk.pose.position = Point(x=spec.position[0], y=spec.position[1], z=spec.position[2])
+        if spec.kind == "line":
+            mk.scale.x = spec.scale
+        else:
+            mk.scale.z = spec.scale
+        mk.color = ColorRGBA(r=spec.rgba[0], g=spec.rgba[1], b=spec.rgba[2], a=spec.rgba[3])
+        mk.points = [Point(x=x, y=y, z=z) for x, y, z in spec.points]
+        mk.text = spec.text
+        mk.lifetime = ns_to_stamp(spec.lifetime_ns)
+        arr.markers.append(mk)
     return arr
 
 
