@@ -24,6 +24,7 @@ from cmr_fusion_ros.bag.reader import BagTopics, read_samples
 from cmr_fusion_ros.core.encoder import OnnxEncoder
 from cmr_fusion_ros.core.errors import BagError, ConfigError
 from cmr_fusion_ros.core.preprocess import accumulator_for, turned_views
+from cmr_fusion_ros.core.rig import RigOptions, rig_adapters
 from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.eval.recall import HEADING_GAP_BINS, RecallResult, recall_at_k
 
@@ -62,9 +63,11 @@ def embed_bag(
     batch: int = 32,
     progress: Callable[[int], None] | None = None,
     lidar_views: int = 1,
+    rig: RigOptions | None = None,
 ) -> BagEmbeddings:
     """Embed every sample of the encoders' modalities in a bag (samples without an odometry pose are skipped); LiDAR
-    scans at ``lidar_views`` headings (``preprocess.turned_views``)."""
+    scans at ``lidar_views`` headings (``preprocess.turned_views``). With ``rig``, each sensor's data is first brought
+    to the canonical rig with the bag's mounts and camera intrinsics (``core.rig``, ``bag.rig_info``)."""
     mods = list(encoders)
     n_views = {m: lidar_views if m is Modality.LIDAR else 1 for m in mods}
     pending: dict[Modality, list[np.ndarray]] = {m: [] for m in mods}
@@ -81,9 +84,10 @@ def embed_bag(
             pending[m].clear()
 
     accumulators = {m: acc for m in mods if (acc := accumulator_for(encoders[m].preprocessing)) is not None}
+    adapters = rig_adapters(_bag_rig(path, topics), mods, rig) if rig is not None and rig.enabled else {}
     for s in read_samples(path, topics, mods):
         enc = encoders[s.modality]
-        data = s.data
+        data = adapters[s.modality](s.data) if adapters else s.data
         if s.modality in accumulators:  # multi-scan radar model: every scan of the bag in order, with its pose
             data = accumulators[s.modality].merge(s.stamp_ns, data, s.pose)
         if n_views[s.modality] > 1:
@@ -110,6 +114,12 @@ def embed_bag(
         {m: np.asarray(yaws[m], np.float64) for m in mods},
         {m: all_views[m][:, 1:] for m in mods if n_views[m] > 1},
     )
+
+
+def _bag_rig(path: str | Path, topics: BagTopics | None):
+    from cmr_fusion_ros.bag.rig_info import read_rig
+
+    return read_rig(path, topics)
 
 
 @dataclass(frozen=True)

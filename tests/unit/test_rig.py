@@ -1,0 +1,357 @@
+"""Rig-aware inputs (core.rig, bag.rig_info): each transform against a slow reference or a hand-made case."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from cmr_fusion_ros.core.errors import ConfigError, ConversionError
+from cmr_fusion_ros.core.preprocess import default_preprocessing
+from cmr_fusion_ros.core.rig import (
+    CANONICAL_RIG,
+    CameraIntrinsics,
+    CameraWarp,
+    LidarLayout,
+    RigAdapter,
+    RigOptions,
+    SensorMount,
+    SensorRig,
+    crop_azimuth,
+    crop_elevation,
+    estimate_lidar_layout,
+    intensity_scale_for,
+    match_lidar_density,
+    move_points_between,
+    rig_adapters,
+)
+from cmr_fusion_ros.core.types import Modality
+
+LIDAR_DT = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("intensity", "<f4"), ("ring", "<u2")])
+RADAR_DT = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("doppler", "<f4"), ("rcs", "<f4")])
+
+
+def _quat(axis: tuple[float, float, float], angle: float) -> tuple[float, float, float, float]:
+    a = np.asarray(axis, float) / np.linalg.norm(axis)
+    s = math.sin(angle / 2)
+    return (a[0] * s, a[1] * s, a[2] * s, math.cos(angle / 2))
+
+
+def _scan(beams: int, columns: int, vmin: float, vmax: float, rng: np.random.Generator, r: float = 10.0,
+          drop: float = 0.0) -> np.ndarray:
+    """A spinning LiDAR's scan of a sphere of radius ~r, column-major like the simulator's."""
+    el = np.radians(np.linspace(vmin, vmax, beams))
+    az = np.linspace(np.pi, -np.pi, columns, endpoint=False)
+    A, E = np.meshgrid(az, el, indexing="ij")
+    d = np.stack([np.cos(E) * np.cos(A), np.cos(E) * np.sin(A), np.sin(E)], -1).reshape(-1, 3)
+    rr = r + rng.uniform(-1, 1, len(d))
+    out = np.empty(len(d), LIDAR_DT)
+    out["x"], out["y"], out["z"] = (d * rr[:, None]).T
+    out["intensity"] = rng.uniform(0, 200, len(d))
+    out["ring"] = np.broadcast_to(np.arange(beams), (columns, beams)).reshape(-1)
+    return out[rng.random(len(d)) >= drop]
+
+
+# ------------------------------------------------------------------------------------------------------ mounts
+def test_canonical_rig_is_the_simulators_default_rig() -> None:
+    from cmr_fusion_ros.sim.config import SimConfig
+    from cmr_fusion_ros.sim.sensors import optical_rotation
+
+    c = SimConfig()
+    assert CANONICAL_RIG.camera.close_to(CameraIntrinsics(c.camera.width, c.camera.height, *c.camera.intrinsics))
+    assert CANONICAL_RIG.camera_mount.close_to(SensorMount.from_matrix(optical_rotation(), c.camera.translation))
+    assert CANONICAL_RIG.lidar_mount.close_to(SensorMount(c.lidar.translation))
+    assert CANONICAL_RIG.radar_mount.close_to(SensorMount(c.radar.translation))
+    assert CANONICAL_RIG.lidar_layout == LidarLayout(c.lidar.beams, c.lidar.columns, c.lidar.vfov_min_deg,
+                                                     c.lidar.vfov_max_deg)
+    assert CANONICAL_RIG.radar_hfov_deg == c.radar.hfov_deg
+
+
+@pytest.mark.parametrize("axis,angle", [((0, 0, 1), 0.3), ((1, 2, 3), -2.0), ((0, 1, 0), math.pi - 1e-3)])
+def test_mount_matrix_round_trip(axis, angle) -> None:
+    m = SensorMount((1.0, -2.0, 0.5), _quat(axis, angle))
+    back = SensorMount.from_matrix(m.matrix, m.translation)
+    np.testing.assert_allclose(back.matrix, m.matrix, atol=1e-9)
+    np.testing.assert_allclose(m.matrix @ m.matrix.T, np.eye(3), atol=1e-12)
+
+
+def test_move_points_between_matches_a_per_point_reference() -> None:
+    rng = np.random.default_rng(0)
+    src = SensorMount((0.5, 0.2, 1.5), _quat((0.1, 0.3, 1.0), 0.4))
+    dst = SensorMount((1.0, 0.0, 1.9), _quat((0, 1, 0), -0.1))
+    cloud = _scan(4, 32, -10, 10, rng)
+    out = move_points_between(cloud, src, dst)
+
+    def homogeneous(m: SensorMount) -> np.ndarray:
+        t = np.eye(4)
+        t[:3, :3], t[:3, 3] = m.matrix, m.translation
+        return t
+
+    ref = np.linalg.inv(homogeneous(dst)) @ homogeneous(src)
+    for i in range(len(cloud)):
+        p = ref @ np.array([cloud["x"][i], cloud["y"][i], cloud["z"][i], 1.0])
+        np.testing.assert_allclose([out["x"][i], out["y"][i], out["z"][i]], p[:3], atol=1e-4)
+    np.testing.assert_array_equal(out["intensity"], cloud["intensity"])
+    np.testing.assert_array_equal(out["ring"], cloud["ring"])
+
+
+def test_a_point_on_the_ground_keeps_its_height_above_ground_between_mount_heights() -> None:
+    ground = np.zeros(1, LIDAR_DT)
+    ground["x"], ground["z"] = 10.0, -1.5  # the ground seen from a LiDAR 1.5 m up
+    out = move_points_between(ground, SensorMount((0.5, 0, 1.5)), CANONICAL_RIG.lidar_mount)
+    assert out["z"][0] == pytest.approx(-1.9) and out["x"][0] == pytest.approx(9.5)
+
+
+def test_mount_compose_and_validation() -> None:
+    a = SensorMount((1, 0, 0), _quat((0, 0, 1), math.pi / 2))
+    b = SensorMount((1, 0, 0))
+    np.testing.assert_allclose(a.compose(b).translation, (1, 1, 0), atol=1e-12)
+    with pytest.raises(ConfigError, match="mount.rotation"):
+        SensorMount((0, 0, 0), (0, 0, 0, 3))
+    with pytest.raises(ConfigError, match="mount.translation"):
+        SensorMount((0, 0))
+
+
+# ------------------------------------------------------------------------------------------------------ LiDAR
+@pytest.mark.parametrize("beams,columns,vmin,vmax", [(32, 1024, -25, 15), (16, 512, -15, 15), (64, 2048, -30, 20)])
+@pytest.mark.parametrize("ring", [True, False])
+def test_estimate_lidar_layout(beams, columns, vmin, vmax, ring) -> None:
+    cloud = _scan(beams, columns, vmin, vmax, np.random.default_rng(1), drop=0.05)
+    if not ring:
+        cloud = cloud[["x", "y", "z", "intensity"]]
+    layout = estimate_lidar_layout(cloud)
+    assert layout.beams == beams and layout.columns == columns
+    assert layout.vfov_min_deg == pytest.approx(vmin, abs=1e-3) and layout.vfov_max_deg == pytest.approx(vmax, abs=1e-3)
+
+
+def test_estimate_lidar_layout_too_small_is_none() -> None:
+    assert estimate_lidar_layout(_scan(2, 8, -1, 1, np.random.default_rng(0))) is None
+
+
+def test_density_of_the_canonical_layout_is_unchanged() -> None:
+    cloud = _scan(32, 1024, -25, 15, np.random.default_rng(2))
+    assert match_lidar_density(cloud, CANONICAL_RIG.lidar_layout, CANONICAL_RIG.lidar_layout) is cloud
+
+
+def test_sparse_lidar_is_repeated_within_its_own_beam_and_column_spacing() -> None:
+    layout = LidarLayout(16, 512, -15, 15)  # 2.0 deg x 0.70 deg vs 1.29 x 0.35: 2 x 2 copies
+    cloud = _scan(16, 512, -15, 15, np.random.default_rng(3))
+    out = match_lidar_density(cloud, layout, CANONICAL_RIG.lidar_layout)
+    assert len(out) == 4 * len(cloud)
+    n = len(cloud)
+    r_in = np.sqrt(cloud["x"] ** 2 + cloud["y"] ** 2 + cloud["z"] ** 2)
+    el_in = np.degrees(np.arcsin(cloud["z"] / r_in))
+    for k in range(4):
+        c = out[k * n:(k + 1) * n]
+        r = np.sqrt(c["x"] ** 2 + c["y"] ** 2 + c["z"] ** 2)
+        np.testing.assert_allclose(r, r_in, rtol=1e-5)  # the range is kept
+        de = np.degrees(np.arcsin(c["z"] / r)) - el_in
+        assert np.all(np.abs(de) <= layout.elevation_step_deg / 2 + 1e-3)
+        np.testing.assert_array_equal(c["intensity"], cloud["intensity"])
+    # the copies fill the gaps: elevations are spread evenly over a beam step (offsets -0.5, +0.5 of step / 2)
+    r = np.sqrt(out["x"] ** 2 + out["y"] ** 2 + out["z"] ** 2)
+    offsets = np.round(np.degrees(np.arcsin(out["z"] / r)) - np.tile(el_in, 4), 3)
+    assert sorted(set(offsets.tolist())) == pytest.approx([-0.5, 0.5], abs=2e-3)
+
+
+def test_dense_lidar_is_thinned() -> None:
+    layout = LidarLayout(64, 2048, -25, 15)
+    cloud = _scan(64, 2048, -25, 15, np.random.default_rng(4))
+    out = match_lidar_density(cloud, layout, CANONICAL_RIG.lidar_layout)
+    assert len(out) == (len(cloud) + 3) // 4  # every 4th: 2 x 2 denser
+
+
+def test_crops() -> None:
+    pts = np.zeros(4, RADAR_DT)
+    pts["x"] = [10, 10, 1, 0]
+    pts["y"] = [0, 11, 2, 5]
+    assert crop_azimuth(pts, 100.0)["y"].tolist() == [0, 11]  # 47.7 deg in, 63.4 and 90 out
+    pts["z"] = [0, 0, 5, 0]
+    assert len(crop_elevation(pts, -25, 15)) == 3
+
+
+def test_intensity_scale() -> None:
+    assert intensity_scale_for(113.0, 113.0, 2.0) == 1.0
+    assert intensity_scale_for(70.0, 113.0, 2.0) == 1.0  # within a factor 2: left alone
+    assert intensity_scale_for(0.2, 113.0, 2.0) == pytest.approx(565.0)
+    assert intensity_scale_for(None, 113.0, 2.0) == 1.0
+    assert intensity_scale_for(0.0, 113.0, 2.0) == 1.0
+
+
+# ------------------------------------------------------------------------------------------------------ camera
+def _ray_image(cam: CameraIntrinsics, mount: SensorMount | None = None) -> np.ndarray:
+    """An image whose pixels encode their ray's azimuth (red) and elevation (green) in the vehicle frame."""
+    u, v = np.meshgrid(np.arange(cam.width), np.arange(cam.height))
+    d = np.stack([(u - cam.cx) / cam.fx, (v - cam.cy) / cam.fy, np.ones_like(u, dtype=float)], -1)
+    rot = mount.matrix if mount is not None else SensorMount.from_matrix(CANONICAL_RIG.camera_mount.matrix, (0, 0, 0)).matrix
+    w = d @ rot.T
+    az = np.degrees(np.arctan2(w[..., 1], w[..., 0]))
+    el = np.degrees(np.arctan2(w[..., 2], np.hypot(w[..., 0], w[..., 1])))
+    img = np.zeros((cam.height, cam.width, 3), np.uint8)
+    img[..., 0] = np.clip(np.round(128 + 2 * az), 0, 255)
+    img[..., 1] = np.clip(np.round(128 + 2 * el), 0, 255)
+    return img
+
+
+def test_camera_warp_of_the_canonical_camera_is_the_image() -> None:
+    cam = CANONICAL_RIG.camera
+    img = _ray_image(cam)
+    np.testing.assert_array_equal(CameraWarp(cam, cam)(img), img)
+
+
+@pytest.mark.parametrize("width,height,hfov", [(480, 270, 110.0), (640, 480, 120.0), (320, 240, 70.0)])
+def test_camera_warp_gives_the_canonical_rays(width, height, hfov) -> None:
+    src = CameraIntrinsics.pinhole(width, height, hfov)
+    dst = CANONICAL_RIG.camera
+    out = CameraWarp(src, dst, border="black")(_ray_image(src))
+    want = _ray_image(dst)
+    inside = out.any(axis=2)  # a narrower camera leaves the canonical view's border black
+    assert inside.mean() > (0.99 if hfov > 100 else 0.4)
+    diff = np.abs(out.astype(int) - want.astype(int))[inside]
+    assert np.percentile(diff, 99) <= 2  # bilinear taps between pixels whose values differ by about 1
+
+
+def test_camera_warp_turns_a_pitched_camera_level() -> None:
+    src = CameraIntrinsics.pinhole(400, 300, 100.0)
+    pitched = CANONICAL_RIG.camera_mount.matrix @ SensorMount((0, 0, 0), _quat((1, 0, 0), math.radians(8))).matrix
+    src_mount = SensorMount.from_matrix(pitched, (1.5, 0, 1.6))
+    out = CameraWarp(src, CANONICAL_RIG.camera, src_mount, CANONICAL_RIG.camera_mount, border="black")(
+        _ray_image(src, src_mount))
+    want = _ray_image(CANONICAL_RIG.camera)
+    inside = out.any(axis=2)
+    assert inside.mean() > 0.9
+    assert np.percentile(np.abs(out.astype(int) - want.astype(int))[inside], 99) <= 2
+
+
+def test_camera_warp_matches_a_per_pixel_reference_with_distortion() -> None:
+    src = CameraIntrinsics(64, 48, 40.0, 41.0, 31.0, 24.5, (-0.2, 0.05, 0.001, -0.002, 0.0))
+    dst = CameraIntrinsics.pinhole(48, 36, 70.0)  # fx 34: no shrinking of the source first
+    u, v = np.meshgrid(np.arange(64), np.arange(48))
+    smooth = 128 + 100 * np.sin(u / 5.0) * np.cos(v / 4.0)  # smooth: OpenCV's 1/32-pixel bilinear taps are exact enough
+    img = np.stack([smooth, 255 - smooth, np.full_like(smooth, 60)], -1).astype(np.uint8)
+    warp = CameraWarp(src, dst, border="black")
+    assert warp.prescale == 1.0
+    out = warp(img)
+    k1, k2, p1, p2, k3 = src.distortion
+    for v in range(dst.height):
+        for u in range(dst.width):
+            x, y = (u - dst.cx) / dst.fx, (v - dst.cy) / dst.fy
+            r2 = x * x + y * y
+            rad = 1 + k1 * r2 + k2 * r2 * r2 + k3 * r2 ** 3
+            xd = x * rad + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+            yd = y * rad + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+            su, sv = src.fx * xd + src.cx, src.fy * yd + src.cy
+            if not (0 <= su <= src.width - 1 and 0 <= sv <= src.height - 1):
+                continue
+            u0, v0 = int(math.floor(su)), int(math.floor(sv))
+            u1, v1 = min(u0 + 1, src.width - 1), min(v0 + 1, src.height - 1)
+            a, b = su - u0, sv - v0
+            ref = ((1 - a) * (1 - b) * img[v0, u0] + a * (1 - b) * img[v0, u1] + (1 - a) * b * img[v1, u0]
+                   + a * b * img[v1, u1])
+            np.testing.assert_allclose(out[v, u], ref, atol=2.0)
+
+
+def test_camera_intrinsics_from_camera_info_and_validation() -> None:
+    info = SimpleNamespace(width=400, height=300, k=[200.0, 0, 199.5, 0, 200.0, 149.5, 0, 0, 1], d=[0.0] * 5)
+    cam = CameraIntrinsics.from_camera_info(info)
+    assert cam.close_to(CANONICAL_RIG.camera) and cam.hfov_deg == pytest.approx(90.0)
+    with pytest.raises(ConversionError, match="CameraInfo.k"):
+        CameraIntrinsics.from_camera_info(SimpleNamespace(width=4, height=3, k=[1.0], d=[]))
+    with pytest.raises(ConfigError, match="camera_info.fx"):
+        CameraIntrinsics(4, 3, 0.0, 1.0, 1.0, 1.0)
+    with pytest.raises(ConversionError, match="camera_info"):
+        CameraWarp(cam, cam)(np.zeros((10, 10, 3), np.uint8))
+
+
+# ------------------------------------------------------------------------------------------------------ adapter
+def _canonical_sensor() -> SensorRig:
+    c = CANONICAL_RIG
+    return SensorRig(camera_mount=c.camera_mount, camera=c.camera, lidar_mount=c.lidar_mount,
+                     radar_mount=c.radar_mount)
+
+
+def test_the_canonical_rig_gives_the_same_tensors() -> None:
+    rng = np.random.default_rng(6)
+    adapters = rig_adapters(_canonical_sensor(), tuple(Modality))
+    img = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    lidar = _scan(32, 1024, -25, 15, rng, drop=0.1)
+    radar = np.zeros(50, RADAR_DT)
+    for f in RADAR_DT.names:
+        radar[f] = rng.uniform(-20, 20, 50)
+    radar["x"] = np.abs(radar["x"])
+    radar = crop_azimuth(radar, 100.0)
+    for m, data in ((Modality.CAMERA, img), (Modality.LIDAR, lidar), (Modality.RADAR, radar)):
+        pre = default_preprocessing(m)
+        np.testing.assert_array_equal(pre(adapters[m](data)), pre(data))
+    assert adapters[Modality.CAMERA].is_identity and adapters[Modality.RADAR].is_identity
+
+
+def test_adapter_moves_a_low_lidar_to_the_canonical_mount_and_densifies() -> None:
+    rng = np.random.default_rng(7)
+    sensor = SensorRig(lidar_mount=SensorMount((0.5, 0.0, 1.5)))
+    cloud = _scan(16, 512, -15, 15, rng)
+    a = RigAdapter(Modality.LIDAR, sensor)
+    out = a(cloud)
+    assert a.lidar_layout(cloud) == LidarLayout(16, 512, -15.0, 15.0)
+    ref = move_points_between(match_lidar_density(cloud, a.lidar_layout(cloud), CANONICAL_RIG.lidar_layout),
+                              sensor.lidar_mount, CANONICAL_RIG.lidar_mount)
+    ref = crop_elevation(ref, -25 - 40 / 31 / 2, 15 + 40 / 31 / 2)
+    np.testing.assert_array_equal(out, ref)
+    off = RigAdapter(Modality.LIDAR, sensor, RigOptions(enabled=False))
+    assert off(cloud) is cloud
+
+
+def test_adapter_rescales_a_foreign_intensity_scale_once_per_sensor() -> None:
+    rng = np.random.default_rng(8)
+    cloud = _scan(32, 1024, -25, 15, rng)
+    cloud["intensity"] /= 255.0  # a 0..1 sensor
+    a = RigAdapter(Modality.LIDAR, _canonical_sensor(), RigOptions(density=False))
+    out = a(cloud)
+    p90 = np.percentile(out["intensity"], 90)
+    assert p90 == pytest.approx(CANONICAL_RIG.lidar_intensity_p90, rel=1e-4)
+    later = a(cloud[:1000])  # the factor is the sensor's, found on its first scan
+    np.testing.assert_allclose(later["intensity"], out["intensity"][:1000])
+    dropped = RigAdapter(Modality.LIDAR, _canonical_sensor(), RigOptions(intensity="drop"))(cloud)
+    assert not dropped["intensity"].any()
+
+
+def test_adapter_radar_mount_and_field_of_view() -> None:
+    radar = np.zeros(3, RADAR_DT)
+    radar["x"], radar["y"], radar["z"] = [10.0, 1.0, 5.0], [0.0, 5.0, 0.0], [0.0, 0.0, 0.2]
+    sensor = SensorRig(radar_mount=SensorMount((3.4, 0.0, 0.8)), radar_hfov_deg=120.0)
+    out = RigAdapter(Modality.RADAR, sensor)(radar)
+    assert out["x"].tolist() == pytest.approx([9.8, 4.8]) and out["z"].tolist() == pytest.approx([0.2, 0.4])
+
+
+def test_rig_options_validation() -> None:
+    with pytest.raises(ConfigError, match="rig.intensity"):
+        RigOptions(intensity="percentile")
+    with pytest.raises(ConfigError, match="rig.camera_border"):
+        RigOptions(camera_border="red")
+    with pytest.raises(ConfigError, match="rig.mount"):
+        RigOptions(mount="yes")
+
+
+# ------------------------------------------------------------------------------------------------------ bags
+def test_static_mounts_and_camera_info_topic() -> None:
+    from cmr_fusion_ros.bag.rig_info import camera_info_topic, static_mounts
+
+    kit = SensorMount((1.0, 0.0, 1.0), _quat((0, 0, 1), math.pi))
+    lidar = SensorMount((0.5, 0.0, 0.5))
+    mounts = static_mounts([("base_link", "kit", kit), ("/kit", "lidar", lidar), ("other", "x", lidar)], "base_link")
+    np.testing.assert_allclose(mounts["lidar"].translation, (0.5, 0.0, 1.5), atol=1e-12)
+    assert "x" not in mounts
+    assert camera_info_topic("/camera/image/compressed") == "/camera/camera_info"
+    assert camera_info_topic("/cam_front/image") == "/cam_front/camera_info"
+
+
+def test_read_rig_of_the_sample_bag(repo_root) -> None:
+    from cmr_fusion_ros.bag.rig_info import read_rig
+
+    rig = read_rig(repo_root / "bags" / "sample_town" / "session_00")
+    c = CANONICAL_RIG
+    assert rig.camera.close_to(CameraIntrinsics.pinhole(320, 240, 90.0))  # bags/sample_town/sim_sample.yaml
+    assert rig.camera_mount.close_to(c.camera_mount) and rig.lidar_mount.close_to(c.lidar_mount)
+    assert rig.radar_mount.close_to(c.radar_mount)
