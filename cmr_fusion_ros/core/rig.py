@@ -57,6 +57,7 @@ __all__ = [
 
 INTENSITY_MODES = ("keep", "auto", "drop")
 CAMERA_BORDERS = ("replicate", "mean", "black")
+RADAR_FOV_MARGIN_DEG = 5.0  # radar returns kept this far outside the canonical radar's field of view
 _OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])  # base_link <- optical, REP 103
 
 
@@ -335,33 +336,141 @@ def estimate_lidar_layout(cloud: np.ndarray) -> LidarLayout | None:
                        round(float(med.max()), 3))
 
 
+def _beam_index(cloud: np.ndarray, elev: np.ndarray) -> np.ndarray:
+    """Each return's beam, numbered 0.. from the lowest elevation up: the ``ring`` field when its numbers rise (or
+    fall) with the rings' median elevations, so a ring without returns keeps its place; else the rank of each
+    ring's (or, without the field, each cluster of elevation angles') median elevation."""
+    if "ring" in (cloud.dtype.names or ()):
+        ring = np.asarray(cloud["ring"]).astype(np.int64)
+    else:
+        order = np.argsort(elev)
+        starts = np.concatenate([[True], np.diff(elev[order]) > math.radians(0.2)])
+        ring = np.empty(len(elev), dtype=np.int64)
+        ring[order] = np.cumsum(starts) - 1
+    labels, inverse = np.unique(ring, return_inverse=True)
+    med = np.array([np.median(elev[inverse == i]) for i in range(len(labels))])
+    if "ring" in (cloud.dtype.names or ()) and len(labels) > 1:
+        if np.all(np.diff(med) > 0):
+            return ring - labels[0]
+        if np.all(np.diff(med) < 0):
+            return labels[-1] - ring
+    rank = np.empty(len(labels), dtype=np.int64)
+    rank[np.argsort(med, kind="stable")] = np.arange(len(labels))
+    return rank[inverse]
+
+
+def _upsample(grid: np.ndarray, m: int, axis: int, step: float, wrap: bool) -> np.ndarray:
+    """A range image ``grid`` (rows, cols, 4: elevation, azimuth (radians), range, intensity; NaN = no return) with
+    ``m - 1`` slots between neighbours along ``axis`` (``step`` radians apart), filled like a scanner ``m`` times
+    finer: between two returns of one surface (3-D gap under 0.3 x the nearer range) range and intensity are
+    interpolated linearly; across a depth edge, or next to a missing return, each slot takes the nearer neighbour's
+    range and intensity (half a step at most into a missing one), at its own angle. Neighbour k lands at k * m."""
+    g = np.moveaxis(grid, axis, 0)
+    n = g.shape[0]
+    pairs = n if wrap else n - 1
+    out = np.full((pairs * m + (0 if wrap else 1),) + g.shape[1:], np.nan, dtype=g.dtype)
+    out[::m][:n] = g
+    a, b = g[:pairs], g[(np.arange(pairs) + 1) % n]
+    a_ok, b_ok = np.isfinite(a[..., 2]), np.isfinite(b[..., 2])
+    both = a_ok & b_ok
+    d = np.where(both, b[..., 1] - a[..., 1], 0.0)
+    d_az = (d + math.pi) % (2 * math.pi) - math.pi  # azimuth difference across +-pi
+    ang_a = np.where(a_ok[..., None], a[..., :2], b[..., :2])  # the start angle: a's, else b's minus one step
+    if axis == 0:
+        ang_a = ang_a - np.where(a_ok, 0.0, step)[..., None] * np.array([1.0, 0.0])
+        delta = np.stack([np.where(both, b[..., 0] - a[..., 0], step), np.where(both, d_az, 0.0)], -1)
+    else:
+        ang_a = ang_a - np.where(a_ok, 0.0, step)[..., None] * np.array([0.0, 1.0])
+        delta = np.stack([np.where(both, b[..., 0] - a[..., 0], 0.0), np.where(both, d_az, step)], -1)
+    pa = _spherical_to_xyz(a)
+    pb = _spherical_to_xyz(b)
+    same = both & (np.linalg.norm(pa - pb, axis=-1) < 0.3 * np.fmin(a[..., 2], b[..., 2]))
+    for k in range(1, m):
+        t = k / m
+        mid = np.full(a.shape, np.nan)
+        mid[..., :2] = ang_a + delta * t
+        near_a = a_ok & ((t < 0.5) | ((t == 0.5) & (~b_ok | (a[..., 2] <= b[..., 2]))))
+        near_b = b_ok & ~near_a & ((t > 0.5) | (t == 0.5))
+        for src_mask, src in ((near_a, a), (near_b, b)):
+            mid[..., 2:][src_mask] = src[..., 2:][src_mask]
+        lin = a[..., 2:] + (b[..., 2:] - a[..., 2:]) * t
+        mid[..., 2:][same] = lin[same]
+        mid[~(near_a | near_b | same)] = np.nan
+        out[k::m][:pairs] = mid
+    return np.moveaxis(out, 0, axis)
+
+
+def _spherical_to_xyz(g: np.ndarray) -> np.ndarray:
+    e, a, r = g[..., 0], g[..., 1], g[..., 2]
+    return np.stack([r * np.cos(e) * np.cos(a), r * np.cos(e) * np.sin(a), r * np.sin(e)], -1)
+
+
 def match_lidar_density(cloud: np.ndarray, layout: LidarLayout, target: LidarLayout) -> np.ndarray:
-    """The scan (in its own sensor frame) at the angular density of ``target``: each return repeated on a small grid
-    of elevation and azimuth offsets within its own beam / column spacing when the sensor is sparser (``m`` copies
-    along an axis ``round(step / target step)`` times sparser, spread evenly over one step, range kept), or every
-    ``k``-th return kept when it is denser (``k`` the density ratio, rounded). Other fields are copied."""
+    """The scan (in its own sensor frame) at about the angular density of ``target``.
+
+    Sparser (``m`` = beam or column step / target step, rounded, > 1 along an axis): the returns are laid out in
+    their range image (beam x column) and ``m - 1`` returns are made between neighbours (:func:`_upsample`, beams
+    first, then columns, wrapping around), as a scanner ``m`` times finer would have measured them: interpolated on
+    one surface, the nearer neighbour's range across a depth edge. The made returns carry the other fields of the
+    return they were made from. Denser by over 20 %: an evenly spread fraction (the density ratio) of the returns is
+    kept. Otherwise the scan itself."""
     m_el = max(1, int(round(layout.elevation_step_deg / target.elevation_step_deg)))
     m_az = max(1, int(round(layout.azimuth_step_deg / target.azimuth_step_deg)))
-    ratio = (target.elevation_step_deg * target.azimuth_step_deg) / (layout.elevation_step_deg * layout.azimuth_step_deg)
     if m_el == 1 and m_az == 1:
-        keep_every = int(round(ratio))
-        return cloud[::keep_every] if keep_every > 1 else cloud
+        # the fraction of this scanner's returns the target would have measured
+        keep = (layout.elevation_step_deg * layout.azimuth_step_deg) / (target.elevation_step_deg
+                                                                         * target.azimuth_step_deg)
+        if keep >= 1.0 / 1.2:  # sparser, or denser by at most 20 %: left as it is
+            return cloud
+        i = np.arange(len(cloud))
+        return cloud[np.floor((i + 1) * keep) > np.floor(i * keep)]  # evenly spread
+    if len(cloud) == 0:
+        return cloud
     p = _xyz(cloud, "lidar cloud")
     rng = np.linalg.norm(p, axis=1)
-    ground = np.hypot(p[:, 0], p[:, 1])
-    elev = np.arctan2(p[:, 2], ground)
+    elev = np.arctan2(p[:, 2], np.hypot(p[:, 0], p[:, 1]))
     az = np.arctan2(p[:, 1], p[:, 0])
-    d_el = (np.arange(m_el) - (m_el - 1) / 2.0) * math.radians(layout.elevation_step_deg) / m_el
-    d_az = (np.arange(m_az) - (m_az - 1) / 2.0) * math.radians(layout.azimuth_step_deg) / m_az
-    e = (elev[None, None, :] + d_el[:, None, None]).reshape(-1, 1, len(p))
-    a = (az[None, None, :] + d_az[None, :, None]).reshape(1, -1, len(p))
-    e = np.broadcast_to(e, (m_el, m_az, len(p))).reshape(-1)
-    a = np.broadcast_to(a, (m_el, m_az, len(p))).reshape(-1)
-    r = np.tile(rng, m_el * m_az)
-    out = np.tile(cloud, m_el * m_az)  # copy k of point i at k * N + i: offsets outer, points inner
-    ce = np.cos(e)
-    out["x"], out["y"], out["z"] = r * ce * np.cos(a), r * ce * np.sin(a), r * np.sin(e)
-    return out
+    beam = _beam_index(cloud, elev)
+    beams = int(beam.max()) + 1
+    col = np.floor((az + math.pi) / (2 * math.pi) * layout.columns).astype(np.int64) % layout.columns
+    inten = (np.asarray(cloud["intensity"], dtype=np.float64) if "intensity" in (cloud.dtype.names or ())
+             else np.zeros(len(cloud)))
+    grid = np.full((beams, layout.columns, 4), np.nan)
+    grid[beam, col] = np.stack([elev, az, rng, inten], -1)
+    src = np.full((beams, layout.columns), -1, dtype=np.int64)
+    src[beam, col] = np.arange(len(cloud))  # a return per cell (the last one when several fall in one)
+    me = m_el if beams > 1 else 1
+    if me > 1:
+        grid = _upsample(grid, me, 0, math.radians(layout.elevation_step_deg), wrap=False)
+        src = _nearest_donor(src, me, 0, wrap=False)
+    if m_az > 1:
+        grid = _upsample(grid, m_az, 1, math.radians(layout.azimuth_step_deg), wrap=True)
+        src = _nearest_donor(src, m_az, 1, wrap=True)
+    original = (np.arange(grid.shape[0]) % me == 0)[:, None] & (np.arange(grid.shape[1]) % m_az == 0)[None, :]
+    new = np.isfinite(grid[..., 2]) & ~original  # the made returns; the scan's own are kept as they are
+    made = grid[new]
+    donor = src[new]
+    donor[donor < 0] = 0
+    extra = cloud[donor].copy()
+    xyz = _spherical_to_xyz(made)
+    extra["x"], extra["y"], extra["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
+    if "intensity" in (cloud.dtype.names or ()):
+        extra["intensity"] = made[:, 3]
+    return np.concatenate([cloud, extra])
+
+
+def _nearest_donor(src: np.ndarray, m: int, axis: int, wrap: bool) -> np.ndarray:
+    """The index of the return each slot of :func:`_upsample` comes from (the nearer neighbour that has one)."""
+    g = np.moveaxis(src, axis, 0)
+    n = g.shape[0]
+    pairs = n if wrap else n - 1
+    out = np.full((pairs * m + (0 if wrap else 1),) + g.shape[1:], -1, dtype=g.dtype)
+    out[::m][:n] = g
+    a, b = g[:pairs], g[(np.arange(pairs) + 1) % n]
+    for k in range(1, m):
+        first, second = (a, b) if k / m <= 0.5 else (b, a)
+        out[k::m][:pairs] = np.where(first >= 0, first, second)
+    return np.moveaxis(out, 0, axis)
 
 
 def intensity_p90(cloud: np.ndarray) -> float | None:
@@ -489,7 +598,8 @@ class RigAdapter:
             cloud = move_points_between(cloud, s.radar_mount, c.radar_mount)
         if o.crop_fov and c.radar_hfov_deg is not None and (s.radar_hfov_deg is None
                                                              or s.radar_hfov_deg > c.radar_hfov_deg + 1e-6):
-            cloud = crop_azimuth(cloud, c.radar_hfov_deg)
+            # a margin: the canonical radar's own returns reach past its edge by its azimuth noise
+            cloud = crop_azimuth(cloud, c.radar_hfov_deg + 2 * RADAR_FOV_MARGIN_DEG)
         return cloud
 
     def lidar_layout(self, cloud: np.ndarray) -> LidarLayout | None:

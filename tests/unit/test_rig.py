@@ -135,32 +135,89 @@ def test_density_of_the_canonical_layout_is_unchanged() -> None:
     assert match_lidar_density(cloud, CANONICAL_RIG.lidar_layout, CANONICAL_RIG.lidar_layout) is cloud
 
 
-def test_sparse_lidar_is_repeated_within_its_own_beam_and_column_spacing() -> None:
-    layout = LidarLayout(16, 512, -15, 15)  # 2.0 deg x 0.70 deg vs 1.29 x 0.35: 2 x 2 copies
-    cloud = _scan(16, 512, -15, 15, np.random.default_rng(3))
-    out = match_lidar_density(cloud, layout, CANONICAL_RIG.lidar_layout)
-    assert len(out) == 4 * len(cloud)
-    n = len(cloud)
-    r_in = np.sqrt(cloud["x"] ** 2 + cloud["y"] ** 2 + cloud["z"] ** 2)
-    el_in = np.degrees(np.arcsin(cloud["z"] / r_in))
-    for k in range(4):
-        c = out[k * n:(k + 1) * n]
-        r = np.sqrt(c["x"] ** 2 + c["y"] ** 2 + c["z"] ** 2)
-        np.testing.assert_allclose(r, r_in, rtol=1e-5)  # the range is kept
-        de = np.degrees(np.arcsin(c["z"] / r)) - el_in
-        assert np.all(np.abs(de) <= layout.elevation_step_deg / 2 + 1e-3)
-        np.testing.assert_array_equal(c["intensity"], cloud["intensity"])
-    # the copies fill the gaps: elevations are spread evenly over a beam step (offsets -0.5, +0.5 of step / 2)
-    r = np.sqrt(out["x"] ** 2 + out["y"] ** 2 + out["z"] ** 2)
-    offsets = np.round(np.degrees(np.arcsin(out["z"] / r)) - np.tile(el_in, 4), 3)
-    assert sorted(set(offsets.tolist())) == pytest.approx([-0.5, 0.5], abs=2e-3)
+def _slow_upsampled_column(col: list[tuple[float, float, float]], m: int) -> list[tuple[float, float]]:
+    """Reference for one column of beams (elevation, range, intensity; NaN range = no return): the made returns as
+    (elevation, range), by the rules of match_lidar_density, one pair at a time."""
+    out = []
+    step = col[1][0] - col[0][0]
+    for (ea, ra, _), (eb, rb, _) in zip(col[:-1], col[1:]):
+        for k in range(1, m):
+            t = k / m
+            e = ea + step * t
+            a_ok, b_ok = not math.isnan(ra), not math.isnan(rb)
+            if a_ok and b_ok:
+                pa = ra * np.array([math.cos(math.radians(ea)), math.sin(math.radians(ea))])
+                pb = rb * np.array([math.cos(math.radians(eb)), math.sin(math.radians(eb))])
+                if np.linalg.norm(pa - pb) < 0.3 * min(ra, rb):
+                    out.append((e, ra + (rb - ra) * t))
+                    continue
+            if a_ok and (t < 0.5 or (t == 0.5 and (not b_ok or ra <= rb))):
+                out.append((e, ra))
+            elif b_ok and t >= 0.5:
+                out.append((e, rb))
+    return out
+
+
+@pytest.mark.parametrize("m", [2, 3])
+def test_sparse_lidar_gets_returns_between_its_beams_like_a_slow_reference(m) -> None:
+    # one column of 6 beams looking straight ahead: a wall at 10 m, a depth edge to 30 m, a missing return, 12 m
+    el = np.radians(np.linspace(-10, 10, 6))
+    ranges = [10.0, 10.2, 30.0, np.nan, 12.0, 12.5]
+    step_deg = 4.0
+    layout = LidarLayout(6, 1024, -10, 10)
+    target = LidarLayout(6 * m - (m - 1), 1024, -10, 10)  # m times finer in elevation, same columns
+    keep = [i for i, r in enumerate(ranges) if not math.isnan(r)]
+    cloud = np.zeros(len(keep), LIDAR_DT)
+    for j, i in enumerate(keep):
+        cloud[j]["x"], cloud[j]["z"] = ranges[i] * math.cos(el[i]), ranges[i] * math.sin(el[i])
+        cloud[j]["intensity"] = 10.0 * i
+        cloud[j]["ring"] = i
+    out = match_lidar_density(cloud, layout, target)
+    np.testing.assert_array_equal(out[: len(cloud)], cloud)  # the scan's own returns first, unchanged
+    made = out[len(cloud):]
+    r = np.sqrt(made["x"] ** 2 + made["y"] ** 2 + made["z"] ** 2)
+    got = sorted(zip(np.degrees(np.arcsin(made["z"] / r)).round(4), r.round(4)))
+    ref = _slow_upsampled_column([(float(np.degrees(e)), r_, 0.0) for e, r_ in zip(el, ranges)], m)
+    assert step_deg == pytest.approx(float(np.degrees(el[1] - el[0])))
+    want = sorted((round(e, 4), round(r_, 4)) for e, r_ in ref)
+    assert len(got) == len(want)
+    np.testing.assert_allclose(np.array(got), np.array(want), atol=2e-3)
+
+
+def test_sparse_lidar_in_columns_wraps_around() -> None:
+    layout = LidarLayout(1, 8, 0, 0)
+    target = LidarLayout(1, 16, 0, 0)
+    az = np.radians(np.arange(8) * 45.0 - 180.0 + 1.0)
+    cloud = np.zeros(8, LIDAR_DT)
+    cloud["x"], cloud["y"] = 10 * np.cos(az), 10 * np.sin(az)  # a circle of radius 10: one surface all round
+    out = match_lidar_density(cloud, layout, target)
+    assert len(out) == 16
+    np.testing.assert_allclose(np.hypot(out["x"], out["y"])[8:], 10.0, rtol=1e-6)  # on the same circle (range kept)
+    made = np.sort(np.degrees(np.arctan2(out["y"][8:], out["x"][8:])))
+    np.testing.assert_allclose(made, np.sort(((np.degrees(az) + 22.5 + 180) % 360) - 180), atol=1e-6)
+
+
+def test_sparse_scan_fills_the_front_view_of_the_canonical_lidar() -> None:
+    """A 16 x 512 scan of a closed room, densified, leaves no front-view row empty that the canonical scan fills."""
+    pre = default_preprocessing(Modality.LIDAR)
+    rng = np.random.default_rng(3)
+    canon = _scan(32, 1024, -25, 15, rng)
+    sparse = _scan(16, 512, -25, 15, rng)
+    fv = lambda c: pre(c)[0, :, 64:] > 0  # noqa: E731
+    rows_canon = fv(canon).any(axis=1)
+    dense = match_lidar_density(sparse, LidarLayout(16, 512, -25, 15), CANONICAL_RIG.lidar_layout)
+    assert (fv(sparse).mean() < 0.8 * fv(canon).mean()) and fv(dense).mean() >= 0.95 * fv(canon).mean()
+    rows = lambda c: fv(c).any(axis=1)[rows_canon].mean()  # noqa: E731  (rows with a return, of the canonical's)
+    assert rows(sparse) < 0.6 and rows(dense) >= 0.9  # 2.67-degree beams, 1.33 when densified, 1.25-degree rows
 
 
 def test_dense_lidar_is_thinned() -> None:
     layout = LidarLayout(64, 2048, -25, 15)
     cloud = _scan(64, 2048, -25, 15, np.random.default_rng(4))
     out = match_lidar_density(cloud, layout, CANONICAL_RIG.lidar_layout)
-    assert len(out) == (len(cloud) + 3) // 4  # every 4th: 2 x 2 denser
+    keep = (40 / 63) / (40 / 31) / 2  # 2.03 times denser in elevation, twice in azimuth
+    assert len(out) == pytest.approx(len(cloud) * keep, abs=1)
+    assert match_lidar_density(cloud, LidarLayout(36, 1024, -25, 15), CANONICAL_RIG.lidar_layout) is cloud  # < 20 %
 
 
 def test_crops() -> None:
@@ -281,7 +338,7 @@ def test_the_canonical_rig_gives_the_same_tensors() -> None:
     for f in RADAR_DT.names:
         radar[f] = rng.uniform(-20, 20, 50)
     radar["x"] = np.abs(radar["x"])
-    radar = crop_azimuth(radar, 100.0)
+    radar = crop_azimuth(radar, 108.0)  # past the canonical 100 degrees by the radar's azimuth noise
     for m, data in ((Modality.CAMERA, img), (Modality.LIDAR, lidar), (Modality.RADAR, radar)):
         pre = default_preprocessing(m)
         np.testing.assert_array_equal(pre(adapters[m](data)), pre(data))
@@ -319,7 +376,7 @@ def test_adapter_rescales_a_foreign_intensity_scale_once_per_sensor() -> None:
 
 def test_adapter_radar_mount_and_field_of_view() -> None:
     radar = np.zeros(3, RADAR_DT)
-    radar["x"], radar["y"], radar["z"] = [10.0, 1.0, 5.0], [0.0, 5.0, 0.0], [0.0, 0.0, 0.2]
+    radar["x"], radar["y"], radar["z"] = [10.0, 1.0, 5.0], [0.0, 1.5, 0.0], [0.0, 0.0, 0.2]  # 56 deg: cropped
     sensor = SensorRig(radar_mount=SensorMount((3.4, 0.0, 0.8)), radar_hfov_deg=120.0)
     out = RigAdapter(Modality.RADAR, sensor)(radar)
     assert out["x"].tolist() == pytest.approx([9.8, 4.8]) and out["z"].tolist() == pytest.approx([0.2, 0.4])
