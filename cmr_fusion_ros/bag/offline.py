@@ -137,6 +137,10 @@ def process_bags(
             memory_dir = str(out / "memory")
         pipeline = FusionPipeline.from_config(config, memory_dir=memory_dir)
     topics = {resolve_topic(config.stream(m).topic, namespace): m for m in config.enabled_modalities}
+    if config.rig.enabled:  # the sensors' mounts and camera intrinsics recorded in the (first) bag
+        from cmr_fusion_ros.bag.rig_info import rig_of_topics
+
+        pipeline.set_recorded_rig(rig_of_topics(paths[0], {m: t for t, m in topics.items()}))
     odom_topic = resolve_topic(config.odometry.topic, namespace) if config.odometry.topic else None
     sync = Synchronizer(config.enabled_modalities, round(config.sync.tolerance_s * 1e9),
                         round(config.sync.timeout_s * 1e9), jump_back_ns=pipeline.jump_back_ns)

@@ -14,8 +14,9 @@ from typing import Any
 
 from cmr_fusion_ros.bag.reader import BagTopics, _open
 from cmr_fusion_ros.core.rig import CameraIntrinsics, SensorMount, SensorRig
+from cmr_fusion_ros.core.types import Modality
 
-__all__ = ["camera_info_topic", "read_rig", "static_mounts"]
+__all__ = ["camera_info_topic", "read_rig", "rig_of_topics", "static_mounts"]
 
 TF_STATIC = "/tf_static"
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
@@ -85,3 +86,11 @@ def read_rig(path: str | Path, topics: BagTopics | None = None, base_frame: str 
         lidar_mount=mounts.get(frames.get("lidar", "")),
         radar_mount=mounts.get(frames.get("radar", "")),
     )
+
+
+def rig_of_topics(path: str | Path, topics: dict[Modality, str], base_frame: str = "base_link") -> SensorRig:
+    """:func:`read_rig` for the sensor topics of a node configuration (modality -> absolute topic)."""
+    d = BagTopics()
+    cam = topics.get(Modality.CAMERA)
+    return read_rig(path, BagTopics(camera=(cam,) if cam else d.camera, lidar=topics.get(Modality.LIDAR, d.lidar),
+                                    radar=topics.get(Modality.RADAR, d.radar)), base_frame)

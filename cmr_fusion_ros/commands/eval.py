@@ -81,6 +81,9 @@ def add_rig_arguments(parser: argparse.ArgumentParser) -> None:
                         f"than a factor {d.intensity_tolerance:g}) or drop (default {d.intensity})")
     g.add_argument("--rig-camera-border", choices=CAMERA_BORDERS, default=d.camera_border,
                    help=f"fill of the canonical view outside a narrower camera's image (default {d.camera_border})")
+    g.add_argument("--rig-camera-pad", choices=("yes", "no"), default="yes" if d.camera_pad else "no",
+                   help="yes: a narrower camera is padded to the canonical field of view; no: it keeps its own "
+                        f"(only wider cameras are cropped) (default {'yes' if d.camera_pad else 'no'})")
 
 
 def rig_options_from_args(args: argparse.Namespace):
@@ -94,6 +97,7 @@ def rig_options_from_args(args: argparse.Namespace):
         if step not in RIG_STEPS:
             raise ConfigError("--rig-skip", step, " | ".join(RIG_STEPS))
     return RigOptions(intensity=args.rig_intensity, camera_border=args.rig_camera_border,
+                      camera_pad=args.rig_camera_pad == "yes",
                       **{step: False for step in skip})
 
 

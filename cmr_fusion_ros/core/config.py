@@ -33,6 +33,7 @@ from cmr_fusion_ros.core.memory.config import (
 )
 from cmr_fusion_ros.core.policy import PolicyConfig
 from cmr_fusion_ros.core.radar import RadarFields
+from cmr_fusion_ros.core.rig import RigOptions
 from cmr_fusion_ros.core.sync import jump_back_threshold_ns
 from cmr_fusion_ros.core.types import MAX_LIDAR_VIEWS, Modality
 
@@ -253,8 +254,9 @@ class FusionConfig:
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    rig: RigOptions = field(default_factory=RigOptions)
 
-    KEYS = ("session", "streams", "limits", "odometry", "sync", "encoders", "memory", "policy", "output")
+    KEYS = ("session", "streams", "limits", "odometry", "sync", "encoders", "memory", "policy", "output", "rig")
 
     @classmethod
     def from_dict(cls, d: Any, *, source: str | None = None) -> "FusionConfig":
@@ -280,6 +282,7 @@ class FusionConfig:
                 memory=MemoryConfig.from_dict(d.get("memory")),
                 policy=PolicyConfig.from_dict(d.get("policy")),
                 output=OutputConfig.from_dict(d.get("output")),
+                rig=RigOptions.from_dict(dict(_section(d.get("rig"), "rig"))),
             )
         except ConfigError as err:
             if source and not err.source:
@@ -316,6 +319,7 @@ class FusionConfig:
         pol = _dc_to_dict(self.policy)
         pol["routes"] = {q.value: [t.value for t in ts] for q, ts in self.policy.routes}
         out["policy"] = pol
+        out["rig"] = self.rig.to_dict()
         return out
 
 
@@ -493,6 +497,24 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _spec("output.markers", "publish visualization_msgs/MarkerArray of matches on ~/markers"),
     _spec("output.marker_frame", "frame of the markers (the odometry frame)"),
     _spec("output.diagnostics_period_s", "period of /diagnostics", (0.05, 3600)),
+    _spec("rig.enabled", "bring each sensor's data to the rig the models were trained on (core/rig.py); false: the "
+                         "data as received"),
+    _spec("rig.mount", "LiDAR and radar points moved to the canonical sensor's mount (needs the sensor's mount)"),
+    _spec("rig.crop_fov", "points outside the canonical sensor's field of view dropped"),
+    _spec("rig.density", "LiDAR returns made between beams / columns, or thinned, to the canonical angular density"),
+    _spec("rig.intensity", "LiDAR intensity: keep | auto (rescaled per sensor when its 90th percentile is off the "
+                           "canonical by more than intensity_tolerance) | drop"),
+    _spec("rig.intensity_tolerance", "factor within which a LiDAR's intensity scale is left alone", (1, None)),
+    _spec("rig.camera_view", "camera images resampled to the canonical camera's intrinsics and orientation (needs "
+                             "the camera's intrinsics)"),
+    _spec("rig.camera_border", "fill outside a narrower camera's image: replicate | mean | black"),
+    _spec("rig.camera_pad", "a narrower camera padded to the canonical field of view (false: kept as it is)"),
+    _spec("rig.camera_mount", "base_link <- camera optical frame: 'x y z [roll pitch yaw | qx qy qz qw]' ('' = from "
+                              "the bag's /tf_static in process/eval; none live)"),
+    _spec("rig.lidar_mount", "base_link <- LiDAR frame, same form ('' = from the bag's /tf_static; none live)"),
+    _spec("rig.radar_mount", "base_link <- radar frame, same form ('' = from the bag's /tf_static; none live)"),
+    _spec("rig.camera_intrinsics", "'width height fx fy cx cy' of the camera ('' = from the bag's CameraInfo; "
+                                   "none live)"),
 )
 
 

@@ -38,6 +38,7 @@ from cmr_fusion_ros.core.image import convert_color, decode_compressed, decode_i
 from cmr_fusion_ros.core.memory import SceneMemory
 from cmr_fusion_ros.core.pointcloud import decode_cloud
 from cmr_fusion_ros.core.preprocess import accumulator_for, turned_views
+from cmr_fusion_ros.core.rig import RigAdapter, SensorRig
 from cmr_fusion_ros.core.preprocess import batch as preprocess_batch
 from cmr_fusion_ros.core.policy import MatchPolicy, MatchResult, Query
 from cmr_fusion_ros.core.poses import PoseBuffer
@@ -266,6 +267,8 @@ class FusionPipeline:
         self._newest_ns: int | None = None
         self._newest_pose_ns: int | None = None
         self._accumulators: dict[str, ScanAccumulator] = {}  # per radar topic, for multi-scan radar models
+        self._recorded_rig: SensorRig | None = None  # the sensors a bag recorded (process); parameters win
+        self._rig_adapters: dict[str, RigAdapter] = {}  # per topic: its data brought to the canonical rig
         for m, enc in self.encoders.items():
             if enc.dim != memory.dim:
                 raise ConfigError("memory.dim", memory.dim, f"the {m.value} encoder's embedding size {enc.dim}")
@@ -342,15 +345,32 @@ class FusionPipeline:
         """The modalities whose model merges several scans (they need the odometry)."""
         return [m for m, e in self.encoders.items() if accumulator_for(getattr(e, "preprocessing", None)) is not None]
 
+    def set_recorded_rig(self, rig: SensorRig | None) -> None:
+        """The mounts and camera intrinsics a bag recorded (``bag.rig_info.read_rig``); ``rig.*`` parameters win."""
+        self._recorded_rig = rig
+        self._rig_adapters.clear()
+
+    def _canonical(self, fr: Frame) -> Any:
+        """The frame's data brought to the canonical rig (``rig.*``, :mod:`cmr_fusion_ros.core.rig`)."""
+        if not self.config.rig.enabled:
+            return fr.data
+        adapter = self._rig_adapters.get(fr.topic)
+        if adapter is None:
+            sensor = self.config.rig.sensor_rig(self._recorded_rig)
+            adapter = self._rig_adapters[fr.topic] = RigAdapter(fr.modality, sensor, self.config.rig)
+        return adapter(fr.data)
+
     def _input_data(self, fr: Frame, encoder: Encoder, pose: Pose | None) -> Any:
-        """The frame's data, merged with earlier scans of its topic when the model wants several radar scans."""
+        """The frame's data at the canonical rig, merged with earlier scans of its topic when the model wants several
+        radar scans."""
+        data = self._canonical(fr)
         acc = self._accumulators.get(fr.topic)
         if acc is None:
             acc = accumulator_for(getattr(encoder, "preprocessing", None))
             if acc is None:
-                return fr.data
+                return data
             self._accumulators[fr.topic] = acc
-        return acc.merge(fr.stamp_ns, fr.data, pose)
+        return acc.merge(fr.stamp_ns, data, pose)
 
     def lidar_views(self) -> int:
         """Headings a LiDAR scan is embedded at now: ``encoders.lidar_views`` while LiDAR queries search LiDAR

@@ -26,7 +26,7 @@ are exactly the ones the models were trained and measured on. Which pieces help 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import cv2
@@ -52,6 +52,8 @@ __all__ = [
     "intensity_scale_for",
     "match_lidar_density",
     "move_points_between",
+    "parse_intrinsics",
+    "parse_mount",
     "rig_adapters",
 ]
 
@@ -243,29 +245,120 @@ CANONICAL_RIG = SensorRig(
 )
 
 
+def parse_mount(key: str, text: str) -> SensorMount | None:
+    """A mount from a parameter string: ``"x y z"``, ``"x y z roll pitch yaw"`` (radians, fixed axes x, y, z) or
+    ``"x y z qx qy qz qw"`` (``base_link <- sensor``); '' = not given (None)."""
+    parts = text.replace(",", " ").split()
+    if not parts:
+        return None
+    try:
+        v = [float(p) for p in parts]
+    except ValueError:
+        raise ConfigError(key, text, "3, 6 or 7 numbers: x y z [roll pitch yaw | qx qy qz qw]") from None
+    if len(v) == 3:
+        return SensorMount(tuple(v))
+    if len(v) == 6:
+        r, p, y = v[3:]
+        cr, sr, cp, sp, cy, sy = math.cos(r), math.sin(r), math.cos(p), math.sin(p), math.cos(y), math.sin(y)
+        rot = np.array([[cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
+                        [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
+                        [-sp, cp * sr, cp * cr]])
+        return SensorMount.from_matrix(rot, v[:3])
+    if len(v) == 7:
+        try:
+            return SensorMount(tuple(v[:3]), tuple(v[3:]))
+        except ConfigError as err:
+            raise ConfigError(key, text, err.allowed) from None
+    raise ConfigError(key, text, "3, 6 or 7 numbers: x y z [roll pitch yaw | qx qy qz qw]")
+
+
+def parse_intrinsics(key: str, text: str) -> CameraIntrinsics | None:
+    """Camera intrinsics from a parameter string ``"width height fx fy cx cy"``; '' = not given (None)."""
+    parts = text.replace(",", " ").split()
+    if not parts:
+        return None
+    try:
+        v = [float(p) for p in parts]
+    except ValueError:
+        v = []
+    if len(v) != 6 or v[0] != int(v[0]) or v[1] != int(v[1]):
+        raise ConfigError(key, text, "6 numbers: width height fx fy cx cy")
+    try:
+        return CameraIntrinsics(int(v[0]), int(v[1]), *v[2:])
+    except ConfigError as err:
+        raise ConfigError(key, text, err.allowed) from None
+
+
 @dataclass(frozen=True, slots=True)
 class RigOptions:
-    """Which rig-aware steps run (``rig.*`` keys). ``enabled: false`` passes every sensor's data through unchanged."""
+    """The ``rig`` parameter section: which rig-aware steps run, and the sensors' mounts / camera intrinsics when they
+    are given as parameters (they win over a bag's ``/tf_static`` and ``CameraInfo``). ``enabled: false`` passes every
+    sensor's data through unchanged."""
 
     enabled: bool = True
     mount: bool = True  # LiDAR and radar points moved to the canonical sensor's frame
     crop_fov: bool = True  # points outside the canonical sensor's field of view dropped
-    density: bool = True  # LiDAR returns repeated / thinned to the canonical angular density
+    density: bool = True  # LiDAR returns made / thinned to the canonical angular density
     intensity: str = "auto"  # keep | auto (rescale when off by more than intensity_tolerance) | drop
     intensity_tolerance: float = 2.0
     camera_view: bool = True  # image resampled to the canonical camera's intrinsics and orientation
     camera_border: str = "replicate"  # what fills the canonical view outside a narrower camera's image
+    camera_pad: bool = True  # False: a narrower camera keeps its own field of view (only wider ones are cropped)
+    camera_mount: str = ""  # "x y z [roll pitch yaw | qx qy qz qw]", base_link <- camera optical frame
+    lidar_mount: str = ""
+    radar_mount: str = ""
+    camera_intrinsics: str = ""  # "width height fx fy cx cy"
 
     def __post_init__(self) -> None:
-        for key in ("enabled", "mount", "crop_fov", "density", "camera_view"):
+        for key in ("enabled", "mount", "crop_fov", "density", "camera_view", "camera_pad"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"rig.{key}", getattr(self, key), "true or false")
         if self.intensity not in INTENSITY_MODES:
             raise ConfigError("rig.intensity", self.intensity, " | ".join(INTENSITY_MODES))
-        if not (isinstance(self.intensity_tolerance, (int, float)) and self.intensity_tolerance >= 1.0):
+        if not (isinstance(self.intensity_tolerance, (int, float)) and not isinstance(self.intensity_tolerance, bool)
+                and self.intensity_tolerance >= 1.0):
             raise ConfigError("rig.intensity_tolerance", self.intensity_tolerance, "a number >= 1")
         if self.camera_border not in CAMERA_BORDERS:
             raise ConfigError("rig.camera_border", self.camera_border, " | ".join(CAMERA_BORDERS))
+        for key in ("camera_mount", "lidar_mount", "radar_mount", "camera_intrinsics"):
+            if not isinstance(getattr(self, key), str):
+                raise ConfigError(f"rig.{key}", getattr(self, key), "a string of numbers ('' = not given)")
+        self.given()  # validates the strings
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "RigOptions":
+        """From the ``rig`` section of a parameter file (None: the defaults); unknown keys are refused."""
+        if d is None:
+            return cls()
+        if not isinstance(d, dict):
+            raise ConfigError("rig", d, "a mapping of rig keys")
+        known = [f.name for f in fields(cls)]
+        for k in d:
+            if k not in known:
+                raise ConfigError(f"rig.{k}", d[k], f"a known key ({', '.join(known)})")
+        kw = dict(d)
+        tol = kw.get("intensity_tolerance")
+        if isinstance(tol, int) and not isinstance(tol, bool):  # YAML's 2 for 2.0
+            kw["intensity_tolerance"] = float(tol)
+        return cls(**kw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def given(self) -> SensorRig:
+        """The mounts and intrinsics given as parameters (None where not)."""
+        return SensorRig(
+            camera_mount=parse_mount("rig.camera_mount", self.camera_mount),
+            camera=parse_intrinsics("rig.camera_intrinsics", self.camera_intrinsics),
+            lidar_mount=parse_mount("rig.lidar_mount", self.lidar_mount),
+            radar_mount=parse_mount("rig.radar_mount", self.radar_mount),
+        )
+
+    def sensor_rig(self, recorded: SensorRig | None = None) -> SensorRig:
+        """The sensors: the parameters where given, else what a bag recorded (``recorded``)."""
+        g, r = self.given(), recorded or SensorRig()
+        return replace(r, **{k: getattr(g, k) for k in ("camera_mount", "camera", "lidar_mount", "radar_mount")
+                             if getattr(g, k) is not None})
 
 
 # --------------------------------------------------------------------------------------------------------- points
@@ -573,11 +666,15 @@ class RigAdapter:
         return False  # a LiDAR's layout and intensity are only known from its data
 
     def __call__(self, data: np.ndarray) -> np.ndarray:
+        """The data at the canonical rig. Anything but a structured cloud (LiDAR, radar) or an ``H x W x 3`` image
+        (camera) passes through unchanged (a plain array carries no field names to move)."""
         o = self.options
-        if not o.enabled:
+        if not o.enabled or not isinstance(data, np.ndarray):
             return data
         if self.modality is Modality.CAMERA:
-            return self._camera(data)
+            return self._camera(data) if data.ndim == 3 else data
+        if data.dtype.names is None:
+            return data
         if self.modality is Modality.RADAR:
             return self._radar(data)
         return self._lidar(data)
@@ -588,7 +685,10 @@ class RigAdapter:
             return image
         if self._warp is None:
             rot = o.mount and s.camera_mount is not None
-            self._warp = CameraWarp(s.camera, c.camera, s.camera_mount if rot else None,
+            dst = c.camera
+            if not o.camera_pad and s.camera.hfov_deg < dst.hfov_deg:  # the canonical size, this camera's view
+                dst = CameraIntrinsics.pinhole(dst.width, dst.height, s.camera.hfov_deg)
+            self._warp = CameraWarp(s.camera, dst, s.camera_mount if rot else None,
                                     c.camera_mount if rot else None, o.camera_border)
         return self._warp(image)
 
