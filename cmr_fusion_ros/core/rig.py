@@ -401,7 +401,8 @@ def crop_azimuth(cloud: np.ndarray, hfov_deg: float) -> np.ndarray:
 def estimate_lidar_layout(cloud: np.ndarray) -> LidarLayout | None:
     """Beams, columns and vertical field of view of a spinning LiDAR from one scan in its own frame: beams from the
     ``ring`` field when there is one (else from clusters of elevation angles), columns from the median azimuth step
-    between neighbouring returns of the fullest beam. None when the scan is too small to tell."""
+    between neighbouring returns of the fullest beam. None when the scan is too small to tell or does not look like
+    a spinning scanner's (under 20 returns per beam on median, or beams not at one elevation each)."""
     if len(cloud) < 100:
         return None
     p = _xyz(cloud, "lidar cloud")
@@ -417,7 +418,12 @@ def estimate_lidar_layout(cloud: np.ndarray) -> LidarLayout | None:
         ring[order] = np.cumsum(starts) - 1
     labels, counts = np.unique(ring, return_counts=True)
     beams = int(len(labels))
+    if beams > 512 or np.median(counts) < 20:  # not rows of a spinning scanner (a few returns per "beam")
+        return None
     med = np.array([np.median(elev[ring == r]) for r in labels])
+    spread = np.array([np.percentile(np.abs(elev[ring == r] - m), 90) for r, m in zip(labels, med)])
+    if np.median(spread) > 0.5:  # the rings are not at one elevation each
+        return None
     fullest = labels[np.argmax(counts)]
     a = np.sort(az[ring == fullest])
     steps = np.diff(a)

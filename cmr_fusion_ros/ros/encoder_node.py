@@ -28,6 +28,7 @@ from cmr_fusion_ros.core.errors import CmrFusionError, ConfigError
 from cmr_fusion_ros.core.pipeline import frame_from
 from cmr_fusion_ros.core.poses import PoseBuffer
 from cmr_fusion_ros.core.preprocess import accumulator_for, turned_views
+from cmr_fusion_ros.core.rig import RigAdapter
 from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.ros.conversions import make_header, stamp_to_ns
 from cmr_fusion_ros.ros.fusion_node import StreamStats, qos_for
@@ -46,8 +47,8 @@ class EncoderNode(Node):
         self.modality = Modality.parse(raw)
         self.output_topic = self.declare_parameter("output_topic", "embeddings", ParameterDescriptor(
             description="topic of the cmr_fusion_msgs/Embedding messages", read_only=True)).value
-        self.config = declare_fusion_parameters(self, sections=("streams", "limits", "odometry", "encoders", "output"),
-                                                own=("modality", "output_topic"))
+        self.config = declare_fusion_parameters(self, sections=("streams", "limits", "odometry", "encoders", "output",
+                                                                "rig"), own=("modality", "output_topic"))
         sc = self.config.stream(self.modality)
         if not sc.enabled:
             raise ConfigError(f"streams.{self.modality.value}.enabled", False, "true for the node's own modality")
@@ -59,6 +60,8 @@ class EncoderNode(Node):
                 model_path=str(model_path(enc.models_dir or models_dir(), self.modality)), providers=enc.providers,
                 intra_op_threads=enc.intra_op_threads, batch_size=enc.batch_size, warmup_runs=enc.warmup_runs))
         self.encoder = encoder
+        # this sensor's data brought to the rig the models were trained on (mounts / intrinsics from rig.*)
+        self.rig = RigAdapter(self.modality, self.config.rig.sensor_rig(), self.config.rig)
         self.merger: OdometryScanMerger | None = None
         accumulator = accumulator_for(getattr(encoder, "preprocessing", None))
         if accumulator is not None:  # a multi-scan radar model: earlier scans are moved by the odometry
@@ -122,7 +125,8 @@ class EncoderNode(Node):
             frame = frame_from(self.modality, self.topic, msg, compressed=sc.transport == "compressed",
                                radar_fields=sc.radar_fields, stamp_ns=stamp_to_ns(msg.header.stamp),
                                limits=self.config.limits)
-            data = self.merger.merge(frame.stamp_ns, frame.data) if self.merger is not None else frame.data
+            data = self.rig(frame.data)
+            data = self.merger.merge(frame.stamp_ns, data) if self.merger is not None else data
             views = None
             if self.views > 1:
                 out_views = self.encoder.encode_tensors(turned_views(self.encoder.preprocessing, data, self.views))

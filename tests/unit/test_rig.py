@@ -126,8 +126,16 @@ def test_estimate_lidar_layout(beams, columns, vmin, vmax, ring) -> None:
     assert layout.vfov_min_deg == pytest.approx(vmin, abs=1e-3) and layout.vfov_max_deg == pytest.approx(vmax, abs=1e-3)
 
 
-def test_estimate_lidar_layout_too_small_is_none() -> None:
-    assert estimate_lidar_layout(_scan(2, 8, -1, 1, np.random.default_rng(0))) is None
+def test_estimate_lidar_layout_too_small_or_not_a_spinning_scanner_is_none() -> None:
+    rng = np.random.default_rng(0)
+    assert estimate_lidar_layout(_scan(2, 8, -1, 1, rng)) is None
+    blob = np.zeros(3000, LIDAR_DT)
+    for f in ("x", "y", "z"):
+        blob[f] = rng.uniform(-30, 30, 3000)
+    assert estimate_lidar_layout(blob[["x", "y", "z"]]) is None  # clusters of a few returns
+    assert estimate_lidar_layout(blob) is None  # rings (all 0) not at one elevation
+    cloud = blob[["x", "y", "z"]]
+    assert RigAdapter(Modality.LIDAR, SensorRig())(cloud) is cloud  # nothing known: left alone
 
 
 def test_density_of_the_canonical_layout_is_unchanged() -> None:
