@@ -420,3 +420,58 @@ def test_read_rig_of_the_sample_bag(repo_root) -> None:
     assert rig.camera.close_to(CameraIntrinsics.pinhole(320, 240, 90.0))  # bags/sample_town/sim_sample.yaml
     assert rig.camera_mount.close_to(c.camera_mount) and rig.lidar_mount.close_to(c.lidar_mount)
     assert rig.radar_mount.close_to(c.radar_mount)
+
+
+# ------------------------------------------------------------------------------------------------------ parameters
+def test_parse_mount_forms() -> None:
+    from cmr_fusion_ros.core.rig import parse_mount
+
+    assert parse_mount("rig.lidar_mount", "") is None
+    assert parse_mount("rig.lidar_mount", "0.5 0 1.5").close_to(SensorMount((0.5, 0, 1.5)))
+    q = _quat((0, 0, 1), 0.3)
+    assert parse_mount("k", "1, 2, 3, " + ", ".join(map(str, q))).close_to(SensorMount((1, 2, 3), q))
+    # roll pitch yaw, fixed axes x then y then z: R = Rz(yaw) Ry(pitch) Rx(roll)
+    r, p, y = 0.1, -0.2, 0.7
+    rx = SensorMount((0, 0, 0), _quat((1, 0, 0), r)).matrix
+    ry = SensorMount((0, 0, 0), _quat((0, 1, 0), p)).matrix
+    rz = SensorMount((0, 0, 0), _quat((0, 0, 1), y)).matrix
+    np.testing.assert_allclose(parse_mount("k", f"0 0 0 {r} {p} {y}").matrix, rz @ ry @ rx, atol=1e-12)
+    for bad in ("1 2", "a b c", "1 2 3 4"):
+        with pytest.raises(ConfigError, match="rig.radar_mount"):
+            parse_mount("rig.radar_mount", bad)
+
+
+def test_rig_options_from_a_parameter_section() -> None:
+    from cmr_fusion_ros.core.config import FusionConfig
+
+    cfg = FusionConfig.from_dict({"rig": {"lidar_mount": "0.5 0 1.5", "camera_intrinsics": "480 270 168 168 239.5 134.5",
+                                          "intensity_tolerance": 3}})
+    assert cfg.rig.intensity_tolerance == 3.0 and FusionConfig.from_dict(cfg.to_dict()) == cfg
+    recorded = SensorRig(lidar_mount=SensorMount((9, 9, 9)), radar_mount=SensorMount((3.4, 0, 0.8)))
+    sensor = cfg.rig.sensor_rig(recorded)
+    assert sensor.lidar_mount.close_to(SensorMount((0.5, 0, 1.5)))  # the parameter wins
+    assert sensor.radar_mount.close_to(SensorMount((3.4, 0, 0.8)))  # the bag's where none is given
+    assert sensor.camera.width == 480 and sensor.camera.fx == 168.0
+    with pytest.raises(ConfigError, match="rig.camera_intrinsics"):
+        FusionConfig.from_dict({"rig": {"camera_intrinsics": "480 270 168"}})
+    with pytest.raises(ConfigError, match="rig.colour"):
+        FusionConfig.from_dict({"rig": {"colour": 1}})
+
+
+def test_pipeline_brings_each_topic_to_the_canonical_rig() -> None:
+    """The pipeline's input data for a LiDAR frame equals the adapter's output (the bag's rig, parameters win)."""
+    from cmr_fusion_ros.core.config import FusionConfig
+    from cmr_fusion_ros.core.memory import SceneMemory
+    from cmr_fusion_ros.core.pipeline import FusionPipeline
+    from cmr_fusion_ros.core.sync import Frame
+
+    rng = np.random.default_rng(9)
+    cloud = _scan(16, 512, -15, 15, rng)
+    cfg = FusionConfig.from_dict({"rig": {"radar_mount": "3.4 0 0.8"}})
+    pipe = FusionPipeline(cfg, {}, SceneMemory(cfg.memory))
+    pipe.set_recorded_rig(SensorRig(lidar_mount=SensorMount((0.5, 0.0, 1.5))))
+    fr = Frame(Modality.LIDAR, "/lidar/points", "lidar", 0, cloud)
+    want = RigAdapter(Modality.LIDAR, SensorRig(lidar_mount=SensorMount((0.5, 0.0, 1.5))))(cloud)
+    np.testing.assert_array_equal(pipe._input_data(fr, object(), None), want)
+    off = FusionPipeline(FusionConfig.from_dict({"rig": {"enabled": False}}), {}, SceneMemory(cfg.memory))
+    assert off._input_data(fr, object(), None) is cloud
