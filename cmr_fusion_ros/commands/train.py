@@ -8,7 +8,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from cmr_fusion_ros.commands.eval import add_topic_arguments, topics_from_args
+from cmr_fusion_ros.commands.eval import (
+    add_rig_arguments, add_topic_arguments, rig_options_from_args, topics_from_args,
+)
 from cmr_fusion_ros.core.errors import ConfigError
 from cmr_fusion_ros.core.types import Modality
 
@@ -107,6 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--neg-radius", type=float, default=d.neg_radius_m, help="negative beyond this (m)")
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--threads", type=int, default=d.threads, help="torch threads")
+    add_rig_arguments(parser)
     add_topic_arguments(parser)
 
 
@@ -131,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     if args.val_bags is not None and len(args.val_bags) % 2:
         raise ConfigError("--val-bags", " ".join(map(str, args.val_bags)), "pairs of bags: DATABASE QUERIES ...")
     topics = topics_from_args(args)
+    rig = rig_options_from_args(args)
     bags = expand_bags(args.bags)
     val_bags = list(args.val_bags) if args.val_bags else None
     if val_bags is None:
@@ -158,11 +162,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"command: {command}")
     print(f"machine: {machine_summary()}")
     with tqdm(desc="reading bags", unit=" msg", file=sys.stderr) as bar:
-        train = load_frames(bags, pre, topics, cache_dir=cache, progress=bar.update)
+        train = load_frames(bags, pre, topics, cache_dir=cache, progress=bar.update, rig=rig)
         val_pairs = list(zip(val_bags[::2], val_bags[1::2])) if val_bags else []
         val = [
-            (load_frames([db], pre, topics, cache_dir=cache, progress=bar.update),
-             load_frames([q], pre, topics, cache_dir=cache, progress=bar.update))
+            (load_frames([db], pre, topics, cache_dir=cache, progress=bar.update, rig=rig),
+             load_frames([q], pre, topics, cache_dir=cache, progress=bar.update, rig=rig))
             for db, q in val_pairs
         ] or None
     print(f"training frames: {len(train)} from {len(bags)} bags in {len(train.group_names)} place groups")

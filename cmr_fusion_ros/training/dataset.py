@@ -23,6 +23,7 @@ import numpy as np
 from cmr_fusion_ros.bag.reader import BagTopics, read_samples
 from cmr_fusion_ros.core.errors import BagError
 from cmr_fusion_ros.core.preprocess import Preprocessing, accumulator_for
+from cmr_fusion_ros.core.rig import RigOptions, rig_adapters
 from cmr_fusion_ros.core.types import Modality
 
 __all__ = ["FrameSet", "load_frames", "frames_from_bag", "MODALITIES"]
@@ -150,17 +151,24 @@ def frames_from_bag(
     sync_tolerance_ns: int = 60_000_000,
     group: str | None = None,
     progress: Callable[[int], None] | None = None,
+    rig: RigOptions | None = None,
 ) -> FrameSet:
     """Read one bag into synchronised frames (one per LiDAR scan that has a camera image and a radar scan within
-    ``sync_tolerance_ns``). ``progress(n)`` is called after each decoded sample."""
+    ``sync_tolerance_ns``). ``progress(n)`` is called after each decoded sample. With ``rig``, each sensor's data is
+    first brought to the canonical rig with the bag's mounts and camera intrinsics (``core.rig``)."""
     path = Path(path)
     per: dict[Modality, tuple[list[int], list[np.ndarray]]] = {m: ([], []) for m in MODALITIES}
     lidar_pose: list[tuple[float, float, float, float]] = []
     accumulators = {m: acc for m in MODALITIES if (acc := accumulator_for(preprocessing[m])) is not None}
+    adapters = {}
+    if rig is not None and rig.enabled:
+        from cmr_fusion_ros.bag.rig_info import read_rig
+
+        adapters = rig_adapters(rig.sensor_rig(read_rig(path, topics)), MODALITIES, rig)
     for s in read_samples(path, topics, MODALITIES):
         stamps, tens = per[s.modality]
         stamps.append(s.stamp_ns)
-        data = s.data
+        data = adapters[s.modality](s.data) if adapters else s.data
         if s.modality in accumulators:  # multi-scan radar: every scan of the bag, in order, with its pose
             data = accumulators[s.modality].merge(s.stamp_ns, data, s.pose)
         tens.append(preprocessing[s.modality](data))
@@ -207,7 +215,8 @@ def frames_from_bag(
     )
 
 
-def _cache_key(path: Path, preprocessing: dict[Modality, Preprocessing], topics: BagTopics, tol: int) -> str:
+def _cache_key(path: Path, preprocessing: dict[Modality, Preprocessing], topics: BagTopics, tol: int,
+               rig: RigOptions | None = None) -> str:
     stat_parts = []
     for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
         if f.is_file():
@@ -220,6 +229,7 @@ def _cache_key(path: Path, preprocessing: dict[Modality, Preprocessing], topics:
             "topics": repr(topics),
             "tol": tol,
             "files": stat_parts,
+            **({"rig": rig.to_dict()} if rig is not None and rig.enabled else {}),
         },
         sort_keys=True,
     )
@@ -234,20 +244,23 @@ def load_frames(
     cache_dir: str | Path | None = None,
     sync_tolerance_ns: int = 60_000_000,
     progress: Callable[[int], None] | None = None,
+    rig: RigOptions | None = None,
 ) -> FrameSet:
-    """Frames of several bags, using (and filling) an ``.npz`` cache per bag in ``cache_dir`` when given."""
+    """Frames of several bags, using (and filling) an ``.npz`` cache per bag in ``cache_dir`` when given; ``rig``: see
+    :func:`frames_from_bag`."""
     topics = topics or BagTopics()
     parts = []
     for bag in bags:
         bag = Path(bag)
         cache = None
         if cache_dir is not None:
-            key = _cache_key(bag, preprocessing, topics, sync_tolerance_ns)
+            key = _cache_key(bag, preprocessing, topics, sync_tolerance_ns, rig)
             cache = Path(cache_dir) / f"{bag.resolve().parent.name}_{bag.name}_{key}.npz"
         if cache is not None and cache.is_file():
             parts.append(_read_cache(cache))
             continue
-        fs = frames_from_bag(bag, preprocessing, topics, sync_tolerance_ns=sync_tolerance_ns, progress=progress)
+        fs = frames_from_bag(bag, preprocessing, topics, sync_tolerance_ns=sync_tolerance_ns, progress=progress,
+                             rig=rig)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_suffix(".tmp.npz")
