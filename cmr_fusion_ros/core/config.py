@@ -500,7 +500,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _spec("rig.enabled", "bring each sensor's data to the rig the models were trained on (core/rig.py); false: the "
                          "data as received"),
     _spec("rig.mount", "LiDAR and radar points moved to the canonical sensor's mount (needs the sensor's mount)"),
-    _spec("rig.crop_fov", "points outside the canonical sensor's field of view dropped"),
+    _spec("rig.crop_fov", "points outside the canonical sensor's field of view dropped (off: no gain measured on "
+                          "the simulated rigs, models/README.md)"),
     _spec("rig.density", "LiDAR returns made between beams / columns, or thinned, to the canonical angular density"),
     _spec("rig.intensity", "LiDAR intensity: keep | auto (rescaled per sensor when its 90th percentile is off the "
                            "canonical by more than intensity_tolerance) | drop"),

@@ -297,7 +297,7 @@ class RigOptions:
 
     enabled: bool = True
     mount: bool = True  # LiDAR and radar points moved to the canonical sensor's frame
-    crop_fov: bool = True  # points outside the canonical sensor's field of view dropped
+    crop_fov: bool = False  # points outside the canonical sensor's field of view dropped (measured: no gain)
     density: bool = True  # LiDAR returns made / thinned to the canonical angular density
     intensity: str = "auto"  # keep | auto (rescale when off by more than intensity_tolerance) | drop
     intensity_tolerance: float = 2.0

@@ -362,8 +362,9 @@ def test_adapter_moves_a_low_lidar_to_the_canonical_mount_and_densifies() -> Non
     assert a.lidar_layout(cloud) == LidarLayout(16, 512, -15.0, 15.0)
     ref = move_points_between(match_lidar_density(cloud, a.lidar_layout(cloud), CANONICAL_RIG.lidar_layout),
                               sensor.lidar_mount, CANONICAL_RIG.lidar_mount)
-    ref = crop_elevation(ref, -25 - 40 / 31 / 2, 15 + 40 / 31 / 2)
     np.testing.assert_array_equal(out, ref)
+    cropped = RigAdapter(Modality.LIDAR, sensor, RigOptions(crop_fov=True))(cloud)
+    np.testing.assert_array_equal(cropped, crop_elevation(ref, -25 - 40 / 31 / 2, 15 + 40 / 31 / 2))
     off = RigAdapter(Modality.LIDAR, sensor, RigOptions(enabled=False))
     assert off(cloud) is cloud
 
@@ -386,8 +387,9 @@ def test_adapter_radar_mount_and_field_of_view() -> None:
     radar = np.zeros(3, RADAR_DT)
     radar["x"], radar["y"], radar["z"] = [10.0, 1.0, 5.0], [0.0, 1.5, 0.0], [0.0, 0.0, 0.2]  # 56 deg: cropped
     sensor = SensorRig(radar_mount=SensorMount((3.4, 0.0, 0.8)), radar_hfov_deg=120.0)
-    out = RigAdapter(Modality.RADAR, sensor)(radar)
+    out = RigAdapter(Modality.RADAR, sensor, RigOptions(crop_fov=True))(radar)
     assert out["x"].tolist() == pytest.approx([9.8, 4.8]) and out["z"].tolist() == pytest.approx([0.2, 0.4])
+    assert len(RigAdapter(Modality.RADAR, sensor)(radar)) == 3  # crop_fov is off by default
 
 
 def test_rig_options_validation() -> None:
