@@ -477,3 +477,19 @@ def test_pipeline_brings_each_topic_to_the_canonical_rig() -> None:
     np.testing.assert_array_equal(pipe._input_data(fr, object(), None), want)
     off = FusionPipeline(FusionConfig.from_dict({"rig": {"enabled": False}}), {}, SceneMemory(cfg.memory))
     assert off._input_data(fr, object(), None) is cloud
+
+
+def test_eval_and_train_rig_options() -> None:
+    import argparse
+
+    from cmr_fusion_ros.commands import eval as eval_cmd
+
+    parser = argparse.ArgumentParser()
+    eval_cmd.add_rig_arguments(parser)
+    assert eval_cmd.rig_options_from_args(parser.parse_args([])) == RigOptions()
+    assert eval_cmd.rig_options_from_args(parser.parse_args(["--rig", "off"])) is None
+    got = eval_cmd.rig_options_from_args(parser.parse_args(
+        ["--rig-skip", "mount,density", "--rig-intensity", "keep", "--rig-camera-pad", "no"]))
+    assert got == RigOptions(mount=False, density=False, intensity="keep", camera_pad=False)
+    with pytest.raises(ConfigError, match="--rig-skip"):
+        eval_cmd.rig_options_from_args(parser.parse_args(["--rig-skip", "colour"]))
