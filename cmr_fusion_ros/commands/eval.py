@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_topic_arguments(parser)
 
 
-RIG_STEPS = ("mount", "crop_fov", "density", "camera_view")
+RIG_STEPS = ("mount", "crop_fov", "density", "thin", "camera_view")
 
 
 def add_rig_arguments(parser: argparse.ArgumentParser) -> None:

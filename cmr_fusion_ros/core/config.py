@@ -502,7 +502,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _spec("rig.mount", "LiDAR and radar points moved to the canonical sensor's mount (needs the sensor's mount)"),
     _spec("rig.crop_fov", "points outside the canonical sensor's field of view dropped (off: no gain measured on "
                           "the simulated rigs, models/README.md)"),
-    _spec("rig.density", "LiDAR returns made between beams / columns, or thinned, to the canonical angular density"),
+    _spec("rig.density", "a sparser LiDAR's returns made between beams / columns up to the canonical angular density"),
+    _spec("rig.thin", "a denser LiDAR's returns thinned evenly to the canonical angular density (off: no gain "
+                      "measured on the simulated rigs, models/README.md)"),
     _spec("rig.intensity", "LiDAR intensity: keep | auto (rescaled per sensor when its 90th percentile is off the "
                            "canonical by more than intensity_tolerance) | drop"),
     _spec("rig.intensity_tolerance", "factor within which a LiDAR's intensity scale is left alone", (1, None)),

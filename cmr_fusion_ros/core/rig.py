@@ -298,7 +298,8 @@ class RigOptions:
     enabled: bool = True
     mount: bool = True  # LiDAR and radar points moved to the canonical sensor's frame
     crop_fov: bool = False  # points outside the canonical sensor's field of view dropped (measured: no gain)
-    density: bool = True  # LiDAR returns made / thinned to the canonical angular density
+    density: bool = True  # a sparser LiDAR's returns made up to the canonical angular density
+    thin: bool = False  # a denser LiDAR's returns thinned to the canonical angular density (measured: no gain)
     intensity: str = "auto"  # keep | auto (rescale when off by more than intensity_tolerance) | drop
     intensity_tolerance: float = 2.0
     camera_view: bool = True  # image resampled to the canonical camera's intrinsics and orientation
@@ -310,7 +311,7 @@ class RigOptions:
     camera_intrinsics: str = ""  # "width height fx fy cx cy"
 
     def __post_init__(self) -> None:
-        for key in ("enabled", "mount", "crop_fov", "density", "camera_view", "camera_pad"):
+        for key in ("enabled", "mount", "crop_fov", "density", "thin", "camera_view", "camera_pad"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"rig.{key}", getattr(self, key), "true or false")
         if self.intensity not in INTENSITY_MODES:
@@ -728,10 +729,13 @@ class RigAdapter:
                 if self._intensity_scale != 1.0:
                     cloud = cloud.copy()
                     cloud["intensity"] = cloud["intensity"] * self._intensity_scale
-        if o.density and c.lidar_layout is not None:
+        if (o.density or o.thin) and c.lidar_layout is not None:
             layout = self.lidar_layout(cloud)
             if layout is not None:
-                cloud = match_lidar_density(cloud, layout, c.lidar_layout)
+                denser = (layout.elevation_step_deg * layout.azimuth_step_deg
+                          < c.lidar_layout.elevation_step_deg * c.lidar_layout.azimuth_step_deg)
+                if (o.thin if denser else o.density):
+                    cloud = match_lidar_density(cloud, layout, c.lidar_layout)
         moved = o.mount and s.lidar_mount is not None and not s.lidar_mount.close_to(c.lidar_mount)
         if moved:
             cloud = move_points_between(cloud, s.lidar_mount, c.lidar_mount)

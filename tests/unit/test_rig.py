@@ -493,3 +493,14 @@ def test_eval_and_train_rig_options() -> None:
     assert got == RigOptions(mount=False, density=False, intensity="keep", camera_pad=False)
     with pytest.raises(ConfigError, match="--rig-skip"):
         eval_cmd.rig_options_from_args(parser.parse_args(["--rig-skip", "colour"]))
+
+
+def test_adapter_thins_a_dense_lidar_only_when_asked() -> None:
+    cloud = _scan(64, 1024, -30, 20, np.random.default_rng(10))
+    sensor = SensorRig(lidar_mount=CANONICAL_RIG.lidar_mount)
+    assert RigAdapter(Modality.LIDAR, sensor)(cloud) is cloud  # rig.thin is off by default
+    thinned = RigAdapter(Modality.LIDAR, sensor, RigOptions(thin=True))(cloud)
+    keep = (50 / 63) / (40 / 31)
+    assert len(thinned) == pytest.approx(len(cloud) * keep, abs=1)
+    sparse = _scan(16, 512, -15, 15, np.random.default_rng(11))
+    assert len(RigAdapter(Modality.LIDAR, sensor, RigOptions(density=False, thin=True))(sparse)) == len(sparse)
