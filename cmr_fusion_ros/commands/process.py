@@ -20,6 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--namespace", default="/", help="namespace the relative topics resolve in (default /)")
     parser.add_argument("--radius", type=float, default=10.0, help="ground-truth radius of a true revisit (m)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--rig-from-bag", action="store_true",
+                        help="take the sensor mounts and camera intrinsics the rig-aware inputs need from the first "
+                             "bag's /tf_static and CameraInfo where the rig.* parameters give none (a live node reads "
+                             "only the parameters: without this flag process gives the node's events)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"command: cmr-fusion process {' '.join(map(str, args.bags))} --out {args.out} --params {params_path}")
     summary = process_bags(args.bags, config, out_dir=args.out, namespace=args.namespace, node_name=args.node_name,
-                           truth_radius_m=args.radius, progress=not args.no_progress)
+                           truth_radius_m=args.radius, progress=not args.no_progress, rig_from_bag=args.rig_from_bag)
     for line in summary.lines():
         print(line)
     print(f"wrote {args.out / 'events.jsonl'}, {args.out / 'matches'} (mcap), {args.out / 'summary.json'}, "
