@@ -512,12 +512,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
                              "the camera's intrinsics)"),
     _spec("rig.camera_border", "fill outside a narrower camera's image: replicate | mean | black"),
     _spec("rig.camera_pad", "a narrower camera padded to the canonical field of view (false: kept as it is)"),
-    _spec("rig.camera_mount", "base_link <- camera optical frame: 'x y z [roll pitch yaw | qx qy qz qw]' ('' = from "
-                              "the bag's /tf_static in process/eval; none live)"),
-    _spec("rig.lidar_mount", "base_link <- LiDAR frame, same form ('' = from the bag's /tf_static; none live)"),
-    _spec("rig.radar_mount", "base_link <- radar frame, same form ('' = from the bag's /tf_static; none live)"),
-    _spec("rig.camera_intrinsics", "'width height fx fy cx cy' of the camera ('' = from the bag's CameraInfo; "
-                                   "none live)"),
+    _spec("rig.camera_mount", "base_link <- camera optical frame: 'x y z [roll pitch yaw | qx qy qz qw]' ('' = not "
+                              "given: eval and train take it from the bag's /tf_static, process with --rig-from-bag)"),
+    _spec("rig.lidar_mount", "base_link <- LiDAR frame, same form and fallback"),
+    _spec("rig.radar_mount", "base_link <- radar frame, same form and fallback"),
+    _spec("rig.camera_intrinsics", "'width height fx fy cx cy' of the camera ('' = not given: eval and train take the "
+                                   "bag's CameraInfo, process with --rig-from-bag)"),
 )
 
 
