@@ -125,8 +125,9 @@ class SensorMount:
 
 @dataclass(frozen=True, slots=True)
 class CameraIntrinsics:
-    """A pinhole camera (``sensor_msgs/CameraInfo``'s ``K``, size and distortion; ``plumb_bob`` / ``rational_polynomial``
-    coefficients are undistorted with OpenCV, an empty or all-zero ``distortion`` means none)."""
+    """A pinhole camera (``sensor_msgs/CameraInfo``'s ``K``, size and distortion; ``plumb_bob`` /
+    ``rational_polynomial`` coefficients are undistorted with OpenCV, an empty or all-zero ``distortion`` means
+    none)."""
 
     width: int
     height: int

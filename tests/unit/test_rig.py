@@ -250,7 +250,7 @@ def _ray_image(cam: CameraIntrinsics, mount: SensorMount | None = None) -> np.nd
     """An image whose pixels encode their ray's azimuth (red) and elevation (green) in the vehicle frame."""
     u, v = np.meshgrid(np.arange(cam.width), np.arange(cam.height))
     d = np.stack([(u - cam.cx) / cam.fx, (v - cam.cy) / cam.fy, np.ones_like(u, dtype=float)], -1)
-    rot = mount.matrix if mount is not None else SensorMount.from_matrix(CANONICAL_RIG.camera_mount.matrix, (0, 0, 0)).matrix
+    rot = (mount or CANONICAL_RIG.camera_mount).matrix
     w = d @ rot.T
     az = np.degrees(np.arctan2(w[..., 1], w[..., 0]))
     el = np.degrees(np.arctan2(w[..., 2], np.hypot(w[..., 0], w[..., 1])))
@@ -446,8 +446,8 @@ def test_parse_mount_forms() -> None:
 def test_rig_options_from_a_parameter_section() -> None:
     from cmr_fusion_ros.core.config import FusionConfig
 
-    cfg = FusionConfig.from_dict({"rig": {"lidar_mount": "0.5 0 1.5", "camera_intrinsics": "480 270 168 168 239.5 134.5",
-                                          "intensity_tolerance": 3}})
+    cfg = FusionConfig.from_dict({"rig": {"lidar_mount": "0.5 0 1.5", "intensity_tolerance": 3,
+                                          "camera_intrinsics": "480 270 168 168 239.5 134.5"}})
     assert cfg.rig.intensity_tolerance == 3.0 and FusionConfig.from_dict(cfg.to_dict()) == cfg
     recorded = SensorRig(lidar_mount=SensorMount((9, 9, 9)), radar_mount=SensorMount((3.4, 0, 0.8)))
     sensor = cfg.rig.sensor_rig(recorded)
