@@ -164,6 +164,10 @@ class CameraIntrinsics:
         if k.size != 9:
             raise ConversionError("sensor_msgs/CameraInfo", "k", f"expected 9 numbers, got {k.size}")
         d = np.asarray(getattr(msg, "d", getattr(msg, "D", ())), dtype=np.float64).reshape(-1)
+        model = str(getattr(msg, "distortion_model", "") or "")
+        if np.any(d != 0) and model not in ("plumb_bob", "rational_polynomial"):
+            raise ConversionError("sensor_msgs/CameraInfo", "distortion_model",
+                                  f"{model!r} is not supported (plumb_bob, rational_polynomial)")
         return cls(int(msg.width), int(msg.height), float(k[0]), float(k[4]), float(k[2]), float(k[5]),
                    tuple(d) if np.any(d != 0) else ())
 

@@ -322,6 +322,9 @@ def test_camera_intrinsics_from_camera_info_and_validation() -> None:
     info = SimpleNamespace(width=400, height=300, k=[200.0, 0, 199.5, 0, 200.0, 149.5, 0, 0, 1], d=[0.0] * 5)
     cam = CameraIntrinsics.from_camera_info(info)
     assert cam.close_to(CANONICAL_RIG.camera) and cam.hfov_deg == pytest.approx(90.0)
+    fisheye = SimpleNamespace(width=4, height=3, k=info.k, d=[0.1, 0.0, 0.0, 0.0], distortion_model="equidistant")
+    with pytest.raises(ConversionError, match="equidistant"):
+        CameraIntrinsics.from_camera_info(fisheye)
     with pytest.raises(ConversionError, match="CameraInfo.k"):
         CameraIntrinsics.from_camera_info(SimpleNamespace(width=4, height=3, k=[1.0], d=[]))
     with pytest.raises(ConfigError, match="camera_info.fx"):
