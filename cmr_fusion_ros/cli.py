@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "demo": "demo",
     "eval-events": "eval_events",
     "stress": "stress",
+    "rig-params": "rig_params",
 }
 
 # one-line help per command, kept here so --help needs no imports
@@ -46,6 +47,7 @@ HELP: dict[str, str] = {
     "eval-events": "precision/recall of match events against ground-truth revisits, PR curve over the score threshold",
     "demo": "run the whole system on the sample bag: launch the graph, replay, print match events, summary + PNG",
     "stress": "reliability stress: `crash` (SIGKILL while writing the memory, reload, count lost entries), `overload`, `soak`",
+    "rig-params": "print a bag's sensor mounts and camera intrinsics as rig.* parameters for a live node",
 }
 
 

@@ -507,3 +507,19 @@ def test_adapter_thins_a_dense_lidar_only_when_asked() -> None:
     assert len(thinned) == pytest.approx(len(cloud) * keep, abs=1)
     sparse = _scan(16, 512, -15, 15, np.random.default_rng(11))
     assert len(RigAdapter(Modality.LIDAR, sensor, RigOptions(density=False, thin=True))(sparse)) == len(sparse)
+
+
+def test_rig_params_command_prints_the_bags_rig_as_parameters(repo_root, capsys, tmp_path) -> None:
+    from cmr_fusion_ros.bag.rig_info import read_rig
+    from cmr_fusion_ros.cli import main
+    from cmr_fusion_ros.core.config import FusionConfig
+
+    bag = repo_root / "bags" / "sample_town" / "session_00"
+    assert main(["rig-params", str(bag)]) == 0
+    out = capsys.readouterr().out
+    (tmp_path / "p.yaml").write_text(out)
+    cfg = FusionConfig.from_yaml(tmp_path / "p.yaml", "fusion_node")
+    got, want = cfg.rig.sensor_rig(), read_rig(bag)
+    assert got.camera.close_to(want.camera, tol=1e-6)
+    for m in ("camera_mount", "lidar_mount", "radar_mount"):
+        assert getattr(got, m).close_to(getattr(want, m), tol_m=1e-6, tol_rad=1e-6)
