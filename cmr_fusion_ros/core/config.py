@@ -510,7 +510,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _spec("rig.intensity_tolerance", "factor within which a LiDAR's intensity scale is left alone", (1, None)),
     _spec("rig.camera_view", "camera images resampled to the canonical camera's intrinsics and orientation (needs "
                              "the camera's intrinsics)"),
-    _spec("rig.camera_border", "fill outside a narrower camera's image: replicate | mean | black"),
+    _spec("rig.camera_border", "fill outside a narrower camera's image: replicate | reflect | mean | black"),
     _spec("rig.camera_pad", "a narrower camera padded to the canonical field of view (false: kept as it is)"),
     _spec("rig.camera_mount", "base_link <- camera optical frame: 'x y z [roll pitch yaw | qx qy qz qw]' ('' = not "
                               "given: eval and train take it from the bag's /tf_static, process with --rig-from-bag)"),

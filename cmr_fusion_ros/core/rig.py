@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 INTENSITY_MODES = ("keep", "auto", "drop")
-CAMERA_BORDERS = ("replicate", "mean", "black")
+CAMERA_BORDERS = ("replicate", "reflect", "mean", "black")
 RADAR_FOV_MARGIN_DEG = 5.0  # radar returns kept this far outside the canonical radar's field of view
 _OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])  # base_link <- optical, REP 103
 
@@ -637,6 +637,8 @@ class CameraWarp:
             img = cv2.resize(img, self._src_size, interpolation=cv2.INTER_AREA)
         if self.border == "replicate":
             mode, value = cv2.BORDER_REPLICATE, 0
+        elif self.border == "reflect":  # the image mirrored at its edges
+            mode, value = cv2.BORDER_REFLECT_101, 0
         elif self.border == "mean":  # the normalisation's mean colour: zero after CameraPreprocessing
             mode, value = cv2.BORDER_CONSTANT, (124, 116, 104)
         else:

@@ -523,3 +523,19 @@ def test_rig_params_command_prints_the_bags_rig_as_parameters(repo_root, capsys,
     assert got.camera.close_to(want.camera, tol=1e-6)
     for m in ("camera_mount", "lidar_mount", "radar_mount"):
         assert getattr(got, m).close_to(getattr(want, m), tol_m=1e-6, tol_rad=1e-6)
+
+
+@pytest.mark.parametrize("border", ["replicate", "reflect", "mean", "black"])
+def test_camera_warp_borders(border) -> None:
+    src = CameraIntrinsics.pinhole(40, 30, 60.0)  # narrower than the destination: a border to fill
+    dst = CameraIntrinsics.pinhole(40, 30, 90.0)
+    img = np.zeros((30, 40, 3), np.uint8)
+    img[:, :, 0] = np.arange(40, dtype=np.uint8)[None, :] * 5  # red rises left to right
+    out = CameraWarp(src, dst, border=border)(img)
+    row = out[15, :8, 0].astype(int)  # the left border (the image starts about 9 pixels in)
+    if border == "replicate":
+        assert (row == row[-1]).all() and row[-1] <= 5  # the image's left edge, repeated
+    elif border == "reflect":
+        assert (np.diff(row) < 0).all()  # the image mirrored: red falls towards the image as it rose away from it
+    else:
+        assert (row == {"mean": 124, "black": 0}[border]).all()
