@@ -725,6 +725,10 @@ class RigAdapter:
 
     def _lidar(self, cloud: np.ndarray) -> np.ndarray:
         o, s, c = self.options, self.sensor, self.canonical
+        if "x" in (cloud.dtype.names or ()) and len(cloud):
+            finite = np.isfinite(_xyz(cloud, "lidar cloud")).all(axis=1)
+            if not finite.all():  # dropped here as the preprocessing would drop them
+                cloud = cloud[finite]
         if o.intensity != "keep" and "intensity" in (cloud.dtype.names or ()):
             if o.intensity == "drop":
                 cloud = cloud.copy()

@@ -539,3 +539,17 @@ def test_camera_warp_borders(border) -> None:
         assert (np.diff(row) < 0).all()  # the image mirrored: red falls towards the image as it rose away from it
     else:
         assert (row == {"mean": 124, "black": 0}[border]).all()
+
+
+def test_adapter_takes_odd_clouds() -> None:
+    rng = np.random.default_rng(12)
+    cloud = _scan(16, 512, -15, 15, rng)
+    cloud["x"][::7] = np.nan
+    cloud["z"][::11] = np.inf
+    a = RigAdapter(Modality.LIDAR, SensorRig(lidar_mount=SensorMount((0.5, 0.0, 1.5))))
+    out = a(cloud)
+    assert np.isfinite(np.stack([out["x"], out["y"], out["z"]])).all() and len(out) > len(cloud)
+    assert len(a(cloud[:0])) == 0  # an empty scan
+    assert len(RigAdapter(Modality.LIDAR, SensorRig())(np.zeros(0, LIDAR_DT))) == 0
+    plain = np.zeros((5, 4), np.float32)
+    assert a(plain) is plain  # no field names: passed through
