@@ -13,10 +13,13 @@ import statistics
 import sys
 import time
 
+import numpy as np
+
 from cmr_fusion_ros.bag.reader import read_samples
 from cmr_fusion_ros.bag.rig_info import read_rig
+from cmr_fusion_ros.core.errors import BagError
 from cmr_fusion_ros.core.preprocess import default_preprocessing
-from cmr_fusion_ros.core.rig import RigOptions, rig_adapters
+from cmr_fusion_ros.core.rig import RigOptions, intensity_p90, rig_adapters
 from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.machine import machine_summary
 
@@ -31,23 +34,32 @@ def main() -> int:
     adapters = rig_adapters(read_rig(args.bag), tuple(Modality), RigOptions())
     for m in Modality:
         pre = default_preprocessing(m)
-        rig_ms, pre_ms, sizes = [], [], []
-        for i, s in enumerate(read_samples(args.bag, modalities=[m])):
-            if i >= args.messages:
-                break
+        rig_ms, pre_ms, sizes, lidar_in_out = [], [], [], None
+        try:
+            samples = list(zip(range(args.messages), read_samples(args.bag, modalities=[m])))
+        except BagError as err:
+            print(f"{m.value:<7} skipped: {err}")
+            continue
+        for i, s in samples:
             t0 = time.perf_counter()
             data = adapters[m](s.data)
             t1 = time.perf_counter()
             pre(data)
             t2 = time.perf_counter()
-            if i > 0:  # the first message builds the camera maps / estimates the LiDAR layout
+            if i > 0 or len(samples) == 1:  # the first message builds the camera maps / estimates the LiDAR layout
                 rig_ms.append((t1 - t0) * 1e3)
                 pre_ms.append((t2 - t1) * 1e3)
             sizes.append((len(s.data) if m is not Modality.CAMERA else s.data.shape[1], len(data) if m is not
                           Modality.CAMERA else data.shape[1]))
+            if m is Modality.LIDAR:  # what the steps did to the scale of intensity and the height of the ground
+                lidar_in_out = [(intensity_p90(c), float(np.percentile(c["z"], 5))) for c in (s.data, data)]
         print(f"{m.value:<7} rig {statistics.median(rig_ms):7.2f} ms  preprocessing {statistics.median(pre_ms):6.2f} ms"
               f"  (median of {len(rig_ms)}; size in -> out {sizes[-1][0]} -> {sizes[-1][1]}; "
               f"load {os.getloadavg()[0]:.1f})")
+        if lidar_in_out:
+            (i0, z0), (i1, z1) = lidar_in_out
+            print(f"        last scan: intensity 90th percentile {i0} -> {i1}, height 5th percentile (ground) "
+                  f"{z0:.2f} -> {z1:.2f} m")
     return 0
 
 

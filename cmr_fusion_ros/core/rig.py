@@ -49,6 +49,7 @@ __all__ = [
     "crop_elevation",
     "crop_azimuth",
     "estimate_lidar_layout",
+    "intensity_p90",
     "intensity_scale_for",
     "match_lidar_density",
     "move_points_between",
