@@ -8,11 +8,12 @@ would have given, as far as geometry allows:
 
 - **mount**: LiDAR and radar points are moved from their sensor frame into the vehicle frame with the sensor's mount
   (``base_link <- sensor``, from ``/tf_static`` or parameters), then expressed in the canonical sensor's frame, so
-  mount height and position stop mattering (:func:`move_points_between`). Points the canonical LiDAR could not see
-  (elevation outside its vertical field of view, seen from its origin) are dropped with ``crop_fov``.
-- **density**: a LiDAR with fewer beams or columns than the canonical one has each return repeated at small angular
-  offsets within its own beam and column spacing, a denser one is thinned, so the bird's-eye point counts and the
-  front-view rows look like the canonical sensor's (:func:`match_lidar_density`).
+  mount height and position stop mattering (:func:`move_points_between`). ``crop_fov`` (off by default: no gain
+  measured) also drops the points the canonical sensor could not see.
+- **density**: a LiDAR with fewer beams or columns than the canonical one gets returns made between neighbouring
+  beams / columns of its range image (interpolated on one surface, the nearer neighbour's range across a depth
+  edge), so the bird's-eye point counts and the front-view rows look like the canonical sensor's
+  (:func:`match_lidar_density`); ``thin`` (off by default: no gain measured) thins a denser one.
 - **intensity**: scaled per sensor so a high percentile of its returns lands where the canonical LiDAR's does
   (:func:`intensity_scale_for`), when it is off by more than a factor ``intensity_tolerance``; or left out.
 - **camera view**: the image is resampled to the canonical camera's intrinsics, field of view and orientation from the
@@ -674,8 +675,9 @@ class RigAdapter:
             return True
         mount = s.mount(self.modality)
         moved = o.mount and mount is not None and not mount.close_to(c.mount(self.modality))
-        if self.modality is Modality.CAMERA:
-            return not (o.camera_view and s.camera is not None and (not s.camera.close_to(c.camera) or moved))
+        if self.modality is Modality.CAMERA:  # only the orientation can be corrected (a position needs depth)
+            turned = o.mount and mount is not None and np.abs(mount.matrix - c.camera_mount.matrix).max() > 1e-3
+            return not (o.camera_view and s.camera is not None and (not s.camera.close_to(c.camera) or turned))
         if self.modality is Modality.RADAR:
             return not moved and not (o.crop_fov and s.radar_hfov_deg is not None
                                       and s.radar_hfov_deg > c.radar_hfov_deg + 1e-6)

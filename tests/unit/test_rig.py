@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -354,6 +355,9 @@ def test_the_canonical_rig_gives_the_same_tensors() -> None:
         pre = default_preprocessing(m)
         np.testing.assert_array_equal(pre(adapters[m](data)), pre(data))
     assert adapters[Modality.CAMERA].is_identity and adapters[Modality.RADAR].is_identity
+    higher = replace(_canonical_sensor(), camera_mount=SensorMount(
+        (0.8, 0.0, 2.0), CANONICAL_RIG.camera_mount.rotation))  # moved, not turned: nothing to resample
+    assert RigAdapter(Modality.CAMERA, higher)(img) is img
 
 
 def test_adapter_moves_a_low_lidar_to_the_canonical_mount_and_densifies() -> None:
