@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_topic_arguments(parser)
 
 
-RIG_STEPS = ("mount", "crop_fov", "density", "thin", "camera_view")
+RIG_STEPS = ("mount", "crop_fov", "density", "thin", "ground_fill", "camera_view")
 
 
 def add_rig_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,6 +76,9 @@ def add_rig_arguments(parser: argparse.ArgumentParser) -> None:
                         "LiDAR density and intensity, camera view); off: the data as recorded (default canonical)")
     g.add_argument("--rig-skip", default="", metavar="STEPS",
                    help=f"comma-separated steps left out: {', '.join(RIG_STEPS)} (default: none)")
+    g.add_argument("--rig-add", default="", metavar="STEPS",
+                   help="comma-separated steps that are off by default put in: "
+                        f"{', '.join(s for s in RIG_STEPS if not getattr(d, s))} (default: none)")
     g.add_argument("--rig-intensity", choices=INTENSITY_MODES, default=d.intensity,
                    help="LiDAR intensity: keep, auto (rescaled when its 90th percentile is off the canonical by more "
                         f"than a factor {d.intensity_tolerance:g}) or drop (default {d.intensity})")
@@ -93,12 +96,14 @@ def rig_options_from_args(args: argparse.Namespace):
     if args.rig == "off":
         return None
     skip = [s.strip() for s in args.rig_skip.split(",") if s.strip()]
-    for step in skip:
-        if step not in RIG_STEPS:
-            raise ConfigError("--rig-skip", step, " | ".join(RIG_STEPS))
+    add = [s.strip() for s in args.rig_add.split(",") if s.strip()]
+    for flag, steps in (("--rig-skip", skip), ("--rig-add", add)):
+        for step in steps:
+            if step not in RIG_STEPS:
+                raise ConfigError(flag, step, " | ".join(RIG_STEPS))
     return RigOptions(intensity=args.rig_intensity, camera_border=args.rig_camera_border,
                       camera_pad=args.rig_camera_pad == "yes",
-                      **{step: False for step in skip})
+                      **{step: True for step in add}, **{step: False for step in skip})
 
 
 def run(args: argparse.Namespace) -> int:

@@ -503,6 +503,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _spec("rig.crop_fov", "points outside the canonical sensor's field of view dropped (off: no gain measured on "
                           "the simulated rigs, models/README.md)"),
     _spec("rig.density", "a sparser LiDAR's returns made between beams / columns up to the canonical angular density"),
+    _spec("rig.ground_fill", "LiDAR: the flat ground the training LiDAR sees closer in than this one (a narrower "
+                             "or higher-cut vertical field of view) added where the nearest return is ground"),
     _spec("rig.thin", "a denser LiDAR's returns thinned evenly to the canonical angular density (off: no gain "
                       "measured on the simulated rigs, models/README.md)"),
     _spec("rig.intensity", "LiDAR intensity: keep | auto (rescaled per sensor when its 90th percentile is off the "

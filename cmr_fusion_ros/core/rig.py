@@ -50,6 +50,7 @@ __all__ = [
     "crop_elevation",
     "crop_azimuth",
     "estimate_lidar_layout",
+    "fill_ground",
     "intensity_p90",
     "intensity_scale_for",
     "match_lidar_density",
@@ -307,6 +308,7 @@ class RigOptions:
     crop_fov: bool = False  # points outside the canonical sensor's field of view dropped (measured: no gain)
     density: bool = True  # a sparser LiDAR's returns made up to the canonical angular density
     thin: bool = False  # a denser LiDAR's returns thinned to the canonical angular density (measured: no gain)
+    ground_fill: bool = False  # the flat ground the canonical LiDAR sees closer in than this one, added
     intensity: str = "auto"  # keep | auto (rescale when off by more than intensity_tolerance) | drop
     intensity_tolerance: float = 2.0
     camera_view: bool = True  # image resampled to the canonical camera's intrinsics and orientation
@@ -318,7 +320,7 @@ class RigOptions:
     camera_intrinsics: str = ""  # "width height fx fy cx cy"
 
     def __post_init__(self) -> None:
-        for key in ("enabled", "mount", "crop_fov", "density", "thin", "camera_view", "camera_pad"):
+        for key in ("enabled", "mount", "crop_fov", "density", "thin", "ground_fill", "camera_view", "camera_pad"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"rig.{key}", getattr(self, key), "true or false")
         if self.intensity not in INTENSITY_MODES:
@@ -581,6 +583,51 @@ def _nearest_donor(src: np.ndarray, m: int, axis: int, wrap: bool) -> np.ndarray
     return np.moveaxis(out, 0, axis)
 
 
+def fill_ground(cloud: np.ndarray, target: LidarLayout, ground_z: float, tolerance_m: float = 0.25,
+                bins: int = 128) -> np.ndarray:
+    """The scan (in the canonical LiDAR's frame, ground at ``ground_z``) with the flat ground the canonical LiDAR
+    would see closer in than this sensor could: for each of ``bins`` azimuth sectors whose nearest return lies on the
+    ground (within ``tolerance_m`` of ``ground_z``), ground returns at the target's beam elevations and columns whose
+    ground distance is shorter than that nearest ground return's, with its sector's median ground intensity. A sector
+    whose nearest return is not ground (something stands beside the vehicle) gets none."""
+    if len(cloud) == 0 or ground_z >= 0:
+        return cloud
+    p = _xyz(cloud, "lidar cloud")
+    dist = np.hypot(p[:, 0], p[:, 1])
+    az = np.arctan2(p[:, 1], p[:, 0])
+    sector = (np.floor((az + math.pi) / (2 * math.pi) * bins).astype(np.int64)) % bins
+    nearest = np.full(bins, np.inf)
+    np.minimum.at(nearest, sector, dist)
+    on_ground = np.abs(p[:, 2] - ground_z) <= tolerance_m
+    first = np.full(bins, np.inf)  # the nearest ground return per sector
+    np.minimum.at(first, sector[on_ground], dist[on_ground])
+    ok = np.isfinite(first) & (first <= nearest + 1e-6)  # the nearest return of the sector is on the ground
+    if not ok.any():
+        return cloud
+    has_int = "intensity" in (cloud.dtype.names or ())
+    inten = np.zeros(bins)
+    if has_int:
+        vals = np.asarray(cloud["intensity"], dtype=np.float64)
+        for b in np.flatnonzero(ok):
+            inten[b] = np.median(vals[on_ground & (sector == b)])
+    el = np.radians(np.linspace(target.vfov_min_deg, target.vfov_max_deg, target.beams))
+    el = el[el < 0]
+    ground_d = ground_z / np.tan(el)  # positive: where each downward beam meets the ground
+    cols = np.linspace(-math.pi, math.pi, target.columns, endpoint=False) + math.pi / target.columns
+    col_sector = (np.floor((cols + math.pi) / (2 * math.pi) * bins).astype(np.int64)) % bins
+    D, A = np.meshgrid(ground_d, cols, indexing="ij")
+    S = np.broadcast_to(col_sector, D.shape)
+    want = ok[S] & (D < first[S] - 0.5 * np.diff(np.sort(ground_d)).min(initial=0.0))
+    if not want.any():
+        return cloud
+    d, a, s = D[want], A[want], S[want]
+    extra = np.zeros(len(d), dtype=cloud.dtype)
+    extra["x"], extra["y"], extra["z"] = d * np.cos(a), d * np.sin(a), ground_z
+    if has_int:
+        extra["intensity"] = inten[s]
+    return np.concatenate([cloud, extra])
+
+
 def intensity_p90(cloud: np.ndarray) -> float | None:
     """The 90th percentile of a cloud's finite ``intensity`` values (None without the field or values)."""
     if "intensity" not in (cloud.dtype.names or ()):
@@ -753,6 +800,8 @@ class RigAdapter:
         moved = o.mount and s.lidar_mount is not None and not s.lidar_mount.close_to(c.lidar_mount)
         if moved:
             cloud = move_points_between(cloud, s.lidar_mount, c.lidar_mount)
+        if o.ground_fill and c.lidar_layout is not None and c.lidar_mount is not None:
+            cloud = fill_ground(cloud, c.lidar_layout, -c.lidar_mount.translation[2])
         if o.crop_fov and moved and c.lidar_layout is not None:
             half = c.lidar_layout.elevation_step_deg / 2.0
             cloud = crop_elevation(cloud, c.lidar_layout.vfov_min_deg - half, c.lidar_layout.vfov_max_deg + half)

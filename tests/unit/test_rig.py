@@ -557,3 +557,26 @@ def test_adapter_takes_odd_clouds() -> None:
     assert len(RigAdapter(Modality.LIDAR, SensorRig())(np.zeros(0, LIDAR_DT))) == 0
     plain = np.zeros((5, 4), np.float32)
     assert a(plain) is plain  # no field names: passed through
+
+
+def test_fill_ground_adds_the_near_ground_only_where_the_nearest_return_is_ground() -> None:
+    from cmr_fusion_ros.core.rig import fill_ground
+
+    target = LidarLayout(32, 64, -25, 15)
+    # ground seen from 5 m outwards all round, but a wall 2 m away in the sector straight ahead (azimuth ~0)
+    az = np.radians(np.arange(0, 360, 2.0) - 180 + 1.0)
+    ring = np.zeros(len(az), LIDAR_DT)
+    ring["x"], ring["y"], ring["z"], ring["intensity"] = 5 * np.cos(az), 5 * np.sin(az), -1.9, 40.0
+    wall = np.zeros(3, LIDAR_DT)
+    wall["x"], wall["y"], wall["z"] = 2.0, [-0.01, 0.0, 0.01], 0.5
+    out = fill_ground(np.concatenate([ring, wall]), target, -1.9, bins=16)
+    made = out[len(ring) + 3:]
+    d = np.hypot(made["x"], made["y"])
+    assert len(made) and np.all(made["z"] == np.float32(-1.9)) and np.all(made["intensity"] == 40.0)
+    el = np.radians(np.linspace(-25, 15, 32))
+    ground_d = 1.9 / np.tan(-el[el < 0])
+    assert np.all(d < 5.0)
+    assert np.abs(d[:, None] - ground_d[None, :]).min(axis=1).max() < 1e-4  # at the target's beam elevations
+    ahead = np.abs(np.degrees(np.arctan2(made["y"], made["x"]))) < 360 / 16 / 2
+    assert not ahead.any()  # the wall's sector gets none
+    assert len(fill_ground(ring[:0], target, -1.9)) == 0
