@@ -33,6 +33,7 @@ def main() -> int:
     ap.add_argument("--modality", default="lidar", choices=[m.value for m in Modality])
     ap.add_argument("--every", type=int, default=10)
     ap.add_argument("--messages", type=int, default=30)
+    ap.add_argument("--ground-fill", action="store_true", help="also with rig.ground_fill on")
     args = ap.parse_args()
     print("command: python " + " ".join(shlex.quote(a) for a in sys.argv))
     print(f"machine: {machine_summary()}, load {os.getloadavg()[0]:.1f}")
@@ -54,7 +55,10 @@ def main() -> int:
     rig = read_rig(args.other_bag)
     parts = {"bird's-eye": slice(0, pre.input_shape[1]), "front view": slice(pre.input_shape[1], None)} \
         if mod is Modality.LIDAR else {"all": slice(None)}
-    for label, adapter in (("recorded", None), ("canonical", RigAdapter(mod, rig, RigOptions()))):
+    runs = [("recorded", None), ("canonical", RigAdapter(mod, rig, RigOptions()))]
+    if args.ground_fill:
+        runs.append(("canonical + ground_fill", RigAdapter(mod, rig, RigOptions(ground_fill=True))))
+    for label, adapter in runs:
         t, pose = frames(args.other_bag, adapter)
         print(f"{label}: {len(t)} pairs, largest pose distance {np.abs(pose - ref_pose).max():.3f} m")
         for name, sl in parts.items():
