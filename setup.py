@@ -37,7 +37,6 @@ setup(
         "pyyaml",
         "opencv-python-headless",
         "rosbags>=0.10",
-        "onnxruntime",
         "faiss-cpu",
         "open3d-cpu",
         "tqdm",
@@ -45,6 +44,11 @@ setup(
         "psutil",
     ],
     extras_require={
+        # exactly one onnxruntime build (both install the same `onnxruntime` module): the CPU one, or the GPU one
+        # (CUDA/TensorRT execution providers; it runs on the CPU too). pip cannot swap a base requirement for an
+        # extra, so neither is in install_requires: install .[cpu] or .[gpu] (scripts/setup.sh: EXTRAS).
+        "cpu": ["onnxruntime"],
+        "gpu": ["onnxruntime-gpu"],
         # ROS 2 Kilted from PyPI; in a ROS workspace these come from the distribution instead.
         "ros": [
             "ros-rclpy",

@@ -28,6 +28,8 @@ COMMANDS: dict[str, str] = {
     "demo": "demo",
     "eval-events": "eval_events",
     "stress": "stress",
+    "doctor": "doctor",
+    "calibrate": "calibrate",
     "rig-params": "rig_params",
 }
 
@@ -47,6 +49,11 @@ HELP: dict[str, str] = {
     "eval-events": "precision/recall of match events against ground-truth revisits, PR curve over the score threshold",
     "demo": "run the whole system on the sample bag: launch the graph, replay, print match events, summary + PNG",
     "stress": "reliability stress: `crash` (SIGKILL while writing the memory, reload, count lost entries), `overload`, `soak`",
+    "doctor": "check a bag against the encoders' training data: per modality the input statistics (image size, field of "
+              "view, points per scan, intensity scale, ground height) against the ranges in the model cards, the "
+              "embedding spread (mean cosine between frames), a verdict and the next step",
+    "calibrate": "fit, per query -> match modality pair, the probability that a best match with a given cosine is a "
+                 "true revisit (logistic calibration) on validation bags, print it and write it into the model cards",
     "rig-params": "print a bag's sensor mounts and camera intrinsics as rig.* parameters for a live node",
 }
 

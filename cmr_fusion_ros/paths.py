@@ -1,7 +1,7 @@
 """Where the package's installed data (config, models, launch, bags) lives.
 
-Found through the ament index when the package is installed (pip or colcon), else next to the source tree.
-Never the current working directory.
+Next to the code when it runs from a source checkout (an editable install too); else found through the ament index
+when the package is installed (pip or colcon). Never the current working directory.
 """
 
 from __future__ import annotations
@@ -32,15 +32,22 @@ def _installed_share() -> Path | None:
     return candidate if candidate.is_dir() else None
 
 
+def _is_checkout(root: Path) -> bool:
+    return (root / "package.xml").is_file() and (root / "config").is_dir()
+
+
 def share_dir() -> Path:
-    """The installed share/cmr_fusion_ros folder, or the source tree when running from a checkout."""
+    """The data of the code that runs: the source tree when this package is imported from a checkout (e.g. with the
+    checkout on PYTHONPATH beside an older install, whose config and model cards may not match this code), else the
+    installed share/cmr_fusion_ros folder."""
+    if _is_checkout(source_root()):
+        return source_root()
     share = _installed_share()
-    # An editable install registers the package but leaves the data in the source tree.
     return share if share is not None and (share / "config").is_dir() else source_root()
 
 
 def config_file(name: str) -> Path:
-    """A file of the package's config/ folder (installed copy first, else the source tree's)."""
+    """A file of the package's config/ folder (:func:`share_dir`'s, else the source tree's)."""
     for root in (share_dir(), source_root()):
         if (root / "config" / name).is_file():
             return root / "config" / name
@@ -48,7 +55,7 @@ def config_file(name: str) -> Path:
 
 
 def models_dir() -> Path:
-    """The shipped models (installed copy first, else the source tree's)."""
+    """The shipped models (:func:`share_dir`'s, else the source tree's)."""
     for root in (share_dir(), source_root()):
         if any((root / "models").glob("*.onnx")):
             return root / "models"

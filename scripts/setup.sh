@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
-EXTRAS=${EXTRAS:-ros,test,train}
+EXTRAS=${EXTRAS:-cpu,ros,test,train}  # gpu instead of cpu: onnxruntime-gpu (CUDA execution providers)
 start=$(date +%s)
 
 # --- 1. system libraries --------------------------------------------------------------------------------------
@@ -50,6 +50,9 @@ if ! "$VENV/bin/python" -c 'import cmr_fusion_msgs.msg' 2>/dev/null \
   "${PIP[@]}" install -q ./cmr_fusion_msgs
   touch "$VENV/.cmr_fusion_msgs.stamp"
 fi
+# one onnxruntime build per venv (the CPU and the GPU packages install the same module): drop the other one
+case ",${EXTRAS}," in *,gpu,*) other=onnxruntime ;; *) other=onnxruntime-gpu ;; esac
+if "$VENV/bin/python" -m pip show -q "$other" >/dev/null 2>&1; then "${PIP[@]}" uninstall -y -q "$other"; fi
 "${PIP[@]}" install -q ".[${EXTRAS}]"
 rm -rf build  # setuptools' build folder from the non-editable install
 

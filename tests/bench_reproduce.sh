@@ -23,7 +23,9 @@ from cmr_fusion_ros.core.config import load_parameter_file, render_parameter_fil
 from cmr_fusion_ros.paths import config_file
 p = load_parameter_file(config_file("fusion.yaml"), "fusion_node")
 p["policy"]["min_score"] = 0.2
-open(sys.argv[1], "w").write(render_parameter_file({"fusion_node": p}, "fusion.yaml with policy.min_score 0.2 (PR sweep)"))
+p["policy"]["min_probability"] = 0.0
+open(sys.argv[1], "w").write(render_parameter_file({"fusion_node": p},
+                             "fusion.yaml with policy.min_score 0.2, min_probability 0 (PR sweep)"))
 PY
 rm -rf "$OUT/proc" && mkdir -p "$OUT/proc"
 for s in 00 01; do

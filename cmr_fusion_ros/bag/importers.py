@@ -12,20 +12,29 @@ poses, JPEG/PNG cameras, npz LiDAR):
   → ``/<name>/image/compressed`` + ``/<name>/camera_info``; frame ids are the lower-case datum names;
 - ``/odom`` (``odom`` → ``base_link``) and ``/tf`` at each distinct datum timestamp: the vehicle pose is the datum's
   world pose composed with the inverse of that sensor's extrinsic (the LiDAR's when it has a datum at that time);
+  between two such timestamps, poses interpolated every ``odom_step_s`` (default 0.05 s: linear in position,
+  spherical in orientation), so the readers' gap rule (``BagTopics.max_gap_ns``, ``--max-pose-gap``: any value of
+  at least ``odom_step_s``) drops no sample between two datums;
 - ``/tf_static``: ``base_link`` → each sensor, from the calibration extrinsics.
 
-PJLab SensorsCalibration single frames (PCD LiDAR, CSV radar, an image, intrinsic/extrinsic JSON files): one message
-per sensor at one stamp, ``base_link`` = the LiDAR frame, an identity ``/odom`` at that stamp, ``/tf_static`` from the
-extrinsics.
+PJLab SensorsCalibration single frames (PCD LiDAR, CSV radar, an image, intrinsic/extrinsic JSON files; any subset
+of the three sensors): one message per sensor at one stamp, ``base_link`` = the LiDAR frame (or, for a frame placed
+only by a radar-to-camera extrinsic, the camera frame), an identity ``/odom`` at that stamp, ``/tf_static`` from the
+extrinsics. Empty Delphi track slots are dropped (counted in ``ImportResult.dropped``); files whose own capture times
+(the PCD ``timestamp`` field, the CSV ``time_ns`` column) lie more than ``max_capture_gap_s`` apart are imported with
+a warning.
 
-Unknown or broken input raises :class:`BagError` naming the file and what was wrong.
+Real extrinsics are rarely exactly orthonormal: a rotation block off by more than ``ORTHONORMAL_WARN`` is replaced by
+the nearest rotation (SVD) with a warning in ``ImportResult.warnings``; only a block off by more than
+``ORTHONORMAL_REFUSE``, with a negative determinant, non-finite values or a last row other than (0, 0, 0, 1) is
+refused. Unknown or broken input raises :class:`BagError` naming the file and what was wrong.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -47,7 +56,10 @@ from cmr_fusion_ros.core.image import decode_compressed
 from cmr_fusion_ros.core.sensor_files import read_dgp_npz, read_pcd, read_radar_csv
 
 __all__ = ["DgpImport", "ImportResult", "import_dgp", "import_pjlab", "find_dgp_scenes", "parse_dgp_time",
-           "dgp_time_offset_ns"]
+           "dgp_time_offset_ns", "nearest_rotation", "ORTHONORMAL_WARN", "ORTHONORMAL_REFUSE"]
+
+ORTHONORMAL_WARN = 1e-5  # max |R R^T - I| kept as it is (float32-rounded calibration files reach ~1e-6)
+ORTHONORMAL_REFUSE = 0.05  # beyond this a "rotation" is not a rotation with rounding errors: refused
 
 _INT32_MAX_NS = (2**31 - 1) * 10**9
 _TARGET_DAY_S = 1_749_945_600  # 2025-06-15T00:00:00Z: shifted clocks land on this day, time of day kept
@@ -60,6 +72,8 @@ class ImportResult:
     counts: dict[str, int]
     time_offset_ns: int  # bag stamp = source time - time_offset_ns
     source: Path
+    warnings: tuple[str, ...] = ()  # what was repaired or looks wrong but was imported
+    dropped: dict[str, int] = field(default_factory=dict)  # what was left out, by reason
 
 
 # ------------------------------------------------------------------------------------------------ small math
@@ -80,6 +94,32 @@ def _mat_q(m: np.ndarray) -> tuple[float, float, float, float]:
     from cmr_fusion_ros.sim.geometry import quat_from_matrix
 
     return quat_from_matrix(m)
+
+
+def nearest_rotation(m: np.ndarray, where: str, warnings: list[str] | None = None) -> np.ndarray:
+    """``m`` (3x3 or 4x4) with its rotation block replaced by the nearest rotation (SVD) when it is off orthonormal
+    by more than :data:`ORTHONORMAL_WARN` (a warning appended to ``warnings``); :class:`BagError` when it is clearly
+    not a rotation (off by more than :data:`ORTHONORMAL_REFUSE`, a reflection, non-finite, or a 4x4 whose last row
+    is not 0 0 0 1)."""
+    m = np.array(m, dtype=np.float64)
+    R = m[:3, :3]
+    if not np.isfinite(m).all():
+        raise BagError(where, "the extrinsic holds non-finite values")
+    if m.shape == (4, 4) and not np.allclose(m[3], [0, 0, 0, 1], atol=1e-9):
+        raise BagError(where, f"the 4x4 extrinsic's last row is {m[3].tolist()}, not [0, 0, 0, 1]")
+    dev = float(np.abs(R @ R.T - np.eye(3)).max())
+    det = float(np.linalg.det(R))
+    if dev > ORTHONORMAL_REFUSE or det <= 0:
+        raise BagError(where, f"the extrinsic's rotation block is not a rotation: max |R R^T - I| = {dev:.3g} "
+                              f"(refused above {ORTHONORMAL_REFUSE:g}), determinant {det:.3g}")
+    if dev > ORTHONORMAL_WARN:
+        u, _, vt = np.linalg.svd(R)
+        fixed = u @ vt
+        if warnings is not None:
+            warnings.append(f"{where}: rotation block off orthonormal by {dev:.2e} (max |R R^T - I|); replaced by the "
+                            f"nearest rotation (entries moved by up to {np.abs(fixed - R).max():.2e})")
+        m[:3, :3] = fixed
+    return m
 
 
 def _T(R: np.ndarray, t) -> np.ndarray:
@@ -231,9 +271,22 @@ def _frame(name: str) -> str:
     return name.lower()
 
 
+def _between(a: np.ndarray, b: np.ndarray, f: float) -> np.ndarray:
+    """The pose a fraction ``f`` of the way from 4x4 pose ``a`` to ``b`` (linear position, slerp orientation)."""
+    qa, qb = np.asarray(_mat_q(a[:3, :3])), np.asarray(_mat_q(b[:3, :3]))
+    if float(qa @ qb) < 0:
+        qb = -qb
+    theta = float(np.arccos(np.clip(qa @ qb, -1.0, 1.0)))
+    q = qa + f * (qb - qa) if theta < 1e-6 else (np.sin((1 - f) * theta) * qa + np.sin(f * theta) * qb) / np.sin(theta)
+    return _T(_qmat(tuple(q / np.linalg.norm(q))), a[:3, 3] * (1 - f) + b[:3, 3] * f)
+
+
 def import_dgp(scene_json: str | Path, out: str | Path, *, storage: str = "mcap", raw_images: bool = False,
-               main_camera: str | None = None, progress: Callable[[int], None] | None = None) -> ImportResult:
-    """Write one DGP scene as a bag at `out`."""
+               main_camera: str | None = None, progress: Callable[[int], None] | None = None,
+               odom_step_s: float = 0.05) -> ImportResult:
+    """Write one DGP scene as a bag at `out` (``odom_step_s``: interpolated /odom between the datum stamps)."""
+    if not (isinstance(odom_step_s, (int, float)) and 0.001 <= odom_step_s <= 10):
+        raise BagError(str(scene_json), f"odom step {odom_step_s!r} s: allowed 0.001..10 s")
     scene = load_dgp_scene(scene_json)
     if not scene.datums:
         raise BagError(str(scene.scene_json), "the scene has no datums")
@@ -261,14 +314,24 @@ def import_dgp(scene_json: str | Path, out: str | Path, *, storage: str = "mcap"
         bag.add_topic("/tf_static", "tf2_msgs/msg/TFMessage", latched=True)
         bag.write("/tf_static", first, tf_message(ts, statics))
         written_pose: set[int] = set()
+        step_ns = int(round(odom_step_s * 1e9))
+        prev: int | None = None
         for d in scene.datums:
             stamp = d.stamp_ns - offset
             if d.stamp_ns not in written_pose:
                 written_pose.add(d.stamp_ns)
-                T = base_at[d.stamp_ns]
-                q = _mat_q(T[:3, :3])
-                bag.write("/odom", stamp, odometry_msg(ts, stamp, "odom", "base_link", T[:3, 3], q))
-                bag.write("/tf", stamp, tf_message(ts, [transform_msg(ts, stamp, "odom", "base_link", T[:3, 3], q)]))
+                poses = [(d.stamp_ns, base_at[d.stamp_ns])]
+                if prev is not None:  # dense odometry between two datum stamps
+                    a, b = base_at[prev], base_at[d.stamp_ns]
+                    span = d.stamp_ns - prev
+                    poses = [(t, _between(a, b, (t - prev) / span)) for t in range(prev + step_ns, d.stamp_ns, step_ns)
+                             if d.stamp_ns - t >= step_ns // 2] + poses
+                prev = d.stamp_ns
+                for t_src, T in poses:
+                    t = t_src - offset
+                    q = _mat_q(T[:3, :3])
+                    bag.write("/odom", t, odometry_msg(ts, t, "odom", "base_link", T[:3, 3], q))
+                    bag.write("/tf", t, tf_message(ts, [transform_msg(ts, t, "odom", "base_link", T[:3, 3], q)]))
             frame = _frame(d.name)
             if not d.filename.is_file():
                 raise BagError(str(d.filename), f"file of datum {d.name} at {d.info.get('filename')} is missing")
@@ -309,6 +372,7 @@ def import_dgp(scene_json: str | Path, out: str | Path, *, storage: str = "mcap"
         "scene": scene.name,
         "time_offset_ns": offset,
         "main_camera": main,
+        "odom_step_s": odom_step_s,
         "note": "bag stamp = source timestamp - time_offset_ns",
     }
     (out / "import.json").write_text(json.dumps(record, indent=1) + "\n")
@@ -316,8 +380,9 @@ def import_dgp(scene_json: str | Path, out: str | Path, *, storage: str = "mcap"
 
 
 # ------------------------------------------------------------------------------------------------ PJLab
-def read_pjlab_matrix(path: str | Path) -> np.ndarray:
-    """The matrix of a PJLab calibration JSON (``{name: {param: {sensor_calib | cam_K: {data: rows}}}}``)."""
+def read_pjlab_matrix(path: str | Path, warnings: list[str] | None = None) -> np.ndarray:
+    """The matrix of a PJLab calibration JSON (``{name: {param: {sensor_calib | cam_K: {data: rows}}}}``); a 4x4
+    extrinsic's rotation block goes through :func:`nearest_rotation` (repairs appended to ``warnings``)."""
     p = Path(path)
     data = _load_json(p)
     try:
@@ -329,8 +394,8 @@ def read_pjlab_matrix(path: str | Path) -> np.ndarray:
         raise BagError(str(p), f"not a PJLab calibration JSON (param.sensor_calib.data or param.cam_K.data): {err}") from err
     if m.shape not in ((4, 4), (3, 3)):
         raise BagError(str(p), f"expected a 4x4 extrinsic or 3x3 intrinsic matrix, got shape {m.shape}")
-    if m.shape == (4, 4) and not np.allclose(m[:3, :3] @ m[:3, :3].T, np.eye(3), atol=1e-3):
-        raise BagError(str(p), "the 4x4 extrinsic's rotation block is not orthonormal")
+    if m.shape == (4, 4):
+        m = nearest_rotation(m, str(p), warnings)
     return m
 
 
@@ -344,36 +409,75 @@ def _pjlab_intrinsic(path: Path) -> tuple[np.ndarray, np.ndarray, int, int]:
     return K, dist, int(param.get("img_dist_w", 0)), int(param.get("img_dist_h", 0))
 
 
-def import_pjlab(out: str | Path, *, lidar: str | Path, radar: str | Path | None = None,
+def import_pjlab(out: str | Path, *, lidar: str | Path | None = None, radar: str | Path | None = None,
                  image: str | Path | None = None, camera_intrinsic: str | Path | None = None,
                  lidar_to_camera: str | Path | None = None, radar_to_lidar: str | Path | None = None,
                  radar_to_camera: str | Path | None = None, stamp_ns: int = 1_750_000_000 * 10**9,
-                 storage: str = "mcap", raw_images: bool = False) -> ImportResult:
-    """One PJLab frame as a bag: /lidar/points, /radar/points, /camera/image[/compressed] + camera_info, /odom, tf."""
-    lidar = Path(lidar)
-    pts = read_pcd(lidar)
-    for f in ("x", "y", "z"):
-        if pts.dtype.names is None or f not in pts.dtype.names:
-            raise BagError(str(lidar), f"PCD has no {f!r} field (fields: {pts.dtype.names})")
-    statics: list[tuple[str, np.ndarray]] = [("lidar", np.eye(4))]
+                 storage: str = "mcap", raw_images: bool = False, max_capture_gap_s: float = 1.0) -> ImportResult:
+    """One PJLab frame as a bag: /lidar/points, /radar/points, /camera/image[/compressed] + camera_info (any subset,
+    at least one), /odom, tf."""
+    if lidar is None and radar is None and image is None:
+        raise BagError(str(out), "a PJLab frame needs at least one of --lidar, --radar, --image")
+    warnings: list[str] = []
+    dropped: dict[str, int] = {}
+    captures: dict[str, tuple[float, float]] = {}  # file -> (first, last) capture time in seconds, from the file
+    pts = None
+    if lidar is not None:
+        lidar = Path(lidar)
+        pts = read_pcd(lidar)
+        for f in ("x", "y", "z"):
+            if pts.dtype.names is None or f not in pts.dtype.names:
+                raise BagError(str(lidar), f"PCD has no {f!r} field (fields: {pts.dtype.names})")
+        if "timestamp" in pts.dtype.names and len(pts):
+            t = pts["timestamp"].astype(np.float64)
+            captures[str(lidar)] = (float(np.nanmin(t)), float(np.nanmax(t)))
+    # base_link: the LiDAR frame, unless only a radar-to-camera extrinsic places the sensors (then the camera frame)
+    camera_base = lidar is None and lidar_to_camera is None and radar_to_lidar is None
+    statics: list[tuple[str, np.ndarray]] = [("lidar", np.eye(4))] if lidar is not None else []
     T_cam_lidar = None
     if lidar_to_camera is not None:
-        T_cam_lidar = read_pjlab_matrix(lidar_to_camera)
+        T_cam_lidar = read_pjlab_matrix(lidar_to_camera, warnings)
         if T_cam_lidar.shape != (4, 4):
             raise BagError(str(lidar_to_camera), "extrinsic JSON must hold a 4x4 matrix")
         statics.append(("camera", np.linalg.inv(T_cam_lidar)))  # base_link (= lidar) <- camera
+    elif camera_base and image is not None:
+        statics.append(("camera", np.eye(4)))
     if radar is not None:
         if radar_to_lidar is None and radar_to_camera is None:
             raise BagError(str(radar), "a radar needs --radar-to-lidar or --radar-to-camera to place it")
         if radar_to_lidar is not None:
-            T = read_pjlab_matrix(radar_to_lidar)
+            T = read_pjlab_matrix(radar_to_lidar, warnings)
             statics.append(("radar", T))
-        elif radar_to_camera is not None:
+        elif camera_base:
+            statics.append(("radar", read_pjlab_matrix(radar_to_camera, warnings)))  # base_link (= camera) <- radar
+        else:
             if T_cam_lidar is None:
                 raise BagError(str(radar_to_camera), "radar-to-camera needs --lidar-to-camera to place the radar")
-            statics.append(("radar", np.linalg.inv(T_cam_lidar) @ read_pjlab_matrix(radar_to_camera)))
-    if image is not None and (camera_intrinsic is None or lidar_to_camera is None):
-        raise BagError(str(image), "an image needs --camera-intrinsic and --lidar-to-camera")
+            statics.append(("radar", np.linalg.inv(T_cam_lidar) @ read_pjlab_matrix(radar_to_camera, warnings)))
+    if image is not None and (camera_intrinsic is None or (lidar_to_camera is None and not camera_base)):
+        raise BagError(str(image), "an image needs --camera-intrinsic and --lidar-to-camera (or, without a LiDAR, "
+                                   "the radar placed by --radar-to-camera)")
+    det = None
+    if radar is not None:
+        report: dict[str, int] = {}
+        det = read_radar_csv(radar, report)
+        if "doppler" not in (det.dtype.names or ()):
+            raise BagError(str(radar), "radar CSV has neither position_x/position_y (ARS408) nor "
+                                       "track_range_m/track_angle_rad (Delphi ESR) columns")
+        if report.get("placeholder_rows"):
+            dropped["radar placeholder rows (empty Delphi track slots: range 0, range rate 81.91)"] = \
+                report["placeholder_rows"]
+        if "time_ns" in det.dtype.names and len(det):
+            t = det["time_ns"].astype(np.float64) / 1e9
+            captures[str(radar)] = (float(t.min()), float(t.max()))
+    if len(captures) > 1:
+        first = min(a for a, _ in captures.values())
+        last = max(b for _, b in captures.values())
+        if last - first > max_capture_gap_s:
+            when = "; ".join(f"{Path(f).name} at {datetime.fromtimestamp(a, timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
+                             for f, (a, _) in captures.items())
+            warnings.append(f"the files were captured {_span(last - first)} apart ({when}): they do not show one "
+                            f"moment; imported at one stamp anyway")
     out = Path(out)
     with BagWriter(out, storage=storage) as bag:
         ts = bag.typestore
@@ -383,12 +487,9 @@ def import_pjlab(out: str | Path, *, lidar: str | Path, radar: str | Path | None
         bag.write("/odom", stamp_ns, odometry_msg(ts, stamp_ns, "odom", "base_link", (0, 0, 0), (0, 0, 0, 1)))
         bag.write("/tf", stamp_ns, tf_message(ts, [transform_msg(ts, stamp_ns, "odom", "base_link", (0, 0, 0),
                                                                  (0, 0, 0, 1))]))
-        bag.write("/lidar/points", stamp_ns, cloud_msg(ts, stamp_ns, "lidar", pts))
-        if radar is not None:
-            det = read_radar_csv(radar)
-            if "doppler" not in (det.dtype.names or ()):
-                raise BagError(str(radar), "radar CSV has neither position_x/position_y (ARS408) nor "
-                                           "track_range_m/track_angle_rad (Delphi ESR) columns")
+        if pts is not None:
+            bag.write("/lidar/points", stamp_ns, cloud_msg(ts, stamp_ns, "lidar", pts))
+        if det is not None:
             bag.write("/radar/points", stamp_ns, cloud_msg(ts, stamp_ns, "radar", det))
         if image is not None:
             img_path = Path(image)
@@ -413,7 +514,16 @@ def import_pjlab(out: str | Path, *, lidar: str | Path, radar: str | Path | None
             D = list(dist) + [0.0] * max(0, 5 - len(dist))
             bag.write("/camera/camera_info", stamp_ns, camera_info_msg(ts, stamp_ns, "camera", w, h, K, D))
         counts = dict(bag.counts)
-    record = {"format": "pjlab", "lidar": str(lidar), "radar": str(radar) if radar else None,
-              "image": str(image) if image else None, "stamp_ns": stamp_ns, "time_offset_ns": 0}
+    record = {"format": "pjlab", "lidar": str(lidar) if lidar else None, "radar": str(radar) if radar else None,
+              "image": str(image) if image else None, "stamp_ns": stamp_ns, "time_offset_ns": 0,
+              "base_link": "camera" if camera_base else "lidar", "warnings": warnings, "dropped": dropped}
     (out / "import.json").write_text(json.dumps(record, indent=1) + "\n")
-    return ImportResult(out, counts, 0, lidar)
+    return ImportResult(out, counts, 0, Path(lidar or radar or image), tuple(warnings), dropped)
+
+
+def _span(seconds: float) -> str:
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.0f} days"
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds:.1f} s"

@@ -1,13 +1,17 @@
-"""Offline processing: a bag through the same core pipeline as the nodes, at full speed, without DDS.
+"""Offline processing: a bag through the same stream runner as ``fusion_node``, at full speed, without DDS.
 
 Messages are taken in the bag's log-time order (several bags are merged), exactly as a replay would deliver them to
-``fusion_node``: odometry feeds the pose buffer, sensor messages are decoded, time-aligned with the bag's log time as
-the arrival clock, encoded, searched and inserted. So a live replay and offline processing of the same bag give the
-same events (as long as the live node drops nothing).
+``fusion_node``, and each goes through :class:`cmr_fusion_ros.core.stream.StreamRunner` one after the other:
+odometry feeds the pose buffer, each sensor message is decoded, embedded, searched and inserted. A frame stamped
+just after the newest odometry waits for the odometry to pass its stamp (on the bag's log time, at most
+``odometry.max_extrapolation_s``) as the node waits on its clock, so both look up the same interpolated pose. A live
+replay and offline processing of the same bag give the same events (as long as the live node drops nothing; the
+memory ids may be numbered differently, see :mod:`cmr_fusion_ros.core.stream`).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import math
@@ -20,11 +24,12 @@ from typing import Any
 import numpy as np
 
 from cmr_fusion_ros.core.config import FusionConfig
+from cmr_fusion_ros.core.decode import Frame
 from cmr_fusion_ros.core.errors import BagError, CmrFusionError
-from cmr_fusion_ros.core.pipeline import FusionPipeline, PipelineOutput, frame_from
+from cmr_fusion_ros.core.pipeline import FusionPipeline, PipelineOutput
 from cmr_fusion_ros.core.policy import MatchResult
-from cmr_fusion_ros.core.sync import Synchronizer
-from cmr_fusion_ros.core.types import Modality, Pose
+from cmr_fusion_ros.core.stream import StreamRunner
+from cmr_fusion_ros.core.types import Pose
 
 __all__ = ["OfflineSummary", "event_record", "process_bags", "resolve_topic"]
 
@@ -49,6 +54,7 @@ def event_record(r: MatchResult) -> dict[str, Any]:
         "query_id": r.query_id, "query_frame_id": r.query_frame_id, "match_modality": r.match_modality.value,
         "match_topic": r.match_topic, "match_id": r.match_id, "match_stamp_ns": r.match_stamp_ns,
         "match_frame_id": r.match_frame_id, "score": round(float(r.score), 6), "rank": r.rank,
+        "probability": None if math.isnan(r.probability) else round(float(r.probability), 6),
         "query_pose": pose(r.query_pose), "match_pose": pose(r.match_pose),
         "distance": None if math.isnan(r.distance) else round(float(r.distance), 4),
     }
@@ -64,8 +70,6 @@ class OfflineSummary:
     messages: int = 0
     frames: dict[str, int] = field(default_factory=dict)
     bad_messages: int = 0
-    frame_sets: int = 0
-    partial_sets: int = 0
     time_jumps: int = 0
     radar_scans_merged: int = 0  # multi-scan radar models: earlier scans merged in
     radar_scans_missing: int = 0  # earlier scans wanted but not found (start of a bag, odometry gaps)
@@ -77,6 +81,8 @@ class OfflineSummary:
     encode_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     search_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     memory_entries: int = 0
+    memory_skipped_duplicate: int = 0  # frames not stored: near-duplicates of the previous entry (admission filter)
+    memory_skipped_capacity: int = 0
     bag_duration_s: float = 0.0
     wall_s: float = 0.0
     realtime_factor: float = 0.0
@@ -85,19 +91,22 @@ class OfflineSummary:
         return json.dumps(asdict(self), indent=2)
 
     def lines(self) -> list[str]:
-        prec = f"{self.true_events}/{self.events_with_poses}" if self.events_with_poses else "n/a (no poses)"
+        prec = (f"{self.true_events}/{self.events_with_poses}" if self.events_with_poses
+                else "n/a (no events)" if not self.events else "n/a (no event has poses for both places)")
         out = [
             f"bags: {', '.join(self.bags)}",
             f"messages: {self.messages}; frames: " + ", ".join(f"{k} {v}" for k, v in self.frames.items())
             + f"; bad messages: {self.bad_messages}",
-            f"frame sets: {self.frame_sets} ({self.partial_sets} partial)"
-            + (f"; time jumped back {self.time_jumps} times (state reset)" if self.time_jumps else "")
+            (f"time jumped back {self.time_jumps} times (state reset)" if self.time_jumps else "time lines: 1")
             + (f"; radar: {self.radar_scans_merged} earlier scans merged, {self.radar_scans_missing} not found"
                + (f", {self.radar_scans_without_pose} scans without a pose (used alone)"
                   if self.radar_scans_without_pose else "")
                if self.radar_scans_merged or self.radar_scans_missing or self.radar_scans_without_pose else ""),
             f"match events: {self.events}; true revisits by ground truth (distance <= {self.truth_radius_m:g} m): {prec}",
-            f"memory: {self.memory_entries} entries",
+            f"memory: {self.memory_entries} entries"
+            + (f" ({self.memory_skipped_duplicate} frames not stored as near-duplicates"
+               f"{f', {self.memory_skipped_capacity} over capacity' if self.memory_skipped_capacity else ''})"
+               if self.memory_skipped_duplicate or self.memory_skipped_capacity else ""),
         ]
         for m, v in self.encode_ms.items():
             s = self.search_ms.get(m, {})
@@ -145,8 +154,7 @@ def process_bags(
 
         pipeline.set_recorded_rig(rig_of_topics(paths[0], {m: t for t, m in topics.items()}))
     odom_topic = resolve_topic(config.odometry.topic, namespace) if config.odometry.topic else None
-    sync = Synchronizer(config.enabled_modalities, round(config.sync.tolerance_s * 1e9),
-                        round(config.sync.timeout_s * 1e9), jump_back_ns=pipeline.jump_back_ns)
+    runner = StreamRunner(pipeline, config, topics)
     summary = OfflineSummary(bags=[str(p) for p in paths], truth_radius_m=truth_radius_m,
                              frames={m.value: 0 for m in config.enabled_modalities})
     encode: dict[str, list[float]] = {m.value: [] for m in config.enabled_modalities}
@@ -163,25 +171,33 @@ def process_bags(
             shutil.rmtree(bag_out)
         writer = EventBagWriter(bag_out, topic=resolve_topic(f"{node_name}/matches", namespace))
 
-    def handle(outputs: list, log_ns: int) -> None:
-        for fs in outputs:
-            res = pipeline.process_set(fs)
-            summary.frame_sets += 1
-            summary.partial_sets += 0 if fs.complete else 1
-            for p in res.frames:
-                encode[p.modality.value].append(p.encode_ms)
-                search[p.modality.value].append(p.search_ms)
-            for r in res.events:
-                summary.events += 1
-                if not math.isnan(r.distance):
-                    summary.events_with_poses += 1
-                    summary.true_events += int(r.distance <= truth_radius_m)
-                if events_file is not None:
-                    events_file.write(json.dumps(event_record(r)) + "\n")
-            if writer is not None:
-                writer.write(res, log_ns)
-            if on_output is not None:
-                on_output(res)
+    def handle(res: PipelineOutput, log_ns: int) -> None:
+        for p in res.frames:
+            encode[p.modality.value].append(p.encode_ms)
+            search[p.modality.value].append(p.search_ms)
+        for r in res.events:
+            summary.events += 1
+            if not math.isnan(r.distance):
+                summary.events_with_poses += 1
+                summary.true_events += int(r.distance <= truth_radius_m)
+            if events_file is not None:
+                events_file.write(json.dumps(event_record(r)) + "\n")
+        if writer is not None:
+            writer.write(res, log_ns)
+        if on_output is not None:
+            on_output(res)
+
+    waiting: collections.deque[Frame] = collections.deque()  # frames waiting for the odometry to pass their stamp
+
+    def release(now_ns: int | None) -> None:
+        """Process the waiting frames, in arrival order, whose pose can be looked up now (or that waited as long as
+        the live node would; all at the end of the bags)."""
+        while waiting and (now_ns is None or not runner.waits_for_pose(waiting[0])
+                           or now_ns - waiting[0].receive_ns >= runner.pose_wait_ns):
+            frame = waiting.popleft()
+            done = runner.process_frame(frame)
+            summary.frames[frame.modality.value] += 1
+            handle(done.output, frame.receive_ns)
 
     t_start = time.perf_counter()
     first = last = None
@@ -227,29 +243,19 @@ def process_bags(
                 if conn.topic == odom_topic:
                     if pipeline.poses is not None:
                         try:
-                            p, q = msg.pose.pose.position, msg.pose.pose.orientation
-                            stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-                            pipeline.add_pose(stamp, Pose(p.x, p.y, p.z, q.x, q.y, q.z, q.w))
-                        except (CmrFusionError, ValueError, TypeError):
+                            runner.odometry(msg)
+                        except CmrFusionError:
                             summary.bad_messages += 1
+                    release(log_ns)
                     continue
-                m = topics[conn.topic]
-                sc = config.stream(m)
-                if m is Modality.CAMERA and conn.msgtype.endswith("Image") and (
-                        conn.msgtype.endswith("CompressedImage") != (sc.transport == "compressed")):
+                if not runner.accepts(conn.topic, conn.msgtype):
                     continue  # the other camera transport
                 try:
-                    stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-                    frame = frame_from(m, conn.topic, msg, compressed=sc.transport == "compressed",
-                                       radar_fields=sc.radar_fields, stamp_ns=stamp, receive_ns=log_ns,
-                                       limits=config.limits)
+                    waiting.append(runner.decode(conn.topic, msg, log_ns))
                 except CmrFusionError:
                     summary.bad_messages += 1
-                    continue
-                summary.frames[m.value] += 1
-                handle(sync.push(frame, log_ns), log_ns)
-                handle(sync.poll(log_ns), log_ns)
-            handle(sync.flush(), last or 0)
+                release(log_ns)
+            release(None)
             if bar is not None:
                 bar.close()
     finally:
@@ -258,6 +264,9 @@ def process_bags(
         if writer is not None:
             writer.close()
         summary.memory_entries = len(pipeline.memory)
+        mstats = pipeline.memory.stats()
+        summary.memory_skipped_duplicate = mstats.skipped_duplicate
+        summary.memory_skipped_capacity = mstats.skipped_capacity
         summary.time_jumps = pipeline.time_jumps
         acc = pipeline.accumulation_stats()
         summary.radar_scans_merged, summary.radar_scans_missing = acc["scans_merged"], acc["scans_missing"]

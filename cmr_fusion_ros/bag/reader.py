@@ -1,34 +1,37 @@
 """Read a rosbag2 bag (sqlite3 or mcap, via ``rosbags``) into per-modality sensor samples with poses.
 
 Each :class:`SensorSample` holds the modality, topic, ``frame_id``, header stamp (int ns), the decoded numpy data and
-the vehicle pose at that stamp, interpolated from the ``nav_msgs/Odometry`` topic (linear in position, spherical
-linear in orientation). Decoded data:
+the vehicle pose at that stamp, from the ``nav_msgs/Odometry`` topic through the runtime's pose buffer
+(:class:`~cmr_fusion_ros.core.poses.PoseBuffer`: the same interpolation and gap rule as ``odometry.max_gap_s`` /
+``max_extrapolation_s``). Messages are decoded by the runtime's decoder (:func:`cmr_fusion_ros.core.decode.frame_from`:
+the same input limits, the same finite-point filter), so evaluation and training see what the nodes see:
 
-- camera: ``H x W x 3`` uint8 RGB (``sensor_msgs/Image`` of any colour encoding, or ``CompressedImage``);
-- lidar: the cloud as a structured array (every field of the message, NaN points dropped);
+- camera: ``H x W x 3`` uint8 RGB (``sensor_msgs/Image`` of a colour encoding, or ``CompressedImage``);
+- lidar: the cloud as a structured array (every field of the message, points with a non-finite x/y/z dropped);
 - radar: a structured array with the canonical fields ``x, y, z, doppler, rcs`` (float32), taken from the message
   fields named in :attr:`BagTopics.radar_fields`.
 
 Topic names and radar field names are configurable, so users' own bags work. The reader is a plain iterator in
-receive-time order: the pipeline's offline mode and the training data loader share it.
+receive-time order: evaluation and the training data loader share it.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cmr_fusion_ros.core.errors import BagError, ConfigError, ConversionError
-from cmr_fusion_ros.core.image import convert_color, decode_compressed, decode_image
-from cmr_fusion_ros.core.pointcloud import decode_cloud
+from cmr_fusion_ros.core.config import InputLimits
+from cmr_fusion_ros.core.decode import DEFAULT_LIMITS, SensorInfo, frame_from, header_stamp_ns
+from cmr_fusion_ros.core.errors import BagError, CmrFusionError, ConfigError
+from cmr_fusion_ros.core.poses import DEFAULT_MAX_EXTRAPOLATION_NS, DEFAULT_MAX_GAP_NS, PoseBuffer
+from cmr_fusion_ros.core.radar import RadarFields
 from cmr_fusion_ros.core.types import Modality, Pose
 
-__all__ = ["BagTopics", "PoseTrack", "SensorSample", "read_samples", "read_pose_track", "RADAR_FIELDS"]
+__all__ = ["BagTopics", "SensorSample", "read_samples", "read_pose_track", "RADAR_FIELDS"]
 
 RADAR_FIELDS = ("x", "y", "z", "doppler", "rcs")
 IMAGE = "sensor_msgs/msg/Image"
@@ -41,8 +44,9 @@ ODOM = "nav_msgs/msg/Odometry"
 class BagTopics:
     """Which topics hold what. ``camera`` may list several candidates: the first one present in the bag is used.
 
-    ``max_pose_gap_ns``: a sample gets a pose only if odometry exists within this time on both sides of its stamp
-    (or, at the ends of the track, this close to the first/last odometry message).
+    ``max_gap_ns`` / ``max_extrapolation_ns``: the pose buffer's gap rule (``odometry.max_gap_s`` /
+    ``max_extrapolation_s``, same defaults): a sample between two odometry messages further apart than
+    ``max_gap_ns``, or outside the odometry by more than ``max_extrapolation_ns``, has no pose.
     """
 
     camera: tuple[str, ...] = ("/camera/image/compressed", "/camera/image")
@@ -50,7 +54,8 @@ class BagTopics:
     radar: str = "/radar/points"
     odom: str = "/odom"
     radar_fields: tuple[str, str, str, str, str] = RADAR_FIELDS
-    max_pose_gap_ns: int = 200_000_000
+    max_gap_ns: int = DEFAULT_MAX_GAP_NS
+    max_extrapolation_ns: int = DEFAULT_MAX_EXTRAPOLATION_NS
 
     def __post_init__(self) -> None:
         cams = (self.camera,) if isinstance(self.camera, str) else tuple(self.camera)
@@ -65,8 +70,15 @@ class BagTopics:
         if len(rf) != 5 or not all(isinstance(f, str) and f for f in rf) or len(set(rf)) != 5:
             raise ConfigError("topics.radar_fields", self.radar_fields, "5 distinct field names for x, y, z, doppler, rcs")
         object.__setattr__(self, "radar_fields", rf)
-        if not (isinstance(self.max_pose_gap_ns, int) and self.max_pose_gap_ns > 0):
-            raise ConfigError("topics.max_pose_gap_ns", self.max_pose_gap_ns, "an integer > 0 (nanoseconds)")
+        for key in ("max_gap_ns", "max_extrapolation_ns"):
+            v = getattr(self, key)
+            if not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+                raise ConfigError(f"topics.{key}", v, "an integer >= 0 (nanoseconds)")
+
+    @property
+    def radar_names(self) -> RadarFields:
+        """``radar_fields`` as the decoder takes them."""
+        return RadarFields(*self.radar_fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,61 +89,8 @@ class SensorSample:
     stamp_ns: int
     data: np.ndarray
     pose: Pose | None
-
-
-@dataclass(frozen=True)
-class PoseTrack:
-    """Odometry poses sorted by stamp: ``stamps_ns`` (N,), ``positions`` (N, 3), ``quaternions`` (N, 4) x y z w."""
-
-    stamps_ns: np.ndarray
-    positions: np.ndarray
-    quaternions: np.ndarray
-    max_gap_ns: int = 200_000_000
-
-    def __len__(self) -> int:
-        return int(self.stamps_ns.shape[0])
-
-    def at(self, stamp_ns: int) -> Pose | None:
-        """Interpolated pose at ``stamp_ns``; None when odometry does not cover that time (see ``max_gap_ns``)."""
-        t = self.stamps_ns
-        n = len(t)
-        if n == 0:
-            return None
-        i = int(np.searchsorted(t, stamp_ns, side="right"))
-        if i == 0 or i == n:
-            j = 0 if i == 0 else n - 1
-            if abs(int(t[j]) - stamp_ns) > self.max_gap_ns:
-                return None
-            return _pose(self.positions[j], self.quaternions[j])
-        t0, t1 = int(t[i - 1]), int(t[i])
-        if t1 - t0 > 2 * self.max_gap_ns:
-            return None
-        a = (stamp_ns - t0) / (t1 - t0) if t1 > t0 else 0.0
-        p = self.positions[i - 1] * (1 - a) + self.positions[i] * a
-        return _pose(p, _slerp(self.quaternions[i - 1], self.quaternions[i], a))
-
-
-def _pose(p: np.ndarray, q: np.ndarray) -> Pose:
-    return Pose(float(p[0]), float(p[1]), float(p[2]), float(q[0]), float(q[1]), float(q[2]), float(q[3]))
-
-
-def _slerp(q0: np.ndarray, q1: np.ndarray, a: float) -> np.ndarray:
-    q0 = q0 / np.linalg.norm(q0)
-    q1 = q1 / np.linalg.norm(q1)
-    dot = float(np.dot(q0, q1))
-    if dot < 0:
-        q1, dot = -q1, -dot
-    if dot > 0.9995:
-        q = q0 + a * (q1 - q0)
-        return q / np.linalg.norm(q)
-    theta = math.acos(min(1.0, dot))
-    s = math.sin(theta)
-    return (math.sin((1 - a) * theta) * q0 + math.sin(a * theta) * q1) / s
-
-
-def _stamp_ns(msg: Any) -> int:
-    st = msg.header.stamp
-    return int(st.sec) * 1_000_000_000 + int(st.nanosec)
+    sensor: SensorInfo | None = None
+    reduction: int = 1  # a camera JPEG decoded at 1/reduction of its size (camera_size)
 
 
 def _open(path: str | Path):
@@ -149,30 +108,23 @@ def _open(path: str | Path):
     return reader
 
 
-def _track_from(reader: Any, path: str | Path, topics: BagTopics) -> PoseTrack:
+def _track_from(reader: Any, path: str | Path, topics: BagTopics) -> PoseBuffer:
     conns = [c for c in reader.connections if c.topic == topics.odom]
     if not conns:
         raise BagError(str(path), f"no odometry topic {topics.odom}; topics: {sorted({c.topic for c in reader.connections})}")
     if conns[0].msgtype != ODOM:
         raise BagError(str(path), f"{topics.odom} is {conns[0].msgtype}, expected {ODOM}")
-    stamps, pos, quat = [], [], []
+    stamps, poses = [], []
     for conn, _, raw in reader.messages(connections=conns):
         msg = reader.deserialize(raw, conn.msgtype)
         p, q = msg.pose.pose.position, msg.pose.pose.orientation
-        stamps.append(_stamp_ns(msg))
-        pos.append((p.x, p.y, p.z))
-        quat.append((q.x, q.y, q.z, q.w))
-    order = np.argsort(np.asarray(stamps, dtype=np.int64), kind="stable")
-    return PoseTrack(
-        np.asarray(stamps, dtype=np.int64)[order],
-        np.asarray(pos, dtype=np.float64).reshape(-1, 3)[order],
-        np.asarray(quat, dtype=np.float64).reshape(-1, 4)[order],
-        topics.max_pose_gap_ns,
-    )
+        stamps.append(header_stamp_ns(msg))
+        poses.append(Pose(float(p.x), float(p.y), float(p.z), float(q.x), float(q.y), float(q.z), float(q.w)))
+    return PoseBuffer.of(stamps, poses, max_gap_ns=topics.max_gap_ns, max_extrapolation_ns=topics.max_extrapolation_ns)
 
 
-def read_pose_track(path: str | Path, topics: BagTopics | None = None) -> PoseTrack:
-    """All odometry poses of a bag."""
+def read_pose_track(path: str | Path, topics: BagTopics | None = None) -> PoseBuffer:
+    """All odometry poses of a bag, in a pose buffer with the gap rule of ``topics``."""
     topics = topics or BagTopics()
     reader = _open(path)
     try:
@@ -181,42 +133,29 @@ def read_pose_track(path: str | Path, topics: BagTopics | None = None) -> PoseTr
         reader.close()
 
 
-def _radar_canonical(cloud: np.ndarray, names: tuple[str, ...], topic: str) -> np.ndarray:
-    have = cloud.dtype.names or ()
-    for name in names:
-        if name not in have:
-            raise ConversionError(CLOUD, name, f"radar field missing on {topic}; the cloud has {list(have)}")
-    out = np.empty(cloud.shape[0], dtype=[(n, np.float32) for n in RADAR_FIELDS])
-    for canon, name in zip(RADAR_FIELDS, names):
-        out[canon] = cloud[name]
-    return out
-
-
-def _decode(modality: Modality, msgtype: str, msg: Any, topics: BagTopics, topic: str) -> np.ndarray:
-    if modality is Modality.CAMERA:
-        if msgtype == COMPRESSED:
-            return decode_compressed(msg, "rgb8")
-        img = decode_image(msg)
-        enc = str(msg.encoding)
-        return img if enc == "rgb8" else convert_color(img, enc, "rgb8")
-    cloud = decode_cloud(msg, skip_nans=True, organized=False)
-    if modality is Modality.RADAR:
-        return _radar_canonical(cloud, topics.radar_fields, topic)
-    return cloud
-
-
 def read_samples(
     path: str | Path,
     topics: BagTopics | None = None,
     modalities: Sequence[Modality | str] = tuple(Modality),
     *,
     require_pose: bool = True,
+    dropped: dict[str, int] | None = None,
+    limits: InputLimits = DEFAULT_LIMITS,
+    on_bad: Callable[[str, CmrFusionError], None] | None = None,
+    sensors: dict[str, SensorInfo] | None = None,
+    camera_size: tuple[int, int] | None = None,
 ) -> Iterator[SensorSample]:
     """Iterate the bag's sensor messages of ``modalities`` in receive order, decoded, with interpolated poses.
 
-    With ``require_pose`` (default) the odometry topic must exist and samples outside its coverage are skipped;
-    without it, samples carry ``pose=None`` when there is no odometry. Raises :class:`BagError` when a requested
-    modality's topic is not in the bag or has an unexpected type.
+    With ``require_pose`` (default) the odometry topic must exist and samples outside its coverage are skipped
+    (counted per modality in ``dropped`` when given: nothing is dropped silently); without it, samples carry
+    ``pose=None`` when there is no odometry. Raises :class:`BagError` when a requested modality's topic is not in
+    the bag or has an unexpected type. A message the decoder rejects (``limits``, no
+    finite point, a missing field) raises its :class:`ConversionError`, or with ``on_bad`` is passed to
+    ``on_bad(topic, error)`` and skipped (as ``cmr-fusion process`` skips it). ``sensors``: optional
+    :class:`SensorInfo` per topic, carried on the samples. ``camera_size``: the camera encoder's input (width,
+    height; ``FrameEmbedder.decode_size``): JPEG images are decoded directly at 1/2, 1/4 or 1/8 of their size when
+    that is still at least this large, as the runtime decodes them.
     """
     topics = topics or BagTopics()
     mods = [Modality(m) for m in modalities]
@@ -243,7 +182,7 @@ def read_samples(
             if require_pose and len(track) == 0:
                 raise BagError(str(path), f"no messages on the odometry topic {topics.odom}")
         else:
-            track = PoseTrack(np.zeros(0, np.int64), np.zeros((0, 3)), np.zeros((0, 4)))
+            track = PoseBuffer.of([], [])
         conns = [c for c in reader.connections if c.topic in wanted]
         for conn, _, raw in reader.messages(connections=conns):
             mod = wanted[conn.topic]
@@ -251,17 +190,22 @@ def read_samples(
                 msg = reader.deserialize(raw, conn.msgtype)
             except Exception as err:  # rosbags' CDR errors have no common base
                 raise BagError(str(path), f"cannot deserialize a {conn.msgtype} on {conn.topic}: {err}") from err
-            stamp = _stamp_ns(msg)
-            pose = track.at(stamp)
+            stamp = header_stamp_ns(msg)
+            pose = track.lookup(stamp)
             if pose is None and require_pose:
+                if dropped is not None:
+                    dropped[mod.value] = dropped.get(mod.value, 0) + 1
                 continue
-            yield SensorSample(
-                modality=mod,
-                topic=conn.topic,
-                frame_id=str(msg.header.frame_id),
-                stamp_ns=stamp,
-                data=_decode(mod, conn.msgtype, msg, topics, conn.topic),
-                pose=pose,
-            )
+            info = sensors.get(conn.topic) if sensors else None
+            try:
+                frame = frame_from(mod, conn.topic, msg, compressed=conn.msgtype == COMPRESSED,
+                                   radar_fields=topics.radar_names, stamp_ns=stamp, limits=limits, sensor=info,
+                                   min_size=camera_size)
+            except CmrFusionError as err:
+                if on_bad is None:
+                    raise
+                on_bad(conn.topic, err)
+                continue
+            yield SensorSample(mod, conn.topic, frame.frame_id, stamp, frame.data, pose, info, frame.reduction)
     finally:
         reader.close()

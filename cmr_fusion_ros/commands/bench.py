@@ -123,7 +123,8 @@ def _plot(rows, path: str, title: str) -> None:
 
 
 def _lazy(module: str, attr: str) -> Callable:
-    """A function of ``module`` imported only when called (benchmarks live in cmr_fusion_ros.eval)."""
+    """A function of ``module`` imported only when called (benchmarks: cmr_fusion_ros.eval; runs of ROS nodes:
+    cmr_fusion_ros.ros)."""
     def call(*args):
         import importlib
 
@@ -147,7 +148,7 @@ BENCHMARKS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Call
     "pipeline": (
         "live graph latency per stream (e2e, stages, drops, CPU) against a plain rclpy relay (DDS floor), same run",
         _lazy("cmr_fusion_ros.eval.bench_pipeline", "add_arguments"),
-        _lazy("cmr_fusion_ros.eval.bench_pipeline", "run"),
+        _lazy("cmr_fusion_ros.ros.bench_pipeline", "run"),
     ),
 }
 

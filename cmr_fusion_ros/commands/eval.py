@@ -10,6 +10,7 @@ from pathlib import Path
 
 from cmr_fusion_ros.core.config import EncodersConfig
 from cmr_fusion_ros.core.policy import PolicyConfig
+from cmr_fusion_ros.core.poses import DEFAULT_MAX_EXTRAPOLATION_NS, DEFAULT_MAX_GAP_NS
 from cmr_fusion_ros.core.types import MAX_LIDAR_VIEWS
 
 HELP = ("embed a database bag and a query bag, print recall@1/5/10/1% for every query -> database modality pair, "
@@ -27,6 +28,25 @@ def add_topic_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--odom-topic", default="/odom", help="nav_msgs/Odometry topic with the poses (default /odom)")
     g.add_argument("--radar-fields", default="x,y,z,doppler,rcs",
                    help="radar field names for x,y,z,doppler,rcs, comma-separated (default x,y,z,doppler,rcs)")
+    g.add_argument("--max-pose-gap", type=float, default=DEFAULT_MAX_GAP_NS / 1e9, metavar="S",
+                   help="no pose is interpolated between odometry messages more than S seconds apart, as at run time "
+                        f"(odometry.max_gap_s; default {DEFAULT_MAX_GAP_NS / 1e9:g}); samples without a pose are "
+                        "skipped and counted")
+    g.add_argument("--max-pose-extrapolation", type=float, default=DEFAULT_MAX_EXTRAPOLATION_NS / 1e9, metavar="S",
+                   help="no pose for a sample more than S seconds before the first or after the last odometry "
+                        f"message (odometry.max_extrapolation_s; default {DEFAULT_MAX_EXTRAPOLATION_NS / 1e9:g})")
+
+
+def pose_rule(args: argparse.Namespace) -> str:
+    """The gap rule as the commands print it beside the samples skipped for no pose."""
+    return f"--max-pose-gap {args.max_pose_gap:g} s, --max-pose-extrapolation {args.max_pose_extrapolation:g} s"
+
+
+def add_modalities_argument(parser: argparse.ArgumentParser) -> None:
+    """``--modalities``: which of the bag's modalities a command uses (default: every one the bag has)."""
+    parser.add_argument("--modalities", default=None, metavar="M1,M2",
+                        help="modalities to use, comma-separated subset of camera,lidar,radar (default: every one "
+                             "the bags have; a bag needs two or more, absent ones are skipped and reported)")
 
 
 def topics_from_args(args: argparse.Namespace):
@@ -35,8 +55,16 @@ def topics_from_args(args: argparse.Namespace):
     kw = {}
     if args.camera_topic:
         kw["camera"] = tuple(args.camera_topic)
+    from cmr_fusion_ros.core.errors import ConfigError
+
+    if not (math.isfinite(args.max_pose_gap) and args.max_pose_gap > 0):
+        raise ConfigError("--max-pose-gap", args.max_pose_gap, "a number of seconds > 0")
+    if not (math.isfinite(args.max_pose_extrapolation) and args.max_pose_extrapolation >= 0):
+        raise ConfigError("--max-pose-extrapolation", args.max_pose_extrapolation, "a number of seconds >= 0")
     return BagTopics(lidar=args.lidar_topic, radar=args.radar_topic, odom=args.odom_topic,
-                     radar_fields=tuple(s.strip() for s in args.radar_fields.split(",")), **kw)
+                     radar_fields=tuple(s.strip() for s in args.radar_fields.split(",")),
+                     max_gap_ns=int(round(args.max_pose_gap * 1e9)),
+                     max_extrapolation_ns=int(round(args.max_pose_extrapolation * 1e9)), **kw)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--png", type=Path, default=None, help="plot (default: beside --json, with .png)")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
     add_rig_arguments(parser)
+    add_modalities_argument(parser)
     add_topic_arguments(parser)
 
 
@@ -109,6 +138,7 @@ def rig_options_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from cmr_fusion_ros.bag.inventory import bag_modalities, choose_modalities, pair_names, parse_modalities
     from cmr_fusion_ros.core.encoder import load_encoders
     from cmr_fusion_ros.core.errors import ConfigError
     from cmr_fusion_ros.eval.evaluate import (
@@ -125,13 +155,21 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--lidar-views", args.lidar_views, f"an integer in 1..{MAX_LIDAR_VIEWS}")
     topics = topics_from_args(args)
     rig = rig_options_from_args(args)
+    requested = parse_modalities(args.modalities)
+    minimum = min(2, len(requested)) if requested else 2
+    mods = {role: choose_modalities(bag_modalities(bag, topics), requested, str(bag), minimum=minimum)
+            for role, bag in (("database", args.database), ("queries", args.queries))}
     folder = args.models or models_dir()
     encoders = load_encoders(folder, intra_op_threads=args.threads)
     embedded = {}
+    dropped: dict[str, dict[str, int]] = {}
     for role, bag in (("database", args.database), ("queries", args.queries)):
         views = args.lidar_views if role == "queries" else 1
+        dropped[role] = {}
         with tqdm(desc=f"embedding {role} {bag.name}", unit=" msg", file=sys.stderr) as bar:
-            embedded[role] = embed_bag(bag, encoders, topics, progress=bar.update, lidar_views=views, rig=rig)
+            embedded[role] = embed_bag(bag, {m: encoders[m] for m in mods[role]}, topics, progress=bar.update,
+                                       lidar_views=views, dropped=dropped[role], rig=rig)
+    present, absent = pair_names(mods["queries"], mods["database"])
     report = evaluate(embedded["database"], embedded["queries"], args.radius, max_yaw_deg=args.max_yaw_diff,
                       view_penalty=args.turned_view_penalty)
     command = "cmr-fusion " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["eval"] else None
@@ -143,6 +181,13 @@ def run(args: argparse.Namespace) -> int:
              if args.lidar_views > 1 else "")
     print(f"database: {args.database} | queries: {args.queries} | radius {args.radius:g} m{yaw}{views}")
     print(f"rig: {_rig_line(rig)}")
+    print(f"modalities: database {', '.join(m.value for m in mods['database'])}; queries "
+          f"{', '.join(m.value for m in mods['queries'])}; pairs evaluated: {len(present)} of 9"
+          + (f" (absent: {', '.join(absent)})" if absent else ""))
+    for role, d in dropped.items():
+        if d:
+            print(f"{role}: skipped (no odometry pose: {pose_rule(args)}): "
+                  + ", ".join(f"{m} {n}" for m, n in d.items()))
     print(format_table(report))
     if gaps := format_heading_gaps(report):
         print(gaps)
@@ -153,6 +198,9 @@ def run(args: argparse.Namespace) -> int:
         data["models"] = str(folder)
         data["rig"] = _rig_line(rig)
         data["model_sha256"] = {m.value: e.card.sha256 for m, e in encoders.items()}
+        data["modalities"] = {role: [m.value for m in ms] for role, ms in mods.items()}
+        data["absent_pairs"] = absent
+        data["skipped_without_pose"] = dropped
         write_json(args.json, data)
         print(f"wrote {args.json}")
     png = args.png or (args.json.with_suffix(".png") if args.json else None)

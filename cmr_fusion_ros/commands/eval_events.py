@@ -30,6 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-window", type=float, default=10.0, metavar="S",
                         help="cut longer revisits into parts of at most S seconds, each counted as a place "
                              "(default 10; 0 = whole runs, a lenient recall)")
+    parser.add_argument("--modalities", default=None, metavar="M1,M2",
+                        help="count only events whose query and match modality are among these (comma-separated "
+                             "subset of camera,lidar,radar; default: every event)")
+    parser.add_argument("--score", choices=("score", "probability"), default="score",
+                        help="what the threshold sweeps: the cosine (score, default) or the calibrated probability of "
+                             "a true revisit (events without one are left out)")
     parser.add_argument("--target-precision", type=float, default=0.95)
     parser.add_argument("--target-recall", type=float, default=0.7)
     parser.add_argument("--plot", type=Path, default=None, metavar="FILE.png", help="PR curve and map")
@@ -49,7 +55,18 @@ def run(args: argparse.Namespace) -> int:
     report = Report("Event-level evaluation", command, versions=versions())
     print(f"command: {command}")
     print(f"machine: {report.machine['summary']}; load average {report.machine['loadavg']}")
-    events = load_events(args.results)
+    events = load_events(args.results, args.score)
+    if args.score != "score":
+        print(f"threshold over the event field '{args.score}': {len(events)} events carry it")
+    if args.modalities is not None:
+        from cmr_fusion_ros.bag.inventory import parse_modalities
+
+        keep = {m.value for m in parse_modalities(args.modalities)}
+        n_all = len(events)
+        events = [e for e in events if e.query_modality in keep and e.match_modality in keep]
+        print(f"modalities {', '.join(sorted(keep))}: {len(events)} of {n_all} events kept")
+    pairs = sorted({f"{e.query_modality}->{e.match_modality}" for e in events})
+    print(f"pairs in the events: {', '.join(pairs) or 'none'}")
     truth = TruthTracks.from_bags(args.truth, args.odom_topic)
     result = evaluate_events(events, truth, settings)
     for line in result.lines():
@@ -77,6 +94,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _argv(args: argparse.Namespace) -> list[str]:
     out = [str(p) for p in args.results] + ["--truth", *map(str, args.truth)]
+    if args.modalities is not None:
+        out += ["--modalities", args.modalities]
+    if args.score != "score":
+        out += ["--score", args.score]
     for opt in ("odom_topic", "radius", "exclude_recent", "sample", "gap", "slack", "min_revisit", "max_window",
                 "target_precision", "target_recall"):
         out += ["--" + opt.replace("_", "-"), str(getattr(args, opt))]

@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     from cmr_fusion_ros.training.models import checkpoint_path, load_checkpoint
 
     models, pres = {}, {}
-    for m in MODALITIES:
+    found = [m for m in MODALITIES if checkpoint_path(args.checkpoints, m).is_file()]  # a run on 2 modalities: 2
+    for m in found or MODALITIES:
         mod, model, pre = load_checkpoint(checkpoint_path(args.checkpoints, m))
         models[mod] = model
         pres[mod] = preprocessing_from_dict(pre)

@@ -23,6 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="YAML with sensor rates/resolutions, town and route (default: config/sim_default.yaml)")
     parser.add_argument("--raw-images", action="store_true",
                         help="publish sensor_msgs/Image rgb8 on /camera/image instead of JPEG CompressedImage")
+    parser.add_argument("--draw-rigs", action="store_true",
+                        help="each session draws its own sensor rig from the config's rig ranges (camera resolution, "
+                             "field of view and mount; LiDAR beams, columns, vertical field of view and mount; radar "
+                             "field of view, point budget, noise and mount), seeded by --seed and the session index")
     parser.add_argument("--jobs", type=int, default=1, help="sessions rendered in parallel processes (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -47,10 +51,15 @@ def run(args: argparse.Namespace) -> int:
     if args.config is not None and not config_path.exists():
         raise ConfigError("--config", str(config_path), "an existing YAML file")
     config = load_sim_config(config_path if config_path.exists() else None)
+    if args.draw_rigs:
+        import dataclasses
+
+        config = dataclasses.replace(config, rig=dataclasses.replace(config.rig, draw=True))
     cmd = (f"cmr-fusion simulate --out {shlex.quote(str(args.out))} --seed {args.seed} --duration {args.duration:g} "
            f"--sessions {args.sessions} --storage {args.storage}")
     cmd += f" --config {shlex.quote(str(args.config))}" if args.config is not None else ""
     cmd += " --raw-images" if args.raw_images else ""
+    cmd += " --draw-rigs" if args.draw_rigs else ""
     cmd += f" --jobs {args.jobs}" if args.jobs != 1 else ""
     print(f"command: {cmd}")
     print(f"config: {config_path if config_path.exists() else '(built-in defaults)'}")
@@ -68,13 +77,20 @@ def run(args: argparse.Namespace) -> int:
         counts = ", ".join(f"{t} {n}" for t, n in sorted(res.counts.items()))
         print(f"{res.path}: lighting {info['lighting']}, {res.sim_seconds:.1f} s simulated in {res.wall_seconds:.1f} s "
               f"wall; {counts}")
+        if "rig" in info:
+            rc, rl, rr = info["rig"]["camera"], info["rig"]["lidar"], info["rig"]["radar"]
+            print(f"  rig: camera {rc['width']}x{rc['height']} hfov {rc['hfov_deg']:g} deg at {rc['translation']}; "
+                  f"lidar {rl['beams']}x{rl['columns']} vfov {rl['vfov_min_deg']:g}..{rl['vfov_max_deg']:g} deg at "
+                  f"{rl['translation']}; radar hfov {rr['hfov_deg']:g} deg, {rr['max_points']} points, range noise "
+                  f"{rr['range_noise_std']:g} m at {rr['translation']}")
     sim_total = args.duration * args.sessions
     cam = config.camera
     lid = config.lidar
     print(f"town: seed {args.seed}, {record['counts']['buildings']} buildings, {record['counts']['trees']} trees, "
           f"{record['counts']['poles']} poles, loop {record['sessions'][0]['loop_length_m']:.0f} m -> "
           f"{Path(args.out) / 'town.json'}")
-    print(f"sensors: camera {cam.width}x{cam.height} @ {cam.rate_hz:g} Hz, lidar {lid.beams}x{lid.columns} @ "
+    print(("sensors (drawn per session above; the base config's): " if config.rig.draw else "sensors: ")
+          + f"camera {cam.width}x{cam.height} @ {cam.rate_hz:g} Hz, lidar {lid.beams}x{lid.columns} @ "
           f"{lid.rate_hz:g} Hz, radar @ {config.radar.rate_hz:g} Hz, odom @ {config.odom.rate_hz:g} Hz")
     print(f"machine: {platform.node()} {platform.machine()}, {_cpus()} CPUs, python {platform.python_version()}, "
           f"jobs {args.jobs}")

@@ -1,6 +1,6 @@
 """`cmr-fusion stress crash|overload|soak`: reliability stress runs that print the command, the machine and figures.
 
-Thin over :mod:`cmr_fusion_ros.eval.stress`; each writes a JSON report (and the soak a PNG) into ``--out``.
+Thin over :mod:`cmr_fusion_ros.eval.stress` and :mod:`cmr_fusion_ros.ros.stress_runs`; each writes a JSON report (and the soak a PNG) into ``--out``.
 """
 
 from __future__ import annotations
@@ -98,8 +98,10 @@ def run(args: argparse.Namespace) -> int:
         return 0 if report.ok else 1
     if args.mode == "overload":
         config = stress.stress_config(params, models=args.models, memory_dir=out / "memory")
-        report = stress.overload_run(bag, config, rate=args.rate, delay_s=args.encoder_delay_ms / 1e3,
-                                     duration_s=args.duration, env=env, command=command)
+        from cmr_fusion_ros.ros import stress_runs  # (rclpy only for the runs that need it)
+
+        report = stress_runs.overload_run(bag, config, rate=args.rate, delay_s=args.encoder_delay_ms / 1e3,
+                                          duration_s=args.duration, env=env, command=command)
         print(f"machine: {report.machine}")
         for line in report.lines():
             print(line)
@@ -116,8 +118,10 @@ def run(args: argparse.Namespace) -> int:
         bar.n = min(round(t), bar.total)
         bar.refresh()
 
-    report = stress.soak_run(bag, soak_params, duration_s=args.duration, interval_s=args.interval, env=env,
-                             command=command, progress=tick, log=out / "soak_launch.log")
+    from cmr_fusion_ros.ros import stress_runs
+
+    report = stress_runs.soak_run(bag, soak_params, duration_s=args.duration, interval_s=args.interval, env=env,
+                                  command=command, progress=tick, log=out / "soak_launch.log")
     bar.close()
     print(f"machine: {report.machine}")
     for line in report.lines():

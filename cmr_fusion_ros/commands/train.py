@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from cmr_fusion_ros.commands.eval import (
-    add_rig_arguments, add_topic_arguments, rig_options_from_args, topics_from_args,
+    add_modalities_argument, add_rig_arguments, add_topic_arguments, pose_rule, rig_options_from_args, topics_from_args,
 )
 from cmr_fusion_ros.core.errors import ConfigError
 from cmr_fusion_ros.core.types import Modality
@@ -110,12 +110,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--threads", type=int, default=d.threads, help="torch threads")
     add_rig_arguments(parser)
+    add_modalities_argument(parser)
     add_topic_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from cmr_fusion_ros.bag.inventory import bag_modalities, choose_modalities, parse_modalities
     from cmr_fusion_ros.core.errors import BagError
     from cmr_fusion_ros.core.preprocess import default_preprocessing, preprocessing_from_dict
     from cmr_fusion_ros.machine import machine_summary
@@ -148,6 +150,14 @@ def run(args: argparse.Namespace) -> int:
     val_set = {b.resolve() for b in val_bags or []}
     if any(b.resolve() in val_set for b in bags):
         raise BagError("--val-bags", "a validation bag is also a training bag")
+    common = set(MODALITIES)
+    for b in [*bags, *(val_bags or [])]:  # the modalities every bag holds
+        common &= set(choose_modalities(bag_modalities(b, topics), None, str(b)))
+    requested = parse_modalities(args.modalities)
+    mods = choose_modalities(common, requested, "--bags/--val-bags (modalities common to all bags)")
+    absent = tuple(m for m in MODALITIES if m not in mods)
+    if absent and args.init is not None:  # kept as loaded: saved unchanged, their cards keep their history
+        cfg = dataclasses.replace(cfg, frozen=tuple(dict.fromkeys((*cfg.frozen, *absent))))
     pre = {m: default_preprocessing(m) for m in MODALITIES}
     radar_changes = {k: v for k, v in (("scans", args.radar_scans), ("scan_spacing_s", args.radar_scan_spacing))
                      if v is not None}
@@ -161,15 +171,23 @@ def run(args: argparse.Namespace) -> int:
     command = "cmr-fusion " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] else "cmr-fusion train"
     print(f"command: {command}")
     print(f"machine: {machine_summary()}")
+    print(f"modalities: {', '.join(m.value for m in mods)}" + (
+        f"; not trained: {', '.join(m.value for m in absent)} ("
+        + ("kept as loaded from --init" if args.init is not None else "no checkpoint written") + ")" if absent else ""))
+    dropped: dict[str, int] = {}
     with tqdm(desc="reading bags", unit=" msg", file=sys.stderr) as bar:
-        train = load_frames(bags, pre, topics, cache_dir=cache, progress=bar.update, rig=rig)
+        train = load_frames(bags, pre, topics, cache_dir=cache, progress=bar.update, modalities=mods, dropped=dropped,
+                            rig=rig)
         val_pairs = list(zip(val_bags[::2], val_bags[1::2])) if val_bags else []
         val = [
-            (load_frames([db], pre, topics, cache_dir=cache, progress=bar.update, rig=rig),
-             load_frames([q], pre, topics, cache_dir=cache, progress=bar.update, rig=rig))
+            (load_frames([db], pre, topics, cache_dir=cache, progress=bar.update, modalities=mods, rig=rig),
+             load_frames([q], pre, topics, cache_dir=cache, progress=bar.update, modalities=mods, rig=rig))
             for db, q in val_pairs
         ] or None
     print(f"training frames: {len(train)} from {len(bags)} bags in {len(train.group_names)} place groups")
+    if dropped:
+        print(f"training samples skipped (no odometry pose: {pose_rule(args)}): "
+              + ", ".join(f"{m} {n}" for m, n in dropped.items()))
     for (db, q), (dbf, qf) in zip(val_pairs, val or []):
         print(f"validation: database {db} ({len(dbf)} frames), queries {q} ({len(qf)} frames)")
     start: dict = {}  # modality -> encoder to start from (from --init)
@@ -204,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
             widths.setdefault(m, tuple(model.widths))  # fine-tuning keeps the checkpoint's architecture
             start[m] = model
     trainer = Trainer(cfg, {m: pre[m].input_shape for m in MODALITIES}, widths,
-                      mirror={m: pre[m].mirror_segments for m in MODALITIES})
+                      mirror={m: pre[m].mirror_segments for m in MODALITIES}, modalities=mods)
     for m, model in start.items():
         trainer.load(m, model)
     if args.init is not None:
@@ -224,13 +242,15 @@ def run(args: argparse.Namespace) -> int:
         return tqdm(range(steps), desc=f"epoch {epoch}/{cfg.epochs}", leave=False, file=sys.stderr)
 
     history = trainer.fit(train, val, on_epoch=on_epoch, progress=progress)
-    for m in MODALITIES:
+    saved = [m for m in MODALITIES if m in mods or args.init is not None]
+    for m in saved:
         save_checkpoint(checkpoint_path(args.out, m), m, trainer.models[m], pre[m].to_dict())
     log = {
         "command": command,
         "machine": machine_summary(),
         "seed": cfg.seed,
         "init": str(args.init) if args.init else None,
+        "modalities": [m.value for m in mods],
         "widths": {m.value: list(trainer.models[m].widths) for m in MODALITIES},
         "config": config_dict(cfg),
         "train_bags": [str(b) for b in bags],
@@ -240,6 +260,6 @@ def run(args: argparse.Namespace) -> int:
     }
     write_json(args.out / "training.json", log)
     plot_history(history, args.out / "training.png")
-    print(f"wrote {', '.join(str(checkpoint_path(args.out, m)) for m in MODALITIES)}, "
+    print(f"wrote {', '.join(str(checkpoint_path(args.out, m)) for m in saved)}, "
           f"{args.out / 'training.json'}, {args.out / 'training.png'}")
     return 0

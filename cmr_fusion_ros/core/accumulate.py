@@ -136,13 +136,13 @@ class OdometryScanMerger:
         self.poses = poses
         self.jump_back_ns = jump_back_ns
         self.time_jumps = 0
-        self._lock = threading.Lock()
+        self.lock = threading.RLock()
         self._newest_pose: int | None = None
         self._newest_scan: int | None = None
 
     def add_pose(self, stamp_ns: int, pose: Pose) -> bool:
         """Feed one odometry pose; True when it went back in time (poses and scan history were reset)."""
-        with self._lock:
+        with self.lock:
             jumped = self._newest_pose is not None and stamp_ns < self._newest_pose - self.jump_back_ns
             if jumped:
                 self._reset()
@@ -150,15 +150,21 @@ class OdometryScanMerger:
             self.poses.add(stamp_ns, pose)
             return jumped
 
+    def pose_for(self, stamp_ns: int) -> Pose | None:
+        """The odometry pose of a scan stamped ``stamp_ns`` (None without one); a scan stamped back in time resets
+        the history. Call with :attr:`lock` held around this and the merge (``FrameEmbedder.embed``) that uses the
+        same accumulator, so a reset from the odometry thread never meets a merge half done."""
+        if self._newest_scan is not None and stamp_ns < self._newest_scan - self.jump_back_ns:
+            self.accumulator.reset()
+            self._newest_scan = None
+            self.time_jumps += 1
+        self._newest_scan = stamp_ns if self._newest_scan is None else max(self._newest_scan, stamp_ns)
+        return self.poses.lookup(stamp_ns)
+
     def merge(self, stamp_ns: int, points: np.ndarray) -> np.ndarray:
         """:meth:`ScanAccumulator.merge` with the pose of ``stamp_ns`` from the odometry (the scan alone without)."""
-        with self._lock:
-            if self._newest_scan is not None and stamp_ns < self._newest_scan - self.jump_back_ns:
-                self.accumulator.reset()
-                self._newest_scan = None
-                self.time_jumps += 1
-            self._newest_scan = stamp_ns if self._newest_scan is None else max(self._newest_scan, stamp_ns)
-            return self.accumulator.merge(stamp_ns, points, self.poses.lookup(stamp_ns))
+        with self.lock:
+            return self.accumulator.merge(stamp_ns, points, self.pose_for(stamp_ns))
 
     def _reset(self) -> None:
         self.poses.clear()

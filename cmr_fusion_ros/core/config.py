@@ -21,21 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from cmr_fusion_ros.core.errors import ConfigError
-from cmr_fusion_ros.core.memory.config import (
-    MemoryConfig,
-    _bool,
-    _choice,
-    _float,
-    _int,
-    _no_unknown,
-    _section,
-    _str,
-)
+from cmr_fusion_ros.core.memory.config import MemoryConfig
 from cmr_fusion_ros.core.policy import PolicyConfig
 from cmr_fusion_ros.core.radar import RadarFields
 from cmr_fusion_ros.core.rig import RigOptions
-from cmr_fusion_ros.core.sync import jump_back_threshold_ns
 from cmr_fusion_ros.core.types import MAX_LIDAR_VIEWS, Modality
+from cmr_fusion_ros.core.validate import (no_unknown, read_bool, read_choice, read_float, read_int, read_str,
+                                          section)
 
 __all__ = [
     "EncodersConfig",
@@ -87,29 +79,29 @@ class StreamConfig:
 
     @classmethod
     def from_dict(cls, d: Any, prefix: str, modality: Modality) -> "StreamConfig":
-        d = _section(d, prefix)
+        d = section(d, prefix)
         keys = ("enabled", "topic", "reliability", "depth", "queue_size")
         keys += ("transport",) if modality is Modality.CAMERA else ()
         keys += ("fields",) if modality is Modality.RADAR else ()
-        _no_unknown(d, prefix, keys)
+        no_unknown(d, prefix, keys)
         default = _DEFAULT_STREAMS[modality]
-        topic = _str(d, prefix, "topic", default.topic)
-        enabled = _bool(d, prefix, "enabled", True)
+        topic = read_str(d, prefix, "topic", default.topic)
+        enabled = read_bool(d, prefix, "enabled", True)
         if enabled and not topic:
             raise ConfigError(f"{prefix}.topic", topic, "a topic name (relative, e.g. lidar/points)")
         radar = RadarFields()
         if modality is Modality.RADAR:
-            fd = _section(d.get("fields"), f"{prefix}.fields")
-            _no_unknown(fd, f"{prefix}.fields", ("x", "y", "z", "doppler", "rcs"))
-            radar = RadarFields(**{k: _str(fd, f"{prefix}.fields", k, getattr(RadarFields(), k))
+            fd = section(d.get("fields"), f"{prefix}.fields")
+            no_unknown(fd, f"{prefix}.fields", ("x", "y", "z", "doppler", "rcs"))
+            radar = RadarFields(**{k: read_str(fd, f"{prefix}.fields", k, getattr(RadarFields(), k))
                                    for k in ("x", "y", "z", "doppler", "rcs")})
         return cls(
             enabled=enabled,
             topic=topic,
-            transport=_choice(d, prefix, "transport", default.transport, TRANSPORTS),
-            reliability=_choice(d, prefix, "reliability", "best_effort", RELIABILITY),
-            depth=_int(d, prefix, "depth", 5, 1, 1000),
-            queue_size=_int(d, prefix, "queue_size", 2, 1, 1000),
+            transport=read_choice(d, prefix, "transport", default.transport, TRANSPORTS),
+            reliability=read_choice(d, prefix, "reliability", "best_effort", RELIABILITY),
+            depth=read_int(d, prefix, "depth", 5, 1, 1000),
+            queue_size=read_int(d, prefix, "queue_size", 2, 1, 1000),
             radar_fields=radar,
         )
 
@@ -129,12 +121,12 @@ class OdometryConfig:
 
     @classmethod
     def from_dict(cls, d: Any, prefix: str = "odometry") -> "OdometryConfig":
-        d = _section(d, prefix)
-        _no_unknown(d, prefix, ("topic", "max_gap_s", "max_extrapolation_s"))
+        d = section(d, prefix)
+        no_unknown(d, prefix, ("topic", "max_gap_s", "max_extrapolation_s"))
         return cls(
-            topic=_str(d, prefix, "topic", "odom"),
-            max_gap_s=_float(d, prefix, "max_gap_s", 1.0, 0.0, 60.0),
-            max_extrapolation_s=_float(d, prefix, "max_extrapolation_s", 0.2, 0.0, 10.0),
+            topic=read_str(d, prefix, "topic", "odom"),
+            max_gap_s=read_float(d, prefix, "max_gap_s", 1.0, 0.0, 60.0),
+            max_extrapolation_s=read_float(d, prefix, "max_extrapolation_s", 0.2, 0.0, 10.0),
         )
 
 
@@ -159,42 +151,32 @@ class InputLimits:
 
     @classmethod
     def from_dict(cls, d: Any, prefix: str = "limits") -> "InputLimits":
-        d = _section(d, prefix)
-        _no_unknown(d, prefix, cls.KEYS)
+        d = section(d, prefix)
+        no_unknown(d, prefix, cls.KEYS)
         default = cls()
-        return cls(**{name: _int(d, prefix, name, getattr(default, name), 1, LIMIT_MAX) for name in cls.KEYS})
+        return cls(**{name: read_int(d, prefix, name, getattr(default, name), 1, LIMIT_MAX) for name in cls.KEYS})
+
+
+DEFAULT_JUMP_BACK_NS = 1_000_000_000  # sync.time_jump_s = 0
 
 
 @dataclass(frozen=True, slots=True)
 class SyncConfig:
-    tolerance_s: float = 0.05
-    timeout_s: float = 0.5
-    time_jump_s: float = 0.0  # 0 = automatic: max(1 s, 2 x (tolerance_s + timeout_s))
+    """Time lines. Frames are processed one by one as they arrive (no frame sets), so only time going back matters:
+    ``time_jump_s`` (0 = 1 s)."""
+
+    time_jump_s: float = 0.0
 
     @classmethod
     def from_dict(cls, d: Any, prefix: str = "sync") -> "SyncConfig":
-        d = _section(d, prefix)
-        _no_unknown(d, prefix, ("tolerance_s", "timeout_s", "time_jump_s"))
-        tol = _float(d, prefix, "tolerance_s", 0.05, 0.0, 10.0)
-        timeout = _float(d, prefix, "timeout_s", 0.5, 0.0, 60.0)
-        if timeout < tol:
-            raise ConfigError(f"{prefix}.timeout_s", timeout, f"a number >= {prefix}.tolerance_s ({tol})")
-        jump = _float(d, prefix, "time_jump_s", 0.0, 0.0, TIME_JUMP_MAX_S)
-        if 0.0 < jump <= tol + timeout:
-            # Sets are emitted out of anchor order by up to about tolerance + timeout: a smaller threshold would
-            # take that reordering for a clock that went back.
-            raise ConfigError(f"{prefix}.time_jump_s", jump,
-                              f"0 (automatic) or a number in ({prefix}.tolerance_s + {prefix}.timeout_s = "
-                              f"{tol + timeout:g}, {TIME_JUMP_MAX_S:g}]")
-        return cls(tolerance_s=tol, timeout_s=timeout, time_jump_s=jump)
+        d = section(d, prefix)
+        no_unknown(d, prefix, ("time_jump_s",))
+        return cls(time_jump_s=read_float(d, prefix, "time_jump_s", 0.0, 0.0, TIME_JUMP_MAX_S))
 
     @property
     def jump_back_ns(self) -> int:
-        """How far back (ns) a stamp must go to start a new time line: ``time_jump_s``, or when that is 0 the
-        automatic rule max(1 s, 2 x (tolerance_s + timeout_s))."""
-        if self.time_jump_s > 0:
-            return round(self.time_jump_s * 1e9)
-        return jump_back_threshold_ns(round(self.tolerance_s * 1e9), round(self.timeout_s * 1e9))
+        """How far back (ns) a stamp must go to start a new time line: ``time_jump_s``, or 1 s when that is 0."""
+        return round(self.time_jump_s * 1e9) if self.time_jump_s > 0 else DEFAULT_JUMP_BACK_NS
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,19 +190,19 @@ class EncodersConfig:
 
     @classmethod
     def from_dict(cls, d: Any, prefix: str = "encoders") -> "EncodersConfig":
-        d = _section(d, prefix)
-        _no_unknown(d, prefix, ("models_dir", "providers", "intra_op_threads", "batch_size", "warmup_runs",
+        d = section(d, prefix)
+        no_unknown(d, prefix, ("models_dir", "providers", "intra_op_threads", "batch_size", "warmup_runs",
                                 "lidar_views"))
         providers = _list_of_str(d, prefix, "providers", ("CPUExecutionProvider",), PROVIDERS)
         if not providers:
             raise ConfigError(f"{prefix}.providers", [], "a non-empty list from " + " | ".join(PROVIDERS))
         return cls(
-            models_dir=_str(d, prefix, "models_dir", ""),
+            models_dir=read_str(d, prefix, "models_dir", ""),
             providers=providers,
-            intra_op_threads=_int(d, prefix, "intra_op_threads", 1, 0, 256),
-            batch_size=_int(d, prefix, "batch_size", 8, 1, 4096),
-            warmup_runs=_int(d, prefix, "warmup_runs", 2, 0, 100),
-            lidar_views=_int(d, prefix, "lidar_views", 16, 1, MAX_LIDAR_VIEWS),
+            intra_op_threads=read_int(d, prefix, "intra_op_threads", 1, 0, 256),
+            batch_size=read_int(d, prefix, "batch_size", 8, 1, 4096),
+            warmup_runs=read_int(d, prefix, "warmup_runs", 2, 0, 100),
+            lidar_views=read_int(d, prefix, "lidar_views", 16, 1, MAX_LIDAR_VIEWS),
         )
 
 
@@ -233,13 +215,13 @@ class OutputConfig:
 
     @classmethod
     def from_dict(cls, d: Any, prefix: str = "output") -> "OutputConfig":
-        d = _section(d, prefix)
-        _no_unknown(d, prefix, ("insert_queries", "markers", "marker_frame", "diagnostics_period_s"))
+        d = section(d, prefix)
+        no_unknown(d, prefix, ("insert_queries", "markers", "marker_frame", "diagnostics_period_s"))
         return cls(
-            insert_queries=_bool(d, prefix, "insert_queries", True),
-            markers=_bool(d, prefix, "markers", True),
-            marker_frame=_str(d, prefix, "marker_frame", "odom"),
-            diagnostics_period_s=_float(d, prefix, "diagnostics_period_s", 1.0, 0.05, 3600.0),
+            insert_queries=read_bool(d, prefix, "insert_queries", True),
+            markers=read_bool(d, prefix, "markers", True),
+            marker_frame=read_str(d, prefix, "marker_frame", "odom"),
+            diagnostics_period_s=read_float(d, prefix, "diagnostics_period_s", 1.0, 0.05, 3600.0),
         )
 
 
@@ -261,11 +243,11 @@ class FusionConfig:
     @classmethod
     def from_dict(cls, d: Any, *, source: str | None = None) -> "FusionConfig":
         try:
-            d = _section(d, "ros__parameters")
+            d = section(d, "ros__parameters")
             d = {k: v for k, v in d.items() if k not in ("use_sim_time",)}  # ROS's own parameters
             _no_unknown_top(d, cls.KEYS)
-            sd = _section(d.get("streams"), "streams")
-            _no_unknown(sd, "streams", tuple(m.value for m in Modality))
+            sd = section(d.get("streams"), "streams")
+            no_unknown(sd, "streams", tuple(m.value for m in Modality))
             streams = tuple((m, StreamConfig.from_dict(sd.get(m.value), f"streams.{m.value}", m)) for m in Modality)
             if not any(s.enabled for _, s in streams):
                 raise ConfigError("streams", {m.value: False for m in Modality}, "at least one enabled stream")
@@ -282,7 +264,7 @@ class FusionConfig:
                 memory=MemoryConfig.from_dict(d.get("memory")),
                 policy=PolicyConfig.from_dict(d.get("policy")),
                 output=OutputConfig.from_dict(d.get("output")),
-                rig=RigOptions.from_dict(dict(_section(d.get("rig"), "rig"))),
+                rig=RigOptions.from_dict(dict(section(d.get("rig"), "rig"))),
             )
         except ConfigError as err:
             if source and not err.source:
@@ -439,11 +421,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
           "a multi-scan radar model merges ('' = no poses: single scans)"),
     _spec("odometry.max_gap_s", "no pose is interpolated between odometry messages further apart", (0, 60)),
     _spec("odometry.max_extrapolation_s", "no pose for a stamp further than this outside the odometry", (0, 10)),
-    _spec("sync.tolerance_s", "frames of different sensors within this time form one set", (0, 10)),
-    _spec("sync.timeout_s", "an incomplete set is processed after this long (partial sets are not dropped)", (0, 60)),
-    _spec("sync.time_jump_s", "stamps (or /clock) going back by more than this start a new time line: sync, "
-                              "match policy and pose buffer reset (0 = max(1 s, 2 x (tolerance_s + timeout_s)); "
-                              "else > tolerance_s + timeout_s)", (0, TIME_JUMP_MAX_S)),
+    _spec("sync.time_jump_s", "stamps (or /clock) going back by more than this start a new time line: match policy, "
+                              "multi-scan history and pose buffer reset (0 = 1 s)", (0, TIME_JUMP_MAX_S)),
     _spec("encoders.models_dir", "folder with camera.onnx, lidar.onnx, radar.onnx and their cards ('' = installed)"),
     _spec("encoders.providers", "onnxruntime execution providers in order of preference (CPU is the fallback)"),
     _spec("encoders.intra_op_threads", "onnxruntime threads per encoder (0 = onnxruntime decides)", (0, 256)),
@@ -480,6 +459,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _spec("policy.routes.radar", "memory modalities a radar query searches", tunable=True),
     _spec("policy.top_k", "neighbours per query and memory modality", (1, 1000), tunable=True),
     _spec("policy.min_score", "cosine score threshold of a match", (-1, 1), tunable=True),
+    _spec("policy.min_probability", "calibrated probability of a true revisit a match needs (the model cards' "
+          "score_calibration, per modality pair; 0 = off; pairs without a calibration: min_score only)", (0, 1),
+          tunable=True),
     _spec("policy.exclude_recent_s", "entries newer than the query minus this are not candidates", (0, None), tunable=True),
     _spec("policy.exclude_same_session", "only match entries of other sessions", tunable=True),
     _spec("policy.debounce_s", "one event per revisit: a place fires again only after this long without support",

@@ -3,8 +3,14 @@
 The card names the modality, the input (name, shape ``[batch, C, H, W]``, dtype), the output (name, embedding
 size), the preprocessing parameters, the training data and the measured figures. :class:`OnnxEncoder` checks the
 ONNX graph against its card when it loads and raises :class:`ModelError` on any mismatch, picks execution providers
-from :class:`EncoderConfig` (falling back to the CPU with a :class:`ProviderFallbackWarning`), runs in batches, and
-returns L2-normalised float32 embeddings.
+from :class:`EncoderConfig`, runs in batches, and returns L2-normalised float32 embeddings.
+
+Execution providers: the configured list is honoured in its order (``encoders.providers``), the CPU provider is
+always the last resort. A provider this onnxruntime lacks (the CPU package has no CUDA; ``pip install .[gpu]``
+installs ``onnxruntime-gpu``), or one that is there but could not start (no GPU, no CUDA libraries), leaves the
+encoder on the providers that did start: :attr:`OnnxEncoder.providers` says which, :attr:`OnnxEncoder.fallback`
+which requested ones are missing, and :func:`load_encoders` warns once for all encoders
+(:class:`ProviderFallbackWarning`, :func:`provider_fallback_message`).
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ __all__ = [
     "load_card",
     "model_path",
     "load_encoders",
+    "provider_fallback_message",
+    "providers_in_use",
 ]
 
 CARD_FORMAT = "cmr_fusion_model_card/1"
@@ -41,6 +49,35 @@ KNOWN_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExe
 
 class ProviderFallbackWarning(RuntimeWarning):
     """A requested execution provider is not available; the encoder runs on the providers that are."""
+
+
+def _onnxruntime():
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        raise ModelError("onnxruntime", "not installed: pip install 'cmr_fusion_ros[cpu]' (onnxruntime) or "
+                                        "'cmr_fusion_ros[gpu]' (onnxruntime-gpu), never both") from err
+    return ort
+
+
+def providers_in_use(encoders: Any) -> str:
+    """``camera: CUDAExecutionProvider, CPUExecutionProvider; lidar: ...`` for the encoders of a mapping (modality ->
+    encoder) that report their providers (for logs and diagnostics)."""
+    return "; ".join(f"{Modality(m).value}: {', '.join(e.providers)}" for m, e in encoders.items()
+                     if getattr(e, "providers", None))
+
+
+def provider_fallback_message(encoders: Sequence["OnnxEncoder"]) -> str:
+    """One sentence for all ``encoders`` that did not get every requested provider ('' when all did)."""
+    fell = [e for e in encoders if e.fallback]
+    if not fell:
+        return ""
+    ort = _onnxruntime()
+    missing = sorted({p for e in fell for p in e.fallback})
+    names = ", ".join(f"{e.modality.value} on {list(e.providers)}" for e in fell)
+    return (f"execution providers {missing} requested but not running ({names}); onnxruntime "
+            f"{ort.__version__} offers {ort.get_available_providers()}: install the GPU build with "
+            "pip install '.[gpu]' (onnxruntime-gpu) on a machine with CUDA, or set encoders.providers")
 
 
 def model_path(models_dir: str | Path, modality: Modality | str) -> Path:
@@ -75,6 +112,11 @@ class ModelCard:
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     latency_ms: dict[str, Any] = field(default_factory=dict)
+    # what the training data looked like (core.domain.InputRanges.to_dict): `cmr-fusion doctor` compares bags with it
+    input_ranges: dict[str, Any] = field(default_factory=dict)
+    # P(true revisit | cosine) per match modality (core.calibration.ScoreCalibration.card_block):
+    # written by `cmr-fusion calibrate`
+    score_calibration: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -93,6 +135,8 @@ class ModelCard:
             "training": self.training,
             "metrics": self.metrics,
             "latency_ms": self.latency_ms,
+            **({"input_ranges": self.input_ranges} if self.input_ranges else {}),
+            **({"score_calibration": self.score_calibration} if self.score_calibration else {}),
         }
 
     @classmethod
@@ -137,6 +181,8 @@ class ModelCard:
             training=dict(d.get("training") or {}),
             metrics=dict(d.get("metrics") or {}),
             latency_ms=dict(d.get("latency_ms") or {}),
+            input_ranges=dict(d.get("input_ranges") or {}),
+            score_calibration=dict(d.get("score_calibration") or {}),
         )
 
     def build_preprocessing(self) -> Preprocessing:
@@ -210,9 +256,8 @@ def _resolve_providers(requested: Sequence[str], available: Sequence[str]) -> tu
 class OnnxEncoder:
     """One modality's ONNX encoder, validated against its card."""
 
-    def __init__(self, config: EncoderConfig) -> None:
-        import onnxruntime as ort
-
+    def __init__(self, config: EncoderConfig, *, warn: bool = True) -> None:
+        ort = _onnxruntime()
         self.config = config
         path = Path(config.model_path)
         if not path.is_file():
@@ -224,13 +269,7 @@ class OnnxEncoder:
         self.preprocessing = self.card.build_preprocessing()
         self.dim = self.card.embedding_dim
 
-        providers, missing = _resolve_providers(config.providers, ort.get_available_providers())
-        if missing:
-            warnings.warn(
-                f"{path.name}: execution providers {missing} are not available in this onnxruntime; using {providers}",
-                ProviderFallbackWarning,
-                stacklevel=2,
-            )
+        providers, _ = _resolve_providers(config.providers, ort.get_available_providers())
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = config.intra_op_threads
         opts.inter_op_num_threads = config.inter_op_threads
@@ -239,7 +278,11 @@ class OnnxEncoder:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         except Exception as err:  # onnxruntime raises its own untyped errors
             raise ModelError(str(path), f"onnxruntime cannot load it: {err}") from err
-        self.providers = tuple(self.session.get_providers())
+        self.providers = tuple(self.session.get_providers())  # the providers that started, in order
+        # requested but not running: absent from this onnxruntime, or present but failed to start (no GPU)
+        self.fallback = tuple(p for p in config.providers if p not in self.providers)
+        if warn and self.fallback:
+            warnings.warn(provider_fallback_message([self]), ProviderFallbackWarning, stacklevel=2)
         self._validate(path)
         for _ in range(config.warmup_runs):
             self._run(np.zeros((1, *self.card.input_shape), dtype=np.float32))
@@ -303,7 +346,8 @@ def load_encoders(
     modalities: Sequence[Modality | str] = tuple(Modality),
     **config: Any,
 ) -> dict[Modality, OnnxEncoder]:
-    """One encoder per modality from ``models_dir`` (default: ``cmr_fusion_ros.paths.models_dir()``)."""
+    """One encoder per modality from ``models_dir`` (default: ``cmr_fusion_ros.paths.models_dir()``); one
+    :class:`ProviderFallbackWarning` for all of them when requested providers are not running."""
     if models_dir is None:
         from cmr_fusion_ros.paths import models_dir as default_models_dir
 
@@ -311,5 +355,7 @@ def load_encoders(
     out: dict[Modality, OnnxEncoder] = {}
     for m in modalities:
         mod = Modality(m)
-        out[mod] = OnnxEncoder(EncoderConfig(model_path=str(model_path(models_dir, mod)), **config))
+        out[mod] = OnnxEncoder(EncoderConfig(model_path=str(model_path(models_dir, mod)), **config), warn=False)
+    if message := provider_fallback_message(list(out.values())):
+        warnings.warn(message, ProviderFallbackWarning, stacklevel=2)
     return out

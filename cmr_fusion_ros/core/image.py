@@ -177,18 +177,26 @@ def _compressed_kind(fmt: str, data: np.ndarray) -> str:
     raise ConversionError(CIMG, "format", f"unsupported format {fmt!r}; supported: jpeg, png")
 
 
-def decode_compressed(msg: Any, desired_encoding: str = "rgb8") -> np.ndarray:
+_REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def decode_compressed(msg: Any, desired_encoding: str = "rgb8", *, reduction: int = 1) -> np.ndarray:
     """Decode a CompressedImage-like object (or a ``(format, data)`` pair) with OpenCV.
 
     ``desired_encoding`` is one of rgb8, bgr8, rgba8, bgra8, mono8, or ``"passthrough"`` (OpenCV's own result,
-    e.g. 16-bit PNG depth images stay uint16).
+    e.g. 16-bit PNG depth images stay uint16). ``reduction`` 2, 4 or 8 decodes a JPEG directly at that fraction of
+    its size (libjpeg's DCT scaling: much cheaper than decoding it whole; colour results only); other formats ignore
+    it.
     """
     fmt, data = (msg if isinstance(msg, tuple) else (msg.format, msg.data))
     buf = _byte_view(data)
     if buf.size == 0:
         raise ConversionError(CIMG, "data", "empty")
     kind = _compressed_kind(str(fmt), buf)
-    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if reduction not in (1, *_REDUCED):
+        raise ValueError(f"reduction {reduction!r}: 1, 2, 4 or 8")
+    reduced = reduction > 1 and kind == "jpeg" and desired_encoding in ("rgb8", "bgr8")
+    img = cv2.imdecode(buf, _REDUCED[reduction] if reduced else cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ConversionError(CIMG, "data", f"{kind} data of {buf.size} bytes could not be decoded (truncated or corrupt)")
     if desired_encoding == "passthrough":

@@ -1,53 +1,60 @@
-"""The fusion pipeline: frame sets in, match results out (no ROS).
+"""The fusion pipeline: frames in, match results out (no ROS).
 
 One implementation serves the all-in-one node, the split memory node (embeddings in) and offline processing of a
-bag, so live and offline runs give the same events for the same message order.
+bag (both through :class:`cmr_fusion_ros.core.stream.StreamRunner`), so live and offline runs give the same events
+for the same message order.
 
-Per frame set: each frame is preprocessed and encoded by its modality's encoder, its pose looked up, the memory is
-searched through the match policy (routes, threshold, temporal exclusion, debounce, sequences), and only then are
-the set's embeddings inserted, so a query never finds itself or its sibling frames of the same instant. When LiDAR
-queries search LiDAR entries, a LiDAR scan is also embedded as seen turned to ``encoders.lidar_views`` headings
+Per frame, the moment it is taken from its stream's queue (no frame waits for another sensor):
+:meth:`FusionPipeline.embed` checks for a time jump, looks up the frame's pose and runs the frame through its topic's
+route (:class:`cmr_fusion_ros.core.embed.FrameEmbedder`: merge, views, preprocess, encode); then
+:meth:`FusionPipeline.commit` searches the memory through the match policy (routes, threshold, temporal exclusion,
+debounce, sequences) and inserts the embedding. A query never finds itself (it is inserted after its search) nor
+frames of the same instant (``policy.exclude_recent_s``). Embedding may run concurrently for different streams;
+commits are serialised by the caller (the stream runner commits in arrival order). When LiDAR queries search LiDAR
+entries, a LiDAR scan is also embedded as seen turned to ``encoders.lidar_views`` headings
 (``preprocess.turned_views``) and every view searches the LiDAR entries (a place driven in another direction); only
 the scan as it is goes into the memory. Split deployments (embeddings in) get the views with the embedding
 (``EmbeddingInput.views`` from ``cmr_fusion_msgs/Embedding.views``).
 
-Time jumps (a bag that loops, a clock reset): a frame set or embedding stamped more than the jump threshold
-(``sync.time_jump_s``; 0 = max(1 s, 2 x (tolerance + timeout))) before the newest one processed, or an odometry pose
-stamped that far before the newest pose, starts a new time line: the policy forgets its revisits and sequences
-(their times lie in the new line's future, so they would suppress every revisit until time caught up) and the pose
-buffer forgets the old line's poses. The memory is kept.
+Time jumps (a bag that loops, a clock reset): a frame or embedding stamped more than the jump threshold
+(``sync.time_jump_s``; 0 = 1 s) before the newest one of its own topic starts a new history for that topic's
+multi-scan merging; when it is also that far before the newest frame of the current time line, the policy forgets
+its revisits and sequences (their times lie in the new line's future, so they would suppress every revisit until
+time caught up). An odometry pose stamped that far before the newest pose clears the pose buffer and the merge
+histories. The memory is kept. (Streams are compared with themselves first because they may lag one another.)
 
-Sensor messages are checked against size limits (``limits.*``, :class:`InputLimits`) before they are decoded.
+Decoding (with the input limits ``limits.*``) is :mod:`cmr_fusion_ros.core.decode`; its names are re-exported here
+for older imports.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from cmr_fusion_ros.core.accumulate import STAT_KEYS, ScanAccumulator
+from cmr_fusion_ros.core.accumulate import STAT_KEYS
+from cmr_fusion_ros.core.calibration import ScoreCalibration
 from cmr_fusion_ros.core.config import FusionConfig, InputLimits
+from cmr_fusion_ros.core.decode import (DEFAULT_LIMITS, IMAGE_TYPES, Frame, check_limits, decode_sensor,
+                                        frame_from)
+from cmr_fusion_ros.core.embed import Encoder, FrameEmbedder
 from cmr_fusion_ros.core.errors import ConfigError, ConversionError
-from cmr_fusion_ros.core.image import convert_color, decode_compressed, decode_image
 from cmr_fusion_ros.core.memory import SceneMemory
-from cmr_fusion_ros.core.pointcloud import decode_cloud
-from cmr_fusion_ros.core.preprocess import accumulator_for, turned_views
 from cmr_fusion_ros.core.rig import RigAdapter, SensorRig
-from cmr_fusion_ros.core.preprocess import batch as preprocess_batch
 from cmr_fusion_ros.core.policy import MatchPolicy, MatchResult, Query
 from cmr_fusion_ros.core.poses import PoseBuffer
-from cmr_fusion_ros.core.radar import RadarFields, radar_array
-from cmr_fusion_ros.core.sync import Frame, FrameSet
 from cmr_fusion_ros.core.types import Modality, Pose
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "EmbedJob",
     "EmbeddingInput",
     "InputLimits",
     "check_limits",
@@ -59,142 +66,6 @@ __all__ = [
     "frame_from",
     "IMAGE_TYPES",
 ]
-
-IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
-_COLOUR = {"rgb8", "bgr8", "rgba8", "bgra8", "mono8"}
-
-
-# The limits are the ``limits`` section of FusionConfig (``InputLimits``, re-exported here); nodes and offline
-# processing pass ``config.limits``. The defaults are the fallback of every decoding function.
-DEFAULT_LIMITS = InputLimits()
-
-
-def _data_size(data: Any) -> int:
-    try:
-        return memoryview(data).nbytes
-    except TypeError:
-        return len(data)
-
-
-def _compressed_dims(buf: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG IHDR or a JPEG SOFn header, read without decoding; None when not found."""
-    if buf[:8] == b"\x89PNG\r\n\x1a\n" and len(buf) >= 24 and buf[12:16] == b"IHDR":
-        return int.from_bytes(buf[16:20], "big"), int.from_bytes(buf[20:24], "big")
-    if buf[:2] != b"\xff\xd8":
-        return None
-    pos, n = 2, len(buf)
-    while pos + 4 <= n:
-        if buf[pos] != 0xFF:
-            return None
-        marker = buf[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
-            pos += 2
-            continue
-        length = int.from_bytes(buf[pos + 2:pos + 4], "big")
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            if pos + 9 > n:
-                return None
-            return int.from_bytes(buf[pos + 7:pos + 9], "big"), int.from_bytes(buf[pos + 5:pos + 7], "big")
-        if length < 2:
-            return None
-        pos += 2 + length
-    return None
-
-
-def check_limits(modality: Modality, msg: Any, *, compressed: bool, limits: InputLimits = DEFAULT_LIMITS) -> None:
-    """Raise :class:`ConversionError` naming the field when ``msg`` claims more than ``limits`` allow."""
-    if modality is Modality.CAMERA and compressed:
-        kind = "sensor_msgs/CompressedImage"
-        size = _data_size(msg.data)
-        if size > limits.max_message_bytes:
-            raise ConversionError(kind, "data", f"{size} bytes > limit {limits.max_message_bytes}")
-        head = bytes(memoryview(msg.data)[:65536]) if size else b""
-        dims = _compressed_dims(head)
-        if dims is not None:
-            w, h = dims
-            if w == 0 or h == 0:
-                raise ConversionError(kind, "data", f"header declares an empty {w}x{h} image")
-            if w * h > limits.max_image_pixels:
-                raise ConversionError(kind, "data", f"header declares {w}x{h} = {w * h} pixels > limit "
-                                                    f"{limits.max_image_pixels}")
-        return
-    if modality is Modality.CAMERA:
-        kind = "sensor_msgs/Image"
-        h, w = int(msg.height), int(msg.width)
-        if h <= 0 or w <= 0:
-            raise ConversionError(kind, "height/width", f"empty image {w}x{h}")
-        if h * w > limits.max_image_pixels:
-            raise ConversionError(kind, "height/width", f"{w}x{h} = {w * h} pixels > limit {limits.max_image_pixels}")
-    else:
-        kind = "sensor_msgs/PointCloud2"
-        h, w = int(msg.height), int(msg.width)
-        if h < 0 or w < 0 or h * w > limits.max_points:
-            raise ConversionError(kind, "height/width", f"{w}x{h} = {w * h} points; allowed 0..{limits.max_points}")
-    size = _data_size(msg.data)
-    if size > limits.max_message_bytes:
-        raise ConversionError(kind, "data", f"{size} bytes > limit {limits.max_message_bytes}")
-
-
-def _finite_points(cloud: np.ndarray, modality: Modality, names: tuple[str, ...]) -> np.ndarray:
-    """Drop points with a non-finite coordinate (NaN, Inf); a cloud left empty carries nothing to embed (and every
-    empty cloud would embed alike, so they would all "match" each other): rejected."""
-    flat = cloud.reshape(-1)
-    have = [n for n in names if n in (flat.dtype.names or ())]
-    for n in names[:3]:
-        if n not in have:
-            raise ConversionError("sensor_msgs/PointCloud2", f"fields[{n!r}]",
-                                  f"field missing; the cloud has {list(flat.dtype.names or ())}")
-    if have and flat.shape[0]:
-        ok = np.ones(flat.shape[0], dtype=bool)
-        for n in have:
-            col = flat[n]
-            if col.dtype.kind == "f":
-                ok &= np.isfinite(col).reshape(col.shape[0], -1).all(axis=1)
-        if not ok.all():
-            flat = flat[ok]
-    if flat.shape[0] == 0:
-        raise ConversionError("sensor_msgs/PointCloud2", "data",
-                              f"no {modality.value} point with finite {', '.join(have) or 'coordinates'}: nothing to embed")
-    return flat
-
-
-def decode_sensor(modality: Modality, msg: Any, *, compressed: bool, radar_fields: RadarFields = RadarFields(),
-                  limits: InputLimits = DEFAULT_LIMITS) -> np.ndarray:
-    """Decode a sensor message (rclpy or rosbags object) into what the encoder of ``modality`` takes.
-
-    camera: ``H x W x 3`` uint8 RGB; lidar: structured cloud, points with a non-finite x/y/z dropped; radar: x, y,
-    z, doppler, rcs with non-finite rows dropped. Raises :class:`ConversionError` (naming the field) for anything
-    malformed, beyond ``limits``, or left without a point.
-    """
-    check_limits(modality, msg, compressed=compressed, limits=limits)
-    if modality is Modality.CAMERA:
-        if compressed:
-            img = decode_compressed(msg, "rgb8")
-        else:
-            enc = str(msg.encoding)
-            if enc not in _COLOUR:
-                raise ConversionError("sensor_msgs/Image", "encoding",
-                                      f"camera encoders take colour images ({sorted(_COLOUR)}), got {enc!r}")
-            img = convert_color(decode_image(msg), enc, "rgb8")
-        if img.ndim != 3 or img.shape[2] != 3 or img.shape[0] == 0 or img.shape[1] == 0:
-            raise ConversionError("sensor_msgs/Image", "data", f"decoded to shape {img.shape}, not H x W x 3")
-        return img
-    if int(msg.height) * int(msg.width) == 0:  # (decode_cloud's NaN filter fails on an empty cloud)
-        raise ConversionError("sensor_msgs/PointCloud2", "height/width",
-                              f"{int(msg.width)}x{int(msg.height)} = 0 points: nothing to embed")
-    cloud = decode_cloud(msg, skip_nans=True)
-    if modality is Modality.RADAR:
-        return _finite_points(radar_array(cloud, radar_fields), modality, ("x", "y", "z", "doppler", "rcs"))
-    return _finite_points(cloud, modality, ("x", "y", "z"))
-
-
-class Encoder(Protocol):
-    dim: int
-
-    def encode(self, items: Sequence[np.ndarray]) -> np.ndarray: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +80,9 @@ class EmbeddingInput:
     pose: Pose | None = None
     model_id: str = ""
     views: np.ndarray | None = field(default=None, repr=False)  # the scan at other headings (Query.views)
+    preprocess_ms: float = field(default=0.0, compare=False)  # merge + preprocess, when embedded here
+    encode_ms: float = field(default=0.0, compare=False)
+    topic_jumped: bool = field(default=False, compare=False)  # its topic's stamps went back (set by embed)
 
 
 def embedding_views(values: Any, dim: int) -> np.ndarray | None:
@@ -221,6 +95,18 @@ def embedding_views(values: Any, dim: int) -> np.ndarray | None:
         raise ConversionError("cmr_fusion_msgs/Embedding", "views",
                               f"{arr.size} values are not whole views of the vector's {dim} values")
     return arr.reshape(-1, dim)
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedJob:
+    """A frame ready for its route (:meth:`FusionPipeline.prepare`)."""
+
+    frame: Frame
+    route: FrameEmbedder
+    pose: Pose | None
+    views: int
+    jumped: bool  # its topic's stamps went back
+    reset: bool  # forget the route's merge history first
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,12 +131,12 @@ class PipelineOutput:
     frame_id: str
     events: tuple[MatchResult, ...]
     frames: tuple[FramePath, ...]
-    complete: bool = True
 
 
 class FusionPipeline:
-    """Encoders + memory + policy. Thread-compatible: call ``process*`` from one thread (the memory and policy are
-    themselves safe for concurrent readers such as a query service)."""
+    """Encoders + memory + policy. ``embed`` may run concurrently for different topics (one caller per topic);
+    ``commit`` and ``process_embeddings`` from one caller at a time (the memory and policy are themselves safe for
+    concurrent readers such as a query service)."""
 
     def __init__(self, config: FusionConfig, encoders: Mapping[Modality, Encoder], memory: SceneMemory,
                  policy: MatchPolicy | None = None, poses: PoseBuffer | None = None, session: str | None = None,
@@ -259,16 +145,19 @@ class FusionPipeline:
         self.encoders = dict(encoders)
         self.memory = memory
         self.policy = policy or MatchPolicy(config.policy)
+        if not self.policy.calibration:  # P(true revisit) per pair from the model cards (core.calibration)
+            self.policy.calibration = ScoreCalibration.from_cards(self.encoders)
         self.poses = poses
         self.session = session if session is not None else config.session_id()
         self._clock = clock
-        self.jump_back_ns = config.sync.jump_back_ns  # sync.time_jump_s, or the automatic rule
+        self.jump_back_ns = config.sync.jump_back_ns  # sync.time_jump_s, or 1 s
         self.time_jumps = 0  # times the policy state was reset because time went back
         self._newest_ns: int | None = None
         self._newest_pose_ns: int | None = None
-        self._accumulators: dict[str, ScanAccumulator] = {}  # per radar topic, for multi-scan radar models
         self._recorded_rig: SensorRig | None = None  # the sensors a bag recorded (process); parameters win
-        self._rig_adapters: dict[str, RigAdapter] = {}  # per topic: its data brought to the canonical rig
+        self._embedders: dict[str, FrameEmbedder] = {}  # per topic: merge -> views -> preprocess -> encode
+        self._time_lock = threading.Lock()  # the newest stamps (streams embed concurrently)
+        self._newest_by_topic: dict[str, int] = {}
         for m, enc in self.encoders.items():
             if enc.dim != memory.dim:
                 raise ConfigError("memory.dim", memory.dim, f"the {m.value} encoder's embedding size {enc.dim}")
@@ -301,28 +190,48 @@ class FusionPipeline:
         """Feed one odometry pose; returns True when it started a new time line (the older poses were dropped)."""
         if self.poses is None:
             return False
-        jumped = self._newest_pose_ns is not None and stamp_ns < self._newest_pose_ns - self.jump_back_ns
-        if jumped:
-            self.poses.clear()
-            self._newest_pose_ns = None
-            for acc in self._accumulators.values():
-                acc.reset()
-        self._newest_pose_ns = stamp_ns if self._newest_pose_ns is None else max(self._newest_pose_ns, stamp_ns)
-        self.poses.add(stamp_ns, pose)
+        with self._time_lock:
+            jumped = self._newest_pose_ns is not None and stamp_ns < self._newest_pose_ns - self.jump_back_ns
+            if jumped:
+                self.poses.clear()
+                self._newest_pose_ns = None
+                for emb in list(self._embedders.values()):
+                    emb.reset()
+            self._newest_pose_ns = stamp_ns if self._newest_pose_ns is None else max(self._newest_pose_ns, stamp_ns)
+            self.poses.add(stamp_ns, pose)
         return jumped
 
     def reset_time(self) -> None:
-        """Start a new time line now (the clock jumped back): forget the policy's revisits and sequences."""
+        """Start a new time line now (the clock jumped back): forget the policy's revisits and sequences and the
+        merged scans."""
+        with self._time_lock:
+            self._reset_time_locked()
+            self._newest_by_topic.clear()
+            for emb in list(self._embedders.values()):
+                emb.reset()
+
+    def _reset_time_locked(self) -> None:
         self.policy.reset()
         self._newest_ns = None
         self.time_jumps += 1
-        for acc in self._accumulators.values():
-            acc.reset()
 
-    def _check_time(self, stamp_ns: int) -> None:
-        if self._newest_ns is not None and stamp_ns < self._newest_ns - self.jump_back_ns:
-            self.reset_time()
-        self._newest_ns = stamp_ns if self._newest_ns is None else max(self._newest_ns, stamp_ns)
+    def _check_time(self, stamp_ns: int, topic_jumped: bool) -> None:
+        """At a commit: a frame whose own topic went back in time, stamped this far before the newest frame of the
+        current time line, starts a new time line for the policy. (Both conditions: streams may lag one another,
+        which is no jump; and the other streams of a bag that loops follow the first one into the new line.)"""
+        with self._time_lock:
+            if topic_jumped and self._newest_ns is not None and stamp_ns < self._newest_ns - self.jump_back_ns:
+                self._reset_time_locked()
+            self._newest_ns = stamp_ns if self._newest_ns is None else max(self._newest_ns, stamp_ns)
+
+    def _topic_jumped(self, topic: str, stamp_ns: int) -> bool:
+        """Before embedding: whether ``topic``'s own stamps went back (streams are embedded concurrently and may lag
+        one another, so each is compared with itself)."""
+        with self._time_lock:
+            last = self._newest_by_topic.get(topic)
+            jumped = last is not None and stamp_ns < last - self.jump_back_ns
+            self._newest_by_topic[topic] = stamp_ns if last is None or jumped else max(last, stamp_ns)
+            return jumped
 
     def pose_at(self, stamp_ns: int) -> Pose | None:
         return self.poses.lookup(stamp_ns) if self.poses is not None else None
@@ -330,47 +239,67 @@ class FusionPipeline:
     @property
     def has_accumulation(self) -> bool:
         """True once a multi-scan radar model has merged (or tried to merge) scans."""
-        return bool(self._accumulators)
+        return any(e.multi_scan for e in self._embedders.values())
 
     def accumulation_stats(self) -> dict[str, int]:
         """Multi-scan radar (models with ``scans > 1``): earlier scans merged in, wanted but not found, and scans
         that had no odometry pose (used alone)."""
         total = dict.fromkeys(STAT_KEYS, 0)
-        for acc in self._accumulators.values():
-            for key, value in acc.stats().items():
+        for emb in self._embedders.values():
+            for key, value in emb.stats().items():
                 total[key] += value
         return total
 
     def multi_scan_modalities(self) -> list[Modality]:
         """The modalities whose model merges several scans (they need the odometry)."""
-        return [m for m, e in self.encoders.items() if accumulator_for(getattr(e, "preprocessing", None)) is not None]
+        return [m for m, e in self.encoders.items() if FrameEmbedder.of(e).multi_scan]
 
     def set_recorded_rig(self, rig: SensorRig | None) -> None:
-        """The mounts and camera intrinsics a bag recorded (``bag.rig_info.read_rig``); ``rig.*`` parameters win."""
+        """The mounts and camera intrinsics a bag recorded (``bag.rig_info.read_rig``); ``rig.*`` parameters win.
+        Call before the first frame (the topics' routes are made anew)."""
         self._recorded_rig = rig
-        self._rig_adapters.clear()
+        self._embedders.clear()
 
-    def _canonical(self, fr: Frame) -> Any:
-        """The frame's data brought to the canonical rig (``rig.*``, :mod:`cmr_fusion_ros.core.rig`)."""
+    def rig_adapter(self, modality: Modality) -> RigAdapter | None:
+        """A fresh adapter bringing a ``modality`` sensor's data to the canonical rig (``rig.*``,
+        :mod:`cmr_fusion_ros.core.rig`); None when ``rig.enabled`` is false."""
         if not self.config.rig.enabled:
-            return fr.data
-        adapter = self._rig_adapters.get(fr.topic)
-        if adapter is None:
-            sensor = self.config.rig.sensor_rig(self._recorded_rig)
-            adapter = self._rig_adapters[fr.topic] = RigAdapter(fr.modality, sensor, self.config.rig)
-        return adapter(fr.data)
+            return None
+        return RigAdapter(modality, self.config.rig.sensor_rig(self._recorded_rig), self.config.rig)
 
-    def _input_data(self, fr: Frame, encoder: Encoder, pose: Pose | None) -> Any:
-        """The frame's data at the canonical rig, merged with earlier scans of its topic when the model wants several
-        radar scans."""
-        data = self._canonical(fr)
-        acc = self._accumulators.get(fr.topic)
-        if acc is None:
-            acc = accumulator_for(getattr(encoder, "preprocessing", None))
-            if acc is None:
-                return data
-            self._accumulators[fr.topic] = acc
-        return acc.merge(fr.stamp_ns, data, pose)
+    def embedder(self, modality: Modality, topic: str) -> FrameEmbedder:
+        """The route of ``topic`` (made on its first frame)."""
+        emb = self._embedders.get(topic)
+        if emb is None:
+            encoder = self.encoders.get(modality)
+            if encoder is None:
+                raise ConfigError(f"streams.{modality.value}.enabled", True, "a loaded encoder for this modality")
+            emb = self._embedders[topic] = FrameEmbedder.of(encoder, clock=self._clock,
+                                                            adapter=self.rig_adapter(modality))
+        return emb
+
+    def embed(self, frame: Frame) -> EmbeddingInput:
+        """One frame through its topic's route, with its pose and the LiDAR views the routes ask for now (a topic
+        whose stamps went back starts its multi-scan history anew): :meth:`run` of :meth:`prepare`."""
+        return self.run(self.prepare(frame))
+
+    def prepare(self, frame: Frame) -> EmbedJob:
+        """What embedding ``frame`` depends on outside its route, read now: the time-jump check of its topic, a
+        history reset asked for (odometry went back), its pose, the LiDAR views. Call in the streams' order."""
+        route = self.embedder(frame.modality, frame.topic)
+        jumped = self._topic_jumped(frame.topic, frame.stamp_ns)
+        reset = route.take_reset() or jumped
+        return EmbedJob(frame, route, self.pose_at(frame.stamp_ns), self._views(frame.modality), jumped, reset)
+
+    def run(self, job: EmbedJob) -> EmbeddingInput:
+        """The route of a prepared frame (merge, views, preprocess, encode); one caller per topic at a time, in the
+        topic's order (another thread may run it: offline processing embeds ahead of its commits)."""
+        if job.reset:
+            job.route.clear_history()
+        fr = job.frame
+        out = job.route.embed(fr, job.pose, job.views)
+        return EmbeddingInput(fr.modality, fr.topic, fr.frame_id, fr.stamp_ns, out.vector, job.pose, views=out.views,
+                              preprocess_ms=out.preprocess_ms, encode_ms=out.encode_ms, topic_jumped=job.jumped)
 
     def lidar_views(self) -> int:
         """Headings a LiDAR scan is embedded at now: ``encoders.lidar_views`` while LiDAR queries search LiDAR
@@ -384,55 +313,35 @@ class FusionPipeline:
 
     # --- the two entry points ---------------------------------------------------------------------------------
 
-    def process_set(self, frame_set: FrameSet) -> PipelineOutput:
-        """Encode every frame of a synchronised set, then search and insert them."""
-        frames = [frame_set.frames[m] for m in Modality if m in frame_set.frames]
-        self._check_time(frame_set.anchor_ns)
-        inputs: list[tuple[EmbeddingInput, tuple[float, float]]] = []
-        for fr in frames:
-            encoder = self.encoders.get(fr.modality)
-            if encoder is None:
-                raise ConfigError(f"streams.{fr.modality.value}.enabled", True, "a loaded encoder for this modality")
-            pose = self.pose_at(fr.stamp_ns)
-            t0 = self._clock()
-            data = self._input_data(fr, encoder, pose)
-            views = None
-            if hasattr(encoder, "encode_tensors") and hasattr(encoder, "preprocessing"):
-                n_views = self._views(fr.modality)  # timed apart from the network:
-                tensor = (turned_views(encoder.preprocessing, data, n_views) if n_views > 1
-                          else preprocess_batch(encoder.preprocessing, [data]))
-                t1 = self._clock()
-                out = encoder.encode_tensors(tensor)
-                vec, views = out[0], (out[1:] if n_views > 1 else None)
-            else:
-                t1 = t0
-                vec = encoder.encode([data])[0]
-            t2 = self._clock()
-            inputs.append((EmbeddingInput(fr.modality, fr.topic, fr.frame_id, fr.stamp_ns, vec, pose, views=views),
-                           ((t1 - t0) * 1e3, (t2 - t1) * 1e3)))
-        anchor = frames[0] if frames else None
-        return self._search_insert(inputs, frame_set.anchor_ns, anchor.frame_id if anchor else "", frame_set.complete)
+    def commit(self, item: EmbeddingInput) -> PipelineOutput:
+        """Search the memory with an embedded frame through the policy, then insert it (a stamp far back in time
+        first starts a new time line)."""
+        self._check_time(item.stamp_ns, item.topic_jumped)
+        return self._search_insert([item], item.stamp_ns, item.frame_id)
+
+    def process_frame(self, frame: Frame) -> PipelineOutput:
+        """:meth:`embed` then :meth:`commit` (one caller)."""
+        return self.commit(self.embed(frame))
 
     def process_embeddings(self, items: Sequence[EmbeddingInput]) -> PipelineOutput:
         """Embeddings computed elsewhere (split deployment); poses taken from the items, else from odometry."""
         for it in items:
-            self._check_time(it.stamp_ns)
-        inputs = [(it if it.pose is not None else dataclasses.replace(it, pose=self.pose_at(it.stamp_ns)), (0.0, 0.0))
+            self._check_time(it.stamp_ns, self._topic_jumped(it.topic, it.stamp_ns))
+        inputs = [it if it.pose is not None else dataclasses.replace(it, pose=self.pose_at(it.stamp_ns))
                   for it in items]
         first = items[0] if items else None
-        return self._search_insert(inputs, first.stamp_ns if first else 0, first.frame_id if first else "", True)
+        return self._search_insert(inputs, first.stamp_ns if first else 0, first.frame_id if first else "")
 
-    def _search_insert(self, inputs: list[tuple[EmbeddingInput, tuple[float, float]]], stamp_ns: int, frame_id: str,
-                       complete: bool) -> PipelineOutput:
+    def _search_insert(self, inputs: list[EmbeddingInput], stamp_ns: int, frame_id: str) -> PipelineOutput:
         found: list[tuple[list[MatchResult], float]] = []
-        for it, _ in inputs:
+        for it in inputs:
             t0 = self._clock()
             q = Query(it.modality, it.topic, it.stamp_ns, it.frame_id, it.vector, it.pose, self.session,
                       views=it.views)
             found.append((self.policy.match(self.memory, q), (self._clock() - t0) * 1e3))
         events: list[MatchResult] = []
         paths: list[FramePath] = []
-        for (it, (pre_ms, enc_ms)), (results, search_ms) in zip(inputs, found):
+        for it, (results, search_ms) in zip(inputs, found):
             entry_id, rejected = 0, ""
             if self.config.output.insert_queries:
                 entry = self.memory.add(it.vector, it.modality, it.topic, it.frame_id, it.stamp_ns, it.pose,
@@ -443,18 +352,9 @@ class FusionPipeline:
                     rej = self.memory.last_rejection
                     rejected = getattr(getattr(rej, "reason", None), "value", str(rej)) if rej else "rejected"
             events += [dataclasses.replace(r, query_id=entry_id) for r in results]
-            paths.append(FramePath(it.modality, it.topic, it.stamp_ns, enc_ms, search_ms, entry_id, rejected,
-                                   it.pose is not None, pre_ms))
-        return PipelineOutput(stamp_ns, frame_id, tuple(events), tuple(paths), complete)
+            paths.append(FramePath(it.modality, it.topic, it.stamp_ns, it.encode_ms, search_ms, entry_id, rejected,
+                                   it.pose is not None, it.preprocess_ms))
+        return PipelineOutput(stamp_ns, frame_id, tuple(events), tuple(paths))
 
     def close(self) -> None:
         self.memory.close()
-
-
-def frame_from(modality: Modality, topic: str, msg: Any, *, compressed: bool, radar_fields: RadarFields,
-               stamp_ns: int, receive_ns: int = 0, limits: InputLimits = DEFAULT_LIMITS) -> Frame:
-    """A :class:`Frame` from a sensor message (rclpy or rosbags), with the decoding time."""
-    t0 = time.perf_counter()
-    data = decode_sensor(modality, msg, compressed=compressed, radar_fields=radar_fields, limits=limits)
-    return Frame(modality, topic, str(msg.header.frame_id), stamp_ns, data, receive_ns,
-                 (time.perf_counter() - t0) * 1e3)

@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from cmr_fusion_ros.core.calibration import ScoreCalibration
 from cmr_fusion_ros.core.errors import ConfigError
-from cmr_fusion_ros.core.memory.config import _bool, _float, _int, _no_unknown, _section
 from cmr_fusion_ros.core.memory.entry import MemoryEntry, Neighbor
 from cmr_fusion_ros.core.types import Modality, Pose
+from cmr_fusion_ros.core.validate import no_unknown, read_bool, read_float, read_int, section
 
 if TYPE_CHECKING:
     from cmr_fusion_ros.core.memory.scene import SceneMemory
@@ -68,32 +69,34 @@ class PolicyConfig:
     sequence_max_jump_m: float = 5.0
     sequence_max_gap_s: float = 2.0
     turned_view_penalty: float = 0.05  # subtracted from the scores of a query's turned views (Query.views)
+    min_probability: float = 0.0  # calibrated P(true revisit) threshold (core.calibration; 0 = off)
 
     KEYS = (
         "routes", "top_k", "min_score", "exclude_recent_s", "exclude_same_session", "debounce_s",
         "rearm_distance_m", "place_radius_m", "place_window_s", "sequence_length", "sequence_max_jump_m",
-        "sequence_max_gap_s", "turned_view_penalty",
+        "sequence_max_gap_s", "turned_view_penalty", "min_probability",
     )
 
     @classmethod
     def from_dict(cls, d: Any, prefix: str = "policy") -> "PolicyConfig":
-        d = _section(d, prefix)
-        _no_unknown(d, prefix, cls.KEYS)
+        d = section(d, prefix)
+        no_unknown(d, prefix, cls.KEYS)
         routes = _default_routes() if "routes" not in d else cls._routes(d["routes"], f"{prefix}.routes")
         return cls(
             routes=routes,
-            top_k=_int(d, prefix, "top_k", 5, 1, 1000),
-            min_score=_float(d, prefix, "min_score", 0.5, -1.0, 1.0),
-            exclude_recent_s=_float(d, prefix, "exclude_recent_s", 30.0, 0.0),
-            exclude_same_session=_bool(d, prefix, "exclude_same_session", False),
-            debounce_s=_float(d, prefix, "debounce_s", 10.0, 0.0),
-            rearm_distance_m=_float(d, prefix, "rearm_distance_m", 0.0, 0.0),
-            place_radius_m=_float(d, prefix, "place_radius_m", 5.0, 0.0),
-            place_window_s=_float(d, prefix, "place_window_s", 5.0, 0.0),
-            sequence_length=_int(d, prefix, "sequence_length", 1, 1, 1000),
-            sequence_max_jump_m=_float(d, prefix, "sequence_max_jump_m", 5.0, 0.0),
-            sequence_max_gap_s=_float(d, prefix, "sequence_max_gap_s", 2.0, 0.0),
-            turned_view_penalty=_float(d, prefix, "turned_view_penalty", 0.05, 0.0, 2.0),
+            top_k=read_int(d, prefix, "top_k", 5, 1, 1000),
+            min_score=read_float(d, prefix, "min_score", 0.5, -1.0, 1.0),
+            exclude_recent_s=read_float(d, prefix, "exclude_recent_s", 30.0, 0.0),
+            exclude_same_session=read_bool(d, prefix, "exclude_same_session", False),
+            debounce_s=read_float(d, prefix, "debounce_s", 10.0, 0.0),
+            rearm_distance_m=read_float(d, prefix, "rearm_distance_m", 0.0, 0.0),
+            place_radius_m=read_float(d, prefix, "place_radius_m", 5.0, 0.0),
+            place_window_s=read_float(d, prefix, "place_window_s", 5.0, 0.0),
+            sequence_length=read_int(d, prefix, "sequence_length", 1, 1, 1000),
+            sequence_max_jump_m=read_float(d, prefix, "sequence_max_jump_m", 5.0, 0.0),
+            sequence_max_gap_s=read_float(d, prefix, "sequence_max_gap_s", 2.0, 0.0),
+            turned_view_penalty=read_float(d, prefix, "turned_view_penalty", 0.05, 0.0, 2.0),
+            min_probability=read_float(d, prefix, "min_probability", 0.0, 0.0, 1.0),
         )
 
     @staticmethod
@@ -179,9 +182,11 @@ class MatchResult:
     query_pose: Pose | None
     match_pose: Pose | None
     distance: float  # metres between the two positions; NaN unless both poses are known
+    # calibrated P(true revisit) of the score; NaN when the pair has no calibration (a function of score: not compared)
+    probability: float = field(default=math.nan, compare=False)
 
     @classmethod
-    def of(cls, query: Query, neighbor: Neighbor) -> "MatchResult":
+    def of(cls, query: Query, neighbor: Neighbor, probability: float = math.nan) -> "MatchResult":
         e = neighbor.entry
         dist = query.pose.distance_to(e.pose) if query.pose is not None and e.pose is not None else math.nan
         return cls(
@@ -200,6 +205,7 @@ class MatchResult:
             query_pose=query.pose,
             match_pose=e.pose,
             distance=dist,
+            probability=probability,
         )
 
 
@@ -235,8 +241,9 @@ class _Chain:
 class MatchPolicy:
     """Stateful match rules (see the module docstring). One instance per running pipeline."""
 
-    def __init__(self, config: PolicyConfig | None = None) -> None:
+    def __init__(self, config: PolicyConfig | None = None, calibration: ScoreCalibration | None = None) -> None:
         self._config = config if config is not None else PolicyConfig()
+        self.calibration = calibration or ScoreCalibration({})  # the pipeline sets it from the model cards
         self._lock = threading.Lock()
         self._revisits: dict[str, list[_Revisit]] = {}
         self._chains: dict[tuple[str, Modality], _Chain] = {}
@@ -295,9 +302,12 @@ class MatchPolicy:
         t = query.stamp_ns
         targets = c.targets(query.modality)
         newest = t - round(c.exclude_recent_s * _NS)
+        prob = {id(n): self.calibration.probability(query.modality, n.entry.modality, float(n.score))
+                for n in neighbors}
         candidates = [
             n for n in neighbors
             if n.entry.modality in targets
+            and not prob[id(n)] < c.min_probability  # an uncalibrated pair (NaN) is held to min_score only
             and not (query.id and n.entry.id == query.id)  # never the query's own entry
             and n.score >= c.min_score
             and n.entry.stamp_ns <= newest
@@ -324,7 +334,7 @@ class MatchPolicy:
                     self.suppressed += 1
                     continue
                 revisits.append(_Revisit(n.entry.modality, n.entry.pose, n.entry.stamp_ns, t, query.pose))
-                out.append(MatchResult.of(query, n))
+                out.append(MatchResult.of(query, n, prob[id(n)]))
             return out
 
     # --- internals ----------------------------------------------------------------------------------------------

@@ -11,22 +11,29 @@ from __future__ import annotations
 import bisect
 import threading
 from collections import deque
+from collections.abc import Sequence
 
 import numpy as np
 
 from cmr_fusion_ros.core.types import Pose
 
-__all__ = ["PoseBuffer"]
+__all__ = ["DEFAULT_MAX_EXTRAPOLATION_NS", "DEFAULT_MAX_GAP_NS", "PoseBuffer"]
+
+
+DEFAULT_MAX_GAP_NS = 1_000_000_000  # odometry.max_gap_s
+DEFAULT_MAX_EXTRAPOLATION_NS = 200_000_000  # odometry.max_extrapolation_s
 
 
 class PoseBuffer:
-    def __init__(self, capacity: int = 100_000, max_gap_ns: int = 1_000_000_000,
-                 max_extrapolation_ns: int = 200_000_000) -> None:
+    """Poses by stamp, thread-safe. ``capacity`` poses are kept (the oldest go first; None: all, for a whole bag)."""
+
+    def __init__(self, capacity: int | None = 100_000, max_gap_ns: int = DEFAULT_MAX_GAP_NS,
+                 max_extrapolation_ns: int = DEFAULT_MAX_EXTRAPOLATION_NS) -> None:
         self._stamps: deque[int] = deque(maxlen=capacity)
         self._poses: deque[Pose] = deque(maxlen=capacity)
         self.max_gap_ns = int(max_gap_ns)
         self.max_extrapolation_ns = int(max_extrapolation_ns)
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()  # notified when a pose is added
 
     def __len__(self) -> int:
         return len(self._stamps)
@@ -49,6 +56,43 @@ class PoseBuffer:
                 return
             self._stamps.append(stamp_ns)
             self._poses.append(pose)
+            self._lock.notify_all()
+
+    @classmethod
+    def of(cls, stamps_ns: Sequence[int], poses: Sequence[Pose], **kwargs: int) -> "PoseBuffer":
+        """A buffer holding every pose given (any order; a repeated stamp keeps the last pose), no capacity limit."""
+        buf = cls(capacity=None, **kwargs)
+        for s, p in sorted(dict(zip((int(t) for t in stamps_ns), poses)).items(), key=lambda t: t[0]):
+            buf._stamps.append(s)
+            buf._poses.append(p)
+        return buf
+
+    @property
+    def stamps_ns(self) -> np.ndarray:
+        """The stamps held, sorted, (N,) int64."""
+        with self._lock:
+            return np.fromiter(self._stamps, np.int64, len(self._stamps))
+
+    @property
+    def positions(self) -> np.ndarray:
+        """The positions held, in stamp order, (N, 3) float64."""
+        with self._lock:
+            return np.asarray([(p.x, p.y, p.z) for p in self._poses], np.float64).reshape(-1, 3)
+
+    def behind(self, stamp_ns: int) -> bool:
+        """Whether the odometry is running just behind ``stamp_ns``: the newest pose is older than the stamp, by at
+        most ``max_extrapolation_ns`` (so the pose that interpolates the stamp is about to arrive)."""
+        with self._lock:
+            return self._behind(stamp_ns)
+
+    def _behind(self, stamp_ns: int) -> bool:
+        return bool(self._stamps) and stamp_ns - self.max_extrapolation_ns <= self._stamps[-1] < stamp_ns
+
+    def wait_past(self, stamp_ns: int, timeout_s: float) -> bool:
+        """While the odometry is :meth:`behind` ``stamp_ns``, wait for it to pass the stamp, at most ``timeout_s``;
+        True when it is not behind (any more)."""
+        with self._lock:
+            return self._lock.wait_for(lambda: not self._behind(stamp_ns), timeout_s)
 
     def clear(self) -> None:
         with self._lock:

@@ -26,6 +26,7 @@ import numpy as np
 from cmr_fusion_ros.core.accumulate import ScanAccumulator, move_points
 from cmr_fusion_ros.core.errors import ConfigError, ConversionError
 from cmr_fusion_ros.core.types import MAX_LIDAR_VIEWS, Modality
+from cmr_fusion_ros.core.validate import finite, positive_float, positive_int, require
 
 __all__ = [
     "CameraPreprocessing",
@@ -60,38 +61,6 @@ class Preprocessing(Protocol):
     def __call__(self, data: np.ndarray) -> np.ndarray: ...
 
     def to_dict(self) -> dict[str, Any]: ...
-
-
-def _require(cond: bool, key: str, value: Any, allowed: str) -> None:
-    if not cond:
-        raise ConfigError(key, value, allowed)
-
-
-def _positive_int(key: str, value: Any, upper: int = 4096) -> None:
-    _require(
-        isinstance(value, int) and not isinstance(value, bool) and 0 < value <= upper,
-        key,
-        value,
-        f"an integer in 1..{upper}",
-    )
-
-
-def _positive_float(key: str, value: Any) -> None:
-    _require(
-        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0,
-        key,
-        value,
-        "a finite number > 0",
-    )
-
-
-def _finite(key: str, value: Any) -> None:
-    _require(
-        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
-        key,
-        value,
-        "a finite number",
-    )
 
 
 def points_columns(data: np.ndarray, names: Sequence[str], *, required: int, what: str) -> np.ndarray:
@@ -149,19 +118,19 @@ class CameraPreprocessing:
     modality: Modality = Modality.CAMERA
 
     def __post_init__(self) -> None:
-        _positive_int("camera.width", self.width)
-        _positive_int("camera.height", self.height)
+        positive_int("camera.width", self.width)
+        positive_int("camera.height", self.height)
         for key, val in (("camera.mean", self.mean), ("camera.std", self.std)):
-            _require(
+            require(
                 isinstance(val, (tuple, list)) and len(val) == 3, key, val, "three numbers (R, G, B)"
             )
             for v in val:
-                _finite(key, v)
+                finite(key, v)
         for v in self.std:
-            _positive_float("camera.std", v)
+            positive_float("camera.std", v)
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
-        _require(self.modality is Modality.CAMERA, "camera.modality", self.modality, "camera")
+        require(self.modality is Modality.CAMERA, "camera.modality", self.modality, "camera")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -205,12 +174,12 @@ def _bev_indices(
 
 
 def _check_extent(prefix: str, obj: Any) -> None:
-    _positive_int(f"{prefix}.rows", obj.rows)
-    _positive_int(f"{prefix}.cols", obj.cols)
-    _finite(f"{prefix}.x_min_m", obj.x_min_m)
-    _finite(f"{prefix}.x_max_m", obj.x_max_m)
-    _require(obj.x_max_m > obj.x_min_m, f"{prefix}.x_max_m", obj.x_max_m, f"> x_min_m ({obj.x_min_m})")
-    _positive_float(f"{prefix}.y_half_m", obj.y_half_m)
+    positive_int(f"{prefix}.rows", obj.rows)
+    positive_int(f"{prefix}.cols", obj.cols)
+    finite(f"{prefix}.x_min_m", obj.x_min_m)
+    finite(f"{prefix}.x_max_m", obj.x_max_m)
+    require(obj.x_max_m > obj.x_min_m, f"{prefix}.x_max_m", obj.x_max_m, f"> x_min_m ({obj.x_min_m})")
+    positive_float(f"{prefix}.y_half_m", obj.y_half_m)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,12 +205,12 @@ class LidarBevPreprocessing:
 
     def __post_init__(self) -> None:
         _check_extent("lidar", self)
-        _finite("lidar.z_min_m", self.z_min_m)
-        _finite("lidar.z_max_m", self.z_max_m)
-        _require(self.z_max_m > self.z_min_m, "lidar.z_max_m", self.z_max_m, f"> z_min_m ({self.z_min_m})")
-        _positive_float("lidar.count_scale", self.count_scale)
-        _positive_float("lidar.intensity_scale", self.intensity_scale)
-        _require(self.modality is Modality.LIDAR, "lidar.modality", self.modality, "lidar")
+        finite("lidar.z_min_m", self.z_min_m)
+        finite("lidar.z_max_m", self.z_max_m)
+        require(self.z_max_m > self.z_min_m, "lidar.z_max_m", self.z_max_m, f"> z_min_m ({self.z_min_m})")
+        positive_float("lidar.count_scale", self.count_scale)
+        positive_float("lidar.intensity_scale", self.intensity_scale)
+        require(self.modality is Modality.LIDAR, "lidar.modality", self.modality, "lidar")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -313,28 +282,28 @@ class LidarBevFrontPreprocessing:
     modality: Modality = Modality.LIDAR
 
     def __post_init__(self) -> None:
-        _positive_int("lidar.rows", self.rows)
-        _positive_float("lidar.half_extent_m", self.half_extent_m)
-        _finite("lidar.z_min_m", self.z_min_m)
-        _finite("lidar.z_max_m", self.z_max_m)
-        _require(self.z_max_m > self.z_min_m, "lidar.z_max_m", self.z_max_m, f"> z_min_m ({self.z_min_m})")
-        _positive_float("lidar.count_scale", self.count_scale)
-        _positive_float("lidar.intensity_scale", self.intensity_scale)
-        _positive_int("lidar.fv_cols", self.fv_cols)
-        _positive_int("lidar.fv_rows", self.fv_rows)
-        _require(self.rows % self.fv_rows == 0, "lidar.fv_rows", self.fv_rows, f"a divisor of rows ({self.rows})")
-        _positive_float("lidar.fv_hfov_deg", self.fv_hfov_deg)
-        _require(self.fv_hfov_deg < 170, "lidar.fv_hfov_deg", self.fv_hfov_deg, "0 < fv_hfov_deg < 170")
-        _finite("lidar.fv_elev_min_deg", self.fv_elev_min_deg)
-        _finite("lidar.fv_elev_max_deg", self.fv_elev_max_deg)
-        _require(
+        positive_int("lidar.rows", self.rows)
+        positive_float("lidar.half_extent_m", self.half_extent_m)
+        finite("lidar.z_min_m", self.z_min_m)
+        finite("lidar.z_max_m", self.z_max_m)
+        require(self.z_max_m > self.z_min_m, "lidar.z_max_m", self.z_max_m, f"> z_min_m ({self.z_min_m})")
+        positive_float("lidar.count_scale", self.count_scale)
+        positive_float("lidar.intensity_scale", self.intensity_scale)
+        positive_int("lidar.fv_cols", self.fv_cols)
+        positive_int("lidar.fv_rows", self.fv_rows)
+        require(self.rows % self.fv_rows == 0, "lidar.fv_rows", self.fv_rows, f"a divisor of rows ({self.rows})")
+        positive_float("lidar.fv_hfov_deg", self.fv_hfov_deg)
+        require(self.fv_hfov_deg < 170, "lidar.fv_hfov_deg", self.fv_hfov_deg, "0 < fv_hfov_deg < 170")
+        finite("lidar.fv_elev_min_deg", self.fv_elev_min_deg)
+        finite("lidar.fv_elev_max_deg", self.fv_elev_max_deg)
+        require(
             -90 < self.fv_elev_min_deg < self.fv_elev_max_deg < 90,
             "lidar.fv_elev_max_deg",
             self.fv_elev_max_deg,
             f"-90 < fv_elev_min_deg ({self.fv_elev_min_deg}) < fv_elev_max_deg < 90",
         )
-        _positive_float("lidar.fv_max_range_m", self.fv_max_range_m)
-        _require(self.modality is Modality.LIDAR, "lidar.modality", self.modality, "lidar")
+        positive_float("lidar.fv_max_range_m", self.fv_max_range_m)
+        require(self.modality is Modality.LIDAR, "lidar.modality", self.modality, "lidar")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -438,17 +407,17 @@ class RadarBevPreprocessing:
 
     def __post_init__(self) -> None:
         _check_extent("radar", self)
-        _positive_float("radar.count_scale", self.count_scale)
-        _positive_float("radar.doppler_scale_mps", self.doppler_scale_mps)
-        _finite("radar.rcs_min_dbsm", self.rcs_min_dbsm)
-        _finite("radar.rcs_max_dbsm", self.rcs_max_dbsm)
-        _require(
+        positive_float("radar.count_scale", self.count_scale)
+        positive_float("radar.doppler_scale_mps", self.doppler_scale_mps)
+        finite("radar.rcs_min_dbsm", self.rcs_min_dbsm)
+        finite("radar.rcs_max_dbsm", self.rcs_max_dbsm)
+        require(
             self.rcs_max_dbsm > self.rcs_min_dbsm,
             "radar.rcs_max_dbsm",
             self.rcs_max_dbsm,
             f"> rcs_min_dbsm ({self.rcs_min_dbsm})",
         )
-        _require(self.modality is Modality.RADAR, "radar.modality", self.modality, "radar")
+        require(self.modality is Modality.RADAR, "radar.modality", self.modality, "radar")
         ScanAccumulator(self.scans, self.scan_spacing_s, self.scan_tolerance_s)  # validates the three keys
 
     def accumulator(self) -> ScanAccumulator | None:

@@ -154,6 +154,15 @@ class CameraIntrinsics:
                 raise ConfigError(f"camera_info.{key}", getattr(self, key), "a finite number")
         object.__setattr__(self, "distortion", tuple(float(v) for v in self.distortion))
 
+    def reduced(self, reduction: int) -> "CameraIntrinsics":
+        """The intrinsics of the image decoded at 1/``reduction`` of its size (a JPEG's reduced decode,
+        ``core.decode.Frame.reduction``: ceil of each side, pixel centres scaled about the image corner)."""
+        if reduction == 1:
+            return self
+        r = float(reduction)
+        return CameraIntrinsics(-(-self.width // reduction), -(-self.height // reduction), self.fx / r, self.fy / r,
+                                (self.cx + 0.5) / r - 0.5, (self.cy + 0.5) / r - 0.5, self.distortion)
+
     @classmethod
     def pinhole(cls, width: int, height: int, hfov_deg: float) -> "CameraIntrinsics":
         """Square pixels, principal point at the image centre (the simulator's cameras)."""
@@ -707,7 +716,7 @@ class RigAdapter:
     options: RigOptions = field(default_factory=RigOptions)
     canonical: SensorRig = CANONICAL_RIG
     _layout: LidarLayout | None = field(default=None, init=False, repr=False)
-    _warp: CameraWarp | None = field(default=None, init=False, repr=False)
+    _warps: dict[int, CameraWarp] = field(default_factory=dict, init=False, repr=False)  # per JPEG reduction
     _intensity_scale: float | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -730,32 +739,35 @@ class RigAdapter:
                                       and s.radar_hfov_deg > c.radar_hfov_deg + 1e-6)
         return False  # a LiDAR's layout and intensity are only known from its data
 
-    def __call__(self, data: np.ndarray) -> np.ndarray:
+    def __call__(self, data: np.ndarray, reduction: int = 1) -> np.ndarray:
         """The data at the canonical rig. Anything but a structured cloud (LiDAR, radar) or an ``H x W x 3`` image
-        (camera) passes through unchanged (a plain array carries no field names to move)."""
+        (camera) passes through unchanged (a plain array carries no field names to move). ``reduction``: a camera
+        JPEG decoded at 1/``reduction`` of its size (``core.decode.Frame.reduction``): the intrinsics scale with it."""
         o = self.options
         if not o.enabled or not isinstance(data, np.ndarray):
             return data
         if self.modality is Modality.CAMERA:
-            return self._camera(data) if data.ndim == 3 else data
+            return self._camera(data, reduction) if data.ndim == 3 else data
         if data.dtype.names is None:
             return data
         if self.modality is Modality.RADAR:
             return self._radar(data)
         return self._lidar(data)
 
-    def _camera(self, image: np.ndarray) -> np.ndarray:
+    def _camera(self, image: np.ndarray, reduction: int = 1) -> np.ndarray:
         o, s, c = self.options, self.sensor, self.canonical
         if not o.camera_view or s.camera is None or self.is_identity:
             return image
-        if self._warp is None:
+        warp = self._warps.get(reduction)
+        if warp is None:
             rot = o.mount and s.camera_mount is not None
             dst = c.camera
             if not o.camera_pad and s.camera.hfov_deg < dst.hfov_deg:  # the canonical size, this camera's view
                 dst = CameraIntrinsics.pinhole(dst.width, dst.height, s.camera.hfov_deg)
-            self._warp = CameraWarp(s.camera, dst, s.camera_mount if rot else None,
-                                    c.camera_mount if rot else None, o.camera_border)
-        return self._warp(image)
+            warp = self._warps[reduction] = CameraWarp(s.camera.reduced(reduction), dst,
+                                                       s.camera_mount if rot else None,
+                                                       c.camera_mount if rot else None, o.camera_border)
+        return warp(image)
 
     def _radar(self, cloud: np.ndarray) -> np.ndarray:
         o, s, c = self.options, self.sensor, self.canonical

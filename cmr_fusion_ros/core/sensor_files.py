@@ -6,6 +6,8 @@
 * radar ``.csv`` files: every column becomes a field (int32 for integer columns that fit, float64 otherwise); a file with
   ``position_x``/``position_y`` (Continental ARS408 objects) or ``track_range_m``/``track_angle_rad`` (Delphi ESR
   tracks) also gets ``x, y, z, doppler, rcs`` float32 fields in the radar frame, the layout the encoders expect.
+  Delphi ESR placeholder rows (an empty track slot: range 0 and range rate 81.91 m/s, the field's largest code)
+  are dropped; ``report`` tells how many.
 
 Every problem raises :class:`BagError` naming the file and what was wrong.
 """
@@ -129,8 +131,13 @@ def _column(values: list[str]) -> np.ndarray:
     return ints.astype(np.float64)
 
 
-def read_radar_csv(path: str | Path) -> np.ndarray:
-    """Read a radar CSV (header row + one row per detection/object/track) into a structured array."""
+DELPHI_EMPTY_RANGE_RATE = 81.91  # m/s: 8191 x 0.01, what a Delphi ESR sends for an empty track slot
+
+
+def read_radar_csv(path: str | Path, report: dict[str, int] | None = None) -> np.ndarray:
+    """Read a radar CSV (header row + one row per detection/object/track) into a structured array. ``report`` (a
+    dict, when given) receives ``rows`` (data rows in the file) and ``placeholder_rows`` (empty Delphi track slots
+    dropped: range 0 and range rate 81.91)."""
     p = Path(path)
     try:
         with p.open(newline="") as fh:
@@ -161,11 +168,19 @@ def read_radar_csv(path: str | Path) -> np.ndarray:
         radial = np.where(rng > 0, (px * vx + py * vy) / np.maximum(rng, 1e-9), 0.0)
         derived = {"x": px, "y": py, "z": zeros, "doppler": radial, "rcs": cols.get("rcs", zeros)}
     elif "track_range_m" in cols and "track_angle_rad" in cols:  # Delphi ESR tracks
+        rate = cols.get("track_range_rate_m_per_s")
+        if rate is not None:  # empty track slots: not detections at the sensor origin
+            keep = ~((cols["track_range_m"] == 0) & np.isclose(rate, DELPHI_EMPTY_RANGE_RATE, atol=0.005))
+            cols = {k: v[keep] for k, v in cols.items()}
+            zeros = zeros[keep]
         r, a = cols["track_range_m"].astype(np.float64), cols["track_angle_rad"].astype(np.float64)
         derived = {"x": r * np.cos(a), "y": r * np.sin(a), "z": zeros,
                    "doppler": cols.get("track_range_rate_m_per_s", zeros), "rcs": zeros}
     else:
         derived = {}
+    if report is not None:
+        report["rows"] = len(body)
+        report["placeholder_rows"] = len(body) - len(zeros)
     out = [(k, np.asarray(v).astype(np.float32)) for k, v in derived.items()]
     out += [(k, v) for k, v in cols.items() if k not in derived]
     return structured(out)

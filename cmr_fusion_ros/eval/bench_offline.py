@@ -46,7 +46,7 @@ class OfflineRun:
     realtime_factor: float
     cpu_s: float
     messages: int
-    frame_sets: int
+    frames: int  # sensor frames processed
     events: int
     memory_entries: int
     loadavg_before: list[float]
@@ -81,7 +81,7 @@ def realtime_factor(bags: Sequence[str | Path], config, *, out_dir: str | Path |
     return OfflineRun(
         bags=[str(b) for b in bags], bag_duration_s=summary.bag_duration_s, wall_s=summary.wall_s,
         realtime_factor=summary.realtime_factor, cpu_s=cpu, messages=summary.messages,
-        frame_sets=summary.frame_sets, events=summary.events, memory_entries=summary.memory_entries,
+        frames=sum(summary.frames.values()), events=summary.events, memory_entries=summary.memory_entries,
         loadavg_before=[round(x, 2) for x in la0], loadavg_after=[round(x, 2) for x in la1],
         encode_ms=summary.encode_ms, search_ms=summary.search_ms)
 
@@ -91,10 +91,12 @@ def encoder_inputs(encoder, n: int, *, bag: str | Path | None = None, seed: int 
     shape = encoder.card.input_shape
     if bag is not None:
         from cmr_fusion_ros.bag.reader import read_samples
+        from cmr_fusion_ros.core.embed import decode_size
         from cmr_fusion_ros.core.preprocess import batch as preprocess_batch
 
         items = []
-        with contextlib.closing(read_samples(bag, modalities=(encoder.modality,), require_pose=False)) as samples:
+        with contextlib.closing(read_samples(bag, modalities=(encoder.modality,), require_pose=False,
+                                             camera_size=decode_size(encoder.preprocessing))) as samples:
             for s in samples:
                 items.append(s.data)
                 if len(items) >= n:
@@ -252,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
             figures["process"].append({**run_.__dict__, "cpu_realtime_factor": run_.cpu_realtime_factor})
             line = (f"process run {r + 1}/{args.repeats}: bag {run_.bag_duration_s:.1f} s in {run_.wall_s:.1f} s wall = "
                     f"{run_.realtime_factor:.1f}x real time ({run_.cpu_s:.1f} CPU s = {run_.cpu_realtime_factor:.1f}x "
-                    f"per CPU s); {run_.messages} messages, {run_.frame_sets} frame sets, {run_.events} events; "
+                    f"per CPU s); {run_.messages} messages, {run_.frames} frames, {run_.events} events; "
                     f"load average {run_.loadavg_before[0]:.1f} -> {run_.loadavg_after[0]:.1f}")
             print(line, flush=True)
         best = max(p["realtime_factor"] for p in figures["process"])

@@ -21,9 +21,11 @@ from typing import Any
 import numpy as np
 
 from cmr_fusion_ros.bag.reader import BagTopics, read_samples
+from cmr_fusion_ros.core.config import InputLimits
+from cmr_fusion_ros.core.decode import DEFAULT_LIMITS
+from cmr_fusion_ros.core.embed import FrameEmbedder
 from cmr_fusion_ros.core.encoder import OnnxEncoder
 from cmr_fusion_ros.core.errors import BagError, ConfigError
-from cmr_fusion_ros.core.preprocess import accumulator_for, turned_views
 from cmr_fusion_ros.core.rig import RigOptions, rig_adapters
 from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.eval.recall import HEADING_GAP_BINS, RecallResult, recall_at_k
@@ -63,11 +65,15 @@ def embed_bag(
     batch: int = 32,
     progress: Callable[[int], None] | None = None,
     lidar_views: int = 1,
+    dropped: dict[str, int] | None = None,
+    limits: InputLimits = DEFAULT_LIMITS,
     rig: RigOptions | None = None,
 ) -> BagEmbeddings:
-    """Embed every sample of the encoders' modalities in a bag (samples without an odometry pose are skipped); LiDAR
-    scans at ``lidar_views`` headings (``preprocess.turned_views``). With ``rig``, each sensor's data is first brought
-    to the canonical rig with the bag's mounts and camera intrinsics (``core.rig``, ``bag.rig_info``)."""
+    """Embed every sample of the encoders' modalities in a bag (samples without an odometry pose are skipped and
+    counted per modality in ``dropped``); LiDAR scans at ``lidar_views`` headings (``preprocess.turned_views``).
+    Each stream goes through the runtime's route (:class:`~cmr_fusion_ros.core.embed.FrameEmbedder`), batched
+    ``batch`` frames per encoder call. With ``rig``, the route first brings each sensor's data to the canonical rig
+    with the bag's mounts and camera intrinsics (``core.rig``, ``bag.rig_info``)."""
     mods = list(encoders)
     n_views = {m: lidar_views if m is Modality.LIDAR else 1 for m in mods}
     pending: dict[Modality, list[np.ndarray]] = {m: [] for m in mods}
@@ -76,24 +82,20 @@ def embed_bag(
     stamps: dict[Modality, list[int]] = {m: [] for m in mods}
     yaws: dict[Modality, list[float]] = {m: [] for m in mods}
 
+    adapters = rig_adapters(_bag_rig(path, topics), mods, rig) if rig is not None and rig.enabled else {}
+    # the runtime's route: rig -> merge -> views -> preprocess -> encode
+    routes = {m: FrameEmbedder.of(encoders[m], adapter=adapters.get(m)) for m in mods}
+
     def flush(m: Modality) -> None:
         if pending[m]:
             x = np.stack(pending[m])  # (n, views, C, H, W)
-            out = encoders[m].encode_tensors(x.reshape(-1, *x.shape[2:]))
+            out = routes[m].encode(x.reshape(-1, *x.shape[2:]))
             emb[m].append(out.reshape(x.shape[0], x.shape[1], -1))
             pending[m].clear()
 
-    accumulators = {m: acc for m in mods if (acc := accumulator_for(encoders[m].preprocessing)) is not None}
-    adapters = rig_adapters(_bag_rig(path, topics), mods, rig) if rig is not None and rig.enabled else {}
-    for s in read_samples(path, topics, mods):
-        enc = encoders[s.modality]
-        data = adapters[s.modality](s.data) if adapters else s.data
-        if s.modality in accumulators:  # multi-scan radar model: every scan of the bag in order, with its pose
-            data = accumulators[s.modality].merge(s.stamp_ns, data, s.pose)
-        if n_views[s.modality] > 1:
-            pending[s.modality].append(turned_views(enc.preprocessing, data, n_views[s.modality]))
-        else:
-            pending[s.modality].append(enc.preprocessing(data)[None])
+    camera = routes[Modality.CAMERA].decode_size if Modality.CAMERA in routes else None
+    for s in read_samples(path, topics, mods, dropped=dropped, limits=limits, camera_size=camera):
+        pending[s.modality].append(routes[s.modality].tensors(s, s.pose, n_views[s.modality]))
         pos[s.modality].append((s.pose.x, s.pose.y, s.pose.z))
         stamps[s.modality].append(s.stamp_ns)
         yaws[s.modality].append(s.pose.yaw)

@@ -97,8 +97,10 @@ class EventRecord:
     match_modality: str
 
 
-def load_events(paths: Sequence[str | Path]) -> list[EventRecord]:
-    """Events from JSONL files (one JSON object per line; blank lines ignored), in file order."""
+def load_events(paths: Sequence[str | Path], score_key: str = "score") -> list[EventRecord]:
+    """Events from JSONL files (one JSON object per line; blank lines ignored), in file order. ``score_key``: the
+    field ranked and thresholded as the score (``probability``: the calibrated one; events without it are left
+    out)."""
     out: list[EventRecord] = []
     for path in paths:
         p = Path(path)
@@ -109,7 +111,9 @@ def load_events(paths: Sequence[str | Path]) -> list[EventRecord]:
                 continue
             try:
                 d = json.loads(line)
-                out.append(EventRecord(int(d["stamp_ns"]), int(d["match_stamp_ns"]), float(d["score"]),
+                if d.get(score_key) is None and score_key != "score":
+                    continue
+                out.append(EventRecord(int(d["stamp_ns"]), int(d["match_stamp_ns"]), float(d[score_key]),
                                        str(d.get("query_modality", "")), str(d.get("match_modality", ""))))
             except (ValueError, KeyError, TypeError) as err:
                 raise ConfigError(f"{p}:{n}", line[:80],
@@ -140,7 +144,7 @@ class TruthTracks:
                 raise BagError(str(b), f"{odom_topic} holds {len(track)} poses; ground truth needs at least 2")
             stamps.append(track.stamps_ns)
             positions.append(track.positions)
-        return cls(tuple(str(b) for b in bags), tuple(stamps), tuple(positions), topics.max_pose_gap_ns)
+        return cls(tuple(str(b) for b in bags), tuple(stamps), tuple(positions), topics.max_extrapolation_ns)
 
     @classmethod
     def from_arrays(cls, tracks: Sequence[tuple[np.ndarray, np.ndarray]], names: Sequence[str] | None = None,

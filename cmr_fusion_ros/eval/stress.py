@@ -3,16 +3,19 @@
 * :func:`crash_stress` starts a pipeline child (``python -m cmr_fusion_ros.eval.stress child ...``: the offline
   pipeline of ``cmr-fusion process`` on a bag, with a persistent memory flushed every ``flush_interval_s``), kills it
   with SIGKILL at a random moment, reloads the memory and checks it, and repeats. *Flushed* is what the child itself
-  reports: after each frame set it prints ``DURABLE <id>`` when the memory has no pending journal records, i.e. every
+  reports: after each frame it prints ``DURABLE <id>`` when the memory has no pending journal records, i.e. every
   entry up to that id was written and fsynced (or is in a snapshot). Lost = a reported-durable entry, or an entry
   present at the previous successful load, that is missing after the kill.
-* :func:`overload_run` runs ``fusion_node`` in this process with every encoder slowed down, and replays a bag faster
+* ``overload_run`` runs ``fusion_node`` in this process with every encoder slowed down, and replays a bag faster
   than real time into it: the latest-wins queues must keep the latency bounded and count the drops.
-* :func:`soak_run` launches the live graph (``cmr-fusion launch``), replays a bag in a loop (``cmr-fusion replay
+* ``soak_run`` launches the live graph (``cmr-fusion launch``), replays a bag in a loop (``cmr-fusion replay
   --loop``), and samples the RSS of the node process and the latencies it reports on ``/diagnostics``.
 
 Each returns a report (JSON-ready dataclass); the ``cmr-fusion stress`` command prints it and writes JSON + a PNG.
-This module imports no ROS: the node and the ``/diagnostics`` listener are in :mod:`cmr_fusion_ros.ros.stress_nodes`.
+This module imports no ROS and holds the crash run, the reports and the soak figures; the two runs of ROS nodes
+(:func:`~cmr_fusion_ros.ros.stress_runs.overload_run`, :func:`~cmr_fusion_ros.ros.stress_runs.soak_run`) are in
+:mod:`cmr_fusion_ros.ros.stress_runs`, the node and the ``/diagnostics`` listener in
+:mod:`cmr_fusion_ros.ros.stress_nodes`.
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CrashReport", "OverloadReport", "SoakReport", "crash_stress", "overload_run", "soak_run",
-           "stress_config"]
+__all__ = ["CrashReport", "OverloadReport", "SlowEncoder", "SoakReport", "crash_stress", "machine_line", "plot_soak",
+           "stress_config", "summarise_soak", "write_json", "write_soak_params"]
 
 
 # --- configuration --------------------------------------------------------------------------------------------------
@@ -60,7 +63,7 @@ def stress_config(params: str | Path, *, models: str | Path | None = None, memor
     return dataclasses.replace(config, memory=mem, encoders=enc)
 
 
-def _machine() -> str:
+def machine_line() -> str:
     try:
         from cmr_fusion_ros.machine import machine_summary
 
@@ -170,7 +173,7 @@ def crash_stress(child_argv: Sequence[str], memory_dir: str | Path, memory_confi
     from cmr_fusion_ros.core.memory.scene import never_created
 
     rng = np.random.default_rng(seed)
-    report = CrashReport(command=command, machine=_machine())
+    report = CrashReport(command=command, machine=machine_line())
     memory_dir = Path(memory_dir)
     known: set[int] = set()  # ids present at the previous successful load
     t_start = time.monotonic()
@@ -273,41 +276,6 @@ class OverloadReport:
         return out
 
 
-def overload_run(bag: str | Path, config, *, rate: float = 2.0, delay_s: float = 0.05, duration_s: float = 0.0,
-                 env: dict | None = None, command: str = "") -> OverloadReport:
-    """``fusion_node`` in this process with slowed encoders; ``cmr-fusion replay BAG --rate R`` feeds it."""
-    import psutil
-
-    from cmr_fusion_ros.core.pipeline import FusionPipeline
-    from cmr_fusion_ros.ros.stress_nodes import SpinningFusionNode
-
-    pipeline = FusionPipeline.from_config(config)
-    pipeline.encoders = {m: SlowEncoder(e, delay_s) for m, e in pipeline.encoders.items()}
-    report = OverloadReport(command=command, machine=_machine(), rate=rate, encoder_delay_ms=delay_s * 1e3)
-    me = psutil.Process()
-    spinning = SpinningFusionNode(pipeline, config, num_threads=2)  # its own rclpy context, spun in a thread
-    node = spinning.node
-    argv = [sys.executable, "-m", "cmr_fusion_ros.cli", "replay", str(bag), "--rate", str(rate)]
-    report.queue_size = {m.value: q.maxlen for m, q in node._inbox.items()}
-    t0 = time.monotonic()
-    replay = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    try:
-        while replay.poll() is None and (not duration_s or time.monotonic() - t0 < duration_s):
-            report.rss_mb.append(me.memory_info().rss / 2**20)
-            for m, q in node._inbox.items():
-                report.max_queue[m.value] = max(report.max_queue.get(m.value, 0), len(q))
-            time.sleep(0.02)
-    finally:
-        if replay.poll() is None:
-            replay.send_signal(signal.SIGINT)
-            replay.wait(timeout=30)
-        time.sleep(1.0)
-        report.wall_s = time.monotonic() - t0
-        report.streams = {m.value: s.summary() for m, s in node.stats.items()}
-        spinning.close()
-    return report
-
-
 # --- soak -----------------------------------------------------------------------------------------------------------
 
 @dataclass
@@ -355,87 +323,7 @@ def write_soak_params(params: str | Path, out: Path, *, max_entries: int = 5000,
     return path
 
 
-def soak_run(bag: str | Path, params_file: str | Path, *, duration_s: float, interval_s: float = 60.0,
-             sample_s: float = 1.0, env: dict | None = None, command: str = "",
-             progress: Callable[[float], None] | None = None, log: Path | None = None,
-             launch_args: Sequence[str] = (), replay_args: Sequence[str] = ()) -> SoakReport:
-    """Launch the graph with ``params_file``, replay ``bag`` in a loop for ``duration_s``, sample RSS and latency.
-    ``launch_args`` / ``replay_args`` are added to the two commands (e.g. ``--node-module``, ``--rate``)."""
-    import psutil
-
-    from cmr_fusion_ros.ros.stress_nodes import DiagnosticsListener
-
-    report = SoakReport(command=command, machine=_machine(), duration_s=duration_s, interval_s=interval_s)
-    logf = open(log, "w") if log else subprocess.DEVNULL
-    launcher = subprocess.Popen([sys.executable, "-m", "cmr_fusion_ros.cli", "launch", "--params", str(params_file),
-                                 *launch_args],
-                                stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    replay = None
-    latest: dict[str, dict] = {}
-    listener = DiagnosticsListener(latest)  # its own rclpy context, spun in a thread
-    try:
-        node_proc = None
-        deadline = time.monotonic() + 120
-        while node_proc is None and time.monotonic() < deadline:
-            if launcher.poll() is not None:
-                raise RuntimeError(f"the launcher exited with {launcher.returncode} (see {log})")
-            for child in psutil.Process(launcher.pid).children(recursive=True):
-                try:
-                    if any("__node:=fusion_node" in a for a in child.cmdline()):
-                        node_proc = child
-                except psutil.Error:
-                    pass
-            time.sleep(0.2)
-        if node_proc is None:
-            raise RuntimeError("fusion_node did not start in 120 s")
-        while "memory" not in latest and time.monotonic() < deadline:  # the node is up when it publishes
-            time.sleep(0.2)
-        replay = subprocess.Popen([sys.executable, "-m", "cmr_fusion_ros.cli", "replay", str(bag), "--loop",
-                                   *replay_args],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                                  start_new_session=True)
-        t0 = time.monotonic()
-        while (t := time.monotonic() - t0) < duration_s:
-            if launcher.poll() is not None or replay.poll() is not None:
-                report.errors.append(f"a child exited early at {t:.0f} s (launcher {launcher.returncode}, replay "
-                                     f"{replay.returncode})")
-                break
-            sample: dict[str, Any] = {"t_s": round(t, 2), "rss_mb": node_proc.memory_info().rss / 2**20}
-            for name, values in list(latest.items()):
-                if name == "memory":
-                    sample["entries"] = int(values.get("entries", 0))
-                    sample["time_jumps"] = int(values.get("time_jumps", 0))
-                else:
-                    sample[name] = {k: float(values[k]) for k in ("latency_p99_ms", "latency_p50_ms", "processed",
-                                                                  "dropped", "bad_messages") if k in values}
-            report.samples.append(sample)
-            if progress is not None:
-                progress(t)
-            time.sleep(max(0.0, t0 + len(report.samples) * sample_s - time.monotonic()))
-    finally:
-        if replay is not None and replay.poll() is None:
-            os.killpg(replay.pid, signal.SIGINT)
-            try:
-                replay.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(replay.pid, signal.SIGKILL)
-                replay.wait()
-        if launcher.poll() is None:
-            os.killpg(launcher.pid, signal.SIGINT)
-            try:
-                launcher.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(launcher.pid, signal.SIGKILL)
-                launcher.wait()
-        report.launcher_exit = launcher.returncode
-        listener.close()
-        if log:
-            logf.close()
-    _summarise_soak(report)
-    return report
-
-
-def _summarise_soak(report: SoakReport) -> None:
+def summarise_soak(report: SoakReport) -> None:
     samples = report.samples
     if not samples:
         return

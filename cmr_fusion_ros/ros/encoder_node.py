@@ -23,11 +23,12 @@ from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 
 from cmr_fusion_msgs.msg import Embedding
 from cmr_fusion_ros.core.accumulate import OdometryScanMerger
-from cmr_fusion_ros.core.encoder import OnnxEncoder, EncoderConfig, model_path
+from cmr_fusion_ros.core.encoder import (EncoderConfig, OnnxEncoder, model_path, provider_fallback_message,
+                                         providers_in_use)
 from cmr_fusion_ros.core.errors import CmrFusionError, ConfigError
-from cmr_fusion_ros.core.pipeline import frame_from
+from cmr_fusion_ros.core.decode import frame_from
+from cmr_fusion_ros.core.embed import FrameEmbedder
 from cmr_fusion_ros.core.poses import PoseBuffer
-from cmr_fusion_ros.core.preprocess import accumulator_for, turned_views
 from cmr_fusion_ros.core.rig import RigAdapter
 from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.ros.conversions import make_header, stamp_to_ns
@@ -58,12 +59,18 @@ class EncoderNode(Node):
             enc = self.config.encoders
             encoder = OnnxEncoder(EncoderConfig(
                 model_path=str(model_path(enc.models_dir or models_dir(), self.modality)), providers=enc.providers,
-                intra_op_threads=enc.intra_op_threads, batch_size=enc.batch_size, warmup_runs=enc.warmup_runs))
+                intra_op_threads=enc.intra_op_threads, batch_size=enc.batch_size, warmup_runs=enc.warmup_runs),
+                warn=False)
+            if fallback := provider_fallback_message([encoder]):
+                self.get_logger().warning(fallback)
         self.encoder = encoder
-        # this sensor's data brought to the rig the models were trained on (mounts / intrinsics from rig.*)
-        self.rig = RigAdapter(self.modality, self.config.rig.sensor_rig(), self.config.rig)
+        # the runtime's route: this sensor's data brought to the rig the models were trained on (mounts / intrinsics
+        # from rig.*), then merge -> views -> preprocess -> encode
+        rig = self.config.rig
+        adapter = RigAdapter(self.modality, rig.sensor_rig(), rig) if rig.enabled else None
+        self.embedder = FrameEmbedder.of(encoder, adapter=adapter)
         self.merger: OdometryScanMerger | None = None
-        accumulator = accumulator_for(getattr(encoder, "preprocessing", None))
+        accumulator = self.embedder.accumulator
         if accumulator is not None:  # a multi-scan radar model: earlier scans are moved by the odometry
             odo = self.config.odometry
             if not odo.topic:
@@ -79,6 +86,8 @@ class EncoderNode(Node):
             self.views = self.config.encoders.lidar_views
         card = getattr(encoder, "card", None)
         self.model_id = f"{self.modality.value}:{(getattr(card, 'sha256', '') or 'unknown')[:12]}"
+        self.providers = providers_in_use({self.modality: encoder})
+        self.get_logger().info(f"{self.modality.value} encoder {self.model_id} on {self.providers or 'a stand-in'}")
         self.stats = StreamStats()
         self._queue: collections.deque = collections.deque(maxlen=sc.queue_size)
         self._cond = threading.Condition()
@@ -124,15 +133,13 @@ class EncoderNode(Node):
         try:
             frame = frame_from(self.modality, self.topic, msg, compressed=sc.transport == "compressed",
                                radar_fields=sc.radar_fields, stamp_ns=stamp_to_ns(msg.header.stamp),
-                               limits=self.config.limits)
-            data = self.rig(frame.data)
-            data = self.merger.merge(frame.stamp_ns, data) if self.merger is not None else data
-            views = None
-            if self.views > 1:
-                out_views = self.encoder.encode_tensors(turned_views(self.encoder.preprocessing, data, self.views))
-                vec, views = out_views[0], out_views[1:]
+                               limits=self.config.limits, min_size=self.embedder.decode_size)
+            if self.merger is not None:  # the merge moves earlier scans by the odometry of another thread
+                with self.merger.lock:
+                    out = self.embedder.embed(frame, self.merger.pose_for(frame.stamp_ns), self.views)
             else:
-                vec = self.encoder.encode([data])[0]
+                out = self.embedder.embed(frame, None, self.views)
+            vec, views = out.vector, out.views
         except CmrFusionError as err:
             self.stats.bad_messages += 1
             self.get_logger().warning(f"bad {self.modality.value} message: {err}", throttle_duration_sec=2.0)
@@ -155,7 +162,7 @@ class EncoderNode(Node):
                                                   {self.modality.value: self.stats.summary()}, self._values()))
 
     def _values(self) -> dict:
-        values = {"model_id": self.model_id}
+        values = {"model_id": self.model_id, "providers": self.providers}
         if self.modality is Modality.LIDAR:
             values["lidar_views"] = self.views  # headings each scan is embedded at (Embedding.views)
         if self.merger is not None:  # multi-scan model: earlier scans merged in / wanted but not found

@@ -1,9 +1,13 @@
 """``fusion_node``: the all-in-one node (sensors in, match events out) for the lowest latency.
 
 Callbacks only queue messages: each stream has a bounded queue where the newest message wins under overload (the
-dropped ones are counted). One worker thread converts, time-aligns, encodes, searches and inserts, and publishes:
+dropped ones are counted). Each stream has its own worker thread, which takes a frame the moment it is queued and
+runs it through the stream runner (:class:`cmr_fusion_ros.core.stream.StreamRunner`, shared with ``cmr-fusion
+process``): decode, embed, search and insert, then publish. No frame waits for another sensor, and a LiDAR scan
+being encoded does not hold up the camera frame behind it (onnxruntime, OpenCV and the index release the GIL; only
+the short search + insert step takes turns), so the events equal offline processing of the same messages:
 
-* ``~/matches``  cmr_fusion_msgs/MatchEventArray (one per frame set that produced events)
+* ``~/matches``  cmr_fusion_msgs/MatchEventArray (one per frame that produced events)
 * ``~/markers``  visualization_msgs/MarkerArray (query -> match lines with scores)
 * ``/diagnostics`` diagnostic_msgs/DiagnosticArray (per stream: rate, latency, drops, bad messages; memory size)
 * services ``~/save_memory``, ``~/clear_memory``, ``~/query_memory``
@@ -11,9 +15,9 @@ dropped ones are counted). One worker thread converts, time-aligns, encodes, sea
 A bad message is logged (throttled, naming the field and the reason), counted in the diagnostics, and the node
 goes on. Messages claiming more than ``limits.*`` (pixels, points, bytes) are rejected before decoding, counted
 the same way. Time going back (a bag that loops, ``/clock`` jumping back under ``use_sim_time``, sensor stamps going
-back by more than ``sync.time_jump_s``, by default max(1 s, twice the sync window)) resets the sync buffers, the
-policy's revisit/sequence state and the pose buffer instead of stalling or firing bogus events (counted as
-``time_jumps`` in the diagnostics).
+back by more than ``sync.time_jump_s``, by default 1 s) resets the policy's revisit/sequence state, the multi-scan
+history and the pose buffer instead of stalling or firing bogus events (counted as ``time_jumps`` in the
+diagnostics).
 """
 
 from __future__ import annotations
@@ -38,12 +42,13 @@ from visualization_msgs.msg import MarkerArray
 
 from cmr_fusion_msgs.msg import MatchEventArray
 from cmr_fusion_ros.core.config import FusionConfig
+from cmr_fusion_ros.core.domain import monitor_for
+from cmr_fusion_ros.core.encoder import provider_fallback_message, providers_in_use
 from cmr_fusion_ros.core.errors import CmrFusionError
-from cmr_fusion_ros.core.pipeline import FusionPipeline, PipelineOutput, frame_from
-from cmr_fusion_ros.core.sync import Synchronizer
+from cmr_fusion_ros.core.pipeline import FusionPipeline, PipelineOutput
+from cmr_fusion_ros.core.stream import Processed, StreamRunner
 from cmr_fusion_ros.core.types import Modality
-from cmr_fusion_ros.ros.conversions import stamp_to_ns
-from cmr_fusion_ros.ros.messages import diagnostics_message, markers, match_event_array, ros_to_pose
+from cmr_fusion_ros.ros.messages import diagnostics_message, markers, match_event_array
 from cmr_fusion_ros.ros.services import add_memory_services
 from cmr_fusion_ros.ros.node_main import run_node
 from cmr_fusion_ros.ros.params import declare_fusion_parameters, on_policy_change
@@ -62,7 +67,7 @@ STAGES = ("decode", "preprocess", "encode", "search", "publish")
 @dataclass
 class StreamStats:
     """Counters and recent timings of one stream. ``latencies_ms``: receive -> processed and published (includes
-    the wait in the queue and for the frame set); ``stages``: per-stage times (ms)."""
+    the wait in the queue); ``stages``: per-stage times (ms)."""
 
     received: int = 0
     processed: int = 0
@@ -98,24 +103,35 @@ class StreamStats:
         }
 
 
+class _Stream:
+    """One stream's bounded queue (latest wins) and its worker."""
+
+    def __init__(self, modality: Modality, topic: str, queue_size: int) -> None:
+        self.modality = modality
+        self.topic = topic
+        self.queue: collections.deque = collections.deque()
+        self.queue_size = queue_size
+        self.cond = threading.Condition()
+        self.worker: threading.Thread | None = None
+
+
 class FusionNode(Node):
     def __init__(self, node_name: str = "fusion_node", *, pipeline: FusionPipeline | None = None, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self.config: FusionConfig = declare_fusion_parameters(self)
         self.pipeline = pipeline or FusionPipeline.from_config(self.config)
-        self.sync = Synchronizer(self.config.enabled_modalities, round(self.config.sync.tolerance_s * 1e9),
-                                 round(self.config.sync.timeout_s * 1e9), jump_back_ns=self.pipeline.jump_back_ns)
+        self.streams = {m: _Stream(m, self.resolve_topic_name(self.config.stream(m).topic),
+                                   self.config.stream(m).queue_size) for m in self.config.enabled_modalities}
+        self.runner = StreamRunner(self.pipeline, self.config, {s.topic: m for m, s in self.streams.items()})
         self.stats = {m: StreamStats() for m in self.config.enabled_modalities}
         self.events_published = 0
         self.problems: collections.deque[str] = collections.deque(maxlen=5)
-        self._seq = itertools.count()
-        self._inbox: dict[Modality, collections.deque] = {
-            m: collections.deque(maxlen=self.config.stream(m).queue_size) for m in self.config.enabled_modalities}
-        self._cond = threading.Condition()
         self._running = True
+        self._seq = itertools.count()  # arrival order (shutdown processes what is left in it)
         self._marker_ids = itertools.count(step=2)
-        self._clock_jumped = False
+        self._publish_lock = threading.Lock()  # publishers and counters shared by the stream workers
         self._last_bad: dict[Modality, str] = {}
+        self.domain = monitor_for(self.pipeline.encoders)  # warns once when the first frames look out of domain
 
         self.pub_matches = self.create_publisher(MatchEventArray, "~/matches", 10)
         self.pub_markers = self.create_publisher(MarkerArray, "~/markers", 10) if self.config.output.markers else None
@@ -137,148 +153,113 @@ class FusionNode(Node):
             JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-self.pipeline.jump_back_ns),
                           on_clock_change=False),
             post_callback=self._on_clock_jump)
-        self._worker = threading.Thread(target=self._work, name="fusion_worker", daemon=True)
-        self._worker.start()
+        for st in self.streams.values():
+            st.worker = threading.Thread(target=self._work, args=(st,), name=f"fusion_{st.modality.value}", daemon=True)
+            st.worker.start()
+        self.providers = providers_in_use(self.pipeline.encoders)  # the execution providers that started
         self.get_logger().info(
             f"streams {[m.value for m in self.config.enabled_modalities]}, memory {len(self.pipeline.memory)} entries "
-            f"({self.config.memory.persistence.directory or 'RAM only'}), session {self.pipeline.session}")
+            f"({self.config.memory.persistence.directory or 'RAM only'}), session {self.pipeline.session}, "
+            f"encoders on {self.providers or 'stand-in encoders'}")
+        if fallback := provider_fallback_message([e for e in self.pipeline.encoders.values()
+                                                  if getattr(e, "fallback", None)]):
+            self.get_logger().warning(fallback)
 
     # --- callbacks: queue only ---------------------------------------------------------------------------------
 
     def _enqueue_cb(self, modality: Modality):
-        topic = self.resolve_topic_name(self.config.stream(modality).topic)
-        inbox, stats = self._inbox[modality], self.stats[modality]
+        st, stats = self.streams[modality], self.stats[modality]
 
         def callback(msg: Any) -> None:
             stats.received += 1
             stats.arrivals.append(time.monotonic())
-            with self._cond:
-                if len(inbox) == inbox.maxlen:
+            with st.cond:
+                if len(st.queue) >= st.queue_size:
                     stats.dropped += 1  # latest wins: the oldest queued message is dropped
-                inbox.append((next(self._seq), time.perf_counter(), topic, msg))
-                self._cond.notify()
+                    st.queue.popleft()
+                st.queue.append((next(self._seq), time.perf_counter(), msg))
+                st.cond.notify()
 
         return callback
 
     def _on_odom(self, msg: Odometry) -> None:
         if self.pipeline.poses is not None:
             try:
-                if self.pipeline.add_pose(stamp_to_ns(msg.header.stamp), ros_to_pose(msg.pose.pose)):
+                if self.runner.odometry(msg):
                     self.get_logger().warning("odometry stamps went back in time: pose buffer reset",
                                               throttle_duration_sec=2.0)
             except (CmrFusionError, ValueError, TypeError) as err:
                 self.get_logger().warning(f"bad odometry message: {err}", throttle_duration_sec=2.0)
 
     def _on_clock_jump(self, jump) -> None:
-        with self._cond:
-            self._clock_jumped = True
-            self._cond.notify()
+        self.runner.reset_time()
+        self.get_logger().warning("the clock jumped back: match policy and multi-scan history reset",
+                                  throttle_duration_sec=2.0)
 
     def _apply_policy(self, policy) -> None:
         self.pipeline.set_policy(policy)
         self.config = self.pipeline.config
 
-    # --- the worker ----------------------------------------------------------------------------------------------
+    # --- the workers, one per stream ---------------------------------------------------------------------------
 
-    def _next(self, timeout: float):
-        with self._cond:
-            if not any(self._inbox.values()):
-                self._cond.wait(timeout)
-            heads = [(q[0][0], m) for m, q in self._inbox.items() if q]
-            if not heads:
-                return None
-            _, m = min(heads)
-            return m, self._inbox[m].popleft()
+    @staticmethod
+    def _take(st: _Stream, timeout: float):
+        with st.cond:
+            if not st.queue:
+                st.cond.wait(timeout)
+            return st.queue.popleft() if st.queue else None
 
-    def _work(self) -> None:
+    def _work(self, st: _Stream) -> None:
         while self._running:
-            try:
-                if self._clock_jumped:
-                    self._reset_time("the clock jumped back")
-                item = self._next(0.05)
-                sets = []
-                if item is not None:
-                    sets += self._sync_item(*item)
-                sets += self.sync.poll(time.monotonic_ns())
-                for fs in sets:
-                    self._process(fs)
-            except Exception as err:  # the worker must survive anything; errors are reported in diagnostics
-                self._problem(f"worker error: {err!r}")
-                self.get_logger().error(traceback.format_exc(), throttle_duration_sec=5.0)
+            item = self._take(st, 0.05)
+            if item is not None:
+                self._run(st, *item)
 
-    def _sync_item(self, modality: Modality, item: tuple) -> list:
-        _, received, topic, msg = item
-        sc = self.config.stream(modality)
+    def _run(self, st: _Stream, seq: int, received: float, msg: Any) -> Processed | None:
+        """One message through the runner, then publish; never raises (errors are counted and reported)."""
+        m = st.modality
+        jumps = self.pipeline.time_jumps
         try:
-            frame = frame_from(modality, topic, msg, compressed=sc.transport == "compressed",
-                               radar_fields=sc.radar_fields, stamp_ns=stamp_to_ns(msg.header.stamp),
-                               receive_ns=round(received * 1e9), limits=self.config.limits)
+            done = self.runner.process(st.topic, msg, receive_ns=round(received * 1e9))
         except CmrFusionError as err:
-            return self._bad(modality, topic, str(err))
-        except Exception as err:  # a conversion gap: still the message's fault, never the node's
-            return self._bad(modality, topic, f"unexpected {type(err).__name__}: {err}")
-        if self.sync.is_jump(frame):
-            self.get_logger().warning(f"{modality.value} stamps went back in time by "
-                                      f"{(self.sync.newest(modality) - frame.stamp_ns) / 1e9:.3f} s: "
-                                      f"sync buffers and match policy reset", throttle_duration_sec=2.0)
-        return self.sync.push(frame, time.monotonic_ns())
-
-    def _bad(self, modality: Modality, topic: str, reason: str) -> list:
-        self.stats[modality].bad_messages += 1
-        self._last_bad[modality] = reason
-        self.get_logger().warning(f"bad {modality.value} message on {topic}: {reason}", throttle_duration_sec=2.0)
-        return []
-
-    def _reset_time(self, why: str) -> None:
-        """New time line: process the open sets of the old one, then forget the sync and policy state."""
-        with self._cond:
-            self._clock_jumped = False
-        for fs in self.sync.reset():
-            self._process(fs)
-        self.pipeline.reset_time()  # the pose buffer resets itself when the odometry stamps go back
-        self.get_logger().warning(f"{why}: sync buffers and match policy reset",
-                                  throttle_duration_sec=2.0)
-
-    def _process(self, fs) -> PipelineOutput | None:
-        try:
-            out = self.pipeline.process_set(fs)
-        except CmrFusionError as err:
-            for m in fs.frames:
-                self.stats[m].bad_messages += 1
-            self.get_logger().warning(f"frame set at {fs.anchor_ns} ns not processed: {err}", throttle_duration_sec=2.0)
+            self.stats[m].bad_messages += 1
+            self._last_bad[m] = str(err)
+            self.get_logger().warning(f"bad {m.value} message on {st.topic}: {err}", throttle_duration_sec=2.0)
             return None
-        except Exception as err:  # an encoder or index failure: the set is lost and counted, the node goes on
-            for m in fs.frames:
-                self.stats[m].bad_messages += 1
-            self._problem(f"frame set at {fs.anchor_ns} ns failed: {type(err).__name__}: {err}")
+        except Exception as err:  # an encoder or index failure: the frame is lost and counted, the node goes on
+            self.stats[m].bad_messages += 1
+            self._problem(f"{m.value} frame failed: {type(err).__name__}: {err}")
             self.get_logger().error(traceback.format_exc(), throttle_duration_sec=5.0)
             return None
+        if self.pipeline.time_jumps != jumps:
+            self.get_logger().warning(f"{m.value} stamps went back in time: match policy and multi-scan history "
+                                      "reset", throttle_duration_sec=2.0)
+        if (note := self.domain.observe(m, done.frame.data, reduction=done.frame.reduction)) is not None:
+            self.get_logger().warning(note)  # once per modality, after its first frames
         t0 = time.perf_counter()
-        self.publish(out)
-        done = time.perf_counter()
-        by_modality = {p.modality: p for p in out.frames}
-        for m, fr in fs.frames.items():
-            st = self.stats[m]
-            st.processed += 1
-            st.latencies_ms.append((done - fr.receive_ns / 1e9) * 1e3)
-            path = by_modality.get(m)
-            st.stages["decode"].append(fr.decode_ms)
-            st.stages["publish"].append((done - t0) * 1e3)
-            if path is not None:
-                st.stages["preprocess"].append(path.preprocess_ms)
-                st.stages["encode"].append(path.encode_ms)
-                st.stages["search"].append(path.search_ms)
-        return out
+        self.publish(done.output)
+        finished = time.perf_counter()
+        st_ = self.stats[m]
+        st_.processed += 1
+        st_.latencies_ms.append((finished - received) * 1e3)
+        st_.stages["decode"].append(done.frame.decode_ms)
+        st_.stages["publish"].append((finished - t0) * 1e3)
+        for path in done.output.frames:
+            st_.stages["preprocess"].append(path.preprocess_ms)
+            st_.stages["encode"].append(path.encode_ms)
+            st_.stages["search"].append(path.search_ms)
+        return done
 
     def publish(self, out: PipelineOutput) -> None:
         if not out.events:
             return
-        self.pub_matches.publish(match_event_array(out))
-        self.events_published += len(out.events)
-        if self.pub_markers is not None:
-            arr = markers(out.events, self.config.output.marker_frame, out.stamp_ns, next(self._marker_ids) * 64)
-            if arr.markers:
-                self.pub_markers.publish(arr)
+        with self._publish_lock:
+            self.pub_matches.publish(match_event_array(out))
+            self.events_published += len(out.events)
+            if self.pub_markers is not None:
+                arr = markers(out.events, self.config.output.marker_frame, out.stamp_ns, next(self._marker_ids) * 64)
+                if arr.markers:
+                    self.pub_markers.publish(arr)
 
     def _problem(self, text: str) -> None:
         self.problems.append(text)
@@ -288,8 +269,9 @@ class FusionNode(Node):
         stats = mem.stats()
         memory_values = {"entries": len(mem), "events_published": self.events_published,
                          "suppressed_by_policy": self.pipeline.policy.suppressed,
-                         "open_frame_sets": self.sync.open_sets, "time_jumps": self.pipeline.time_jumps,
-                         "lidar_views": self.pipeline.lidar_views()}  # headings each LiDAR scan is embedded at now
+                         "time_jumps": self.pipeline.time_jumps,
+                         "lidar_views": self.pipeline.lidar_views(),  # headings each LiDAR scan is embedded at now
+                         "providers": self.providers}  # execution providers each encoder runs on
         if self.pipeline.has_accumulation:  # multi-scan radar model: earlier scans merged / not found
             memory_values.update({f"radar_{k}": v for k, v in self.pipeline.accumulation_stats().items()})
         for key in ("added", "skipped_duplicate", "skipped_capacity", "evicted", "pending_records", "backend",
@@ -303,14 +285,18 @@ class FusionNode(Node):
     # --- shutdown ------------------------------------------------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Stop the worker, process what is queued and the open sets, then close (save) the memory."""
+        """Stop the workers, process what is queued (in arrival order), then close (save) the memory."""
         self._running = False
-        self._worker.join(timeout=10.0)
-        while (item := self._next(0.0)) is not None:
-            for fs in self._sync_item(*item):
-                self._process(fs)
-        for fs in self.sync.flush():
-            self._process(fs)
+        for st in self.streams.values():
+            if st.worker is not None:
+                st.worker.join(timeout=10.0)
+        left = []
+        for st in self.streams.values():
+            with st.cond:
+                left += [(item, st) for item in st.queue]
+                st.queue.clear()
+        for item, st in sorted(left, key=lambda t: t[0][0]):
+            self._run(st, *item)
         self.pipeline.close()
 
 

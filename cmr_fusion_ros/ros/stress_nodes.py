@@ -1,7 +1,7 @@
 """The ROS 2 side of ``cmr-fusion stress``: ``fusion_node`` spun in the stress process (overload) and the
 ``/diagnostics`` listener of the soak.
 
-The runs themselves (children, kills, sampling, reports) are in :mod:`cmr_fusion_ros.eval.stress` (no ROS). Each
+The runs are in :mod:`cmr_fusion_ros.ros.stress_runs`, their reports in :mod:`cmr_fusion_ros.eval.stress` (no ROS). Each
 class here has an rclpy context of its own, spun by a background thread from construction until ``close()``.
 """
 

@@ -12,34 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from cmr_fusion_ros.core.errors import ConfigError
+from cmr_fusion_ros.core.validate import non_negative, positive, require
 
 __all__ = [
     "CameraConfig",
     "LidarConfig",
     "OdomConfig",
     "RadarConfig",
+    "RigDrawConfig",
     "RouteConfig",
     "SimConfig",
     "TownConfig",
     "load_sim_config",
 ]
-
-
-def _check(key: str, value: Any, ok: bool, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(key, value, allowed)
-
-
-def _positive(prefix: str, obj: Any, *names: str) -> None:
-    for n in names:
-        v = getattr(obj, n)
-        _check(f"{prefix}.{n}", v, isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, "a number > 0")
-
-
-def _non_negative(prefix: str, obj: Any, *names: str) -> None:
-    for n in names:
-        v = getattr(obj, n)
-        _check(f"{prefix}.{n}", v, isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0, "a number >= 0")
 
 
 @dataclass(frozen=True)
@@ -55,13 +40,13 @@ class CameraConfig:
     translation: tuple[float, float, float] = (1.5, 0.0, 1.6)  # base_link -> camera_optical_frame
 
     def __post_init__(self) -> None:
-        _positive("camera", self, "rate_hz", "width", "height", "hfov_deg")
-        _non_negative("camera", self, "noise_std")
-        _check("camera.hfov_deg", self.hfov_deg, self.hfov_deg < 170, "0 < hfov_deg < 170")
-        _check("camera.lighting", self.lighting, self.lighting in ("random", "flat"), "random | flat")
-        _check("camera.jpeg_quality", self.jpeg_quality, 1 <= int(self.jpeg_quality) <= 100, "an integer 1..100")
-        _check("camera.width", self.width, isinstance(self.width, int), "an integer > 0")
-        _check("camera.height", self.height, isinstance(self.height, int), "an integer > 0")
+        positive("camera", self, "rate_hz", "width", "height", "hfov_deg")
+        non_negative("camera", self, "noise_std")
+        require(self.hfov_deg < 170, "camera.hfov_deg", self.hfov_deg, "0 < hfov_deg < 170")
+        require(self.lighting in ("random", "flat"), "camera.lighting", self.lighting, "random | flat")
+        require(1 <= int(self.jpeg_quality) <= 100, "camera.jpeg_quality", self.jpeg_quality, "an integer 1..100")
+        require(isinstance(self.width, int), "camera.width", self.width, "an integer > 0")
+        require(isinstance(self.height, int), "camera.height", self.height, "an integer > 0")
 
     @property
     def fx(self) -> float:
@@ -89,12 +74,11 @@ class LidarConfig:
     translation: tuple[float, float, float] = (1.0, 0.0, 1.9)
 
     def __post_init__(self) -> None:
-        _positive("lidar", self, "rate_hz", "beams", "columns", "max_range", "min_range")
-        _non_negative("lidar", self, "range_noise_std")
-        _check("lidar.dropout", self.dropout, 0 <= self.dropout < 1, "0 <= dropout < 1")
-        _check("lidar.vfov_max_deg", self.vfov_max_deg, -90 < self.vfov_min_deg < self.vfov_max_deg < 90,
-               "-90 < vfov_min_deg < vfov_max_deg < 90")
-        _check("lidar.max_range", self.max_range, self.max_range > self.min_range, "max_range > min_range")
+        positive("lidar", self, "rate_hz", "beams", "columns", "max_range", "min_range")
+        non_negative("lidar", self, "range_noise_std")
+        require(0 <= self.dropout < 1, "lidar.dropout", self.dropout, "0 <= dropout < 1")
+        require(-90 < self.vfov_min_deg < self.vfov_max_deg < 90, "lidar.vfov_max_deg", self.vfov_max_deg, "-90 < vfov_min_deg < vfov_max_deg < 90")
+        require(self.max_range > self.min_range, "lidar.max_range", self.max_range, "max_range > min_range")
 
 
 @dataclass(frozen=True)
@@ -115,11 +99,11 @@ class RadarConfig:
     translation: tuple[float, float, float] = (3.6, 0.0, 0.6)
 
     def __post_init__(self) -> None:
-        _positive("radar", self, "rate_hz", "hfov_deg", "vfov_deg", "ray_step_deg", "azimuth_resolution_deg",
+        positive("radar", self, "rate_hz", "hfov_deg", "vfov_deg", "ray_step_deg", "azimuth_resolution_deg",
                   "range_resolution", "max_range", "max_points")
-        _non_negative("radar", self, "range_noise_std", "azimuth_noise_std_deg", "doppler_noise_std",
+        non_negative("radar", self, "range_noise_std", "azimuth_noise_std_deg", "doppler_noise_std",
                       "false_alarms_per_scan")
-        _check("radar.hfov_deg", self.hfov_deg, self.hfov_deg < 180, "0 < hfov_deg < 180")
+        require(self.hfov_deg < 180, "radar.hfov_deg", self.hfov_deg, "0 < hfov_deg < 180")
 
 
 @dataclass(frozen=True)
@@ -127,7 +111,7 @@ class OdomConfig:
     rate_hz: float = 50.0  # /odom and the odom -> base_link transform on /tf
 
     def __post_init__(self) -> None:
-        _positive("odom", self, "rate_hz")
+        positive("odom", self, "rate_hz")
 
 
 @dataclass(frozen=True)
@@ -142,11 +126,11 @@ class TownConfig:
     parked_car_fill: float = 0.5  # fraction of parking slots occupied
 
     def __post_init__(self) -> None:
-        _positive("town", self, "blocks_x", "blocks_y", "block_min", "block_max", "street_width")
-        _non_negative("town", self, "moving_cars", "pedestrians")
-        _check("town.block_max", self.block_max, self.block_max >= self.block_min >= 20, "block_max >= block_min >= 20")
-        _check("town.parked_car_fill", self.parked_car_fill, 0 <= self.parked_car_fill <= 1, "0..1")
-        _check("town.street_width", self.street_width, 14 <= self.street_width <= 30, "14..30 metres")
+        positive("town", self, "blocks_x", "blocks_y", "block_min", "block_max", "street_width")
+        non_negative("town", self, "moving_cars", "pedestrians")
+        require(self.block_max >= self.block_min >= 20, "town.block_max", self.block_max, "block_max >= block_min >= 20")
+        require(0 <= self.parked_car_fill <= 1, "town.parked_car_fill", self.parked_car_fill, "0..1")
+        require(14 <= self.street_width <= 30, "town.street_width", self.street_width, "14..30 metres")
 
 
 @dataclass(frozen=True)
@@ -158,8 +142,60 @@ class RouteConfig:
     shift_sessions: bool = True  # sessions 1, 2, 4, 5, ... drive the loop moved by one block (partial overlap)
 
     def __post_init__(self) -> None:
-        _positive("route", self, "loop_blocks_x", "loop_blocks_y", "speed")
-        _check("route.speed_variation", self.speed_variation, 0 <= self.speed_variation < 0.9, "0 <= x < 0.9")
+        positive("route", self, "loop_blocks_x", "loop_blocks_y", "speed")
+        require(0 <= self.speed_variation < 0.9, "route.speed_variation", self.speed_variation, "0 <= x < 0.9")
+
+
+def _range(prefix: str, obj: Any, name: str, lo: float, hi: float) -> None:
+    v = getattr(obj, name)
+    require(len(v) == 2 and lo <= v[0] <= v[1] <= hi, f"{prefix}.{name}", v,
+            f"[low, high] with {lo:g} <= low <= high <= {hi:g}")
+
+
+@dataclass(frozen=True)
+class RigDrawConfig:
+    """Per-session sensor rigs (``draw: true`` or ``cmr-fusion simulate --draw-rigs``): each session draws its camera,
+    LiDAR and radar from these ranges (``[low, high]``, uniform; ``lidar_beams`` and ``lidar_columns`` are lists of
+    choices), seeded by the town seed and the session index. The drawn values replace the ``camera``, ``lidar`` and
+    ``radar`` sections' and are written into the bag (``/tf_static`` mounts, ``CameraInfo``) and ``town.json``."""
+
+    draw: bool = False
+    camera_width: tuple[float, float] = (320.0, 1280.0)  # pixels (rounded to a multiple of 8)
+    camera_aspect: tuple[float, float] = (1.25, 1.78)  # width / height
+    camera_hfov_deg: tuple[float, float] = (60.0, 120.0)
+    camera_x_m: tuple[float, float] = (0.5, 2.0)  # mount in base_link
+    camera_y_m: tuple[float, float] = (-0.3, 0.3)
+    camera_z_m: tuple[float, float] = (1.2, 2.0)
+    lidar_beams: tuple[float, ...] = (16.0, 32.0, 64.0, 128.0)  # choices
+    lidar_columns: tuple[float, ...] = (512.0, 1024.0, 2048.0)  # choices
+    lidar_vfov_min_deg: tuple[float, float] = (-30.0, -15.0)
+    lidar_vfov_max_deg: tuple[float, float] = (2.0, 22.0)
+    lidar_x_m: tuple[float, float] = (0.0, 1.5)
+    lidar_z_m: tuple[float, float] = (1.4, 2.4)
+    radar_hfov_deg: tuple[float, float] = (60.0, 120.0)
+    radar_max_points: tuple[float, float] = (48.0, 256.0)
+    radar_noise_scale: tuple[float, float] = (0.5, 2.0)  # multiplies the range, azimuth and Doppler noise
+    radar_x_m: tuple[float, float] = (2.5, 3.8)
+    radar_z_m: tuple[float, float] = (0.3, 1.0)
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.draw, bool), "rig.draw", self.draw, "true or false")
+        _range("rig", self, "camera_width", 16, 4096)
+        _range("rig", self, "camera_aspect", 0.2, 5)
+        _range("rig", self, "camera_hfov_deg", 1, 169)
+        _range("rig", self, "lidar_vfov_min_deg", -89, 89)
+        _range("rig", self, "lidar_vfov_max_deg", -89, 89)
+        require(self.lidar_vfov_max_deg[0] > self.lidar_vfov_min_deg[1], "rig.lidar_vfov_max_deg",
+                self.lidar_vfov_max_deg, "every value above rig.lidar_vfov_min_deg's")
+        _range("rig", self, "radar_hfov_deg", 1, 179)
+        _range("rig", self, "radar_max_points", 1, 100000)
+        _range("rig", self, "radar_noise_scale", 0, 100)
+        for key in ("camera_x_m", "camera_y_m", "camera_z_m", "lidar_x_m", "lidar_z_m", "radar_x_m", "radar_z_m"):
+            _range("rig", self, key, -10, 10)
+        for key in ("lidar_beams", "lidar_columns"):
+            v = getattr(self, key)
+            require(len(v) >= 1 and all(float(x).is_integer() and 1 <= x <= 8192 for x in v), f"rig.{key}", v,
+                    "a list of integers in 1..8192 to choose from")
 
 
 @dataclass(frozen=True)
@@ -170,13 +206,12 @@ class SimConfig:
     odom: OdomConfig = field(default_factory=OdomConfig)
     town: TownConfig = field(default_factory=TownConfig)
     route: RouteConfig = field(default_factory=RouteConfig)
+    rig: RigDrawConfig = field(default_factory=RigDrawConfig)
 
     def __post_init__(self) -> None:
         loop = self.route
-        _check("route.loop_blocks_x", loop.loop_blocks_x, loop.loop_blocks_x <= self.town.blocks_x,
-               f"<= town.blocks_x ({self.town.blocks_x})")
-        _check("route.loop_blocks_y", loop.loop_blocks_y, loop.loop_blocks_y <= self.town.blocks_y,
-               f"<= town.blocks_y ({self.town.blocks_y})")
+        require(loop.loop_blocks_x <= self.town.blocks_x, "route.loop_blocks_x", loop.loop_blocks_x, f"<= town.blocks_x ({self.town.blocks_x})")
+        require(loop.loop_blocks_y <= self.town.blocks_y, "route.loop_blocks_y", loop.loop_blocks_y, f"<= town.blocks_y ({self.town.blocks_y})")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -227,6 +262,8 @@ def _coerce(key: str, value: Any, default: Any, source: str | None) -> Any:
             raise ConfigError(key, value, "a string", source=source)
         return value
     if isinstance(default, tuple):
+        if key in ("rig.lidar_beams", "rig.lidar_columns"):  # lists of choices: any length
+            default = tuple(value) if isinstance(value, (list, tuple)) and value else default + (0.0,)
         if not isinstance(value, (list, tuple)) or len(value) != len(default):
             raise ConfigError(key, value, f"a list of {len(default)} numbers", source=source)
         try:

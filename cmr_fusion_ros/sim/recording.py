@@ -39,6 +39,7 @@ from cmr_fusion_ros.core.errors import BagError
 from cmr_fusion_ros.sim.config import SimConfig
 from cmr_fusion_ros.sim.geometry import quat_from_yaw
 from cmr_fusion_ros.sim.sensors import CAMERA_FRAME, LIDAR_FRAME, RADAR_FRAME
+from cmr_fusion_ros.sim.rig import rig_summary
 from cmr_fusion_ros.sim.session import SensorKind, SessionPlan, plan_session, simulate_session
 from cmr_fusion_ros.sim.town import Town, generate_town
 
@@ -132,6 +133,7 @@ def _town_record(town: Town, config: SimConfig, duration: float, sessions: int, 
             "loop_streets": list(p.loop.blocks),
             "start_s_m": round(p.speed.s0, 3),
             "speed_mps": round(p.speed.v0, 4),
+            **({"rig": rig_summary(p.config)} if config.rig.draw else {}),
         }
         for p in plans
     ]

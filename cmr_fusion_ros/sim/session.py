@@ -16,6 +16,7 @@ import numpy as np
 
 from cmr_fusion_ros.sim.config import SimConfig
 from cmr_fusion_ros.sim.geometry import RigidTransform
+from cmr_fusion_ros.sim.rig import draw_rig
 from cmr_fusion_ros.sim.route import EgoState, Loop, SpeedProfile, make_loop, session_shift
 from cmr_fusion_ros.sim.sensors import CAMERA_FRAME, LIDAR_FRAME, RADAR_FRAME, CameraModel, LidarModel, RadarModel
 from cmr_fusion_ros.sim.town import Town, generate_town
@@ -90,7 +91,7 @@ def _stamps(rate_hz: float, duration: float) -> list[int]:
 
 def plan_session(seed: int, session: int, duration: float, config: SimConfig | None = None,
                  town: Town | None = None) -> SessionPlan:
-    cfg = config or SimConfig()
+    cfg = draw_rig(config or SimConfig(), seed, session)  # rig.draw: this session's own sensors
     town = town if town is not None else generate_town(seed, cfg.town)
     world_rng = np.random.default_rng([int(seed), int(session), 1])
     world = SessionWorld(town, world_rng, moving_cars=cfg.town.moving_cars, pedestrians=cfg.town.pedestrians,

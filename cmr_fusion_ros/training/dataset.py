@@ -1,7 +1,9 @@
-"""Training frames from bags: time-synchronised (camera, LiDAR, radar) tensors with ground-truth positions.
+"""Training frames from bags: time-synchronised (camera, LiDAR, radar, or any two of them) tensors with ground-truth
+positions.
 
-Each bag is read once with :func:`cmr_fusion_ros.bag.reader.read_samples`; every sample goes through the core
-preprocessing (the same functions the runtime encoders use), and each LiDAR scan is paired with the camera image and
+Each bag is read once with :func:`cmr_fusion_ros.bag.reader.read_samples` (the runtime's decoder and pose buffer);
+every sample goes through the runtime's route up to the tensor (:meth:`cmr_fusion_ros.core.embed.FrameEmbedder.tensors`:
+multi-scan merging, the card's preprocessing), and each LiDAR scan is paired with the camera image and
 radar scan nearest in time (within ``sync_tolerance_ns``). Frames are cached per bag in an ``.npz`` keyed by the
 preprocessing parameters and topics, so a second training run does not decode the bags again.
 
@@ -22,14 +24,15 @@ import numpy as np
 
 from cmr_fusion_ros.bag.reader import BagTopics, read_samples
 from cmr_fusion_ros.core.errors import BagError
-from cmr_fusion_ros.core.preprocess import Preprocessing, accumulator_for
+from cmr_fusion_ros.core.embed import FrameEmbedder
+from cmr_fusion_ros.core.preprocess import Preprocessing
 from cmr_fusion_ros.core.rig import RigOptions, rig_adapters
 from cmr_fusion_ros.core.types import Modality
 
 __all__ = ["FrameSet", "load_frames", "frames_from_bag", "MODALITIES"]
 
 MODALITIES = (Modality.CAMERA, Modality.LIDAR, Modality.RADAR)
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the runtime decoder (finite-point filter, JPEG reduced decode) and pose buffer (gap rule)
 
 
 @dataclass
@@ -82,6 +85,11 @@ class FrameSet:
             bags.append(np.asarray(bag_map, np.int64)[p.bag] if len(p) else np.zeros(0, np.int64))
             groups.append(np.asarray(group_map, np.int64)[p.group] if len(p) else np.zeros(0, np.int64))
         total = sum(len(p) for p in parts)
+        for p in parts:
+            if set(p.tensors) != set(parts[0].tensors):
+                raise BagError(p.bag_names[0] if p.bag_names else "frames",
+                               f"has {sorted(m.value for m in p.tensors)}, other bags "
+                               f"{sorted(m.value for m in parts[0].tensors)}: choose common ones with --modalities")
         tensors: dict[Modality, np.ndarray] = {}
         for m in parts[0].tensors:
             out: np.ndarray | None = None
@@ -115,24 +123,25 @@ class FrameSet:
 class _CachedTensors(Mapping):
     """The per-modality tensors of one cached bag, read from its ``.npz`` only when asked for (and not kept)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, modalities: Sequence[Modality] = MODALITIES) -> None:
         self.path = path
+        self.modalities = tuple(modalities)
 
     def __getitem__(self, m: Modality) -> np.ndarray:
         with np.load(self.path, allow_pickle=False) as z:
             return z[Modality(m).value]
 
     def __iter__(self) -> Iterator[Modality]:
-        return iter(MODALITIES)
+        return iter(self.modalities)
 
     def __len__(self) -> int:
-        return len(MODALITIES)
+        return len(self.modalities)
 
 
 def _read_cache(path: Path) -> FrameSet:
     with np.load(path, allow_pickle=False) as z:
         return FrameSet(
-            _CachedTensors(path),  # type: ignore[arg-type]
+            _CachedTensors(path, [m for m in MODALITIES if m.value in z.files]),  # type: ignore[arg-type]
             z["positions"],
             z["yaw"],
             z["stamps_ns"],
@@ -151,39 +160,43 @@ def frames_from_bag(
     sync_tolerance_ns: int = 60_000_000,
     group: str | None = None,
     progress: Callable[[int], None] | None = None,
+    modalities: Sequence[Modality] = MODALITIES,
+    dropped: dict[str, int] | None = None,
     rig: RigOptions | None = None,
 ) -> FrameSet:
-    """Read one bag into synchronised frames (one per LiDAR scan that has a camera image and a radar scan within
-    ``sync_tolerance_ns``). ``progress(n)`` is called after each decoded sample. With ``rig``, each sensor's data is
-    first brought to the canonical rig with the bag's mounts and camera intrinsics (``core.rig``)."""
+    """Read one bag into synchronised frames of ``modalities`` (one per anchor sample that has a sample of each other
+    modality within ``sync_tolerance_ns``; the anchor is the LiDAR scan, or the camera image in a bag without
+    LiDAR). ``progress(n)`` is called after each decoded sample; samples without a pose are counted per modality in
+    ``dropped``. With ``rig``, each sensor's data is first brought to the canonical rig with the bag's mounts and
+    camera intrinsics (``core.rig``)."""
     path = Path(path)
-    per: dict[Modality, tuple[list[int], list[np.ndarray]]] = {m: ([], []) for m in MODALITIES}
+    mods = tuple(m for m in MODALITIES if m in set(modalities))
+    anchor = Modality.LIDAR if Modality.LIDAR in mods else mods[0]
+    per: dict[Modality, tuple[list[int], list[np.ndarray]]] = {m: ([], []) for m in mods}
     lidar_pose: list[tuple[float, float, float, float]] = []
-    accumulators = {m: acc for m in MODALITIES if (acc := accumulator_for(preprocessing[m])) is not None}
     adapters = {}
     if rig is not None and rig.enabled:
         from cmr_fusion_ros.bag.rig_info import read_rig
 
-        adapters = rig_adapters(rig.sensor_rig(read_rig(path, topics)), MODALITIES, rig)
-    for s in read_samples(path, topics, MODALITIES):
+        adapters = rig_adapters(rig.sensor_rig(read_rig(path, topics)), mods, rig)
+    routes = {m: FrameEmbedder(preprocessing[m], adapter=adapters.get(m)) for m in mods}  # the runtime's route
+    camera = routes[Modality.CAMERA].decode_size if Modality.CAMERA in routes else None
+    for s in read_samples(path, topics, mods, dropped=dropped, camera_size=camera):
         stamps, tens = per[s.modality]
         stamps.append(s.stamp_ns)
-        data = adapters[s.modality](s.data) if adapters else s.data
-        if s.modality in accumulators:  # multi-scan radar: every scan of the bag, in order, with its pose
-            data = accumulators[s.modality].merge(s.stamp_ns, data, s.pose)
-        tens.append(preprocessing[s.modality](data))
-        if s.modality is Modality.LIDAR:
+        tens.append(routes[s.modality].tensors(s, s.pose)[0])
+        if s.modality is anchor:
             p = s.pose
             lidar_pose.append((p.x, p.y, p.z, p.yaw))
         if progress is not None:
             progress(1)
-    for m in MODALITIES:
+    for m in mods:
         if not per[m][0]:
             raise BagError(str(path), f"no {m.value} samples with a pose")
-    lid_t = np.asarray(per[Modality.LIDAR][0], np.int64)
+    lid_t = np.asarray(per[anchor][0], np.int64)
     keep = np.ones(len(lid_t), bool)
     match: dict[Modality, np.ndarray] = {}
-    for m in (Modality.CAMERA, Modality.RADAR):
+    for m in (x for x in mods if x is not anchor):
         t = np.asarray(per[m][0], np.int64)
         order = np.argsort(t, kind="stable")
         ts = t[order]
@@ -195,13 +208,10 @@ def frames_from_bag(
         match[m] = order[j]
     idx = np.nonzero(keep)[0]
     poses = np.asarray(lidar_pose, np.float64).reshape(-1, 4)[idx]
-    tensors = {
-        Modality.LIDAR: np.stack([per[Modality.LIDAR][1][i] for i in idx]) if len(idx) else None,
-        Modality.CAMERA: np.stack([per[Modality.CAMERA][1][match[Modality.CAMERA][i]] for i in idx]) if len(idx) else None,
-        Modality.RADAR: np.stack([per[Modality.RADAR][1][match[Modality.RADAR][i]] for i in idx]) if len(idx) else None,
-    }
     if not len(idx):
-        raise BagError(str(path), f"no LiDAR scan has a camera image and a radar scan within {sync_tolerance_ns} ns")
+        others = " and ".join(f"a {m.value} sample" for m in mods if m is not anchor)
+        raise BagError(str(path), f"no {anchor.value} sample has {others} within {sync_tolerance_ns} ns")
+    tensors = {m: np.stack([per[m][1][i if m is anchor else match[m][i]] for i in idx]) for m in mods}
     n = len(idx)
     return FrameSet(
         tensors=tensors,  # type: ignore[arg-type]
@@ -216,7 +226,7 @@ def frames_from_bag(
 
 
 def _cache_key(path: Path, preprocessing: dict[Modality, Preprocessing], topics: BagTopics, tol: int,
-               rig: RigOptions | None = None) -> str:
+               modalities: Sequence[Modality] = MODALITIES, rig: RigOptions | None = None) -> str:
     stat_parts = []
     for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
         if f.is_file():
@@ -225,10 +235,11 @@ def _cache_key(path: Path, preprocessing: dict[Modality, Preprocessing], topics:
     blob = json.dumps(
         {
             "v": CACHE_VERSION,
-            "pre": {m.value: preprocessing[m].to_dict() for m in MODALITIES},
+            "pre": {m.value: preprocessing[m].to_dict() for m in modalities},
             "topics": repr(topics),
             "tol": tol,
             "files": stat_parts,
+            **({"modalities": [m.value for m in modalities]} if tuple(modalities) != MODALITIES else {}),
             **({"rig": rig.to_dict()} if rig is not None and rig.enabled else {}),
         },
         sort_keys=True,
@@ -244,29 +255,32 @@ def load_frames(
     cache_dir: str | Path | None = None,
     sync_tolerance_ns: int = 60_000_000,
     progress: Callable[[int], None] | None = None,
+    modalities: Sequence[Modality] = MODALITIES,
+    dropped: dict[str, int] | None = None,
     rig: RigOptions | None = None,
 ) -> FrameSet:
-    """Frames of several bags, using (and filling) an ``.npz`` cache per bag in ``cache_dir`` when given; ``rig``: see
-    :func:`frames_from_bag`."""
+    """Frames of ``modalities`` from several bags, using (and filling) an ``.npz`` cache per bag in ``cache_dir``;
+    ``rig``: see :func:`frames_from_bag`."""
     topics = topics or BagTopics()
+    modalities = tuple(m for m in MODALITIES if m in set(modalities))
     parts = []
     for bag in bags:
         bag = Path(bag)
         cache = None
         if cache_dir is not None:
-            key = _cache_key(bag, preprocessing, topics, sync_tolerance_ns, rig)
+            key = _cache_key(bag, preprocessing, topics, sync_tolerance_ns, modalities, rig)
             cache = Path(cache_dir) / f"{bag.resolve().parent.name}_{bag.name}_{key}.npz"
         if cache is not None and cache.is_file():
             parts.append(_read_cache(cache))
             continue
         fs = frames_from_bag(bag, preprocessing, topics, sync_tolerance_ns=sync_tolerance_ns, progress=progress,
-                             rig=rig)
+                             modalities=modalities, dropped=dropped, rig=rig)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_suffix(".tmp.npz")
             np.savez(
                 tmp,
-                **{m.value: fs.tensors[m] for m in MODALITIES},
+                **{m.value: fs.tensors[m] for m in modalities},
                 positions=fs.positions,
                 yaw=fs.yaw,
                 stamps_ns=fs.stamps_ns,

@@ -203,7 +203,7 @@ def _augment(batch: dict[Modality, torch.Tensor], cfg: TrainConfig, rng: np.rand
     if cfg.flip_p and rng.random() < cfg.flip_p:
         for m in batch:
             batch[m] = mirror_batch(batch[m], mirror[m])
-    if cfg.color_jitter:
+    if cfg.color_jitter and Modality.CAMERA in batch:
         cam = batch[Modality.CAMERA]
         n = cam.shape[0]
         gain = torch.from_numpy(rng.uniform(1 - cfg.color_jitter, 1 + cfg.color_jitter, (n, 3, 1, 1)).astype(np.float32))
@@ -229,6 +229,8 @@ def embed_frames(models: dict[Modality, ConvEncoder], frames: FrameSet, batch: i
     out: dict[Modality, np.ndarray] = {}
     with torch.no_grad():
         for m, model in models.items():
+            if m not in frames.tensors:
+                continue
             model.eval()
             parts = [model(torch.from_numpy(frames.tensors[m][s : s + batch])).numpy() for s in range(0, len(frames), batch)]
             out[m] = np.concatenate(parts) if parts else np.zeros((0, model.dim), np.float32)
@@ -238,12 +240,12 @@ def embed_frames(models: dict[Modality, ConvEncoder], frames: FrameSet, batch: i
 def validate(
     models: dict[Modality, ConvEncoder], database: FrameSet, queries: FrameSet, radius: float = 10.0
 ) -> dict[str, float]:
-    """recall@1 for every query modality -> database modality pair (keys like ``camera->lidar``)."""
+    """recall@1 for every query modality -> database modality pair the frames hold (keys like ``camera->lidar``)."""
     db = embed_frames(models, database)
     q = embed_frames(models, queries)
     out = {}
-    for qm in MODALITIES:
-        for dm in MODALITIES:
+    for qm in (m for m in MODALITIES if m in q):
+        for dm in (m for m in MODALITIES if m in db):
             r = recall_at_k(q[qm], db[dm], queries.positions, database.positions, radius, ks=(1,))
             out[f"{qm.value}->{dm.value}"] = r.recalls[1]
     return out
@@ -265,10 +267,12 @@ class Trainer:
         input_shapes: dict[Modality, tuple[int, int, int]],
         widths: Mapping[Modality, tuple[int, ...]] | None = None,
         mirror: Mapping[Modality, Segments] | None = None,
+        modalities: Sequence[Modality] = MODALITIES,
     ) -> None:
         """``widths``: channel widths per modality (default :class:`ConvEncoder`'s); ``mirror``: each modality's
         ``mirror_segments`` (its preprocessing's; default: the whole width, one image); frozen encoders must be loaded
-        with their weights (:meth:`load`) before :meth:`fit`."""
+        with their weights (:meth:`load`) before :meth:`fit`. ``modalities``: those the training frames hold (two or
+        more); an encoder of another modality is not trained (it keeps its loaded weights)."""
         self.cfg = cfg
         self.mirror = {m: tuple(mirror[m]) if mirror and m in mirror else ((0, input_shapes[m][2]),)
                        for m in MODALITIES}
@@ -279,12 +283,18 @@ class Trainer:
             m: _with_dropout(build_encoder(m, input_shapes[m], cfg.embedding_dim, widths.get(m)), cfg.dropout)
             for m in MODALITIES
         }
-        self.trainable = tuple(m for m in MODALITIES if m not in cfg.frozen)
-        self.pairs = [(a, b) for a, b in PAIRS if a in self.trainable or b in self.trainable]
+        self.modalities = tuple(m for m in MODALITIES if m in set(modalities))
+        self.trainable = tuple(m for m in self.modalities if m not in cfg.frozen)
+        if not self.trainable:
+            raise ConfigError("train.frozen", [m.value for m in cfg.frozen],
+                              f"at least one of the trained modalities {[m.value for m in self.modalities]} not frozen")
+        self.pairs = [(a, b) for a, b in PAIRS if (a in self.trainable or b in self.trainable)
+                      and a in self.modalities and b in self.modalities]
         self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(1.0 / cfg.temperature)))
         params = [p for m in self.trainable for p in self.models[m].parameters()] + [self.logit_scale]
-        for m in cfg.frozen:
-            self.models[m].requires_grad_(False)
+        for m in MODALITIES:
+            if m not in self.trainable:
+                self.models[m].requires_grad_(False)
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def load(self, modality: Modality, model: ConvEncoder) -> None:
@@ -302,7 +312,7 @@ class Trainer:
     ) -> torch.Tensor:
         emb = {m: self.models[m](batch[m]) for m in self.trainable}
         with torch.no_grad():
-            emb.update({m: self.models[m](batch[m]) for m in self.cfg.frozen})
+            emb.update({m: self.models[m](batch[m]) for m in self.modalities if m not in self.trainable})
         scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
         total = torch.zeros(())
         cfg = self.cfg
@@ -353,7 +363,7 @@ class Trainer:
             it = range(steps) if progress is None else progress(epoch, steps)
             for _ in it:
                 idx = sample_batch(index, rng, cfg.batch_anchors)
-                batch = {m: torch.from_numpy(train.tensors[m][idx]) for m in MODALITIES}
+                batch = {m: torch.from_numpy(train.tensors[m][idx]) for m in self.modalities}
                 _augment(batch, cfg, rng, self.mirror)
                 loss = self.loss(batch, train.positions[idx], train.group[idx], train.yaw[idx])
                 self.opt.zero_grad(set_to_none=True)

@@ -8,7 +8,8 @@ import json
 import os
 from pathlib import Path
 
-from cmr_fusion_ros.eval.stress import plot_soak, soak_run, write_json, write_soak_params
+from cmr_fusion_ros.eval.stress import plot_soak, write_json, write_soak_params
+from cmr_fusion_ros.ros.stress_runs import soak_run
 
 REPO = Path(__file__).resolve().parents[2]
 BAG = REPO / "bags" / "sample_town" / "session_00"

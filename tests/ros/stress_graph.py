@@ -65,8 +65,6 @@ def base_overrides(tmp_path, **extra) -> list[Parameter]:
         "odometry.topic": "",
         "streams.camera.transport": "raw",
         "streams.camera.topic": TOPICS[Modality.CAMERA],
-        "sync.tolerance_s": 0.05,
-        "sync.timeout_s": 5.0,
         "output.diagnostics_period_s": 0.1,
     }
     for m in Modality:

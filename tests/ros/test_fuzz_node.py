@@ -14,8 +14,8 @@ from hypothesis import seed as seed_
 from hypothesis import strategies as st
 
 from cmr_fusion_ros.core.memory import SceneMemory
-from cmr_fusion_ros.core.pipeline import FusionPipeline, decode_sensor
-from cmr_fusion_ros.core.sync import Frame, FrameSet
+from cmr_fusion_ros.core.decode import Frame, decode_sensor
+from cmr_fusion_ros.core.pipeline import FusionPipeline
 from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.ros.conversions import stamp_to_ns
 
@@ -84,7 +84,7 @@ def test_node_survives_malformed_messages_and_counts_them(tmp_path):
             s = g.stream_status(got, m)
             assert int(s["received"]) == bad[m] + good[m] and int(s["dropped"]) == 0
             assert s["last_bad_reason"].startswith("sensor_msgs/"), s["last_bad_reason"]
-        assert node._worker.is_alive() and not node.problems
+        assert all(st.worker.is_alive() for st in node.streams.values()) and not node.problems
 
         # the events are exactly those of the valid frames alone, through a fresh pipeline
         mc = node.config.memory
@@ -92,11 +92,11 @@ def test_node_survives_malformed_messages_and_counts_them(tmp_path):
         ref = FusionPipeline(node.config, {m: g.PlaceEncoder() for m in MODS}, SceneMemory(ram), session="test")
         expected = set()
         for stamp, place in DRIVE:
-            frames = {m: Frame(m, g.TOPICS[m], "sensor", stamp, decode_sensor(m, sm.valid_plain(m, place),
-                                                                               compressed=False)) for m in MODS}
-            out = ref.process_set(FrameSet(stamp, stamp, frames, True))
-            expected |= {(e.query_modality.value, e.match_modality.value, e.query_stamp_ns, e.match_stamp_ns)
-                         for e in out.events}
+            for m in MODS:
+                out = ref.process_frame(Frame(m, g.TOPICS[m], "sensor", stamp,
+                                              decode_sensor(m, sm.valid_plain(m, place), compressed=False)))
+                expected |= {(e.query_modality.value, e.match_modality.value, e.query_stamp_ns, e.match_stamp_ns)
+                             for e in out.events}
         assert len(expected) == 6  # one per modality pair: the debounce makes the revisit one event
         assert g.wait_for(lambda: sum(len(a.events) for a in got["matches"]) >= len(expected), 10.0)
         time.sleep(0.3)

@@ -1,5 +1,5 @@
-"""Time going back (a bag that loops, /clock jumping back under use_sim_time): sync buffers, policy debounce and the
-pose buffer reset instead of stalling or firing bogus (premature partial) sets."""
+"""Time going back (a bag that loops, /clock jumping back under use_sim_time): policy debounce and the pose buffer
+reset instead of stalling or firing bogus events."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from cmr_fusion_ros.core.config import FusionConfig
 from cmr_fusion_ros.core.memory import SceneMemory
 from cmr_fusion_ros.core.pipeline import FusionPipeline
 from cmr_fusion_ros.core.poses import PoseBuffer
-from cmr_fusion_ros.core.sync import Frame, FrameSet, Synchronizer
+from cmr_fusion_ros.core.decode import Frame, decode_sensor
 from cmr_fusion_ros.core.types import Modality, Pose
 from cmr_fusion_ros.ros.conversions import ns_to_stamp, stamp_to_ns
 
@@ -23,41 +23,14 @@ C, L = Modality.CAMERA, Modality.LIDAR
 S = g.S
 
 
-def frame(m, t):
-    return Frame(m, f"/{m.value}", m.value, t, data=None)
-
-
-def test_sync_after_a_loop_forms_complete_sets_not_premature_partials():
-    sync = Synchronizer([C, L], tolerance_ns=50_000_000, timeout_ns=500_000_000)
-    for t in range(10, 20):  # first pass: complete sets
-        assert sync.push(frame(C, t * S), 0) == []
-        assert [fs.complete for fs in sync.push(frame(L, t * S), 0)] == [True]
-    sync.push(frame(C, 20 * S), 0)  # an open set of the old time line
-    out = sync.push(frame(C, 10 * S), 0)  # the bag loops: camera first
-    assert [(fs.anchor_ns, fs.complete) for fs in out] == [(20 * S, False)]  # the old set is not lost
-    assert sync.time_jumps == 1 and sync.open_sets == 1
-    # without the reset, LiDAR's stale newest stamp (19 s) would close this set at once as a camera-only set
-    assert [fs.complete for fs in sync.push(frame(L, 10 * S), 0)] == [True]
-    assert sync.push(frame(C, 10 * S + 500_000_000), 0) == [] and sync.open_sets == 1
-
-
-def test_small_reordering_is_not_a_jump():
-    sync = Synchronizer([C, L], tolerance_ns=50_000_000, timeout_ns=500_000_000)
-    sync.push(frame(C, 10 * S), 0)
-    sync.push(frame(C, 9 * S + 500_000_000), 0)  # 0.5 s back: late, not a new time line
-    assert sync.time_jumps == 0 and sync.open_sets == 2
-
-
 def _drive(pipe, t0_s, out):
     """Places 0..9 at 1 s steps from t0, then a revisit of place 3 at t0 + 40 s."""
     for i, place in [(i, i) for i in range(10)] + [(40, 3), (41, 30)]:
         t = (t0_s + i) * S
         pipe.add_pose(t, Pose(float(place * 10), 0.0, 0.0))
         data = sm.valid_plain(L, place)
-        from cmr_fusion_ros.core.pipeline import decode_sensor
-
-        fs = FrameSet(t, t, {L: Frame(L, "/lidar/points", "lidar", t, decode_sensor(L, data, compressed=False))}, True)
-        out += [(e.query_stamp_ns, e.match_stamp_ns) for e in pipe.process_set(fs).events]
+        fr = Frame(L, "/lidar/points", "lidar", t, decode_sensor(L, data, compressed=False))
+        out += [(e.query_stamp_ns, e.match_stamp_ns) for e in pipe.process_frame(fr).events]
 
 
 def test_pipeline_loop_resets_debounce_and_pose_buffer():
@@ -95,8 +68,6 @@ def test_node_resets_on_clock_jump_and_on_looping_stamps(tmp_path):
                 clock.publish(Clock(clock=ns_to_stamp(t)))
                 pubs[L].publish(g.to_ros(sm.valid_plain(L, place), t, "lidar"))
                 time.sleep(0.03)
-            # sim time goes on past the sync timeout (5 s), so the last frame's set is not left waiting for a next one
-            clock.publish(Clock(clock=ns_to_stamp(147 * S)))
 
         def events():
             return sorted((stamp_to_ns(e.header.stamp), stamp_to_ns(e.match_stamp)) for a in got["matches"]

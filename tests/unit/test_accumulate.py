@@ -17,7 +17,7 @@ from cmr_fusion_ros.core.pipeline import FusionPipeline
 from cmr_fusion_ros.core.poses import PoseBuffer
 from cmr_fusion_ros.core.preprocess import RadarBevPreprocessing, preprocessing_from_dict
 from cmr_fusion_ros.core.radar import RADAR_DTYPE
-from cmr_fusion_ros.core.sync import Frame, FrameSet
+from cmr_fusion_ros.core.decode import Frame
 from cmr_fusion_ros.core.types import Modality, Pose
 
 S = 1_000_000_000
@@ -126,7 +126,7 @@ class RecordingEncoder:
 
 
 def test_training_eval_and_runtime_merge_the_same_scans(tmp_path: Path) -> None:
-    """frames_from_bag (training), embed_bag (evaluation) and FusionPipeline.process_set (runtime) give identical
+    """frames_from_bag (training), embed_bag (evaluation) and FusionPipeline.process_frame (runtime) give identical
     multi-scan radar tensors on the same bag; a time jump back restarts the history."""
     pytest.importorskip("torch")
     from cmr_fusion_ros.bag.reader import read_samples
@@ -158,9 +158,7 @@ def test_training_eval_and_runtime_merge_the_same_scans(tmp_path: Path) -> None:
     for _ in range(2):  # the second pass goes back in time: a fresh history, the same tensors again
         for s in samples:
             pipe.add_pose(s.stamp_ns, s.pose)
-            fs = FrameSet(anchor_ns=s.stamp_ns, deadline_ns=s.stamp_ns)
-            fs.frames[Modality.RADAR] = Frame(Modality.RADAR, "/radar/points", "radar", s.stamp_ns, s.data)
-            pipe.process_set(fs)
+            pipe.process_frame(Frame(Modality.RADAR, "/radar/points", "radar", s.stamp_ns, s.data))
     assert len(runtime.seen) == 2 * len(frames)
     for i, t in enumerate(runtime.seen):
         np.testing.assert_array_equal(t, frames.tensors[Modality.RADAR][i % len(frames)])
@@ -170,9 +168,7 @@ def test_training_eval_and_runtime_merge_the_same_scans(tmp_path: Path) -> None:
     # no odometry: every scan alone, counted
     bare = FusionPipeline(cfg, {Modality.RADAR: RecordingEncoder(pre[Modality.RADAR])}, SceneMemory(cfg.memory))
     for s in samples[:3]:
-        fs = FrameSet(anchor_ns=s.stamp_ns, deadline_ns=s.stamp_ns)
-        fs.frames[Modality.RADAR] = Frame(Modality.RADAR, "/radar/points", "radar", s.stamp_ns, s.data)
-        bare.process_set(fs)
+        bare.process_frame(Frame(Modality.RADAR, "/radar/points", "radar", s.stamp_ns, s.data))
     assert bare.accumulation_stats() == {"scans_merged": 0, "scans_missing": 0, "scans_without_pose": 3}
 
 

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cmr_fusion_ros.core.errors import ConfigError, ConversionError
-from cmr_fusion_ros.core.pipeline import InputLimits, _compressed_dims, decode_sensor
+from cmr_fusion_ros.core.decode import InputLimits, compressed_dims, decode_sensor
 from cmr_fusion_ros.core.preprocess import default_preprocessing
 from cmr_fusion_ros.core.types import Modality
 
@@ -87,9 +87,9 @@ def test_header_dims_of_real_jpeg_and_png(real_data):
     import cv2
 
     img = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)
-    assert _compressed_dims(jpg[:65536]) == (img.shape[1], img.shape[0])
-    assert _compressed_dims(sm.compressed_of(2, "png").data) == (sm.IMAGE_SIDE, sm.IMAGE_SIDE)
-    assert _compressed_dims(b"\xff\xd8\xff\xe0\x00") is None
+    assert compressed_dims(jpg[:65536]) == (img.shape[1], img.shape[0])
+    assert compressed_dims(sm.compressed_of(2, "png").data) == (sm.IMAGE_SIDE, sm.IMAGE_SIDE)
+    assert compressed_dims(b"\xff\xd8\xff\xe0\x00") is None
 
 
 def test_huge_compressed_header_is_rejected_without_allocating():

@@ -71,7 +71,7 @@ CAMERA_ONLY = ("streams.lidar.enabled:=false", "streams.radar.enabled:=false", "
 @pytest.mark.parametrize("param,needles", [
     ("policy.top_k:=0", ("config key 'policy.top_k'", "got 0", "an integer in [1, 1000]")),
     ("policy.top_k:=abc", ("config key 'policy.top_k'", "got 'abc'")),
-    ("sync.timeout_s:=-1.0", ("config key 'sync.timeout_s'",)),
+    ("sync.time_jump_s:=-1.0", ("config key 'sync.time_jump_s'",)),
     ("memory.index.backend:=annoy", ("config key 'memory.index.backend'", "annoy")),
     ("no_such.key:=1", ("config key 'no_such.key'",)),
 ], ids=["range", "type", "negative", "choice", "unknown"])

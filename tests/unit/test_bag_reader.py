@@ -123,7 +123,7 @@ def test_raw_image_renamed_topics_and_radar_fields(tmp_path: Path) -> None:
     assert (cam[..., 0] == 200).all()  # bgr8 converted to RGB
     rad = next(s for s in samples if s.modality is Modality.RADAR).data
     assert (rad["doppler"] == -3).all()
-    with pytest.raises(ConversionError, match="radar field missing"):
+    with pytest.raises(ConversionError, match="radar field for .x. missing"):
         list(read_samples(bag, BagTopics(odom="/ego/odom", lidar="/velodyne_points"), modalities=["radar"]))
 
 
@@ -145,15 +145,15 @@ def test_pose_track_gaps(tmp_path: Path) -> None:
     write_bag(bag)
     track = read_pose_track(bag)
     assert len(track) == 21
-    assert track.at(500_000_000) is None  # 0.5 s before the first odometry
-    assert track.at(3_100_000_000).x == pytest.approx(2.0)
-    assert track.at(3_300_000_000) is None
+    assert track.lookup(500_000_000) is None  # 0.5 s before the first odometry
+    assert track.lookup(3_100_000_000).x == pytest.approx(2.0)
+    assert track.lookup(3_300_000_000) is None
 
 
 @pytest.mark.parametrize(
     "kwargs, key",
     [({"lidar": "lidar/points"}, "topics.lidar"), ({"radar_fields": ("x", "y")}, "radar_fields"),
-     ({"camera": ()}, "topics.camera"), ({"max_pose_gap_ns": 0}, "max_pose_gap_ns")],
+     ({"camera": ()}, "topics.camera"), ({"max_gap_ns": -1}, "max_gap_ns"), ({"max_extrapolation_ns": 0.5}, "max_extrapolation_ns")],
 )
 def test_topics_validation(kwargs, key) -> None:
     with pytest.raises(ConfigError, match=key):

@@ -50,7 +50,7 @@ def test_realtime_factor_of_a_small_bag(models, small_bag):
                                   "encoders": {"models_dir": str(models)},
                                   "memory": {"persistence": {"directory": ""}}})
     run = realtime_factor([small_bag], cfg)
-    assert run.messages == 24 and run.frame_sets == 8 and run.memory_entries > 0
+    assert run.messages == 24 and run.frames == 16 and run.memory_entries > 0
     assert run.bag_duration_s == pytest.approx(8.0, abs=0.01)
     assert run.realtime_factor == pytest.approx(run.bag_duration_s / run.wall_s)
     assert run.cpu_s > 0 and len(run.loadavg_before) == 3

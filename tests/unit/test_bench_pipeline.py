@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cmr_fusion_ros.core.config import FusionConfig, load_parameter_file
-from cmr_fusion_ros.core.pipeline import decode_sensor
+from cmr_fusion_ros.core.decode import decode_sensor
 from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.eval.bench_pipeline import (
     bench_parameters, generate_content, latency_stats, read_stamp, write_stamp)

@@ -94,3 +94,32 @@ def test_only_the_ros_layer_imports_rclpy_or_msgs():
     assert offenders == {}, f"ROS imports outside cmr_fusion_ros/ros/ (move them into a ros/ module): {offenders}"
     for rel in ALLOWED:  # an exception that is no longer needed goes away
         assert ros_imports((PACKAGE_DIR / rel).read_text()), f"{rel} no longer imports ROS: drop it from ALLOWED"
+
+
+def layer_imports(source: str, layer: str) -> list[str]:
+    """``line: module`` of every import of ``cmr_fusion_ros.<layer>`` in ``source``, at any depth."""
+    prefix = f"cmr_fusion_ros.{layer}"
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names if node.module == "cmr_fusion_ros"]
+        else:
+            continue
+        found += [(node.lineno, n) for n in names if n == prefix or n.startswith(prefix + ".")]
+    return [f"{line}: {name}" for line, name in sorted(found)]
+
+
+def test_layers_import_downward_only():
+    """``ros/`` may use ``eval/`` (a bench's statistics), never the reverse: no module of core, eval, bag or sim
+    imports ``cmr_fusion_ros.ros`` (the eval <-> ros circle of the benches and stress runs is gone)."""
+    assert layer_imports("def f():\n    from cmr_fusion_ros.ros import stress_runs\n", "ros") == ["2: cmr_fusion_ros.ros"]
+    assert layer_imports("from cmr_fusion_ros.ros.bench_nodes import X\nimport cmr_fusion_ros.rosenv\n", "ros") == [
+        "1: cmr_fusion_ros.ros.bench_nodes"]
+    offenders = {}
+    for pkg in NO_ROS_PACKAGES:
+        for path in sorted((PACKAGE_DIR / pkg).rglob("*.py")):
+            if found := layer_imports(path.read_text(), "ros"):
+                offenders[path.relative_to(PACKAGE_DIR).as_posix()] = found
+    assert offenders == {}, f"imports of cmr_fusion_ros.ros below it: {offenders}"

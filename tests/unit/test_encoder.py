@@ -94,7 +94,34 @@ def test_unavailable_provider_falls_back_to_cpu_with_warning(camera_model) -> No
     path, _, _ = camera_model
     with pytest.warns(ProviderFallbackWarning, match="TensorrtExecutionProvider"):
         enc = OnnxEncoder(EncoderConfig(str(path), providers=("TensorrtExecutionProvider", "CPUExecutionProvider")))
-    assert enc.providers == ("CPUExecutionProvider",)
+    assert enc.providers == ("CPUExecutionProvider",) and enc.fallback == ("TensorrtExecutionProvider",)
+
+
+def test_load_encoders_warns_once_for_all_and_says_what_runs() -> None:
+    """A CUDA request on an onnxruntime without it (this machine): one warning naming the provider, every encoder
+    and the fix; each encoder on the CPU; the providers in use as the nodes log and publish them."""
+    import warnings
+
+    import onnxruntime as ort
+
+    from cmr_fusion_ros.core.encoder import load_encoders, providers_in_use
+    from cmr_fusion_ros.paths import models_dir
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA: the fallback needs a machine without it")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        encs = load_encoders(models_dir(), providers=("CUDAExecutionProvider", "CPUExecutionProvider"), warmup_runs=0)
+    fallback = [w for w in caught if issubclass(w.category, ProviderFallbackWarning)]
+    assert len(fallback) == 1, [str(w.message) for w in fallback]
+    text = str(fallback[0].message)
+    assert "CUDAExecutionProvider" in text and ".[gpu]" in text and all(m.value in text for m in Modality)
+    assert all(e.providers == ("CPUExecutionProvider",) for e in encs.values())
+    assert providers_in_use(encs) == "camera: CPUExecutionProvider; lidar: CPUExecutionProvider; radar: CPUExecutionProvider"
+    with warnings.catch_warnings(record=True) as caught:  # CPU only, as configured: nothing to say
+        warnings.simplefilter("always")
+        load_encoders(models_dir(), [Modality.RADAR], warmup_runs=0)
+    assert not [w for w in caught if issubclass(w.category, ProviderFallbackWarning)]
 
 
 @pytest.mark.parametrize(

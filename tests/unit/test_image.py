@@ -123,3 +123,29 @@ def test_malformed_compressed_raise_named_errors(fmt, data, pattern):
 def test_convert_color_unknown():
     with pytest.raises(ConversionError, match=r"no colour conversion 'mono16' -> 'rgb8'"):
         convert_color(np.zeros((2, 2), np.uint16), "mono16", "rgb8")
+
+
+def test_jpeg_decoded_directly_at_a_fraction_no_smaller_than_the_encoder_input():
+    from types import SimpleNamespace
+
+    import cv2
+
+    from cmr_fusion_ros.core.decode import decode_sensor, frame_from, jpeg_reduction
+    from cmr_fusion_ros.core.types import Modality
+
+    rng = np.random.default_rng(3)
+    img = cv2.resize(rng.integers(0, 255, (9, 16, 3), dtype=np.uint8), (1280, 720), interpolation=cv2.INTER_LINEAR)
+    header = SimpleNamespace(stamp=SimpleNamespace(sec=1, nanosec=0), frame_id="cam")
+    jpg = SimpleNamespace(header=header, **dict(zip(("format", "data"), encode_compressed(img, "rgb8", "jpeg"))))
+    png = SimpleNamespace(header=header, **dict(zip(("format", "data"), encode_compressed(img, "rgb8", "png"))))
+    assert jpeg_reduction(jpg, (96, 72)) == 8  # 160 x 90 is still >= 96 x 72
+    assert jpeg_reduction(jpg, (200, 100)) == 4 and jpeg_reduction(jpg, (641, 10)) == 1
+    assert jpeg_reduction(png, (96, 72)) == 1 and jpeg_reduction(jpg, None) == 1
+    small = decode_sensor(Modality.CAMERA, jpg, compressed=True, reduction=8)
+    whole = decode_sensor(Modality.CAMERA, jpg, compressed=True)
+    assert small.shape == (90, 160, 3) and whole.shape == (720, 1280, 3)
+    # the same picture: the reduced decode is close to an area-averaged full decode
+    area = cv2.resize(whole, (160, 90), interpolation=cv2.INTER_AREA)
+    assert np.abs(small.astype(int) - area.astype(int)).mean() < 4.0
+    frame = frame_from(Modality.CAMERA, "/cam", jpg, compressed=True, min_size=(96, 72))
+    assert frame.reduction == 8 and frame.data.shape == (90, 160, 3) and frame.stamp_ns == 1_000_000_000

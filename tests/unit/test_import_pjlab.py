@@ -131,3 +131,63 @@ def test_real_pjlab_calibration_files(tmp_path: Path) -> None:
     ahead = pts[(pts["x"] > 5) & (np.abs(pts["y"]) < 3)]
     cam = np.stack([ahead["x"], ahead["y"], ahead["z"], np.ones(len(ahead))])
     assert np.mean((T @ cam)[2] > 0) > 0.95
+
+
+def test_real_extrinsics_are_repaired_with_a_warning_and_broken_ones_refused(tmp_path: Path) -> None:
+    from cmr_fusion_ros.bag.importers import ORTHONORMAL_REFUSE, ORTHONORMAL_WARN, nearest_rotation
+
+    # the real radar-to-camera extrinsic: rotation block off by 1.75e-3 (rounded entries)
+    T = np.array([[0.0399657, -0.999118, 0.00348341, -0.422739], [0.02664, -0.0024178, -0.9996, -0.784315],
+                  [0.997968, 0.040063, 0.02653979, -1.663040426], [0, 0, 0, 1]])
+    f = _calib_json(tmp_path / "r2c.json", "radar-to-center_camera-extrinsic", T)
+    warnings: list[str] = []
+    m = read_pjlab_matrix(f, warnings)
+    R = m[:3, :3]
+    assert np.abs(R @ R.T - np.eye(3)).max() < 1e-12 and np.linalg.det(R) == pytest.approx(1.0)
+    assert np.abs(R - T[:3, :3]).max() < 2e-3 and np.array_equal(m[:3, 3], T[:3, 3])
+    assert len(warnings) == 1 and "r2c.json: rotation block off orthonormal by 1.75e-03" in warnings[0]
+    good = np.eye(4)
+    good[:3, :3] = [[1, 1e-6, 0], [-1e-6, 1, 0], [0, 0, 1]]
+    quiet: list[str] = []
+    assert np.array_equal(nearest_rotation(good, "g", quiet), good) and not quiet  # within ORTHONORMAL_WARN
+    assert ORTHONORMAL_WARN < 1.75e-3 < ORTHONORMAL_REFUSE
+    for bad, what in ((np.diag([1.0, 1.0, -1.0, 1.0]), "determinant -1"),
+                      (np.diag([1.2, 1.0, 1.0, 1.0]), "not a rotation"),
+                      (np.array([[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 1]]), "last row"),
+                      (np.full((4, 4), np.nan), "non-finite")):
+        with pytest.raises(BagError, match=what):
+            read_pjlab_matrix(_calib_json(tmp_path / "bad.json", "x", bad))
+
+
+def test_any_subset_of_sensors_placeholders_and_far_apart_captures(tmp_path: Path, calib: dict[str, Path],
+                                                                    capsys) -> None:
+    from cmr_fusion_ros.bag.reader import read_samples
+
+    # camera + radar without a LiDAR, placed by a radar-to-camera extrinsic: base_link = the camera frame
+    T_cam_radar = np.array([[0.0, -1.0, 0.0, -0.4], [0.0, 0.0, -1.0, -0.8], [1.0, 0.0, 0.0, -1.7], [0, 0, 0, 1]])
+    r2c = _calib_json(tmp_path / "r2c.json", "radar-to-center_camera-extrinsic", T_cam_radar)
+    res = import_pjlab(tmp_path / "cr", radar=DATA / "front_radar_delphi.csv", image=DATA / "camera_0.jpg",
+                       camera_intrinsic=calib["camera_intrinsic"], radar_to_camera=r2c)
+    assert "/lidar/points" not in res.counts and res.counts["/radar/points"] == res.counts["/camera/image/compressed"] == 1
+    msgs = _read(res.path)
+    statics = _tf(msgs["/tf_static"][0][1])
+    assert set(statics) == {"camera", "radar"} and np.allclose(statics["camera"], np.eye(4))
+    assert np.allclose(statics["radar"], T_cam_radar, atol=1e-6)
+    # empty Delphi track slots are dropped and counted
+    (what, n), = res.dropped.items()
+    radar = decode_cloud(msgs["/radar/points"][0][1])
+    assert "placeholder" in what and n > 0 and len(radar) == 640 - n and (np.hypot(radar["x"], radar["y"]) > 0).all()
+    assert len(list(read_samples(res.path, modalities=("camera", "radar")))) == 2  # the reader takes the pair
+    # a LiDAR (Oct 2020) and an ARS408 radar file (Nov 2020): imported, with a warning naming both dates
+    assert main(["import", "pjlab", "--out", str(tmp_path / "far"), "--lidar", str(DATA / "lidar.pcd"),
+                 "--radar", str(DATA / "front_radar.csv"), "--radar-to-lidar", str(calib["radar_to_lidar"])]) == 0
+    out = capsys.readouterr().out
+    assert "warning: the files were captured 24 days apart (lidar.pcd at 2020-10-12" in out
+    assert "front_radar.csv at 2020-11-05" in out
+    # the LiDAR with the Delphi file of its own capture: no warning, the dropped rows reported
+    assert main(["import", "pjlab", "--out", str(tmp_path / "near"), "--lidar", str(DATA / "lidar.pcd"),
+                 "--radar", str(DATA / "front_radar_delphi.csv"), "--radar-to-lidar", str(calib["radar_to_lidar"])]) == 0
+    out = capsys.readouterr().out
+    assert "warning" not in out and f"dropped: {n} radar placeholder rows" in out
+    with pytest.raises(BagError, match="at least one of --lidar, --radar, --image"):
+        import_pjlab(tmp_path / "none")

@@ -1,4 +1,5 @@
-"""The fusion pipeline with stand-in encoders: search before insert, cross-modal revisits, poses, query ids."""
+"""The fusion pipeline with stand-in encoders: frame by frame, search before insert, cross-modal revisits, poses,
+query ids."""
 
 from __future__ import annotations
 
@@ -10,10 +11,10 @@ import pytest
 from cmr_fusion_ros.core.config import FusionConfig
 from cmr_fusion_ros.core.errors import ConfigError, ConversionError
 from cmr_fusion_ros.core.memory import SceneMemory
-from cmr_fusion_ros.core.pipeline import EmbeddingInput, FusionPipeline, embedding_views
+from cmr_fusion_ros.core.pipeline import EmbeddingInput, FusionPipeline, PipelineOutput, embedding_views
 from cmr_fusion_ros.core.policy import PolicyConfig
 from cmr_fusion_ros.core.poses import PoseBuffer
-from cmr_fusion_ros.core.sync import Frame, FrameSet
+from cmr_fusion_ros.core.decode import Frame
 from cmr_fusion_ros.core.types import Modality, Pose
 
 S = 1_000_000_000
@@ -50,13 +51,16 @@ def make(config=None, poses=True):
     return FusionPipeline(cfg, enc, SceneMemory(cfg.memory), poses=buf), buf
 
 
-def frame_set(t_s: float, place: int, mods=(C, L, R)) -> FrameSet:
+def frames(t_s: float, place: int, mods=(C, L, R)) -> list[Frame]:
     t = round(t_s * S)
-    fs = FrameSet(anchor_ns=t, deadline_ns=t)
-    for m in mods:
-        fs.frames[m] = Frame(m, f"/{m.value}", f"{m.value}_frame", t, data=place)
-    fs.complete = len(mods) == 3
-    return fs
+    return [Frame(m, f"/{m.value}", f"{m.value}_frame", t, data=place) for m in mods]
+
+
+def process(pipe, frames_: list[Frame]) -> PipelineOutput:
+    """Each frame alone, one after the other; the outputs joined."""
+    outs = [pipe.process_frame(f) for f in frames_]
+    return PipelineOutput(outs[0].stamp_ns, outs[0].frame_id, tuple(e for o in outs for e in o.events),
+                          tuple(p for o in outs for p in o.frames))
 
 
 def drive(pipe, buf, schedule):
@@ -65,7 +69,7 @@ def drive(pipe, buf, schedule):
     for t_s, place, x in schedule:
         if buf is not None:
             buf.add(round(t_s * S), Pose(x=float(x)))
-        outs.append(pipe.process_set(frame_set(t_s, place)))
+        outs.append(process(pipe, frames(t_s, place)))
     return outs
 
 
@@ -112,11 +116,11 @@ def test_without_odometry_poses_are_unknown_and_distance_nan():
     assert out.events and all(e.query_pose is None and math.isnan(e.distance) for e in out.events)
 
 
-def test_partial_set_and_embeddings_path():
+def test_one_frame_and_embeddings_path():
     pipe, buf = make()
     buf.add(0, Pose(x=0.0))
-    out = pipe.process_set(frame_set(0, 7, mods=(L,)))
-    assert [p.modality for p in out.frames] == [L] and out.complete is False
+    out = pipe.process_frame(frames(0, 7, mods=(L,))[0])
+    assert [p.modality for p in out.frames] == [L] and out.frames[0].entry_id == 1
     vec = PlaceEncoder(noise=0.0).encode([7])[0]
     buf.add(60 * S, Pose(x=3.0))
     out = pipe.process_embeddings([EmbeddingInput(C, "/cam", "cam", 60 * S, vec)])
@@ -141,7 +145,7 @@ def test_run_time_policy_change_keeps_working():
 
 def test_configured_limits_reject_a_message_the_defaults_accept():
     from cmr_fusion_ros.core.errors import ConversionError
-    from cmr_fusion_ros.core.pipeline import frame_from
+    from cmr_fusion_ros.core.decode import frame_from
     from tests.unit import stress_messages as sm
 
     small = FusionConfig.from_dict({"limits": {"max_points": 10, "max_image_pixels": 63}})
@@ -157,12 +161,12 @@ def test_configured_limits_reject_a_message_the_defaults_accept():
 
 
 def _jumps(time_jump_s: float, back_s: float) -> tuple[int, int, bool]:
-    """Process a set at 100 s, then a set and an embedding ``back_s`` earlier; also poses: (set jumps, embedding
-    jumps, pose jump)."""
+    """Process frames at 100 s, then frames and an embedding ``back_s`` earlier; also poses: (frame jumps,
+    embedding jumps, pose jump)."""
     cfg = FusionConfig.from_dict({"memory": {"dim": 32}, "sync": {"time_jump_s": time_jump_s}})
     pipe, buf = make(cfg)
-    pipe.process_set(frame_set(100, 1))
-    pipe.process_set(frame_set(100 - back_s, 2))
+    process(pipe, frames(100, 1))
+    process(pipe, frames(100 - back_s, 2))
     set_jumps = pipe.time_jumps
     for t_s, place in ((200, 3), (200 - back_s, 4)):
         pipe.process_embeddings([EmbeddingInput(C, "/cam", "cam", round(t_s * S), PlaceEncoder().encode([place])[0])])
@@ -171,16 +175,16 @@ def _jumps(time_jump_s: float, back_s: float) -> tuple[int, int, bool]:
 
 
 def test_configured_time_jump_threshold():
-    # automatic (0): max(1 s, 2 x (0.05 + 0.5) s) = 1.1 s
-    assert make()[0].jump_back_ns == 1_100_000_000
+    # automatic (0): 1 s
+    assert make()[0].jump_back_ns == 1_000_000_000
     assert _jumps(0.0, 0.9) == (0, 0, False)
     assert _jumps(0.0, 2.0) == (1, 1, True)
     # a longer threshold: going back 2 s is reordering, not a new time line; 6 s is
     assert _jumps(5.0, 2.0) == (0, 0, False)
     assert _jumps(5.0, 6.0) == (1, 1, True)
-    # a shorter one (still above the sync window 0.55 s): 0.9 s back is a jump
-    assert _jumps(0.7, 0.9) == (1, 1, True)
-    assert _jumps(0.7, 0.6) == (0, 0, False)
+    # a shorter one: 0.5 s back is a jump
+    assert _jumps(0.3, 0.5) == (1, 1, True)
+    assert _jumps(0.3, 0.2) == (0, 0, False)
 
 
 class FlatEncoder:
@@ -212,11 +216,8 @@ def _lidar_pipe(views: int, routes) -> tuple[FusionPipeline, FlatEncoder]:
     return FusionPipeline(cfg, {L: enc}, SceneMemory(cfg.memory)), enc
 
 
-def _lidar_set(t_s: float, points: np.ndarray) -> FrameSet:
-    t = round(t_s * S)
-    fs = FrameSet(anchor_ns=t, deadline_ns=t)
-    fs.frames[L] = Frame(L, "/lidar", "lidar_frame", t, data=points)
-    return fs
+def _lidar_frame(t_s: float, points: np.ndarray) -> Frame:
+    return Frame(L, "/lidar", "lidar_frame", round(t_s * S), data=points)
 
 
 def test_lidar_views_find_a_place_driven_in_another_direction():
@@ -226,8 +227,8 @@ def test_lidar_views_find_a_place_driven_in_another_direction():
     right = scan.copy()  # the same place, the sensor turned right by 90 deg
     right[:, 0], right[:, 1] = -scan[:, 1], scan[:, 0]
     pipe, enc = _lidar_pipe(4, {"lidar": ["lidar"]})
-    assert pipe.process_set(_lidar_set(0.0, scan)).events == ()
-    out = pipe.process_set(_lidar_set(60.0, right))
+    assert pipe.process_frame(_lidar_frame(0.0, scan)).events == ()
+    out = pipe.process_frame(_lidar_frame(60.0, right))
     [ev] = out.events
     assert ev.match_id == 1 and ev.score == pytest.approx(0.99, abs=1e-6)  # found by a turned view: - penalty
     assert enc.batches == [4, 4]  # every scan encoded at 4 headings in one batch
@@ -236,15 +237,15 @@ def test_lidar_views_find_a_place_driven_in_another_direction():
     np.testing.assert_allclose(pipe.memory.get(2).vector, as_is, atol=1e-6)
     # one view: the turned scan is not recognised
     pipe, enc = _lidar_pipe(1, {"lidar": ["lidar"]})
-    pipe.process_set(_lidar_set(0.0, scan))
-    assert pipe.process_set(_lidar_set(60.0, right)).events == () and enc.batches == [1, 1]
+    pipe.process_frame(_lidar_frame(0.0, scan))
+    assert pipe.process_frame(_lidar_frame(60.0, right)).events == () and enc.batches == [1, 1]
     # LiDAR queries that do not search LiDAR entries are encoded once (routes may change at run time)
     pipe, enc = _lidar_pipe(4, {"lidar": ["camera"]})
-    pipe.process_set(_lidar_set(0.0, scan))
+    pipe.process_frame(_lidar_frame(0.0, scan))
     routes = {"lidar": ["lidar"]}
     pipe.set_policy(PolicyConfig.from_dict({"min_score": 0.98, "exclude_recent_s": 20.0, "routes": routes,
                                             "turned_view_penalty": 0.01}))
-    assert len(pipe.process_set(_lidar_set(60.0, right)).events) == 1 and enc.batches == [1, 4]
+    assert len(pipe.process_frame(_lidar_frame(60.0, right)).events) == 1 and enc.batches == [1, 4]
     assert pipe.lidar_views() == 4
     pipe.set_policy(PolicyConfig.from_dict({"routes": {"lidar": ["camera"]}}))
     assert pipe.lidar_views() == 1

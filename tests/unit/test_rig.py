@@ -468,22 +468,55 @@ def test_rig_options_from_a_parameter_section() -> None:
 
 
 def test_pipeline_brings_each_topic_to_the_canonical_rig() -> None:
-    """The pipeline's input data for a LiDAR frame equals the adapter's output (the bag's rig, parameters win)."""
+    """The pipeline's route gives the encoder the adapter's output for a LiDAR frame (the bag's rig, parameters win),
+    before any merge; with rig.enabled false the frame's data as it is."""
     from cmr_fusion_ros.core.config import FusionConfig
+    from cmr_fusion_ros.core.decode import Frame
     from cmr_fusion_ros.core.memory import SceneMemory
     from cmr_fusion_ros.core.pipeline import FusionPipeline
-    from cmr_fusion_ros.core.sync import Frame
+
+    class Recorder:  # an encoder without preprocessing: the route hands it the merged data
+        def __init__(self, dim: int) -> None:
+            self.dim, self.seen = dim, []
+
+        def encode(self, items):
+            self.seen.extend(items)
+            out = np.zeros((len(items), self.dim), np.float32)
+            out[:, 0] = 1.0
+            return out
 
     rng = np.random.default_rng(9)
     cloud = _scan(16, 512, -15, 15, rng)
-    cfg = FusionConfig.from_dict({"rig": {"radar_mount": "3.4 0 0.8"}})
-    pipe = FusionPipeline(cfg, {}, SceneMemory(cfg.memory))
-    pipe.set_recorded_rig(SensorRig(lidar_mount=SensorMount((0.5, 0.0, 1.5))))
     fr = Frame(Modality.LIDAR, "/lidar/points", "lidar", 0, cloud)
+    cfg = FusionConfig.from_dict({"rig": {"radar_mount": "3.4 0 0.8"}})
+    enc = Recorder(cfg.memory.dim)
+    pipe = FusionPipeline(cfg, {Modality.LIDAR: enc}, SceneMemory(cfg.memory))
+    pipe.set_recorded_rig(SensorRig(lidar_mount=SensorMount((0.5, 0.0, 1.5))))
+    pipe.embed(fr)
     want = RigAdapter(Modality.LIDAR, SensorRig(lidar_mount=SensorMount((0.5, 0.0, 1.5))))(cloud)
-    np.testing.assert_array_equal(pipe._input_data(fr, object(), None), want)
-    off = FusionPipeline(FusionConfig.from_dict({"rig": {"enabled": False}}), {}, SceneMemory(cfg.memory))
-    assert off._input_data(fr, object(), None) is cloud
+    np.testing.assert_array_equal(enc.seen[-1], want)
+    assert pipe.embedder(Modality.LIDAR, fr.topic).adapter.sensor.radar_mount == SensorMount((3.4, 0.0, 0.8))
+    off_cfg = FusionConfig.from_dict({"rig": {"enabled": False}})
+    off_enc = Recorder(off_cfg.memory.dim)
+    off = FusionPipeline(off_cfg, {Modality.LIDAR: off_enc}, SceneMemory(off_cfg.memory))
+    off.embed(fr)
+    assert off_enc.seen[-1] is cloud
+
+
+def test_camera_adapter_scales_the_intrinsics_by_the_jpeg_reduction() -> None:
+    """A JPEG decoded at 1/2 of its size (Frame.reduction 2) is warped with its CameraInfo scaled by 1/2."""
+    src = CameraIntrinsics.pinhole(640, 480, 120.0)
+    half = src.reduced(2)
+    assert (half.width, half.height) == (320, 240)
+    assert (half.fx, half.cx) == pytest.approx((src.fx / 2, (src.cx + 0.5) / 2 - 0.5))
+    assert CameraIntrinsics(641, 481, 300.0, 300.0, 320.0, 240.0).reduced(2).width == 321  # ceil, as libjpeg
+    adapter = RigAdapter(Modality.CAMERA, SensorRig(camera=src), RigOptions(camera_border="black"))
+    out = adapter(_ray_image(half), reduction=2)
+    assert out.shape == (CANONICAL_RIG.camera.height, CANONICAL_RIG.camera.width, 3)
+    want = _ray_image(CANONICAL_RIG.camera)
+    assert np.percentile(np.abs(out.astype(int) - want.astype(int)), 99) <= 2
+    with pytest.raises(ConversionError, match="camera_info"):
+        adapter(_ray_image(half))  # the same image said to be full size
 
 
 def test_eval_and_train_rig_options() -> None:

@@ -60,9 +60,25 @@ def test_radar_csv_continental_and_delphi(real_data):
     assert conti.shape == (575,)
     assert {"x", "y", "z", "doppler", "rcs", "prob_of_exist", "object_type"} <= set(conti.dtype.names)
     np.testing.assert_allclose(conti["x"][:2], [206.6, 46.6], rtol=1e-6)
-    delphi = read_radar_csv(real_data / "pjlab-sensorscalib" / "front_radar_delphi.csv")
+    report: dict = {}
+    delphi = read_radar_csv(real_data / "pjlab-sensorscalib" / "front_radar_delphi.csv", report)
     r = np.hypot(delphi["x"], delphi["y"])
     np.testing.assert_allclose(r, delphi["track_range_m"], rtol=1e-5, atol=1e-4)
+    # empty Delphi track slots (range 0, range rate 81.91) are not points at the sensor origin
+    assert report["placeholder_rows"] > 0 and len(delphi) == report["rows"] - report["placeholder_rows"]
+    assert (delphi["track_range_m"] > 0).all() and not np.isclose(delphi["doppler"], 81.91).any()
+    conti_report: dict = {}
+    read_radar_csv(real_data / "pjlab-sensorscalib" / "front_radar.csv", conti_report)
+    assert conti_report == {"rows": 575, "placeholder_rows": 0}
+
+
+def test_delphi_placeholder_rows_only_when_both_range_and_rate_say_so(tmp_path):
+    f = tmp_path / "d.csv"
+    f.write_text("track_range_m,track_angle_rad,track_range_rate_m_per_s\n0,0,81.91\n0,0,-1.5\n10,0.1,81.91\n12,0,2\n")
+    report: dict = {}
+    d = read_radar_csv(f, report)
+    assert report == {"rows": 4, "placeholder_rows": 1}
+    assert d["track_range_m"].tolist() == [0, 10, 12] and d["doppler"].tolist() == pytest.approx([-1.5, 81.91, 2])
 
 
 def test_radar_csv_errors(tmp_path):

@@ -7,11 +7,11 @@ allowed. Unknown keys are refused too, so a typo never silently falls back to a 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
-from cmr_fusion_ros.core.errors import ConfigError
+from cmr_fusion_ros.core.validate import (no_unknown, read_bool, read_choice, read_float, read_int, read_str,
+                                          section)
 
 __all__ = [
     "BACKENDS",
@@ -25,69 +25,6 @@ __all__ = [
 
 BACKENDS = ("exact", "faiss_flat", "faiss_hnsw", "faiss_ivf")
 EVICTION_RULES = ("oldest", "oldest_same_modality", "reject")
-
-
-# --- small validators shared with the policy config -------------------------------------------------------------
-
-
-def _section(d: Any, key: str) -> Mapping[str, Any]:
-    if d is None:
-        return {}
-    if not isinstance(d, Mapping):
-        raise ConfigError(key, d, "a mapping of keys to values")
-    return d
-
-
-def _no_unknown(d: Mapping[str, Any], prefix: str, known: tuple[str, ...]) -> None:
-    for k in d:
-        if k not in known:
-            raise ConfigError(f"{prefix}.{k}", d[k], f"a known key ({', '.join(known)})")
-
-
-def _int(d: Mapping[str, Any], prefix: str, name: str, default: int, lo: int, hi: int | None = None) -> int:
-    value = d.get(name, default)
-    allowed = f"an integer in [{lo}, {hi}]" if hi is not None else f"an integer >= {lo}"
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{prefix}.{name}", value, allowed)
-    if value < lo or (hi is not None and value > hi):
-        raise ConfigError(f"{prefix}.{name}", value, allowed)
-    return int(value)
-
-
-def _float(
-    d: Mapping[str, Any], prefix: str, name: str, default: float, lo: float, hi: float | None = None
-) -> float:
-    value = d.get(name, default)
-    allowed = f"a number in [{lo}, {hi}]" if hi is not None else f"a number >= {lo}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{prefix}.{name}", value, allowed)
-    value = float(value)
-    if not math.isfinite(value) or value < lo or (hi is not None and value > hi):
-        raise ConfigError(f"{prefix}.{name}", value, allowed)
-    return value
-
-
-def _bool(d: Mapping[str, Any], prefix: str, name: str, default: bool) -> bool:
-    value = d.get(name, default)
-    if not isinstance(value, bool):
-        raise ConfigError(f"{prefix}.{name}", value, "true or false")
-    return value
-
-
-def _choice(d: Mapping[str, Any], prefix: str, name: str, default: str, choices: tuple[str, ...]) -> str:
-    value = d.get(name, default)
-    if not isinstance(value, str) or value not in choices:
-        raise ConfigError(f"{prefix}.{name}", value, " | ".join(choices))
-    return value
-
-
-def _str(d: Mapping[str, Any], prefix: str, name: str, default: str) -> str:
-    value = d.get(name, default)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise ConfigError(f"{prefix}.{name}", value, "a string")
-    return value
 
 
 # --- the config ---------------------------------------------------------------------------------------------------
@@ -126,20 +63,20 @@ class IndexConfig:
 
     @classmethod
     def from_dict(cls, d: Any, prefix: str = "memory.index") -> "IndexConfig":
-        d = _section(d, prefix)
-        _no_unknown(d, prefix, cls.KEYS)
-        nlist = _int(d, prefix, "ivf_nlist", 1024, 1, 1 << 20)
+        d = section(d, prefix)
+        no_unknown(d, prefix, cls.KEYS)
+        nlist = read_int(d, prefix, "ivf_nlist", 1024, 1, 1 << 20)
         return cls(
-            backend=_choice(d, prefix, "backend", "exact", BACKENDS),
-            hnsw_m=_int(d, prefix, "hnsw_m", 32, 4, 256),
-            hnsw_ef_construction=_int(d, prefix, "hnsw_ef_construction", 80, 8, 4096),
-            hnsw_ef_search=_int(d, prefix, "hnsw_ef_search", 64, 1, 65536),
+            backend=read_choice(d, prefix, "backend", "exact", BACKENDS),
+            hnsw_m=read_int(d, prefix, "hnsw_m", 32, 4, 256),
+            hnsw_ef_construction=read_int(d, prefix, "hnsw_ef_construction", 80, 8, 4096),
+            hnsw_ef_search=read_int(d, prefix, "hnsw_ef_search", 64, 1, 65536),
             ivf_nlist=nlist,
-            ivf_nprobe=_int(d, prefix, "ivf_nprobe", min(16, nlist), 1, nlist),
-            ivf_train_size=_int(d, prefix, "ivf_train_size", 0, 0),
-            filter_exact_below=_int(d, prefix, "filter_exact_below", 8192, 0),
-            compact_fraction=_float(d, prefix, "compact_fraction", 0.25, 0.01, 1.0),
-            faiss_threads=_int(d, prefix, "faiss_threads", 0, 0, 1024),
+            ivf_nprobe=read_int(d, prefix, "ivf_nprobe", min(16, nlist), 1, nlist),
+            ivf_train_size=read_int(d, prefix, "ivf_train_size", 0, 0),
+            filter_exact_below=read_int(d, prefix, "filter_exact_below", 8192, 0),
+            compact_fraction=read_float(d, prefix, "compact_fraction", 0.25, 0.01, 1.0),
+            faiss_threads=read_int(d, prefix, "faiss_threads", 0, 0, 1024),
         )
 
     @property
@@ -173,11 +110,11 @@ class CapacityConfig:
 
     @classmethod
     def from_dict(cls, d: Any, prefix: str = "memory.capacity") -> "CapacityConfig":
-        d = _section(d, prefix)
-        _no_unknown(d, prefix, cls.KEYS)
+        d = section(d, prefix)
+        no_unknown(d, prefix, cls.KEYS)
         return cls(
-            max_entries=_int(d, prefix, "max_entries", 0, 0),
-            eviction=_choice(d, prefix, "eviction", "oldest", EVICTION_RULES),
+            max_entries=read_int(d, prefix, "max_entries", 0, 0),
+            eviction=read_choice(d, prefix, "eviction", "oldest", EVICTION_RULES),
         )
 
 
@@ -198,12 +135,12 @@ class AdmissionConfig:
 
     @classmethod
     def from_dict(cls, d: Any, prefix: str = "memory.admission") -> "AdmissionConfig":
-        d = _section(d, prefix)
-        _no_unknown(d, prefix, cls.KEYS)
+        d = section(d, prefix)
+        no_unknown(d, prefix, cls.KEYS)
         return cls(
-            enabled=_bool(d, prefix, "enabled", True),
-            duplicate_cosine=_float(d, prefix, "duplicate_cosine", 0.98, -1.0, 1.0),
-            duplicate_distance_m=_float(d, prefix, "duplicate_distance_m", 0.5, 0.0),
+            enabled=read_bool(d, prefix, "enabled", True),
+            duplicate_cosine=read_float(d, prefix, "duplicate_cosine", 0.98, -1.0, 1.0),
+            duplicate_distance_m=read_float(d, prefix, "duplicate_distance_m", 0.5, 0.0),
         )
 
 
@@ -228,13 +165,13 @@ class PersistenceConfig:
 
     @classmethod
     def from_dict(cls, d: Any, prefix: str = "memory.persistence") -> "PersistenceConfig":
-        d = _section(d, prefix)
-        _no_unknown(d, prefix, cls.KEYS)
+        d = section(d, prefix)
+        no_unknown(d, prefix, cls.KEYS)
         return cls(
-            directory=_str(d, prefix, "directory", ""),
-            flush_interval_s=_float(d, prefix, "flush_interval_s", 1.0, 0.0, 3600.0),
-            snapshot_every_n=_int(d, prefix, "snapshot_every_n", 100_000, 0),
-            save_index=_bool(d, prefix, "save_index", True),
+            directory=read_str(d, prefix, "directory", ""),
+            flush_interval_s=read_float(d, prefix, "flush_interval_s", 1.0, 0.0, 3600.0),
+            snapshot_every_n=read_int(d, prefix, "snapshot_every_n", 100_000, 0),
+            save_index=read_bool(d, prefix, "save_index", True),
         )
 
 
@@ -252,10 +189,10 @@ class MemoryConfig:
 
     @classmethod
     def from_dict(cls, d: Any, prefix: str = "memory") -> "MemoryConfig":
-        d = _section(d, prefix)
-        _no_unknown(d, prefix, cls.KEYS)
+        d = section(d, prefix)
+        no_unknown(d, prefix, cls.KEYS)
         return cls(
-            dim=_int(d, prefix, "dim", 256, 1, 65536),
+            dim=read_int(d, prefix, "dim", 256, 1, 65536),
             index=IndexConfig.from_dict(d.get("index"), f"{prefix}.index"),
             capacity=CapacityConfig.from_dict(d.get("capacity"), f"{prefix}.capacity"),
             admission=AdmissionConfig.from_dict(d.get("admission"), f"{prefix}.admission"),
