@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "memory": "memory",
     "doctor": "doctor",
     "calibrate": "calibrate",
+    "rig-params": "rig_params",
 }
 
 # one-line help per command, kept here so --help needs no imports
@@ -58,6 +59,7 @@ HELP: dict[str, str] = {
               "embedding spread (mean cosine between frames), a verdict and the next step",
     "calibrate": "fit, per query -> match modality pair, the probability that a best match with a given cosine is a "
                  "true revisit (logistic calibration) on validation bags, print it and write it into the model cards",
+    "rig-params": "print a bag's sensor mounts and camera intrinsics as rig.* parameters for a live node",
 }
 
 

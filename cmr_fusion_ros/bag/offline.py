@@ -131,10 +131,13 @@ def process_bags(
     truth_radius_m: float = 10.0,
     progress: bool = True,
     on_output: Callable[[PipelineOutput], None] | None = None,
+    rig_from_bag: bool = False,
 ) -> OfflineSummary:
     """Run ``bags`` through the pipeline; with ``out_dir``: ``events.jsonl``, ``matches/`` (mcap bag of
     ``MatchEventArray``, the markers the node would publish, and the odometry, ``/tf`` and ``/tf_static`` of the
-    input bags), ``summary.json`` and (unless the config names one) the memory in ``memory/``."""
+    input bags), ``summary.json`` and (unless the config names one) the memory in ``memory/``. With
+    ``rig_from_bag`` the rig-aware inputs take the mounts and camera intrinsics the ``rig.*`` parameters do not give
+    from the first bag's ``/tf_static`` and ``CameraInfo`` (a live node has only the parameters)."""
     from rosbags.highlevel import AnyReader
 
     paths = [Path(b) for b in bags]
@@ -150,6 +153,10 @@ def process_bags(
             memory_dir = str(out / "memory")
         pipeline = FusionPipeline.from_config(config, memory_dir=memory_dir, namespace=namespace)
     topics = {resolve_topic(config.stream(m).topic, namespace): m for m in config.enabled_modalities}
+    if rig_from_bag and config.rig.enabled:  # the sensors' mounts and camera intrinsics recorded in the (first) bag
+        from cmr_fusion_ros.bag.rig_info import rig_of_topics
+
+        pipeline.set_recorded_rig(rig_of_topics(paths[0], {m: t for t, m in topics.items()}))
     odom_topic = resolve_topic(config.odometry.topic, namespace) if config.odometry.topic else None
     runner = StreamRunner(pipeline, config, topics)
     summary = OfflineSummary(bags=[str(p) for p in paths], truth_radius_m=truth_radius_m,

@@ -90,6 +90,7 @@ class SensorSample:
     data: np.ndarray
     pose: Pose | None
     sensor: SensorInfo | None = None
+    reduction: int = 1  # a camera JPEG decoded at 1/reduction of its size (camera_size)
 
 
 def _open(path: str | Path):
@@ -205,6 +206,6 @@ def read_samples(
                     raise
                 on_bad(conn.topic, err)
                 continue
-            yield SensorSample(mod, conn.topic, frame.frame_id, stamp, frame.data, pose, info)
+            yield SensorSample(mod, conn.topic, frame.frame_id, stamp, frame.data, pose, info, frame.reduction)
     finally:
         reader.close()

@@ -87,9 +87,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, default=None, help="write the results as JSON to this file")
     parser.add_argument("--png", type=Path, default=None, help="plot (default: beside --json, with .png)")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
+    add_rig_arguments(parser)
     add_modalities_argument(parser)
     add_no_progress(parser)
     add_topic_arguments(parser)
+
+
+RIG_STEPS = ("mount", "crop_fov", "density", "thin", "ground_fill", "camera_view")
+
+
+def add_rig_arguments(parser: argparse.ArgumentParser) -> None:
+    """Rig-aware input options (core.rig) shared by the commands that embed bags."""
+    from cmr_fusion_ros.core.rig import CAMERA_BORDERS, INTENSITY_MODES, RigOptions
+
+    d = RigOptions()
+    g = parser.add_argument_group("rig-aware inputs (each bag's /tf_static and CameraInfo)")
+    g.add_argument("--rig", choices=("canonical", "off"), default="canonical",
+                   help="canonical: bring each sensor's data to the rig the models were trained on (mounts, "
+                        "LiDAR density and intensity, camera view); off: the data as recorded (default canonical)")
+    g.add_argument("--rig-skip", default="", metavar="STEPS",
+                   help=f"comma-separated steps left out: {', '.join(RIG_STEPS)} (default: none)")
+    g.add_argument("--rig-add", default="", metavar="STEPS",
+                   help="comma-separated steps that are off by default put in: "
+                        f"{', '.join(s for s in RIG_STEPS if not getattr(d, s))} (default: none)")
+    g.add_argument("--rig-intensity", choices=INTENSITY_MODES, default=d.intensity,
+                   help="LiDAR intensity: keep, auto (rescaled when its 90th percentile is off the canonical by more "
+                        f"than a factor {d.intensity_tolerance:g}) or drop (default {d.intensity})")
+    g.add_argument("--rig-camera-border", choices=CAMERA_BORDERS, default=d.camera_border,
+                   help=f"fill of the canonical view outside a narrower camera's image (default {d.camera_border})")
+    g.add_argument("--rig-camera-pad", choices=("yes", "no"), default="yes" if d.camera_pad else "no",
+                   help="yes: a narrower camera is padded to the canonical field of view; no: it keeps its own "
+                        f"(only wider cameras are cropped) (default {'yes' if d.camera_pad else 'no'})")
+
+
+def rig_options_from_args(args: argparse.Namespace):
+    from cmr_fusion_ros.core.errors import ConfigError
+    from cmr_fusion_ros.core.rig import RigOptions
+
+    if args.rig == "off":
+        return None
+    skip = [s.strip() for s in args.rig_skip.split(",") if s.strip()]
+    add = [s.strip() for s in args.rig_add.split(",") if s.strip()]
+    for flag, steps in (("--rig-skip", skip), ("--rig-add", add)):
+        for step in steps:
+            if step not in RIG_STEPS:
+                raise ConfigError(flag, step, " | ".join(RIG_STEPS))
+    return RigOptions(intensity=args.rig_intensity, camera_border=args.rig_camera_border,
+                      camera_pad=args.rig_camera_pad == "yes",
+                      **{step: True for step in add}, **{step: False for step in skip})
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
     if not 1 <= args.lidar_views <= MAX_LIDAR_VIEWS:
         raise ConfigError("--lidar-views", args.lidar_views, f"an integer in 1..{MAX_LIDAR_VIEWS}")
     topics = topics_from_args(args)
+    rig = rig_options_from_args(args)
     requested = parse_modalities(args.modalities)
     minimum = min(2, len(requested)) if requested else 2
     mods = {role: choose_modalities(bag_modalities(bag, topics), requested, str(bag), minimum=minimum)
@@ -124,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
         dropped[role] = {}
         with tqdm(desc=f"embedding {role} {bag.name}", unit=" msg", file=sys.stderr, disable=args.no_progress) as bar:
             embedded[role] = embed_bag(bag, {m: encoders[m] for m in mods[role]}, topics, progress=bar.update,
-                                       lidar_views=views, dropped=dropped[role])
+                                       lidar_views=views, dropped=dropped[role], rig=rig)
     present, absent = pair_names(mods["queries"], mods["database"])
     report = evaluate(embedded["database"], embedded["queries"], args.radius, max_yaw_deg=args.max_yaw_diff,
                       view_penalty=args.turned_view_penalty)
@@ -136,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
     views = (f", LiDAR->LiDAR with {args.lidar_views} query views (turned ones -{args.turned_view_penalty:g})"
              if args.lidar_views > 1 else "")
     print(f"database: {args.database} | queries: {args.queries} | radius {args.radius:g} m{yaw}{views}")
+    print(f"rig: {_rig_line(rig)}")
     print(f"modalities: database {', '.join(m.value for m in mods['database'])}; queries "
           f"{', '.join(m.value for m in mods['queries'])}; pairs evaluated: {len(present)} of 9"
           + (f" (absent: {', '.join(absent)})" if absent else ""))
@@ -151,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
         data["command"] = command
         data["machine"] = machine_summary()
         data["models"] = str(folder)
+        data["rig"] = _rig_line(rig)
         data["model_sha256"] = {m.value: e.card.sha256 for m, e in encoders.items()}
         data["modalities"] = {role: [m.value for m in ms] for role, ms in mods.items()}
         data["absent_pairs"] = absent
@@ -162,3 +210,10 @@ def run(args: argparse.Namespace) -> int:
         plot_report(report, png)
         print(f"wrote {png}")
     return 0
+
+
+def _rig_line(rig) -> str:
+    if rig is None:
+        return "off (data as recorded)"
+    on = [s for s in RIG_STEPS if getattr(rig, s)]
+    return f"canonical ({', '.join(on) or 'no geometric step'}; intensity {rig.intensity})"

@@ -28,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="modalities to process, comma-separated subset of camera,lidar,radar (default: every "
                              "enabled stream whose topic is in the bags; absent ones are skipped and reported)")
     add_no_progress(parser)
+    parser.add_argument("--rig-from-bag", action="store_true",
+                        help="take the sensor mounts and camera intrinsics the rig-aware inputs need from the first "
+                             "bag's /tf_static and CameraInfo where the rig.* parameters give none (a live node reads "
+                             "only the parameters: without this flag process gives the node's events)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
                for m, t in wanted.items() if m not in mods]
     print(f"modalities: {', '.join(m.value for m in mods)}" + (f"; skipped: {', '.join(skipped)}" if skipped else ""))
     summary = process_bags(args.bags, config, out_dir=args.out, namespace=args.namespace, node_name=args.node_name,
-                           truth_radius_m=args.radius, progress=not args.no_progress)
+                           truth_radius_m=args.radius, progress=not args.no_progress, rig_from_bag=args.rig_from_bag)
     for line in summary.lines():
         print(line)
     print(_pairs_line(args.out / "events.jsonl", mods, pair_names))

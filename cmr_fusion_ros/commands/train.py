@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 from cmr_fusion_ros.cli_options import add_no_progress
-from cmr_fusion_ros.commands.eval import add_modalities_argument, add_topic_arguments, pose_rule, topics_from_args
+from cmr_fusion_ros.commands.eval import (
+    add_modalities_argument, add_rig_arguments, add_topic_arguments, pose_rule, rig_options_from_args, topics_from_args,
+)
 from cmr_fusion_ros.core.errors import ConfigError
 from cmr_fusion_ros.core.types import Modality
 
@@ -111,6 +113,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=d.seed,
                         help=f"seed of the initialisation, batches and augmentation (default {d.seed})")
     parser.add_argument("--threads", type=int, default=d.threads, help="torch threads")
+    add_rig_arguments(parser)
     add_modalities_argument(parser)
     add_no_progress(parser)
     add_topic_arguments(parser)
@@ -138,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
     if args.val_bags is not None and len(args.val_bags) % 2:
         raise ConfigError("--val-bags", " ".join(map(str, args.val_bags)), "pairs of bags: DATABASE QUERIES ...")
     topics = topics_from_args(args)
+    rig = rig_options_from_args(args)
     bags = expand_bags(args.bags)
     val_bags = list(args.val_bags) if args.val_bags else None
     if val_bags is None:
@@ -177,11 +181,12 @@ def run(args: argparse.Namespace) -> int:
         + ("kept as loaded from --init" if args.init is not None else "no checkpoint written") + ")" if absent else ""))
     dropped: dict[str, int] = {}
     with tqdm(desc="reading bags", unit=" msg", file=sys.stderr, disable=args.no_progress) as bar:
-        train = load_frames(bags, pre, topics, cache_dir=cache, progress=bar.update, modalities=mods, dropped=dropped)
+        train = load_frames(bags, pre, topics, cache_dir=cache, progress=bar.update, modalities=mods, dropped=dropped,
+                            rig=rig)
         val_pairs = list(zip(val_bags[::2], val_bags[1::2])) if val_bags else []
         val = [
-            (load_frames([db], pre, topics, cache_dir=cache, progress=bar.update, modalities=mods),
-             load_frames([q], pre, topics, cache_dir=cache, progress=bar.update, modalities=mods))
+            (load_frames([db], pre, topics, cache_dir=cache, progress=bar.update, modalities=mods, rig=rig),
+             load_frames([q], pre, topics, cache_dir=cache, progress=bar.update, modalities=mods, rig=rig))
             for db, q in val_pairs
         ] or None
     print(f"training frames: {len(train)} from {len(bags)} bags in {len(train.group_names)} place groups")

@@ -24,6 +24,7 @@ from cmr_fusion_ros.core.errors import ConfigError
 from cmr_fusion_ros.core.memory.config import MemoryConfig
 from cmr_fusion_ros.core.policy import PolicyConfig
 from cmr_fusion_ros.core.radar import RadarFields
+from cmr_fusion_ros.core.rig import RigOptions
 from cmr_fusion_ros.core.types import MAX_LIDAR_VIEWS, Modality
 from cmr_fusion_ros.core.validate import (no_unknown, read_bool, read_choice, read_float, read_int, read_str,
                                           section)
@@ -242,8 +243,9 @@ class FusionConfig:
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    rig: RigOptions = field(default_factory=RigOptions)
 
-    KEYS = ("session", "streams", "limits", "odometry", "sync", "encoders", "memory", "policy", "output")
+    KEYS = ("session", "streams", "limits", "odometry", "sync", "encoders", "memory", "policy", "output", "rig")
 
     @classmethod
     def from_dict(cls, d: Any, *, source: str | None = None) -> "FusionConfig":
@@ -269,6 +271,7 @@ class FusionConfig:
                 memory=MemoryConfig.from_dict(d.get("memory")),
                 policy=PolicyConfig.from_dict(d.get("policy")),
                 output=OutputConfig.from_dict(d.get("output")),
+                rig=RigOptions.from_dict(dict(section(d.get("rig"), "rig"))),
             )
         except ConfigError as err:
             if source and not err.source:
@@ -305,6 +308,7 @@ class FusionConfig:
         pol = _dc_to_dict(self.policy)
         pol["routes"] = {q.value: [t.value for t in ts] for q, ts in self.policy.routes}
         out["policy"] = pol
+        out["rig"] = self.rig.to_dict()
         return out
 
 
@@ -500,6 +504,29 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     _spec("output.diagnostics_window_s", "a /diagnostics status is WARN (drops, bad messages) or ERROR (processing "
           "errors) while such happened in the last this many seconds, OK again after; the counts since start stay "
           "in its values", (0.1, 86400)),
+    _spec("rig.enabled", "bring each sensor's data to the rig the models were trained on (core/rig.py); false: the "
+                         "data as received"),
+    _spec("rig.mount", "LiDAR and radar points moved to the canonical sensor's mount (needs the sensor's mount)"),
+    _spec("rig.crop_fov", "points outside the canonical sensor's field of view dropped (off: no gain measured on "
+                          "the simulated rigs, models/README.md)"),
+    _spec("rig.density", "a sparser LiDAR's returns made between beams / columns up to the canonical angular density"),
+    _spec("rig.ground_fill", "LiDAR: the flat ground the training LiDAR sees closer in than this one (a narrower "
+                             "or higher-cut vertical field of view) added where the nearest return is ground"),
+    _spec("rig.thin", "a denser LiDAR's returns thinned evenly to the canonical angular density (off: no gain "
+                      "measured on the simulated rigs, models/README.md)"),
+    _spec("rig.intensity", "LiDAR intensity: keep | auto (rescaled per sensor when its 90th percentile is off the "
+                           "canonical by more than intensity_tolerance) | drop"),
+    _spec("rig.intensity_tolerance", "factor within which a LiDAR's intensity scale is left alone", (1, None)),
+    _spec("rig.camera_view", "camera images resampled to the canonical camera's intrinsics and orientation (needs "
+                             "the camera's intrinsics)"),
+    _spec("rig.camera_border", "fill outside a narrower camera's image: replicate | reflect | mean | black"),
+    _spec("rig.camera_pad", "a narrower camera padded to the canonical field of view (false: kept as it is)"),
+    _spec("rig.camera_mount", "base_link <- camera optical frame: 'x y z [roll pitch yaw | qx qy qz qw]' ('' = not "
+                              "given: eval and train take it from the bag's /tf_static, process with --rig-from-bag)"),
+    _spec("rig.lidar_mount", "base_link <- LiDAR frame, same form and fallback"),
+    _spec("rig.radar_mount", "base_link <- radar frame, same form and fallback"),
+    _spec("rig.camera_intrinsics", "'width height fx fy cx cy' of the camera ('' = not given: eval and train take the "
+                                   "bag's CameraInfo, process with --rig-from-bag)"),
 )
 
 

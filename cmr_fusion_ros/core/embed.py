@@ -3,6 +3,9 @@
 One :class:`FrameEmbedder` per stream (one topic) takes each decoded frame in order (decoded at no more than
 :attr:`FrameEmbedder.decode_size`, which every caller passes to the decoder) through
 
+0. **rig**: the sensor's data brought to the canonical rig the models were trained on, when the stream has a
+   :class:`~cmr_fusion_ros.core.rig.RigAdapter` (``rig.*``; a camera's intrinsics scaled by the frame's JPEG
+   ``reduction``);
 1. **merge**: a multi-scan radar model (``scans > 1`` on its card) merges the frame with the stream's earlier scans,
    moved into the frame's pose by the odometry (:class:`~cmr_fusion_ros.core.accumulate.ScanAccumulator`);
 2. **views**: a LiDAR scan may also be seen turned to other headings (``views`` > 1,
@@ -12,9 +15,9 @@ One :class:`FrameEmbedder` per stream (one topic) takes each decoded frame in or
 4. **encode**: the ONNX encoder, L2-normalised vectors (:meth:`FrameEmbedder.encode`; evaluation batches tensors of
    many frames into one call).
 
-:meth:`FrameEmbedder.embed` runs all four for one frame and times steps 1-3 apart from step 4. The frame's
-``sensor`` (:class:`~cmr_fusion_ros.core.decode.SensorInfo`) reaches :meth:`FrameEmbedder.tensors`: that is the place
-for rig-aware preprocessing. Not thread-safe: one stream, one caller at a time (each stream has its own embedder).
+:meth:`FrameEmbedder.embed` runs all steps for one frame and times steps 0-3 apart from step 4. The frame's
+``sensor`` (:class:`~cmr_fusion_ros.core.decode.SensorInfo`) reaches :meth:`FrameEmbedder.tensors`. Not
+thread-safe: one stream, one caller at a time (each stream has its own embedder).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import numpy as np
 
 from cmr_fusion_ros.core.accumulate import STAT_KEYS, ScanAccumulator
 from cmr_fusion_ros.core.preprocess import Preprocessing, accumulator_for, turned_views
+from cmr_fusion_ros.core.rig import RigAdapter
 from cmr_fusion_ros.core.types import Pose
 
 __all__ = ["Embedded", "Encoder", "FrameEmbedder", "FrameLike", "decode_size"]
@@ -47,6 +51,7 @@ class FrameLike(Protocol):
 
     stamp_ns: int
     data: Any
+    reduction: int  # a camera JPEG decoded at 1/reduction of its size
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,17 +82,19 @@ class FrameEmbedder:
     without ``preprocessing``/``encode_tensors`` (a test double) gets the merged data through ``encode``."""
 
     def __init__(self, preprocessing: Preprocessing | None, encoder: Encoder | None = None, *,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+                 clock: Callable[[], float] = time.perf_counter, adapter: RigAdapter | None = None) -> None:
         self.preprocessing = preprocessing
         self.encoder = encoder
+        self.adapter = adapter  # step 0: this sensor's data -> the canonical rig's (None: as it is)
         self.accumulator: ScanAccumulator | None = accumulator_for(preprocessing)
         self._clock = clock
         self._stale = False  # reset() asked for: done by the stream's own thread before its next merge
 
     @classmethod
-    def of(cls, encoder: Encoder, *, clock: Callable[[], float] = time.perf_counter) -> "FrameEmbedder":
-        """The route of ``encoder`` (its card's preprocessing)."""
-        return cls(getattr(encoder, "preprocessing", None), encoder, clock=clock)
+    def of(cls, encoder: Encoder, *, clock: Callable[[], float] = time.perf_counter,
+           adapter: RigAdapter | None = None) -> "FrameEmbedder":
+        """The route of ``encoder`` (its card's preprocessing), with the stream's rig ``adapter`` if any."""
+        return cls(getattr(encoder, "preprocessing", None), encoder, clock=clock, adapter=adapter)
 
     @property
     def decode_size(self) -> tuple[int, int] | None:
@@ -120,13 +127,15 @@ class FrameEmbedder:
         return self.accumulator.stats() if self.accumulator is not None else dict.fromkeys(STAT_KEYS, 0)
 
     def merge(self, frame: FrameLike, pose: Pose | None) -> Any:
-        """Step 1: the frame's data, merged with the stream's earlier scans when the model wants several."""
+        """Steps 0-1: the frame's data at the canonical rig, merged with the stream's earlier scans when the model wants
+        several."""
+        data = frame.data if self.adapter is None else self.adapter(frame.data, frame.reduction)
         if self.accumulator is None:
-            return frame.data
-        return self.accumulator.merge(frame.stamp_ns, frame.data, pose)
+            return data
+        return self.accumulator.merge(frame.stamp_ns, data, pose)
 
     def tensors(self, frame: FrameLike, pose: Pose | None, views: int = 1) -> np.ndarray:
-        """Steps 1-3: ``(views, C, H, W)`` float32 (view 0 is the frame as it is). Call once per frame, in stream
+        """Steps 0-3: ``(views, C, H, W)`` float32 (view 0 is the frame as it is). Call once per frame, in stream
         order (merging keeps the stream's history)."""
         if self.preprocessing is None:
             raise TypeError("FrameEmbedder.tensors needs a preprocessing")
@@ -140,7 +149,7 @@ class FrameEmbedder:
         return self.encoder.encode_tensors(tensors)  # type: ignore[union-attr]
 
     def embed(self, frame: FrameLike, pose: Pose | None, views: int = 1) -> Embedded:
-        """All four steps for one frame."""
+        """Steps 0-4 for one frame."""
         t0 = self._clock()
         if self.preprocessing is not None and hasattr(self.encoder, "encode_tensors"):
             x = self.tensors(frame, pose, views)

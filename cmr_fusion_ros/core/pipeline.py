@@ -46,6 +46,7 @@ from cmr_fusion_ros.core.decode import (DEFAULT_LIMITS, IMAGE_TYPES, Frame, chec
 from cmr_fusion_ros.core.embed import Encoder, FrameEmbedder
 from cmr_fusion_ros.core.errors import ConfigError, ConversionError
 from cmr_fusion_ros.core.memory import SceneMemory, open_memory
+from cmr_fusion_ros.core.rig import RigAdapter, SensorRig
 from cmr_fusion_ros.core.policy import MatchPolicy, MatchResult, Query
 from cmr_fusion_ros.core.poses import PoseBuffer
 from cmr_fusion_ros.core.types import Modality, Pose
@@ -154,6 +155,7 @@ class FusionPipeline:
         self.time_jumps = 0  # times the policy state was reset because time went back
         self._newest_ns: int | None = None
         self._newest_pose_ns: int | None = None
+        self._recorded_rig: SensorRig | None = None  # the sensors a bag recorded (process); parameters win
         self._embedders: dict[str, FrameEmbedder] = {}  # per topic: merge -> views -> preprocess -> encode
         self._time_lock = threading.Lock()  # the newest stamps (streams embed concurrently)
         self._newest_by_topic: dict[str, int] = {}
@@ -256,6 +258,19 @@ class FusionPipeline:
         """The modalities whose model merges several scans (they need the odometry)."""
         return [m for m, e in self.encoders.items() if FrameEmbedder.of(e).multi_scan]
 
+    def set_recorded_rig(self, rig: SensorRig | None) -> None:
+        """The mounts and camera intrinsics a bag recorded (``bag.rig_info.read_rig``); ``rig.*`` parameters win.
+        Call before the first frame (the topics' routes are made anew)."""
+        self._recorded_rig = rig
+        self._embedders.clear()
+
+    def rig_adapter(self, modality: Modality) -> RigAdapter | None:
+        """A fresh adapter bringing a ``modality`` sensor's data to the canonical rig (``rig.*``,
+        :mod:`cmr_fusion_ros.core.rig`); None when ``rig.enabled`` is false."""
+        if not self.config.rig.enabled:
+            return None
+        return RigAdapter(modality, self.config.rig.sensor_rig(self._recorded_rig), self.config.rig)
+
     def embedder(self, modality: Modality, topic: str) -> FrameEmbedder:
         """The route of ``topic`` (made on its first frame)."""
         emb = self._embedders.get(topic)
@@ -263,7 +278,8 @@ class FusionPipeline:
             encoder = self.encoders.get(modality)
             if encoder is None:
                 raise ConfigError(f"streams.{modality.value}.enabled", True, "a loaded encoder for this modality")
-            emb = self._embedders[topic] = FrameEmbedder.of(encoder, clock=self._clock)
+            emb = self._embedders[topic] = FrameEmbedder.of(encoder, clock=self._clock,
+                                                            adapter=self.rig_adapter(modality))
         return emb
 
     def embed(self, frame: Frame) -> EmbeddingInput:

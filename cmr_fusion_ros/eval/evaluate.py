@@ -26,6 +26,7 @@ from cmr_fusion_ros.core.decode import DEFAULT_LIMITS
 from cmr_fusion_ros.core.embed import FrameEmbedder
 from cmr_fusion_ros.core.encoder import OnnxEncoder
 from cmr_fusion_ros.core.errors import BagError, ConfigError
+from cmr_fusion_ros.core.rig import RigOptions, rig_adapters
 from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.eval.recall import HEADING_GAP_BINS, RecallResult, recall_at_k
 
@@ -66,11 +67,13 @@ def embed_bag(
     lidar_views: int = 1,
     dropped: dict[str, int] | None = None,
     limits: InputLimits = DEFAULT_LIMITS,
+    rig: RigOptions | None = None,
 ) -> BagEmbeddings:
     """Embed every sample of the encoders' modalities in a bag (samples without an odometry pose are skipped and
     counted per modality in ``dropped``); LiDAR scans at ``lidar_views`` headings (``preprocess.turned_views``).
     Each stream goes through the runtime's route (:class:`~cmr_fusion_ros.core.embed.FrameEmbedder`), batched
-    ``batch`` frames per encoder call."""
+    ``batch`` frames per encoder call. With ``rig``, the route first brings each sensor's data to the canonical rig
+    with the bag's mounts and camera intrinsics (``core.rig``, ``bag.rig_info``)."""
     mods = list(encoders)
     n_views = {m: lidar_views if m is Modality.LIDAR else 1 for m in mods}
     pending: dict[Modality, list[np.ndarray]] = {m: [] for m in mods}
@@ -79,7 +82,9 @@ def embed_bag(
     stamps: dict[Modality, list[int]] = {m: [] for m in mods}
     yaws: dict[Modality, list[float]] = {m: [] for m in mods}
 
-    routes = {m: FrameEmbedder.of(encoders[m]) for m in mods}  # the runtime's merge -> views -> preprocess -> encode
+    adapters = rig_adapters(_bag_rig(path, topics), mods, rig) if rig is not None and rig.enabled else {}
+    # the runtime's route: rig -> merge -> views -> preprocess -> encode
+    routes = {m: FrameEmbedder.of(encoders[m], adapter=adapters.get(m)) for m in mods}
 
     def flush(m: Modality) -> None:
         if pending[m]:
@@ -111,6 +116,12 @@ def embed_bag(
         {m: np.asarray(yaws[m], np.float64) for m in mods},
         {m: all_views[m][:, 1:] for m in mods if n_views[m] > 1},
     )
+
+
+def _bag_rig(path: str | Path, topics: BagTopics | None):
+    from cmr_fusion_ros.bag.rig_info import read_rig
+
+    return read_rig(path, topics)
 
 
 @dataclass(frozen=True)

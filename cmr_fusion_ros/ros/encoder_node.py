@@ -29,6 +29,7 @@ from cmr_fusion_ros.core.errors import CmrFusionError, ConfigError
 from cmr_fusion_ros.core.decode import frame_from
 from cmr_fusion_ros.core.embed import FrameEmbedder
 from cmr_fusion_ros.core.poses import PoseBuffer
+from cmr_fusion_ros.core.rig import RigAdapter
 from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.ros.conversions import make_header, stamp_to_ns
 from cmr_fusion_ros.ros.messages import diagnostics_message, ros_to_pose
@@ -47,8 +48,8 @@ class EncoderNode(Node):
         self.modality = Modality.parse(raw)
         self.output_topic = self.declare_parameter("output_topic", "embeddings", ParameterDescriptor(
             description="topic of the cmr_fusion_msgs/Embedding messages", read_only=True)).value
-        self.config = declare_fusion_parameters(self, sections=("streams", "limits", "odometry", "encoders", "output"),
-                                                own=("modality", "output_topic"))
+        self.config = declare_fusion_parameters(self, sections=("streams", "limits", "odometry", "encoders", "output",
+                                                                "rig"), own=("modality", "output_topic"))
         sc = self.config.stream(self.modality)
         if not sc.enabled:
             raise ConfigError(f"streams.{self.modality.value}.enabled", False, "true for the node's own modality")
@@ -63,7 +64,11 @@ class EncoderNode(Node):
             if fallback := provider_fallback_message([encoder]):
                 self.get_logger().warning(fallback)
         self.encoder = encoder
-        self.embedder = FrameEmbedder.of(encoder)  # the runtime's merge -> views -> preprocess -> encode
+        # the runtime's route: this sensor's data brought to the rig the models were trained on (mounts / intrinsics
+        # from rig.*), then merge -> views -> preprocess -> encode
+        rig = self.config.rig
+        adapter = RigAdapter(self.modality, rig.sensor_rig(), rig) if rig.enabled else None
+        self.embedder = FrameEmbedder.of(encoder, adapter=adapter)
         self.merger: OdometryScanMerger | None = None
         accumulator = self.embedder.accumulator
         if accumulator is not None:  # a multi-scan radar model: earlier scans are moved by the odometry

@@ -26,6 +26,7 @@ from cmr_fusion_ros.bag.reader import BagTopics, read_samples
 from cmr_fusion_ros.core.errors import BagError
 from cmr_fusion_ros.core.embed import FrameEmbedder
 from cmr_fusion_ros.core.preprocess import Preprocessing
+from cmr_fusion_ros.core.rig import RigOptions, rig_adapters
 from cmr_fusion_ros.core.types import Modality
 
 __all__ = ["FrameSet", "load_frames", "frames_from_bag", "MODALITIES"]
@@ -161,17 +162,24 @@ def frames_from_bag(
     progress: Callable[[int], None] | None = None,
     modalities: Sequence[Modality] = MODALITIES,
     dropped: dict[str, int] | None = None,
+    rig: RigOptions | None = None,
 ) -> FrameSet:
     """Read one bag into synchronised frames of ``modalities`` (one per anchor sample that has a sample of each other
     modality within ``sync_tolerance_ns``; the anchor is the LiDAR scan, or the camera image in a bag without
     LiDAR). ``progress(n)`` is called after each decoded sample; samples without a pose are counted per modality in
-    ``dropped``."""
+    ``dropped``. With ``rig``, each sensor's data is first brought to the canonical rig with the bag's mounts and
+    camera intrinsics (``core.rig``)."""
     path = Path(path)
     mods = tuple(m for m in MODALITIES if m in set(modalities))
     anchor = Modality.LIDAR if Modality.LIDAR in mods else mods[0]
     per: dict[Modality, tuple[list[int], list[np.ndarray]]] = {m: ([], []) for m in mods}
     lidar_pose: list[tuple[float, float, float, float]] = []
-    routes = {m: FrameEmbedder(preprocessing[m]) for m in mods}  # the runtime's merge -> preprocess
+    adapters = {}
+    if rig is not None and rig.enabled:
+        from cmr_fusion_ros.bag.rig_info import read_rig
+
+        adapters = rig_adapters(rig.sensor_rig(read_rig(path, topics)), mods, rig)
+    routes = {m: FrameEmbedder(preprocessing[m], adapter=adapters.get(m)) for m in mods}  # the runtime's route
     camera = routes[Modality.CAMERA].decode_size if Modality.CAMERA in routes else None
     for s in read_samples(path, topics, mods, dropped=dropped, camera_size=camera):
         stamps, tens = per[s.modality]
@@ -218,7 +226,7 @@ def frames_from_bag(
 
 
 def _cache_key(path: Path, preprocessing: dict[Modality, Preprocessing], topics: BagTopics, tol: int,
-               modalities: Sequence[Modality] = MODALITIES) -> str:
+               modalities: Sequence[Modality] = MODALITIES, rig: RigOptions | None = None) -> str:
     stat_parts = []
     for f in sorted(path.rglob("*")) if path.is_dir() else [path]:
         if f.is_file():
@@ -232,6 +240,7 @@ def _cache_key(path: Path, preprocessing: dict[Modality, Preprocessing], topics:
             "tol": tol,
             "files": stat_parts,
             **({"modalities": [m.value for m in modalities]} if tuple(modalities) != MODALITIES else {}),
+            **({"rig": rig.to_dict()} if rig is not None and rig.enabled else {}),
         },
         sort_keys=True,
     )
@@ -248,8 +257,10 @@ def load_frames(
     progress: Callable[[int], None] | None = None,
     modalities: Sequence[Modality] = MODALITIES,
     dropped: dict[str, int] | None = None,
+    rig: RigOptions | None = None,
 ) -> FrameSet:
-    """Frames of ``modalities`` from several bags, using (and filling) an ``.npz`` cache per bag in ``cache_dir``."""
+    """Frames of ``modalities`` from several bags, using (and filling) an ``.npz`` cache per bag in ``cache_dir``;
+    ``rig``: see :func:`frames_from_bag`."""
     topics = topics or BagTopics()
     modalities = tuple(m for m in MODALITIES if m in set(modalities))
     parts = []
@@ -257,13 +268,13 @@ def load_frames(
         bag = Path(bag)
         cache = None
         if cache_dir is not None:
-            key = _cache_key(bag, preprocessing, topics, sync_tolerance_ns, modalities)
+            key = _cache_key(bag, preprocessing, topics, sync_tolerance_ns, modalities, rig)
             cache = Path(cache_dir) / f"{bag.resolve().parent.name}_{bag.name}_{key}.npz"
         if cache is not None and cache.is_file():
             parts.append(_read_cache(cache))
             continue
         fs = frames_from_bag(bag, preprocessing, topics, sync_tolerance_ns=sync_tolerance_ns, progress=progress,
-                             modalities=modalities, dropped=dropped)
+                             modalities=modalities, dropped=dropped, rig=rig)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_suffix(".tmp.npz")

@@ -1,6 +1,8 @@
 """One route from message to embedding: the sample bag through evaluation's embedding (``embed_bag``), offline
 processing (``process_bags``, the live node's route) and the training dataset (``frames_from_bag``, its tensors
-encoded) gives the same embeddings, within 1e-5, for every frame the three share."""
+encoded) gives the same embeddings, within 1e-5, for every frame the three share; all three with the rig-aware inputs
+(``core.rig``) and the bag's recorded rig (eval ``--rig canonical``, train ``--rig canonical``, process
+``--rig-from-bag``: the sample bag's 16x256 LiDAR is upsampled, its 320x240 camera resampled to the training view)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from cmr_fusion_ros.bag.offline import process_bags
 from cmr_fusion_ros.core.config import FusionConfig
 from cmr_fusion_ros.core.encoder import load_encoders
 from cmr_fusion_ros.core.pipeline import FusionPipeline
+from cmr_fusion_ros.core.rig import RigOptions
 from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.eval.evaluate import embed_bag
 from cmr_fusion_ros.paths import models_dir
@@ -32,7 +35,7 @@ def _close(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_eval_process_and_training_embed_alike(encoders, tmp_path) -> None:
-    ev = embed_bag(BAG, encoders)
+    ev = embed_bag(BAG, encoders, rig=RigOptions())
 
     # offline processing (the live node's route): record what the pipeline embeds
     cfg = FusionConfig.from_dict({"encoders": {"lidar_views": 1}, "memory": {"admission": {"enabled": False}}})
@@ -47,7 +50,7 @@ def test_eval_process_and_training_embed_alike(encoders, tmp_path) -> None:
         return out
 
     pipe.run = record  # type: ignore[method-assign]
-    summary = process_bags([BAG], cfg, pipeline=pipe, progress=False)
+    summary = process_bags([BAG], cfg, pipeline=pipe, progress=False, rig_from_bag=True)
     assert summary.bad_messages == 0
     for m in Modality:
         stamps = ev.stamps_ns[m]
@@ -60,7 +63,7 @@ def test_eval_process_and_training_embed_alike(encoders, tmp_path) -> None:
     pytest.importorskip("torch")
     from cmr_fusion_ros.training.dataset import frames_from_bag
 
-    frames = frames_from_bag(BAG, {m: e.preprocessing for m, e in encoders.items()})
+    frames = frames_from_bag(BAG, {m: e.preprocessing for m, e in encoders.items()}, rig=RigOptions())
     assert len(frames) > 50
     lidar = dict(zip(ev.stamps_ns[Modality.LIDAR].tolist(), ev.embeddings[Modality.LIDAR]))
     for m in Modality:
