@@ -86,10 +86,11 @@ class ScoreCalibration:
 
     @classmethod
     def from_cards(cls, encoders: Mapping[Modality, Any]) -> "ScoreCalibration":
-        """The calibrations in the encoders' cards (``card.score_calibration``; encoders without one add nothing)."""
+        """The calibrations in the encoders' cards (``card.score_calibration``; encoders without one add nothing).
+        A value may also be the card itself (``core.encoder.ModelCard``: a memory node loads no encoder)."""
         pairs: dict[tuple[Modality, Modality], PairCalibration] = {}
         for q, enc in encoders.items():
-            block = getattr(getattr(enc, "card", None), "score_calibration", None) or {}
+            block = getattr(getattr(enc, "card", enc), "score_calibration", None) or {}
             for m, d in block.items():
                 if m == "source":
                     continue

@@ -59,6 +59,7 @@ __all__ = [
     "check_limits",
     "FramePath",
     "FusionPipeline",
+    "model_cards",
     "PipelineOutput",
     "decode_sensor",
     "embedding_views",
@@ -132,6 +133,21 @@ class PipelineOutput:
     frames: tuple[FramePath, ...]
 
 
+def model_cards(config: FusionConfig) -> dict[Modality, Any]:
+    """The model cards of the enabled modalities in ``encoders.models_dir`` (or the installed models) that exist,
+    without loading the ONNX models (a memory node's embeddings come from encoder nodes)."""
+    from cmr_fusion_ros.core.encoder import card_path, load_card, model_path
+
+    if config.encoders.models_dir:
+        models = config.encoders.models_dir
+    else:
+        from cmr_fusion_ros.paths import models_dir as default_models_dir
+
+        models = default_models_dir()
+    return {m: load_card(model_path(models, m)) for m in config.enabled_modalities
+            if card_path(model_path(models, m)).exists()}
+
+
 class FusionPipeline:
     """Encoders + memory + policy. ``embed`` may run concurrently for different topics (one caller per topic);
     ``commit`` and ``process_embeddings`` from one caller at a time (the memory and policy are themselves safe for
@@ -180,7 +196,10 @@ class FusionPipeline:
         if poses is None and config.odometry.topic:
             poses = PoseBuffer(max_gap_ns=round(config.odometry.max_gap_s * 1e9),
                                max_extrapolation_ns=round(config.odometry.max_extrapolation_s * 1e9))
-        return cls(config, encoders, memory, poses=poses)
+        policy = None
+        if not load_encoders:  # a memory node: the events' probabilities from the cards of the installed models
+            policy = MatchPolicy(config.policy, ScoreCalibration.from_cards(model_cards(config)))
+        return cls(config, encoders, memory, policy=policy, poses=poses)
 
     def set_policy(self, policy_config) -> None:
         """Run-time tuning (thresholds, k, debounce...): the policy keeps its revisit state."""

@@ -39,6 +39,7 @@ def match_event(r: MatchResult) -> MatchEvent:
     e.match_stamp, e.match_frame_id = ns_to_stamp(r.match_stamp_ns), r.match_frame_id
     e.match_robot, e.match_session = r.match_robot, r.match_session
     e.score, e.rank = float(r.score), int(r.rank)
+    e.probability = float(r.probability)  # NaN when the pair has no calibration
     e.query_pose_valid, e.query_pose = r.query_pose is not None, pose_to_ros(r.query_pose)
     e.match_pose_valid, e.match_pose = r.match_pose is not None, pose_to_ros(r.match_pose)
     e.distance = float(r.distance)

@@ -145,6 +145,7 @@ def test_matches_markers_diagnostics_and_services(graph):
         assert e.header.frame_id == ("camera_optical_frame" if e.query_modality == "camera" else "lidar")
         assert e.match_topic == ("/lidar/points" if e.match_modality == "lidar" else "/camera/image/compressed")
         assert e.pose_frame_id == "odom" and e.match_session == "test"  # the odometry's frame, the entry's session
+        assert math.isnan(e.probability)  # stand-in encoders have no card: no calibration
     assert wait_for(lambda: sum(len(m.markers) for m in got["markers"]) == 4)  # a line and a label per event
     assert wait_for(lambda: any(node.stats[Modality.LIDAR].bad_messages for _ in [0]))
 

@@ -149,3 +149,36 @@ def test_process_with_the_shipped_cards_writes_probabilities_and_thresholds_them
         assert e["probability"] == pytest.approx(want, abs=1e-4)
     assert any(e["probability"] < 0.9 for e in runs["off"])
     assert all(e["probability"] >= 0.9 for e in runs["on"]) and len(runs["on"]) < len(runs["off"])
+    # the bag's MatchEvents carry the same probability as events.jsonl
+    from rosbags.highlevel import AnyReader
+
+    from cmr_fusion_ros.bag.events import typestore_with_events
+
+    with AnyReader([tmp_path / "on" / "matches"], default_typestore=typestore_with_events()) as reader:
+        conns = [c for c in reader.connections if c.topic.endswith("/matches")]
+        got = [e.probability for _, _, raw in reader.messages(connections=conns)
+               for e in reader.deserialize(raw, conns[0].msgtype).events]
+    assert got == pytest.approx([e["probability"] for e in runs["on"]], abs=1e-4)
+
+
+def test_a_memory_node_pipeline_takes_the_calibration_from_the_cards(tmp_path: Path) -> None:
+    """Split mode: the memory node loads no encoder, its events still carry the cards' probabilities (and
+    policy.min_probability applies there too)."""
+    from cmr_fusion_ros.core.config import FusionConfig
+    from cmr_fusion_ros.core.encoder import load_encoders
+    from cmr_fusion_ros.core.pipeline import FusionPipeline
+
+    cfg = FusionConfig.from_dict({"encoders": {"models_dir": str(MODELS)},
+                                  "memory": {"persistence": {"directory": str(tmp_path / "mem")}}})
+    pipe = FusionPipeline.from_config(cfg, load_encoders=False)
+    want = ScoreCalibration.from_cards(load_encoders(MODELS))
+    assert pipe.encoders == {} and pipe.policy.calibration
+    for q in Modality:
+        for m in Modality:
+            assert pipe.policy.calibration.probability(q, m, 0.6) == pytest.approx(want.probability(q, m, 0.6),
+                                                                                   nan_ok=True)
+    empty = tmp_path / "no_cards"
+    empty.mkdir()
+    cfg = FusionConfig.from_dict({"encoders": {"models_dir": str(empty)},
+                                  "memory": {"persistence": {"directory": str(tmp_path / "mem2")}}})
+    assert not FusionPipeline.from_config(cfg, load_encoders=False).policy.calibration  # no cards: min_score only
