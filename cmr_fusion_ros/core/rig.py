@@ -262,16 +262,23 @@ CANONICAL_RIG = SensorRig(
 )
 
 
-def parse_mount(key: str, text: str) -> SensorMount | None:
-    """A mount from a parameter string: ``"x y z"``, ``"x y z roll pitch yaw"`` (radians, fixed axes x, y, z) or
-    ``"x y z qx qy qz qw"`` (``base_link <- sensor``); '' = not given (None)."""
+def _numbers(key: str, text: str, allowed: str) -> list[float] | None:
+    """The numbers of a parameter string (spaces or commas); None when it is empty; ConfigError naming ``key``."""
     parts = text.replace(",", " ").split()
     if not parts:
         return None
     try:
-        v = [float(p) for p in parts]
+        return [float(p) for p in parts]
     except ValueError:
-        raise ConfigError(key, text, "3, 6 or 7 numbers: x y z [roll pitch yaw | qx qy qz qw]") from None
+        raise ConfigError(key, text, allowed) from None
+
+
+def parse_mount(key: str, text: str) -> SensorMount | None:
+    """A mount from a parameter string: ``"x y z"``, ``"x y z roll pitch yaw"`` (radians, fixed axes x, y, z) or
+    ``"x y z qx qy qz qw"`` (``base_link <- sensor``); '' = not given (None)."""
+    v = _numbers(key, text, "3, 6 or 7 numbers: x y z [roll pitch yaw | qx qy qz qw]")
+    if v is None:
+        return None
     if len(v) == 3:
         return SensorMount(tuple(v))
     if len(v) == 6:
@@ -291,13 +298,9 @@ def parse_mount(key: str, text: str) -> SensorMount | None:
 
 def parse_intrinsics(key: str, text: str) -> CameraIntrinsics | None:
     """Camera intrinsics from a parameter string ``"width height fx fy cx cy"``; '' = not given (None)."""
-    parts = text.replace(",", " ").split()
-    if not parts:
+    v = _numbers(key, text, "6 numbers: width height fx fy cx cy")
+    if v is None:
         return None
-    try:
-        v = [float(p) for p in parts]
-    except ValueError:
-        v = []
     if len(v) != 6 or v[0] != int(v[0]) or v[1] != int(v[1]):
         raise ConfigError(key, text, "6 numbers: width height fx fy cx cy")
     try:

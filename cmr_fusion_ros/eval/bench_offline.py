@@ -230,7 +230,7 @@ def run(args: argparse.Namespace) -> int:
 
     from cmr_fusion_ros.core.config import FusionConfig, load_parameter_file
     from cmr_fusion_ros.core.errors import ConfigError
-    from cmr_fusion_ros.eval.report import Report, Table, load_average, versions, write_report
+    from cmr_fusion_ros.eval.report import Report, Table, finish_report, load_average, versions
     from cmr_fusion_ros.paths import config_file, models_dir
 
     if args.repeats < 1 or args.iterations < 1 or any(b < 1 for b in args.batch):
@@ -302,13 +302,7 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     report.summary = summary
     report.figures = figures
-    if args.plot:
-        _plot(figures["encoders"], args.plot, command)
-        report.images.append(str(args.plot))
-        print(f"wrote {args.plot}")
-    if args.json:
-        js, md = write_report(report, args.json)
-        print(f"wrote {js}, {md}")
+    finish_report(report, args.plot, args.json, lambda path: _plot(figures["encoders"], path, command))
     return 0
 
 

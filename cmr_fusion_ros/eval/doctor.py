@@ -21,7 +21,6 @@ import numpy as np
 from cmr_fusion_ros.bag.inventory import MODALITIES, bag_modalities
 from cmr_fusion_ros.bag.reader import BagTopics, read_samples
 from cmr_fusion_ros.core.domain import (
-    InputRanges,
     ModalityVerdict,
     check_modality,
     derive_ranges,

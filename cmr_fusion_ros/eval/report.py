@@ -14,11 +14,12 @@ import math
 import os
 import platform
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Report", "Table", "load_average", "machine_info", "versions", "write_report"]
+__all__ = ["Report", "Table", "finish_report", "load_average", "machine_info", "versions", "write_report"]
 
 
 def load_average() -> tuple[float, float, float]:
@@ -170,3 +171,16 @@ def write_report(report: Report, stem: str | Path) -> tuple[Path, Path]:
     js.write_text(json.dumps(report.to_dict(), indent=2, default=_json_default, allow_nan=True) + "\n")
     md.write_text(report.markdown(md.parent) + "\n")
     return js, md
+
+
+def finish_report(report: Report, plot: str | Path | None, json_stem: str | Path | None,
+                  draw: Callable[[Path], None]) -> None:
+    """A bench's last step: ``draw(plot)`` the figure into ``plot`` (named in the report) and write the report to
+    ``json_stem`` (``write_report``), each when given, printing what was written."""
+    if plot:
+        draw(Path(plot))
+        report.images.append(str(plot))
+        print(f"wrote {plot}")
+    if json_stem:
+        js, md = write_report(report, json_stem)
+        print(f"wrote {js}, {md}")

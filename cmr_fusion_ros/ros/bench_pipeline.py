@@ -147,7 +147,7 @@ def _run_publisher(args, env, echo: bool, cpu_pids) -> tuple[dict[str, Any], int
 def run(args: argparse.Namespace) -> int:  # noqa: C901 - one orchestration, in order
     from cmr_fusion_ros.core.config import FusionConfig, load_parameter_file, render_parameter_file
     from cmr_fusion_ros.core.errors import CmrFusionError, ConfigError
-    from cmr_fusion_ros.eval.report import Report, Table, load_average, versions, write_report
+    from cmr_fusion_ros.eval.report import Report, Table, finish_report, load_average, versions
     from cmr_fusion_ros.launcher import child_environment
     from cmr_fusion_ros.paths import config_file
 
@@ -310,13 +310,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - one orchestration, in 
     report.notes.append("e2e includes what the stages do not: the wait in the stream's bounded queue behind its own "
                         "earlier frames and for the search + insert step another stream may be in (each frame is "
                         "processed alone, by its stream's own worker)")
-    if args.plot:
-        _plot(dist, args.plot, command)
-        report.images.append(str(args.plot))
-        print(f"wrote {args.plot}")
-    if args.json:
-        js, md = write_report(report, args.json)
-        print(f"wrote {js}, {md}")
+    finish_report(report, args.plot, args.json, lambda path: _plot(dist, path, command))
     return 0
 
 

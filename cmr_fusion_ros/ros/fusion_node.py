@@ -45,7 +45,7 @@ from cmr_fusion_ros.core.errors import CmrFusionError
 from cmr_fusion_ros.core.pipeline import FusionPipeline, PipelineOutput
 from cmr_fusion_ros.core.stream import Processed, StreamRunner
 from cmr_fusion_ros.core.types import Modality
-from cmr_fusion_ros.ros.messages import diagnostics_message, markers, match_event_array, store_values
+from cmr_fusion_ros.ros.messages import diagnostics_message, publish_events, store_values
 from cmr_fusion_ros.ros.services import add_memory_services
 from cmr_fusion_ros.ros.stream_io import RecentProblems, StreamStats, advertise, qos_for, subscribe
 from cmr_fusion_ros.ros.node_main import run_node
@@ -214,13 +214,9 @@ class FusionNode(Node):
         if not out.events:
             return
         with self._publish_lock:
-            self.pub_matches.publish(match_event_array(out))
-            self.events_published += len(out.events)
-            if self.pub_markers is not None:
-                arr = markers(out.events, self.config.output.marker_frame, out.stamp_ns, next(self._marker_ids) * 64,
-                              own_robot=self.pipeline.memory.robot)
-                if arr.markers:
-                    self.pub_markers.publish(arr)
+            self.events_published += publish_events(out, self.pub_matches, self.pub_markers,
+                                                    self.config.output.marker_frame, next(self._marker_ids) * 64,
+                                                    own_robot=self.pipeline.memory.robot)
 
     def _problem(self, text: str) -> None:
         self.problems.add(text)

@@ -23,7 +23,7 @@ from cmr_fusion_ros.core.errors import CmrFusionError
 from cmr_fusion_ros.core.pipeline import EmbeddingInput, FusionPipeline, embedding_views
 from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.ros.conversions import stamp_to_ns
-from cmr_fusion_ros.ros.messages import diagnostics_message, markers, match_event_array, ros_to_pose, store_values
+from cmr_fusion_ros.ros.messages import diagnostics_message, publish_events, ros_to_pose, store_values
 from cmr_fusion_ros.ros.node_main import run_node
 from cmr_fusion_ros.ros.params import declare_fusion_parameters, on_policy_change
 from cmr_fusion_ros.ros.services import add_memory_services
@@ -89,13 +89,9 @@ class MemoryNode(Node):
             self.get_logger().error(traceback.format_exc(), throttle_duration_sec=5.0)
             return
         if out.events:
-            self.pub_matches.publish(match_event_array(out))
-            self.events_published += len(out.events)
-            if self.pub_markers is not None:
-                arr = markers(out.events, self.config.output.marker_frame, out.stamp_ns, next(self._marker_ids) * 64,
-                              own_robot=self.pipeline.memory.robot)
-                if arr.markers:
-                    self.pub_markers.publish(arr)
+            self.events_published += publish_events(out, self.pub_matches, self.pub_markers,
+                                                    self.config.output.marker_frame, next(self._marker_ids) * 64,
+                                                    own_robot=self.pipeline.memory.robot)
         st.processed += 1
         st.latencies_ms.append((time.perf_counter() - t0) * 1e3)
 

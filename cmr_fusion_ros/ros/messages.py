@@ -17,7 +17,8 @@ from cmr_fusion_ros.core.policy import MatchResult
 from cmr_fusion_ros.core.types import Pose
 from cmr_fusion_ros.ros.conversions import make_header, ns_to_stamp
 
-__all__ = ["diagnostics_message", "match_event", "match_event_array", "markers", "pose_to_ros", "ros_to_pose"]
+__all__ = ["diagnostics_message", "match_event", "match_event_array", "markers", "pose_to_ros", "publish_events",
+           "ros_to_pose"]
 
 
 
@@ -74,6 +75,20 @@ def markers(events: Sequence[MatchResult], frame_id: str, stamp_ns: int, start_i
         arr.markers.append(mk)
     return arr
 
+
+
+def publish_events(out: PipelineOutput, pub_matches, pub_markers, marker_frame: str, start_id: int,
+                   own_robot: str = "") -> int:
+    """A frame's events as one ``MatchEventArray`` on ``pub_matches`` and their markers on ``pub_markers`` (when not
+    None): what fusion_node and memory_node publish. Returns the number of events (0: nothing published)."""
+    if not out.events:
+        return 0
+    pub_matches.publish(match_event_array(out))
+    if pub_markers is not None:
+        arr = markers(out.events, marker_frame, out.stamp_ns, start_id, own_robot=own_robot)
+        if arr.markers:
+            pub_markers.publish(arr)
+    return len(out.events)
 
 STORE_KEYS = ("store", "robot", "connected", "write_queue", "dropped_writes", "write_failures", "search_failures")
 

@@ -110,23 +110,24 @@ def soak_run(bag: str | Path, params_file: str | Path, *, duration_s: float, int
                 progress(t)
             time.sleep(max(0.0, t0 + len(report.samples) * sample_s - time.monotonic()))
     finally:
-        if replay is not None and replay.poll() is None:
-            os.killpg(replay.pid, signal.SIGINT)
-            try:
-                replay.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(replay.pid, signal.SIGKILL)
-                replay.wait()
-        if launcher.poll() is None:
-            os.killpg(launcher.pid, signal.SIGINT)
-            try:
-                launcher.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(launcher.pid, signal.SIGKILL)
-                launcher.wait()
+        if replay is not None:
+            _stop_group(replay, 20)
+        _stop_group(launcher, 60)
         report.launcher_exit = launcher.returncode
         listener.close()
         if log:
             logf.close()
     summarise_soak(report)
     return report
+
+
+def _stop_group(proc: subprocess.Popen, timeout_s: float) -> None:
+    """SIGINT to the process group of ``proc`` (a clean stop), SIGKILL when it has not ended within ``timeout_s``."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
