@@ -1,9 +1,11 @@
 """Fit the per-pair score calibration (:mod:`cmr_fusion_ros.core.calibration`) on validation bags and store it in the
 model cards.
 
-For each (database, queries) pair of bags of one place, every query frame's best match among the database frames of
-each modality gives one sample: its cosine and whether it lies within ``radius`` metres (a true revisit). Queries
-whose place the database lacks give false samples, as they give false events at run time.
+For each (database, queries) pair of bags of one place, every query frame's ``top_k`` best matches among the database
+frames of each modality give one sample each: the cosine and whether the match lies within ``radius`` metres (a true
+revisit). At run time each of the policy's ``top_k`` candidates can become an event, so the fit sees the same
+candidates (``top_k`` 1: the best match only, as before 2026-12-03). Queries whose place the database lacks give
+false samples, as they give false events at run time.
 """
 
 from __future__ import annotations
@@ -23,27 +25,31 @@ from cmr_fusion_ros.eval.evaluate import BagEmbeddings
 __all__ = ["best_match_samples", "fit_calibration", "write_calibration"]
 
 
-def best_match_samples(database: BagEmbeddings, queries: BagEmbeddings, radius: float
+def best_match_samples(database: BagEmbeddings, queries: BagEmbeddings, radius: float, top_k: int = 1
                        ) -> dict[tuple[Modality, Modality], tuple[np.ndarray, np.ndarray]]:
-    """Per (query, database) modality pair: the best match's cosine for every query and whether it is within
-    ``radius`` (x, y)."""
+    """Per (query, database) modality pair: the cosines of every query's ``top_k`` best matches (query-major, best
+    first) and whether each is within ``radius`` (x, y)."""
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
     out = {}
     for qm, q in queries.embeddings.items():
         for dm, d in database.embeddings.items():
             sims = q @ d.T
-            best = np.argmax(sims, axis=1)
-            dist = np.linalg.norm(queries.positions[qm][:, :2] - database.positions[dm][best, :2], axis=1)
-            out[(qm, dm)] = (sims[np.arange(len(q)), best].astype(np.float64), dist <= radius)
+            k = min(top_k, sims.shape[1])
+            best = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+            rows = np.arange(len(q))[:, None]
+            dist = np.linalg.norm(queries.positions[qm][:, None, :2] - database.positions[dm][best, :2], axis=2)
+            out[(qm, dm)] = (sims[rows, best].astype(np.float64).ravel(), (dist <= radius).ravel())
     return out
 
 
 def fit_calibration(places: Sequence[tuple[BagEmbeddings, BagEmbeddings]], radius: float = 10.0,
-                    min_samples: int = 20) -> tuple[ScoreCalibration, dict]:
+                    min_samples: int = 20, top_k: int = 1) -> tuple[ScoreCalibration, dict]:
     """Pool the samples of every place and fit each pair (pairs with fewer than ``min_samples`` or no true or no
     false sample are left out). Returns the calibration and, per pair, the pooled samples (for reports)."""
     pooled: dict[tuple[Modality, Modality], list[tuple[np.ndarray, np.ndarray]]] = {}
     for db, q in places:
-        for pair, s in best_match_samples(db, q, radius).items():
+        for pair, s in best_match_samples(db, q, radius, top_k).items():
             pooled.setdefault(pair, []).append(s)
     pairs, samples = {}, {}
     for pair, parts in pooled.items():

@@ -87,6 +87,24 @@ def test_best_match_samples_and_fit_on_hand_made_embeddings() -> None:
     assert not cal and samples[(L, C)][0].shape == (3,)  # 3 samples: too few to fit
 
 
+def test_top_k_samples_every_candidate_the_policy_can_emit() -> None:
+    dbv, dbp = _emb([[1, 0], [0, 1], [0.8, 0.6]], [0.0, 100.0, 40.0])
+    qv, qp = _emb([[1, 0.1], [0.1, 1]], [3.0, 97.0])
+    db = BagEmbeddings("db", {C: dbv}, {C: dbp}, {C: np.zeros(3, np.int64)})
+    q = BagEmbeddings("q", {L: qv}, {L: qp}, {L: np.zeros(2, np.int64)})
+    scores, labels = best_match_samples(db, q, 10.0, top_k=2)[(L, C)]
+    sims = qv @ dbv.T
+    order = np.argsort(-sims, axis=1)[:, :2]
+    assert scores == pytest.approx(np.take_along_axis(sims, order, axis=1).ravel())  # query-major, best first
+    assert order.tolist() == [[0, 2], [1, 2]]
+    assert labels.tolist() == [True, False, True, False]  # the 2nd candidates lie 37 m and 57 m away
+    assert best_match_samples(db, q, 10.0, top_k=10)[(L, C)][0].shape == (6,)  # at most every database frame
+    with pytest.raises(ValueError, match="top_k"):
+        best_match_samples(db, q, 10.0, top_k=0)
+    _, samples = fit_calibration([(db, q)], 10.0, top_k=2)
+    assert samples[(L, C)][0].shape == (4,)
+
+
 def test_write_calibration_into_copied_cards_and_load_it(tmp_path: Path) -> None:
     from cmr_fusion_ros.core.encoder import load_encoders
 
@@ -111,6 +129,11 @@ def test_calibrate_and_eval_events_commands(tmp_path: Path, capsys) -> None:
     assert "camera -> lidar" in out and "not fitted (too few samples" in out  # 10 frames per modality
     assert main(["calibrate", "--val-bags", str(tmp_path / "a")]) == 2
     assert "pairs of bags" in capsys.readouterr().err
+    assert main(["calibrate", "--val-bags", str(tmp_path / "a"), str(tmp_path / "b"), "--top-k", "0"]) == 2
+    assert "--top-k" in capsys.readouterr().err
+    assert main(["calibrate", "--val-bags", str(tmp_path / "a"), str(tmp_path / "b"), "--models", str(MODELS),
+                 "--top-k", "1", "--rig", "off"]) == 0
+    assert "camera -> lidar" in capsys.readouterr().out
     events = tmp_path / "events.jsonl"
     rows = [(0.9, 0.95), (0.8, None), (0.7, 0.2)]
     events.write_text("".join(json.dumps({"stamp_ns": 2_500_000_000, "match_stamp_ns": 1_000_000_000, "score": s,
