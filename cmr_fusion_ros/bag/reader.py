@@ -26,7 +26,7 @@ import numpy as np
 
 from cmr_fusion_ros.core.config import InputLimits
 from cmr_fusion_ros.core.decode import DEFAULT_LIMITS, SensorInfo, frame_from, header_stamp_ns
-from cmr_fusion_ros.core.errors import BagError, CmrFusionError, ConfigError
+from cmr_fusion_ros.core.errors import BagError, CmrFusionError, ConfigError, ConversionError
 from cmr_fusion_ros.core.poses import DEFAULT_MAX_EXTRAPOLATION_NS, DEFAULT_MAX_GAP_NS, PoseBuffer
 from cmr_fusion_ros.core.radar import RadarFields
 from cmr_fusion_ros.core.types import Modality, Pose
@@ -131,6 +131,19 @@ def read_pose_track(path: str | Path, topics: BagTopics | None = None) -> PoseBu
         return _track_from(reader, path, topics)
     finally:
         reader.close()
+
+
+def count_rejected(rejected: dict[str, int]) -> Callable[[str, CmrFusionError], None]:
+    """An ``on_bad`` for :func:`read_samples` that skips a message the decoder rejects and counts it in ``rejected``
+    under ``"TOPIC: TYPE.FIELD"`` (an empty point cloud, a cloud without a finite point, ...), as ``process`` and the
+    nodes skip and count them; the commands that read bags for training and evaluation report the counts."""
+
+    def on_bad(topic: str, err: CmrFusionError) -> None:
+        where = f"{err.msg_type}.{err.field}" if isinstance(err, ConversionError) else type(err).__name__
+        key = f"{topic}: {where}"
+        rejected[key] = rejected.get(key, 0) + 1
+
+    return on_bad
 
 
 def read_samples(

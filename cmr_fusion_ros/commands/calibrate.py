@@ -47,11 +47,14 @@ def run(args: argparse.Namespace) -> int:
     rig = rig_options_from_args(args)
     topics, _, encoders, command = models_and_command(args, "calibrate")
     places = []
+    rejected: dict[str, int] = {}
     for db, q in zip(args.val_bags[::2], args.val_bags[1::2]):
         with tqdm(desc=f"embedding {db.parent.name}", unit=" msg", file=sys.stderr,
                   disable=args.no_progress) as bar:
-            places.append((embed_bag(db, encoders, topics, progress=bar.update, rig=rig),
-                           embed_bag(q, encoders, topics, progress=bar.update, rig=rig)))
+            places.append((embed_bag(db, encoders, topics, progress=bar.update, rig=rig, rejected=rejected),
+                           embed_bag(q, encoders, topics, progress=bar.update, rig=rig, rejected=rejected)))
+    if rejected:
+        print("messages the decoder rejected, skipped: " + ", ".join(f"{k} {n}" for k, n in rejected.items()))
     cal, samples = fit_calibration(places, args.radius, top_k=args.top_k)
     print(f"{'query -> match':<18}{'samples':>8}{'true':>6}{'a':>9}{'b':>9}{'cos@p.5':>9}{'cos@p.9':>9}"
           f"{'true|p>=.9':>12}")

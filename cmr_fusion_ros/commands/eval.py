@@ -165,12 +165,13 @@ def run(args: argparse.Namespace) -> int:
     encoders = load_encoders(folder, intra_op_threads=args.threads)
     embedded = {}
     dropped: dict[str, dict[str, int]] = {}
+    rejected: dict[str, dict[str, int]] = {}
     for role, bag in (("database", args.database), ("queries", args.queries)):
         views = args.lidar_views if role == "queries" else 1
-        dropped[role] = {}
+        dropped[role], rejected[role] = {}, {}
         with tqdm(desc=f"embedding {role} {bag.name}", unit=" msg", file=sys.stderr, disable=args.no_progress) as bar:
             embedded[role] = embed_bag(bag, {m: encoders[m] for m in mods[role]}, topics, progress=bar.update,
-                                       lidar_views=views, dropped=dropped[role], rig=rig)
+                                       lidar_views=views, dropped=dropped[role], rig=rig, rejected=rejected[role])
     present, absent = pair_names(mods["queries"], mods["database"])
     report = evaluate(embedded["database"], embedded["queries"], args.radius, max_yaw_deg=args.max_yaw_diff,
                       view_penalty=args.turned_view_penalty)
@@ -190,6 +191,9 @@ def run(args: argparse.Namespace) -> int:
         if d:
             print(f"{role}: skipped (no odometry pose: {pose_rule(args)}): "
                   + ", ".join(f"{m} {n}" for m, n in d.items()))
+    for role, d in rejected.items():
+        if d:
+            print(f"{role}: messages the decoder rejected, skipped: " + ", ".join(f"{k} {n}" for k, n in d.items()))
     print(format_table(report))
     if gaps := format_heading_gaps(report):
         print(gaps)
@@ -203,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
         data["modalities"] = {role: [m.value for m in ms] for role, ms in mods.items()}
         data["absent_pairs"] = absent
         data["skipped_without_pose"] = dropped
+        data["rejected_by_decoder"] = rejected
         write_json(args.json, data)
         print(f"wrote {args.json}")
     png = args.png or (args.json.with_suffix(".png") if args.json else None)

@@ -180,19 +180,25 @@ def run(args: argparse.Namespace) -> int:
         f"; not trained: {', '.join(m.value for m in absent)} ("
         + ("kept as loaded from --init" if args.init is not None else "no checkpoint written") + ")" if absent else ""))
     dropped: dict[str, int] = {}
+    rejected: dict[str, int] = {}
     with tqdm(desc="reading bags", unit=" msg", file=sys.stderr, disable=args.no_progress) as bar:
         train = load_frames(bags, pre, topics, cache_dir=cache, progress=bar.update, modalities=mods, dropped=dropped,
-                            rig=rig)
+                            rig=rig, rejected=rejected)
         val_pairs = list(zip(val_bags[::2], val_bags[1::2])) if val_bags else []
         val = [
-            (load_frames([db], pre, topics, cache_dir=cache, progress=bar.update, modalities=mods, rig=rig),
-             load_frames([q], pre, topics, cache_dir=cache, progress=bar.update, modalities=mods, rig=rig))
+            (load_frames([db], pre, topics, cache_dir=cache, progress=bar.update, modalities=mods, rig=rig,
+                         rejected=rejected),
+             load_frames([q], pre, topics, cache_dir=cache, progress=bar.update, modalities=mods, rig=rig,
+                         rejected=rejected))
             for db, q in val_pairs
         ] or None
     print(f"training frames: {len(train)} from {len(bags)} bags in {len(train.group_names)} place groups")
     if dropped:
         print(f"training samples skipped (no odometry pose: {pose_rule(args)}): "
               + ", ".join(f"{m} {n}" for m, n in dropped.items()))
+    if rejected:
+        print("messages the decoder rejected, skipped (bags read now, not from the cache): "
+              + ", ".join(f"{k} {n}" for k, n in rejected.items()))
     for (db, q), (dbf, qf) in zip(val_pairs, val or []):
         print(f"validation: database {db} ({len(dbf)} frames), queries {q} ({len(qf)} frames)")
     start: dict = {}  # modality -> encoder to start from (from --init)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from cmr_fusion_ros.bag.reader import BagTopics, read_samples
+from cmr_fusion_ros.bag.reader import BagTopics, count_rejected, read_samples
 from cmr_fusion_ros.core.config import InputLimits
 from cmr_fusion_ros.core.decode import DEFAULT_LIMITS
 from cmr_fusion_ros.core.embed import FrameEmbedder
@@ -68,12 +68,14 @@ def embed_bag(
     dropped: dict[str, int] | None = None,
     limits: InputLimits = DEFAULT_LIMITS,
     rig: RigOptions | None = None,
+    rejected: dict[str, int] | None = None,
 ) -> BagEmbeddings:
     """Embed every sample of the encoders' modalities in a bag (samples without an odometry pose are skipped and
     counted per modality in ``dropped``); LiDAR scans at ``lidar_views`` headings (``preprocess.turned_views``).
     Each stream goes through the runtime's route (:class:`~cmr_fusion_ros.core.embed.FrameEmbedder`), batched
     ``batch`` frames per encoder call. With ``rig``, the route first brings each sensor's data to the canonical rig
-    with the bag's mounts and camera intrinsics (``core.rig``, ``bag.rig_info``)."""
+    with the bag's mounts and camera intrinsics (``core.rig``, ``bag.rig_info``). With ``rejected``, messages the
+    decoder rejects are skipped and counted there per topic (``bag.reader.count_rejected``); without it they raise."""
     mods = list(encoders)
     n_views = {m: lidar_views if m is Modality.LIDAR else 1 for m in mods}
     pending: dict[Modality, list[np.ndarray]] = {m: [] for m in mods}
@@ -94,7 +96,8 @@ def embed_bag(
             pending[m].clear()
 
     camera = routes[Modality.CAMERA].decode_size if Modality.CAMERA in routes else None
-    for s in read_samples(path, topics, mods, dropped=dropped, limits=limits, camera_size=camera):
+    on_bad = count_rejected(rejected) if rejected is not None else None
+    for s in read_samples(path, topics, mods, dropped=dropped, limits=limits, camera_size=camera, on_bad=on_bad):
         pending[s.modality].append(routes[s.modality].tensors(s, s.pose, n_views[s.modality]))
         pos[s.modality].append((s.pose.x, s.pose.y, s.pose.z))
         stamps[s.modality].append(s.stamp_ns)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cmr_fusion_ros.bag.reader import BagTopics, read_samples
+from cmr_fusion_ros.bag.reader import BagTopics, count_rejected, read_samples
 from cmr_fusion_ros.core.errors import BagError
 from cmr_fusion_ros.core.embed import FrameEmbedder
 from cmr_fusion_ros.core.preprocess import Preprocessing
@@ -163,12 +163,14 @@ def frames_from_bag(
     modalities: Sequence[Modality] = MODALITIES,
     dropped: dict[str, int] | None = None,
     rig: RigOptions | None = None,
+    rejected: dict[str, int] | None = None,
 ) -> FrameSet:
     """Read one bag into synchronised frames of ``modalities`` (one per anchor sample that has a sample of each other
     modality within ``sync_tolerance_ns``; the anchor is the LiDAR scan, or the camera image in a bag without
     LiDAR). ``progress(n)`` is called after each decoded sample; samples without a pose are counted per modality in
     ``dropped``. With ``rig``, each sensor's data is first brought to the canonical rig with the bag's mounts and
-    camera intrinsics (``core.rig``)."""
+    camera intrinsics (``core.rig``). With ``rejected``, messages the decoder rejects (an empty point cloud, ...) are
+    skipped and counted there per topic (``bag.reader.count_rejected``); without it they raise."""
     path = Path(path)
     mods = tuple(m for m in MODALITIES if m in set(modalities))
     anchor = Modality.LIDAR if Modality.LIDAR in mods else mods[0]
@@ -181,7 +183,8 @@ def frames_from_bag(
         adapters = rig_adapters(rig.sensor_rig(read_rig(path, topics)), mods, rig)
     routes = {m: FrameEmbedder(preprocessing[m], adapter=adapters.get(m)) for m in mods}  # the runtime's route
     camera = routes[Modality.CAMERA].decode_size if Modality.CAMERA in routes else None
-    for s in read_samples(path, topics, mods, dropped=dropped, camera_size=camera):
+    on_bad = count_rejected(rejected) if rejected is not None else None
+    for s in read_samples(path, topics, mods, dropped=dropped, camera_size=camera, on_bad=on_bad):
         stamps, tens = per[s.modality]
         stamps.append(s.stamp_ns)
         tens.append(routes[s.modality].tensors(s, s.pose)[0])
@@ -258,9 +261,10 @@ def load_frames(
     modalities: Sequence[Modality] = MODALITIES,
     dropped: dict[str, int] | None = None,
     rig: RigOptions | None = None,
+    rejected: dict[str, int] | None = None,
 ) -> FrameSet:
     """Frames of ``modalities`` from several bags, using (and filling) an ``.npz`` cache per bag in ``cache_dir``;
-    ``rig``: see :func:`frames_from_bag`."""
+    ``rig``, ``rejected``: see :func:`frames_from_bag` (a cached bag counts nothing again)."""
     topics = topics or BagTopics()
     modalities = tuple(m for m in MODALITIES if m in set(modalities))
     parts = []
@@ -274,7 +278,8 @@ def load_frames(
             parts.append(_read_cache(cache))
             continue
         fs = frames_from_bag(bag, preprocessing, topics, sync_tolerance_ns=sync_tolerance_ns, progress=progress,
-                             modalities=modalities, dropped=dropped, rig=rig)
+                             modalities=modalities, dropped=dropped, rig=rig,
+                             rejected=rejected)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_suffix(".tmp.npz")

@@ -49,8 +49,9 @@ def _odom_msg(ns: int, x: float, yaw: float):
 
 
 def write_bag(path: Path, *, radar_names=("x", "y", "z", "doppler", "rcs"), raw_camera=False, odom=True,
-              odom_topic="/odom", lidar_topic="/lidar/points") -> None:
-    """2 s: odom at 10 Hz from t=1 s (x = t - 1, yaw = 0.1 t), sensors at 5 Hz from t=0.8 s."""
+              odom_topic="/odom", lidar_topic="/lidar/points", empty_radar=()) -> None:
+    """2 s: odom at 10 Hz from t=1 s (x = t - 1, yaw = 0.1 t), sensors at 5 Hz from t=0.8 s; the radar scans
+    numbered in ``empty_radar`` (0-9) have no point (a radar that saw nothing)."""
     with Writer(path, version=9) as w:
         c_odom = w.add_connection(odom_topic, "nav_msgs/msg/Odometry", typestore=TS) if odom else None
         cam_type = "sensor_msgs/msg/Image" if raw_camera else "sensor_msgs/msg/CompressedImage"
@@ -81,9 +82,10 @@ def write_bag(path: Path, *, radar_names=("x", "y", "z", "doppler", "rcs"), raw_
                               ("z", np.ones(3, np.float32)), ("intensity", np.full(3, 7.0, np.float32)),
                               ("ring", np.arange(3, dtype=np.uint16))])
             msgs.append((ns, c_lid, _cloud_msg(ns, "lidar", lid)))
-            rad = structured([(radar_names[0], np.full(2, 10.0, np.float32)), (radar_names[1], np.zeros(2, np.float32)),
-                              (radar_names[2], np.zeros(2, np.float32)), (radar_names[3], np.full(2, -3.0, np.float32)),
-                              (radar_names[4], np.full(2, float(i), np.float32))])
+            n = 0 if i in empty_radar else 2
+            rad = structured([(radar_names[0], np.full(n, 10.0, np.float32)), (radar_names[1], np.zeros(n, np.float32)),
+                              (radar_names[2], np.zeros(n, np.float32)), (radar_names[3], np.full(n, -3.0, np.float32)),
+                              (radar_names[4], np.full(n, float(i), np.float32))])
             msgs.append((ns, c_rad, _cloud_msg(ns, "radar", rad)))
         for ns, conn, msg in sorted(msgs, key=lambda m: m[0]):
             w.write(conn, ns + 1000, TS.serialize_cdr(msg, conn.msgtype))
@@ -158,3 +160,36 @@ def test_pose_track_gaps(tmp_path: Path) -> None:
 def test_topics_validation(kwargs, key) -> None:
     with pytest.raises(ConfigError, match=key):
         BagTopics(**kwargs)
+
+
+def test_rejected_messages_are_skipped_and_counted_by_training_and_evaluation(tmp_path: Path) -> None:
+    """An empty radar scan (a radar that saw nothing) stops nothing when the caller counts rejections: read_samples,
+    the training frames and the evaluation embeddings skip it and count it per topic; without counting it raises."""
+    from cmr_fusion_ros.bag.reader import count_rejected
+    from cmr_fusion_ros.core.encoder import load_encoders
+    from cmr_fusion_ros.eval.evaluate import embed_bag
+
+    write_bag(tmp_path / "full")
+    write_bag(tmp_path / "gap", empty_radar=(5,))
+    with pytest.raises(ConversionError, match="0 points"):
+        list(read_samples(tmp_path / "gap", modalities=[Modality.RADAR]))
+    rejected: dict[str, int] = {}
+    got = list(read_samples(tmp_path / "gap", modalities=[Modality.RADAR], on_bad=count_rejected(rejected)))
+    full = list(read_samples(tmp_path / "full", modalities=[Modality.RADAR]))
+    assert rejected == {"/radar/points: sensor_msgs/PointCloud2.height/width": 1}
+    assert len(got) == len(full) - 1 and 1_800_000_000 not in {s.stamp_ns for s in got}
+
+    encoders = load_encoders(Path(__file__).resolve().parents[2] / "models")
+    counted: dict[str, int] = {}
+    emb = embed_bag(tmp_path / "gap", {Modality.RADAR: encoders[Modality.RADAR]}, rejected=counted)
+    assert counted == rejected and len(emb.embeddings[Modality.RADAR]) == len(full) - 1
+    with pytest.raises(ConversionError):
+        embed_bag(tmp_path / "gap", {Modality.RADAR: encoders[Modality.RADAR]})
+
+    pytest.importorskip("torch")
+    from cmr_fusion_ros.training.dataset import frames_from_bag
+    from tests.unit.test_training import SMALL
+
+    counted = {}
+    frames = frames_from_bag(tmp_path / "gap", SMALL, rejected=counted)
+    assert counted == rejected and len(frames) == len(frames_from_bag(tmp_path / "full", SMALL)) - 1
