@@ -7,6 +7,17 @@ just after the newest odometry waits for the odometry to pass its stamp (on the 
 ``odometry.max_extrapolation_s``) as the node waits on its clock, so both look up the same interpolated pose. A live
 replay and offline processing of the same bag give the same events (as long as the live node drops nothing; the
 memory ids may be numbered differently, see :mod:`cmr_fusion_ros.core.stream`).
+
+**Look-ahead** (``look_ahead`` N > 0, ``cmr-fusion process --look-ahead``): what a message's embedding does not
+share with the others runs ahead in a worker thread per topic (:class:`~cmr_fusion_ros.core.workers.KeyedWorkers`),
+so the stages overlap on several cores: up to N sensor messages are read, deserialised and decoded ahead of the main
+thread, and up to N frames are embedded (merge, views, preprocess, encode) ahead of their commit. Everything that
+depends on the order stays in the main thread, in log order, as with N = 0: the odometry, the release of frames
+waiting for it, each frame's :meth:`~cmr_fusion_ros.core.pipeline.FusionPipeline.prepare` (its pose, the topic's
+time-jump check, a merge-history reset) at the moment it is released, and the commit (search, policy, insert, events
+written). A topic's frames are embedded one after the other in its own thread, so a multi-scan radar merges the same
+scans with the same poses. The events, the memory and the output bag are the same for every N; N = 0 runs
+everything in the calling thread. numpy's BLAS is held to one thread meanwhile (:mod:`cmr_fusion_ros.core.blas`).
 """
 
 from __future__ import annotations
@@ -17,23 +28,29 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cmr_fusion_ros.core.blas import blas_threads
 from cmr_fusion_ros.core.config import FusionConfig
 from cmr_fusion_ros.core.decode import Frame
 from cmr_fusion_ros.core.errors import BagError, CmrFusionError
-from cmr_fusion_ros.core.pipeline import FusionPipeline, PipelineOutput
+from cmr_fusion_ros.core.pipeline import EmbeddingInput, FusionPipeline, PipelineOutput
 from cmr_fusion_ros.core.policy import MatchResult
 from cmr_fusion_ros.core.stream import StreamRunner
 from cmr_fusion_ros.core.types import Pose
+from cmr_fusion_ros.core.validate import require
+from cmr_fusion_ros.core.workers import KeyedWorkers
 
-__all__ = ["OfflineSummary", "event_record", "process_bags", "resolve_topic"]
+__all__ = ["DEFAULT_LOOK_AHEAD", "MAX_LOOK_AHEAD", "OfflineSummary", "event_record", "process_bags", "resolve_topic"]
 
 ODOM = "nav_msgs/msg/Odometry"
+DEFAULT_LOOK_AHEAD = 32  # sensor messages decoded, and frames embedded, ahead of the in-order commits
+MAX_LOOK_AHEAD = 4096
 
 
 def resolve_topic(topic: str, namespace: str = "/") -> str:
@@ -60,6 +77,10 @@ def event_record(r: MatchResult) -> dict[str, Any]:
         "distance": None if math.isnan(r.distance) else round(float(r.distance), 4),
         "pose_frame_id": r.pose_frame_id,
     }
+
+
+class _Unreadable(Exception):
+    """A message whose CDR cannot be deserialised (counted as bad, as a decoding error is)."""
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -89,6 +110,8 @@ class OfflineSummary:
     bag_duration_s: float = 0.0
     wall_s: float = 0.0
     realtime_factor: float = 0.0
+    look_ahead: int = 0
+    blas_limit: str = ""  # how numpy's BLAS was held to one thread (core.blas.blas_threads)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -116,7 +139,7 @@ class OfflineSummary:
             out.append(f"  {m}: encode p50 {v['p50']:.1f} ms p99 {v['p99']:.1f} ms; search p50 {s.get('p50', 0):.2f} ms "
                        f"p99 {s.get('p99', 0):.2f} ms")
         out.append(f"bag {self.bag_duration_s:.1f} s processed in {self.wall_s:.1f} s: "
-                   f"{self.realtime_factor:.1f}x real time")
+                   f"{self.realtime_factor:.1f}x real time (look-ahead {self.look_ahead})")
         return out
 
 
@@ -132,13 +155,19 @@ def process_bags(
     progress: bool = True,
     on_output: Callable[[PipelineOutput], None] | None = None,
     rig_from_bag: bool = False,
+    look_ahead: int = DEFAULT_LOOK_AHEAD,
 ) -> OfflineSummary:
     """Run ``bags`` through the pipeline; with ``out_dir``: ``events.jsonl``, ``matches/`` (mcap bag of
     ``MatchEventArray``, the markers the node would publish, and the odometry, ``/tf`` and ``/tf_static`` of the
     input bags), ``summary.json`` and (unless the config names one) the memory in ``memory/``. With
     ``rig_from_bag`` the rig-aware inputs take the mounts and camera intrinsics the ``rig.*`` parameters do not give
-    from the first bag's ``/tf_static`` and ``CameraInfo`` (a live node has only the parameters)."""
+    from the first bag's ``/tf_static`` and ``CameraInfo`` (a live node has only the parameters). ``look_ahead``:
+    sensor messages decoded and frames embedded ahead of the in-order commits in a thread per topic (0: all in this
+    thread; the results are the same, see the module doc)."""
     from rosbags.highlevel import AnyReader
+
+    require(isinstance(look_ahead, int) and not isinstance(look_ahead, bool) and 0 <= look_ahead <= MAX_LOOK_AHEAD,
+            "look_ahead", look_ahead, f"an integer in 0..{MAX_LOOK_AHEAD}")
 
     paths = [Path(b) for b in bags]
     for p in paths:
@@ -160,7 +189,7 @@ def process_bags(
     odom_topic = resolve_topic(config.odometry.topic, namespace) if config.odometry.topic else None
     runner = StreamRunner(pipeline, config, topics)
     summary = OfflineSummary(bags=[str(p) for p in paths], truth_radius_m=truth_radius_m,
-                             frames={m.value: 0 for m in config.enabled_modalities})
+                             frames={m.value: 0 for m in config.enabled_modalities}, look_ahead=look_ahead)
     encode: dict[str, list[float]] = {m.value: [] for m in config.enabled_modalities}
     search: dict[str, list[float]] = {m.value: [] for m in config.enabled_modalities}
     events_file = (out / "events.jsonl").open("w") if out is not None else None
@@ -195,20 +224,45 @@ def process_bags(
             on_output(res)
 
     waiting: collections.deque[Frame] = collections.deque()  # frames waiting for the odometry to pass their stamp
+    embedding: collections.deque[tuple[Frame, Future[EmbeddingInput]]] = collections.deque()  # not committed yet
+    workers = KeyedWorkers(threads=look_ahead > 0, name="process")
 
-    def release(now_ns: int | None) -> None:
-        """Process the waiting frames, in arrival order, whose pose can be looked up now (or that waited as long as
-        the live node would; all at the end of the bags)."""
-        while waiting and (now_ns is None or not runner.waits_for_pose(waiting[0])
-                           or now_ns - waiting[0].receive_ns >= runner.pose_wait_ns):
-            frame = waiting.popleft()
-            done = runner.process_frame(frame)
+    def commit(keep: int) -> None:
+        """Commit the embedded frames, oldest first, until ``keep`` are left."""
+        while len(embedding) > keep:
+            frame, item = embedding.popleft()
+            done = runner.commit(frame, item.result())
             summary.frames[frame.modality.value] += 1
             handle(done.output, frame.receive_ns)
 
+    def release(now_ns: int | None) -> None:
+        """Process the waiting frames, in arrival order, whose pose can be looked up now (or that waited as long as
+        the live node would; all at the end of the bags): prepared now, embedded by the topic's worker, committed
+        once more than ``look_ahead`` are on the way."""
+        while waiting and (now_ns is None or not runner.waits_for_pose(waiting[0])
+                           or now_ns - waiting[0].receive_ns >= runner.pose_wait_ns):
+            frame = waiting.popleft()
+            embedding.append((frame, workers.submit(frame.topic, pipeline.run, pipeline.prepare(frame))))
+            commit(look_ahead)
+        if now_ns is None:
+            commit(0)
+
+    def load(conn: Any, raw: bytes, log_ns: int) -> Frame | None:
+        """A sensor message -> its frame (None: not one of the configured streams, the other camera transport);
+        :class:`_Unreadable` when its CDR is corrupt, :class:`CmrFusionError` when it is a bad message."""
+        try:
+            msg = reader.deserialize(raw, conn.msgtype)
+        except Exception as err:  # rosbags raises several untyped errors on corrupt CDR
+            raise _Unreadable() from err
+        if not runner.accepts(conn.topic, conn.msgtype):
+            return None
+        return runner.decode(conn.topic, msg, log_ns)
+
     t_start = time.perf_counter()
     first = last = None
+    guard = contextlib.ExitStack()
     try:
+        summary.blas_limit = guard.enter_context(blas_threads(1))
         stack = contextlib.ExitStack()
         try:
             reader = stack.enter_context(AnyReader(paths))
@@ -228,26 +282,45 @@ def process_bags(
 
                 bar = tqdm(total=total, unit="msg", desc="process", leave=False)
             messages = reader.messages(connections=conns)
+            # read ahead: (connection, log time, raw, the sensor message's frame to come | None for odometry),
+            # or (None, 0, b"", the read error); at most look_ahead + 1 sensor messages, 4 x look_ahead + 1 in all
+            ahead: collections.deque[tuple[Any, int, bytes, Any]] = collections.deque()
+            sensors_ahead = 0
+            reading = True
             while True:
-                try:
-                    item = next(messages, None)
-                except Exception as err:  # a corrupt chunk or record in the middle of the file
-                    raise BagError(summary.bags[0] if len(paths) == 1 else ", ".join(summary.bags),
-                                   f"unreadable after {summary.messages} messages: {err}") from err
-                if item is None:
+                while reading and len(ahead) <= 4 * look_ahead and sensors_ahead <= look_ahead:
+                    try:
+                        item = next(messages, None)
+                    except Exception as err:  # a corrupt chunk or record in the middle of the file
+                        ahead.append((None, 0, b"", err))
+                        reading = False
+                        break
+                    if item is None:
+                        reading = False
+                        break
+                    conn, log_ns, raw = item
+                    sensor = conn.topic != odom_topic
+                    sensors_ahead += sensor
+                    ahead.append((conn, log_ns, raw, workers.submit(conn.topic, load, conn, raw, log_ns)
+                                  if sensor else None))
+                if not ahead:
                     break
-                conn, log_ns, raw = item
+                conn, log_ns, raw, loaded = ahead.popleft()
+                if conn is None:
+                    raise BagError(summary.bags[0] if len(paths) == 1 else ", ".join(summary.bags),
+                                   f"unreadable after {summary.messages} messages: {loaded}") from loaded
+                sensors_ahead -= loaded is not None
                 summary.messages += 1
                 first = log_ns if first is None else first
                 last = log_ns
                 if bar is not None:
                     bar.update(1)
-                try:
-                    msg = reader.deserialize(raw, conn.msgtype)
-                except Exception:  # rosbags raises several untyped errors on corrupt CDR
-                    summary.bad_messages += 1
-                    continue
                 if conn.topic == odom_topic:
+                    try:
+                        msg = reader.deserialize(raw, conn.msgtype)
+                    except Exception:  # rosbags raises several untyped errors on corrupt CDR
+                        summary.bad_messages += 1
+                        continue
                     if pipeline.poses is not None:
                         try:
                             runner.odometry(msg)
@@ -255,12 +328,18 @@ def process_bags(
                             summary.bad_messages += 1
                     release(log_ns)
                     continue
-                if not runner.accepts(conn.topic, conn.msgtype):
-                    continue  # the other camera transport
                 try:
-                    waiting.append(runner.decode(conn.topic, msg, log_ns))
+                    frame = loaded.result()
+                except _Unreadable:
+                    summary.bad_messages += 1
+                    continue
                 except CmrFusionError:
                     summary.bad_messages += 1
+                    release(log_ns)
+                    continue
+                if frame is None:
+                    continue  # the other camera transport
+                waiting.append(frame)
                 release(log_ns)
             release(None)
             if writer is not None:  # the trajectory beside the matches (a 3D view in Foxglove)
@@ -268,6 +347,8 @@ def process_bags(
             if bar is not None:
                 bar.close()
     finally:
+        workers.close(cancel=True)  # after an error: the calls running end, the others are dropped
+        guard.close()
         if events_file is not None:
             events_file.close()
         if writer is not None:

@@ -11,6 +11,8 @@ HELP = "process bags offline (no DDS, full speed): match events to JSONL and an 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from cmr_fusion_ros.bag.offline import DEFAULT_LOOK_AHEAD
+
     parser.add_argument("bags", nargs="+", type=Path, help="rosbag2 directories (sqlite3 or mcap), merged in time")
     parser.add_argument("--out", type=Path, required=True, help="output folder (events.jsonl, matches/, summary.json)")
     add_params_file(parser, "ROS 2 parameter file (default: the installed config/fusion.yaml)")
@@ -27,11 +29,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modalities", default=None, metavar="M1,M2",
                         help="modalities to process, comma-separated subset of camera,lidar,radar (default: every "
                              "enabled stream whose topic is in the bags; absent ones are skipped and reported)")
+    parser.add_argument("--look-ahead", type=look_ahead_value, default=DEFAULT_LOOK_AHEAD, metavar="N",
+                        help="sensor messages decoded, and frames embedded, ahead of the in-order search + insert, in "
+                             "a worker thread per topic, so the stages overlap on several cores (0 = everything in "
+                             f"one thread; the events and the memory are the same for every N; default "
+                             f"{DEFAULT_LOOK_AHEAD})")
     add_no_progress(parser)
     parser.add_argument("--rig-from-bag", action="store_true",
                         help="take the sensor mounts and camera intrinsics the rig-aware inputs need from the first "
                              "bag's /tf_static and CameraInfo where the rig.* parameters give none (a live node reads "
                              "only the parameters: without this flag process gives the node's events)")
+
+
+def look_ahead_value(text: str) -> int:
+    """``--look-ahead``: an integer in 0..MAX_LOOK_AHEAD."""
+    from cmr_fusion_ros.bag.offline import MAX_LOOK_AHEAD
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_LOOK_AHEAD:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer in 0..{MAX_LOOK_AHEAD}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,12 +89,13 @@ def run(args: argparse.Namespace) -> int:
     config = dataclasses.replace(config, streams=tuple(
         (m, s if m in mods else dataclasses.replace(s, enabled=False)) for m, s in config.streams))
     print(f"command: cmr-fusion process {' '.join(map(str, args.bags))} --out {args.out} --params {params_path}"
-          + (f" --modalities {args.modalities}" if args.modalities else ""))
+          + (f" --modalities {args.modalities}" if args.modalities else "") + f" --look-ahead {args.look_ahead}")
     skipped = [f"{m.value} ({'not chosen' if t in topics else f'no topic {t} in the bags'})"
                for m, t in wanted.items() if m not in mods]
     print(f"modalities: {', '.join(m.value for m in mods)}" + (f"; skipped: {', '.join(skipped)}" if skipped else ""))
     summary = process_bags(args.bags, config, out_dir=args.out, namespace=args.namespace, node_name=args.node_name,
-                           truth_radius_m=args.radius, progress=not args.no_progress, rig_from_bag=args.rig_from_bag)
+                           truth_radius_m=args.radius, progress=not args.no_progress, rig_from_bag=args.rig_from_bag,
+                           look_ahead=args.look_ahead)
     for line in summary.lines():
         print(line)
     print(_pairs_line(args.out / "events.jsonl", mods, pair_names))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -152,18 +153,46 @@ def test_resolve_topic():
     assert resolve_topic("/abs", "/car1") == "/abs"
 
 
-def test_configured_limits_and_time_jump(tmp_path):
+@pytest.mark.parametrize("look_ahead", [0, 32])
+def test_configured_limits_and_time_jump(tmp_path, look_ahead):
     """``limits.*`` and ``sync.time_jump_s`` from the config reach offline processing: clouds over a smaller limit
-    are counted as bad messages (the run goes on), and a longer threshold keeps a 3 s step back in one time line."""
+    are counted as bad messages (the run goes on), and a longer threshold keeps a 3 s step back in one time line
+    (decoded and embedded in this thread, or ahead in a thread per topic)."""
     bag = tmp_path / "in"
     # 30-point clouds; the last pair is logged after the others but stamped 3 s back
     write_bag(bag, [(t, t, 10.0 * t) for t in range(10, 16)] + [(12.0, 2, 20.0, 16.0)])
     base = config().to_dict()
-    default = process_bags([bag], config(), pipeline=pipeline(config()), progress=False)
+    default = process_bags([bag], config(), pipeline=pipeline(config()), progress=False, look_ahead=look_ahead)
     assert default.bad_messages == 0 and default.time_jumps == 1
     small = FusionConfig.from_dict({**base, "limits": {"max_points": 29}})
-    summary = process_bags([bag], small, pipeline=pipeline(small), progress=False)
+    summary = process_bags([bag], small, pipeline=pipeline(small), progress=False, look_ahead=look_ahead)
     assert summary.bad_messages == 14 and summary.frames == {"lidar": 0, "radar": 0}
     longer = FusionConfig.from_dict({**base, "sync": {"time_jump_s": 5.0}})
-    summary = process_bags([bag], longer, pipeline=pipeline(longer), progress=False)
+    summary = process_bags([bag], longer, pipeline=pipeline(longer), progress=False, look_ahead=look_ahead)
     assert summary.bad_messages == 0 and summary.time_jumps == 0 and summary.frames == {"lidar": 7, "radar": 7}
+
+
+def test_look_ahead_embeds_in_a_thread_per_topic(tmp_path):
+    """Look-ahead 0 embeds every frame in the calling thread; look-ahead N in one worker thread per topic, with the
+    same events."""
+    bag = tmp_path / "in"
+    write_bag(bag, [(t, t, 10.0 * t) for t in range(6)] + [(60.0, 2, 21.5), (61.0, 8, 300.0)])
+    seen = {}
+    for n in (0, 4):
+        cfg = config()
+        pipe = pipeline(cfg)
+        threads: dict[str, set[str]] = {}
+        run = pipe.run
+
+        def record(job, threads=threads, run=run):
+            threads.setdefault(job.frame.topic, set()).add(threading.current_thread().name)
+            return run(job)
+
+        pipe.run = record  # type: ignore[method-assign]
+        summary = process_bags([bag], cfg, pipeline=pipe, out_dir=tmp_path / f"out{n}", progress=False, look_ahead=n)
+        seen[n] = (threads, (tmp_path / f"out{n}" / "events.jsonl").read_text(), summary.events)
+    main = threading.main_thread().name
+    assert seen[0][0] == {"/lidar/points": {main}, "/radar/points": {main}}
+    lidar, radar = seen[4][0]["/lidar/points"], seen[4][0]["/radar/points"]
+    assert len(lidar) == len(radar) == 1 and lidar != radar and main not in lidar | radar
+    assert seen[4][1:] == seen[0][1:] and seen[0][2] == 2
