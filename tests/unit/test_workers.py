@@ -1,57 +1,80 @@
-"""KeyedWorkers: a thread per key, each key's calls in order, results through futures; inline without threads."""
+"""KeyedWorkers: a forked child per key, each key's calls in order, state kept in the child between calls, errors
+as WorkerError; without processes the same handler runs at once in the caller."""
 
 from __future__ import annotations
 
-import threading
-import time
+import os
 
 import pytest
 
-from cmr_fusion_ros.core.workers import KeyedWorkers
+from cmr_fusion_ros.core.errors import WorkerError
+from cmr_fusion_ros.core.workers import FORK_AVAILABLE, KeyedWorkers
+
+needs_fork = pytest.mark.skipif(not FORK_AVAILABLE, reason="no fork on this platform")
 
 
-def test_each_key_runs_in_its_own_thread_in_submission_order():
-    seen: dict[str, list[int]] = {"a": [], "b": []}
-    threads: dict[str, set[str]] = {"a": set(), "b": set()}
+def make_handler():
+    state: dict[str, list] = {}  # a copy per child: each key's calls see only their own
 
-    def call(key, i):
-        time.sleep(0.001 * ((i * 7) % 3))  # uneven durations: order must come from the queue, not from luck
-        seen[key].append(i)
-        threads[key].add(threading.current_thread().name)
-        return key, i
+    def handler(call, payload):
+        op, key, value = call
+        if op == "add":
+            state.setdefault(key, []).append(value if payload is None else (value, payload))
+            return os.getpid(), list(state[key])
+        if op == "fail":
+            raise ValueError(f"bad value {value}")
+        return None
 
-    with KeyedWorkers(name="t") as workers:
-        futures = [workers.submit(k, call, k, i) for i in range(20) for k in ("a", "b")]
-        assert [f.result(timeout=10) for f in futures] == [(k, i) for i in range(20) for k in ("a", "b")]
-        assert sorted(workers.keys) == ["a", "b"]
-    assert seen == {"a": list(range(20)), "b": list(range(20))}
-    assert all(len(names) == 1 for names in threads.values()) and threads["a"] != threads["b"]
-    assert threading.main_thread().name not in threads["a"] | threads["b"]
+    return handler
 
 
-def test_without_threads_each_call_runs_at_once_in_the_caller():
-    order = []
-    workers = KeyedWorkers(threads=False)
-    done = workers.submit("a", lambda: order.append(threading.current_thread().name) or 7)
-    assert order == [threading.current_thread().name] and done.done() and done.result() == 7
-    failed = workers.submit("a", lambda: 1 / 0)
-    assert failed.done()
-    with pytest.raises(ZeroDivisionError):
+@needs_fork
+def test_each_key_runs_in_its_own_child_in_order_with_its_own_state():
+    with KeyedWorkers(make_handler(), ["a", "b"], name="t") as workers:
+        assert workers.forked and len(set(workers.pids)) == 2 and os.getpid() not in workers.pids
+        tickets = [(k, i, workers.submit(k, ("add", k, i), b"raw" if i == 3 else None)) for i in range(6)
+                   for k in ("a", "b")]
+        results = {(k, i): t.result() for k, i, t in reversed(tickets)}  # taken in any order
+    for k in ("a", "b"):
+        pid, seen = results[(k, 5)]
+        assert seen == [0, 1, 2, (3, b"raw"), 4, 5]
+        assert {results[(k, i)][0] for i in range(6)} == {pid} and pid != os.getpid()
+    assert results[("a", 5)][0] != results[("b", 5)][0]
+
+
+@needs_fork
+def test_a_failing_call_is_a_worker_error_and_the_worker_goes_on():
+    with KeyedWorkers(make_handler(), ["a"]) as workers:
+        failed = workers.submit("a", ("fail", "a", 7))
+        after = workers.submit("a", ("add", "a", 1))
+        with pytest.raises(WorkerError, match=r"worker worker-0: ValueError: bad value 7"):
+            failed.result()
+        assert after.result()[1] == [1]
+        with pytest.raises(WorkerError, match="no worker for key 'zz'"):
+            workers.submit("zz", ("add", "zz", 1))
+    with pytest.raises(WorkerError, match="a call after close"):
+        workers.submit("a", ("add", "a", 2))
+
+
+@needs_fork
+def test_a_child_that_dies_is_a_clear_error():
+    def handler(call, payload):
+        os._exit(3)
+
+    workers = KeyedWorkers(handler, ["a"])
+    try:
+        with pytest.raises(WorkerError, match=r"worker worker-0: exited"):
+            workers.submit("a", ("x",)).result()
+    finally:
+        workers.close(cancel=True)
+
+
+def test_without_processes_each_call_runs_at_once_in_the_caller():
+    workers = KeyedWorkers(make_handler(), ["a", "b"], processes=False)
+    assert not workers.forked and workers.pids == []
+    first = workers.submit("a", ("add", "a", 1))
+    assert first.result() == (os.getpid(), [1])
+    failed = workers.submit("b", ("fail", "b", 2))
+    with pytest.raises(ValueError, match="bad value 2"):  # raised as it is, when the result is taken
         failed.result()
-    assert workers.keys == []
     workers.close()
-    with pytest.raises(RuntimeError, match="after close"):
-        workers.submit("a", int)
-
-
-def test_errors_reach_the_future_and_close_with_cancel_drops_the_calls_not_started():
-    gate = threading.Event()
-    with KeyedWorkers() as workers:
-        failed = workers.submit("a", lambda: 1 / 0)
-        with pytest.raises(ZeroDivisionError):
-            failed.result(timeout=10)
-        blocked = workers.submit("b", gate.wait, 10)
-        queued = workers.submit("b", int)
-        threading.Timer(0.05, gate.set).start()
-        workers.close(cancel=True)  # waits for the running call, drops the queued one
-    assert blocked.result() is True and queued.cancelled()
