@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 
 import numpy as np
 import pytest
@@ -22,6 +21,7 @@ from cmr_fusion_ros.core.pipeline import FusionPipeline
 from cmr_fusion_ros.core.pointcloud import encode_cloud
 from cmr_fusion_ros.core.poses import PoseBuffer
 from cmr_fusion_ros.core.types import Modality
+from cmr_fusion_ros.core.workers import FORK_AVAILABLE
 
 S = 1_000_000_000
 DIM = 32
@@ -172,27 +172,16 @@ def test_configured_limits_and_time_jump(tmp_path, look_ahead):
     assert summary.bad_messages == 0 and summary.time_jumps == 0 and summary.frames == {"lidar": 7, "radar": 7}
 
 
-def test_look_ahead_embeds_in_a_thread_per_topic(tmp_path):
-    """Look-ahead 0 embeds every frame in the calling thread; look-ahead N in one worker thread per topic, with the
-    same events."""
+def test_look_ahead_embeds_in_a_worker_process_per_topic(tmp_path):
+    """Look-ahead 0 decodes and embeds every frame in the calling process; look-ahead N in a forked worker per
+    sensor topic, with the same events, and the summary says so."""
     bag = tmp_path / "in"
     write_bag(bag, [(t, t, 10.0 * t) for t in range(6)] + [(60.0, 2, 21.5), (61.0, 8, 300.0)])
     seen = {}
     for n in (0, 4):
         cfg = config()
-        pipe = pipeline(cfg)
-        threads: dict[str, set[str]] = {}
-        run = pipe.run
-
-        def record(job, threads=threads, run=run):
-            threads.setdefault(job.frame.topic, set()).add(threading.current_thread().name)
-            return run(job)
-
-        pipe.run = record  # type: ignore[method-assign]
-        summary = process_bags([bag], cfg, pipeline=pipe, out_dir=tmp_path / f"out{n}", progress=False, look_ahead=n)
-        seen[n] = (threads, (tmp_path / f"out{n}" / "events.jsonl").read_text(), summary.events)
-    main = threading.main_thread().name
-    assert seen[0][0] == {"/lidar/points": {main}, "/radar/points": {main}}
-    lidar, radar = seen[4][0]["/lidar/points"], seen[4][0]["/radar/points"]
-    assert len(lidar) == len(radar) == 1 and lidar != radar and main not in lidar | radar
+        summary = process_bags([bag], cfg, pipeline=pipeline(cfg), out_dir=tmp_path / f"out{n}", progress=False,
+                               look_ahead=n)
+        seen[n] = (summary.worker_processes, (tmp_path / f"out{n}" / "events.jsonl").read_text(), summary.events)
+    assert seen[0][0] == 0 and seen[4][0] == (2 if FORK_AVAILABLE else 0)  # /lidar/points and /radar/points
     assert seen[4][1:] == seen[0][1:] and seen[0][2] == 2

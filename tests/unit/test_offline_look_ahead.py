@@ -1,6 +1,6 @@
-"""Offline processing with look-ahead (decode and embed ahead in a thread per topic, commits in log order) gives the
-same output as everything in one thread: the shipped sample bag through the default config with look-ahead 0, 1
-and 32 writes byte-identical events.jsonl and match bags and the same memory entries."""
+"""Offline processing with look-ahead (decoded and embedded ahead in a worker process per topic, committed in log
+order) gives the same output as everything in one process: the shipped sample bag through the default config with
+look-ahead 0, 1 and 32 writes byte-identical events.jsonl and match bags and the same memory entries."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from cmr_fusion_ros.cli import main
 from cmr_fusion_ros.core.config import FusionConfig
 from cmr_fusion_ros.core.errors import ConfigError
 from cmr_fusion_ros.core.memory import SceneMemory
+from cmr_fusion_ros.core.workers import FORK_AVAILABLE
 
 REPO = Path(__file__).resolve().parents[2]
 BAG = REPO / "bags" / "sample_town" / "session_00"
@@ -46,10 +47,12 @@ def test_every_look_ahead_gives_the_same_events_memory_and_bag(runs):
     summary0, events0, entries0, bag0 = runs[0]
     assert summary0.events > 0 and events0.count(b"\n") == summary0.events
     assert summary0.memory_entries == len(entries0) > 100 and summary0.bad_messages == 0
+    assert summary0.radar_scans_merged > 0  # the multi-scan radar merged in the workers as in one process
     assert any(topic.endswith("/matches") for topic, _, _ in bag0)
     for n in LOOK_AHEADS[1:]:
         summary, events, entries, bag = runs[n]
-        assert summary.look_ahead == n and summary0.look_ahead == 0
+        assert summary.look_ahead == n and summary0.look_ahead == 0 and summary0.worker_processes == 0
+        assert summary.worker_processes == (3 if FORK_AVAILABLE else 0)  # camera, LiDAR, radar: forked workers
         assert events == events0, f"look-ahead {n}: events.jsonl differs"
         assert entries == entries0, f"look-ahead {n}: memory entries differ"
         assert bag == bag0, f"look-ahead {n}: the matches bag differs"
