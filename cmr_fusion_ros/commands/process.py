@@ -31,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "enabled stream whose topic is in the bags; absent ones are skipped and reported)")
     parser.add_argument("--look-ahead", type=look_ahead_value, default=DEFAULT_LOOK_AHEAD, metavar="N",
                         help="sensor messages decoded, and frames embedded, ahead of the in-order search + insert, in "
-                             "a worker thread per topic, so the stages overlap on several cores (0 = everything in "
-                             f"one thread; the events and the memory are the same for every N; default "
+                             "a worker process per topic, so the stages overlap on several cores (0 = everything in "
+                             "one process; the events and the memory are the same for every N; default "
                              f"{DEFAULT_LOOK_AHEAD})")
     add_no_progress(parser)
     parser.add_argument("--rig-from-bag", action="store_true",

@@ -83,5 +83,5 @@ def test_cli_help_names_the_look_ahead(capsys):
     with pytest.raises(SystemExit):
         main(["process", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "--look-ahead N" in help_text and "(0 = everything in one thread" in help_text and "default 32" in help_text
+    assert "--look-ahead N" in help_text and "(0 = everything in one process" in help_text and "default 32" in help_text
 
