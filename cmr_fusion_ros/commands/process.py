@@ -5,14 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cmr_fusion_ros.cli_options import add_no_progress, add_params_file
+from cmr_fusion_ros.cli_options import add_look_ahead, add_no_progress, add_params_file
 
 HELP = "process bags offline (no DDS, full speed): match events to JSONL and an mcap bag, plus a summary"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from cmr_fusion_ros.bag.offline import DEFAULT_LOOK_AHEAD
-
     parser.add_argument("bags", nargs="+", type=Path, help="rosbag2 directories (sqlite3 or mcap), merged in time")
     parser.add_argument("--out", type=Path, required=True, help="output folder (events.jsonl, matches/, summary.json)")
     add_params_file(parser, "ROS 2 parameter file (default: the installed config/fusion.yaml)")
@@ -29,29 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modalities", default=None, metavar="M1,M2",
                         help="modalities to process, comma-separated subset of camera,lidar,radar (default: every "
                              "enabled stream whose topic is in the bags; absent ones are skipped and reported)")
-    parser.add_argument("--look-ahead", type=look_ahead_value, default=DEFAULT_LOOK_AHEAD, metavar="N",
-                        help="sensor messages decoded, and frames embedded, ahead of the in-order search + insert, in "
-                             "a worker process per topic, so the stages overlap on several cores (0 = everything in "
-                             "one process; the events and the memory are the same for every N; default "
-                             f"{DEFAULT_LOOK_AHEAD})")
+    add_look_ahead(parser)
     add_no_progress(parser)
     parser.add_argument("--rig-from-bag", action="store_true",
                         help="take the sensor mounts and camera intrinsics the rig-aware inputs need from the first "
                              "bag's /tf_static and CameraInfo where the rig.* parameters give none (a live node reads "
                              "only the parameters: without this flag process gives the node's events)")
-
-
-def look_ahead_value(text: str) -> int:
-    """``--look-ahead``: an integer in 0..MAX_LOOK_AHEAD."""
-    from cmr_fusion_ros.bag.offline import MAX_LOOK_AHEAD
-
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= MAX_LOOK_AHEAD:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer in 0..{MAX_LOOK_AHEAD}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

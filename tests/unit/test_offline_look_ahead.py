@@ -79,9 +79,10 @@ def test_cli_refuses_a_bad_look_ahead(tmp_path, capsys, bad):
     assert f"argument --look-ahead: '{bad}' is not an integer in 0..4096" in capsys.readouterr().err
 
 
-def test_cli_help_names_the_look_ahead(capsys):
+@pytest.mark.parametrize("command", [["process"], ["bench", "offline"]])
+def test_cli_help_names_the_look_ahead(capsys, command):
     with pytest.raises(SystemExit):
-        main(["process", "--help"])
+        main([*command, "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "--look-ahead N" in help_text and "(0 = everything in one process" in help_text and "default 32" in help_text
 
