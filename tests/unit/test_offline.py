@@ -185,3 +185,9 @@ def test_look_ahead_embeds_in_a_worker_process_per_topic(tmp_path):
         seen[n] = (summary.worker_processes, (tmp_path / f"out{n}" / "events.jsonl").read_text(), summary.events)
     assert seen[0][0] == 0 and seen[4][0] == (2 if FORK_AVAILABLE else 0)  # /lidar/points and /radar/points
     assert seen[4][1:] == seen[0][1:] and seen[0][2] == 2
+    # encoders with several onnxruntime threads cannot run in a forked child: the same steps in this process
+    threaded = FusionConfig.from_dict({**config().to_dict(), "encoders": {"intra_op_threads": 2}})
+    summary = process_bags([bag], threaded, pipeline=pipeline(threaded), out_dir=tmp_path / "out_threads",
+                           progress=False, look_ahead=4)
+    assert summary.worker_processes == 0 and summary.look_ahead == 4
+    assert (tmp_path / "out_threads" / "events.jsonl").read_text() == seen[0][1]
