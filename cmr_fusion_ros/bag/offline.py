@@ -9,11 +9,11 @@ replay and offline processing of the same bag give the same events (as long as t
 memory ids may be numbered differently, see :mod:`cmr_fusion_ros.core.stream`).
 
 **Look-ahead** (``look_ahead`` N > 0, ``cmr-fusion process --look-ahead``): what a message's embedding does not
-share with the others runs ahead in a worker process per sensor topic (:class:`~cmr_fusion_ros.core.workers.
-KeyedWorkers`, forked at the start, so each holds a copy of the encoders), and the stages overlap on several cores:
-up to N sensor messages are sent (raw) to be deserialised and decoded ahead of the main loop, and up to N frames are
-embedded (merge, views, preprocess, encode) ahead of their commit. Everything that depends on the order stays in
-this process, in log order, as with N = 0: the odometry, the release of frames waiting for it, each frame's
+share with the others runs ahead in a worker process per sensor topic
+(:class:`~cmr_fusion_ros.core.workers.KeyedWorkers`, forked at the start, so each holds a copy of the encoders), and
+the stages overlap on several cores: up to N sensor messages are sent (raw) to be deserialised and decoded ahead of
+the main loop, and up to N frames are embedded (merge, views, preprocess, encode) ahead of their commit. Everything
+that depends on the order stays in this process, in log order, as with N = 0: the odometry, the release of frames waiting for it, each frame's
 :meth:`~cmr_fusion_ros.core.pipeline.FusionPipeline.prepare` (its pose, the topic's time-jump check, a merge-history
 reset) at the moment it is released, and the commit (search, policy, insert, events written). A topic's frames are
 embedded one after the other in its own worker, so a multi-scan radar merges the same scans with the same poses. The
