@@ -7,12 +7,28 @@ just after the newest odometry waits for the odometry to pass its stamp (on the 
 ``odometry.max_extrapolation_s``) as the node waits on its clock, so both look up the same interpolated pose. A live
 replay and offline processing of the same bag give the same events (as long as the live node drops nothing; the
 memory ids may be numbered differently, see :mod:`cmr_fusion_ros.core.stream`).
+
+**Look-ahead** (``look_ahead`` N > 0, ``cmr-fusion process --look-ahead``): what a message's embedding does not
+share with the others runs ahead in a worker process per sensor topic
+(:class:`~cmr_fusion_ros.core.workers.KeyedWorkers`, forked at the start, so each holds a copy of the encoders), and
+the stages overlap on several cores: up to N sensor messages are sent (raw) to be deserialised and decoded ahead of
+the main loop, and up to N frames are embedded (merge, views, preprocess, encode) ahead of their commit. Everything
+that depends on the order stays in this process, in log order, as with N = 0: the odometry, the release of frames waiting for it, each frame's
+:meth:`~cmr_fusion_ros.core.pipeline.FusionPipeline.prepare` (its pose, the topic's time-jump check, a merge-history
+reset) at the moment it is released, and the commit (search, policy, insert, events written). A topic's frames are
+embedded one after the other in its own worker, so a multi-scan radar merges the same scans with the same poses. The
+events, the memory and the output bag are the same for every N; N = 0 runs everything in the calling thread through
+the same steps, and so does any N where workers cannot be forked (no ``fork``; or encoders with several
+onnxruntime threads or a GPU provider, which a forked child cannot run). Processes, not threads: most of the work is
+short numpy and Python steps holding the GIL (see :mod:`cmr_fusion_ros.core.workers`). numpy's BLAS is held to one
+thread meanwhile (:mod:`cmr_fusion_ros.core.blas`).
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import json
 import math
 import time
@@ -23,17 +39,24 @@ from typing import Any
 
 import numpy as np
 
+from cmr_fusion_ros.core.blas import blas_threads
 from cmr_fusion_ros.core.config import FusionConfig
 from cmr_fusion_ros.core.decode import Frame
+from cmr_fusion_ros.core.embed import Embedded
 from cmr_fusion_ros.core.errors import BagError, CmrFusionError
-from cmr_fusion_ros.core.pipeline import FusionPipeline, PipelineOutput
+from cmr_fusion_ros.core.accumulate import STAT_KEYS
+from cmr_fusion_ros.core.pipeline import EmbedJob, FusionPipeline, PipelineOutput
 from cmr_fusion_ros.core.policy import MatchResult
 from cmr_fusion_ros.core.stream import StreamRunner
 from cmr_fusion_ros.core.types import Pose
+from cmr_fusion_ros.core.validate import require
+from cmr_fusion_ros.core.workers import KeyedWorkers, Ticket
 
-__all__ = ["OfflineSummary", "event_record", "process_bags", "resolve_topic"]
+__all__ = ["DEFAULT_LOOK_AHEAD", "MAX_LOOK_AHEAD", "OfflineSummary", "event_record", "process_bags", "resolve_topic"]
 
 ODOM = "nav_msgs/msg/Odometry"
+DEFAULT_LOOK_AHEAD = 32  # sensor messages decoded, and frames embedded, ahead of the in-order commits
+MAX_LOOK_AHEAD = 4096
 
 
 def resolve_topic(topic: str, namespace: str = "/") -> str:
@@ -60,6 +83,16 @@ def event_record(r: MatchResult) -> dict[str, Any]:
         "distance": None if math.isnan(r.distance) else round(float(r.distance), 4),
         "pose_frame_id": r.pose_frame_id,
     }
+
+
+UNREADABLE = "unreadable"  # a worker's answer for a message whose CDR cannot be deserialised
+BAD = "bad"  # ... for a bad message (a ConversionError of the decoder)
+
+
+def _fork_safe(config: FusionConfig) -> bool:
+    """Whether the loaded encoders may run in a forked worker: single-threaded CPU onnxruntime sessions (a forked
+    child has none of the parent's thread-pool threads, nor its GPU context)."""
+    return config.encoders.intra_op_threads == 1 and set(config.encoders.providers) == {"CPUExecutionProvider"}
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -89,6 +122,9 @@ class OfflineSummary:
     bag_duration_s: float = 0.0
     wall_s: float = 0.0
     realtime_factor: float = 0.0
+    look_ahead: int = 0
+    worker_processes: int = 0  # forked workers that decoded and embedded (0: all in the calling process)
+    blas_limit: str = ""  # how numpy's BLAS was held to one thread (core.blas.blas_threads)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -116,7 +152,8 @@ class OfflineSummary:
             out.append(f"  {m}: encode p50 {v['p50']:.1f} ms p99 {v['p99']:.1f} ms; search p50 {s.get('p50', 0):.2f} ms "
                        f"p99 {s.get('p99', 0):.2f} ms")
         out.append(f"bag {self.bag_duration_s:.1f} s processed in {self.wall_s:.1f} s: "
-                   f"{self.realtime_factor:.1f}x real time")
+                   f"{self.realtime_factor:.1f}x real time (look-ahead {self.look_ahead}, "
+                   f"{self.worker_processes} worker processes)")
         return out
 
 
@@ -132,13 +169,19 @@ def process_bags(
     progress: bool = True,
     on_output: Callable[[PipelineOutput], None] | None = None,
     rig_from_bag: bool = False,
+    look_ahead: int = DEFAULT_LOOK_AHEAD,
 ) -> OfflineSummary:
     """Run ``bags`` through the pipeline; with ``out_dir``: ``events.jsonl``, ``matches/`` (mcap bag of
     ``MatchEventArray``, the markers the node would publish, and the odometry, ``/tf`` and ``/tf_static`` of the
     input bags), ``summary.json`` and (unless the config names one) the memory in ``memory/``. With
     ``rig_from_bag`` the rig-aware inputs take the mounts and camera intrinsics the ``rig.*`` parameters do not give
-    from the first bag's ``/tf_static`` and ``CameraInfo`` (a live node has only the parameters)."""
+    from the first bag's ``/tf_static`` and ``CameraInfo`` (a live node has only the parameters). ``look_ahead``:
+    sensor messages decoded and frames embedded ahead of the in-order commits in a thread per topic (0: all in this
+    thread; the results are the same, see the module doc)."""
     from rosbags.highlevel import AnyReader
+
+    require(isinstance(look_ahead, int) and not isinstance(look_ahead, bool) and 0 <= look_ahead <= MAX_LOOK_AHEAD,
+            "look_ahead", look_ahead, f"an integer in 0..{MAX_LOOK_AHEAD}")
 
     paths = [Path(b) for b in bags]
     for p in paths:
@@ -160,7 +203,7 @@ def process_bags(
     odom_topic = resolve_topic(config.odometry.topic, namespace) if config.odometry.topic else None
     runner = StreamRunner(pipeline, config, topics)
     summary = OfflineSummary(bags=[str(p) for p in paths], truth_radius_m=truth_radius_m,
-                             frames={m.value: 0 for m in config.enabled_modalities})
+                             frames={m.value: 0 for m in config.enabled_modalities}, look_ahead=look_ahead)
     encode: dict[str, list[float]] = {m.value: [] for m in config.enabled_modalities}
     search: dict[str, list[float]] = {m.value: [] for m in config.enabled_modalities}
     events_file = (out / "events.jsonl").open("w") if out is not None else None
@@ -194,21 +237,69 @@ def process_bags(
         if on_output is not None:
             on_output(res)
 
-    waiting: collections.deque[Frame] = collections.deque()  # frames waiting for the odometry to pass their stamp
+    waiting: collections.deque[tuple[int, Frame]] = collections.deque()  # (seq, frame) waiting for the odometry
+    embedding: collections.deque[tuple[EmbedJob, Ticket]] = collections.deque()  # sent to be embedded, not committed
+    decoded: dict[int, Frame] = {}  # in a topic's worker: the frames decoded there, until their embedding
 
-    def release(now_ns: int | None) -> None:
-        """Process the waiting frames, in arrival order, whose pose can be looked up now (or that waited as long as
-        the live node would; all at the end of the bags)."""
-        while waiting and (now_ns is None or not runner.waits_for_pose(waiting[0])
-                           or now_ns - waiting[0].receive_ns >= runner.pose_wait_ns):
-            frame = waiting.popleft()
-            done = runner.process_frame(frame)
+    def work(call: tuple, payload: bytes | None) -> Any:
+        """A topic's worker (a forked process with look-ahead, else this one), answering in plain tuples (quick to
+        send): ``("load", seq, topic, msgtype, log_ns)`` with the raw message -> ``(frame_id, stamp_ns, decode_ms,
+        reduction)`` of its frame (kept here for its embedding), ``UNREADABLE`` (corrupt CDR), ``BAD`` (a bad
+        message) or None (not a configured stream: the other camera transport); ``("embed", seq, pose, views,
+        jumped, reset)`` -> the route's output ``(vector, views, preprocess_ms, encode_ms)``; ``("stats",)`` -> the
+        multi-scan merge counts of the routes run here."""
+        if call[0] == "load":
+            _, seq, topic, msgtype, log_ns = call
+            try:
+                msg = reader.deserialize(payload, msgtype)
+            except Exception:  # rosbags raises several untyped errors on corrupt CDR
+                return UNREADABLE
+            if not runner.accepts(topic, msgtype):
+                return None
+            try:
+                frame = runner.decode(topic, msg, log_ns)
+            except CmrFusionError:
+                return BAD
+            decoded[seq] = frame
+            return frame.frame_id, frame.stamp_ns, frame.decode_ms, frame.reduction
+        if call[0] == "embed":
+            _, seq, pose, views, jumped, reset = call
+            frame = decoded.pop(seq)
+            item = pipeline.run(EmbedJob(frame, pipeline.embedder(frame.modality, frame.topic), pose, views, jumped,
+                                         reset))
+            return item.vector, item.views, item.preprocess_ms, item.encode_ms
+        return pipeline.accumulation_stats()
+
+    def commit(keep: int) -> None:
+        """Commit the embedded frames, oldest first, until ``keep`` are left."""
+        while len(embedding) > keep:
+            job, ticket = embedding.popleft()
+            frame = job.frame
+            done = runner.commit(frame, pipeline.embedding_input(job, Embedded(*ticket.result())))
             summary.frames[frame.modality.value] += 1
             handle(done.output, frame.receive_ns)
 
+    def release(now_ns: int | None) -> None:
+        """Process the waiting frames, in arrival order, whose pose can be looked up now (or that waited as long as
+        the live node would; all at the end of the bags): prepared here and now, embedded by the topic's worker,
+        committed once more than ``look_ahead`` are on the way."""
+        while waiting and (now_ns is None or not runner.waits_for_pose(waiting[0][1])
+                           or now_ns - waiting[0][1].receive_ns >= runner.pose_wait_ns):
+            seq, frame = waiting.popleft()
+            job = pipeline.prepare(frame)
+            embedding.append((job, workers.submit(frame.topic, ("embed", seq, job.pose, job.views, job.jumped,
+                                                                job.reset))))
+            commit(look_ahead)
+        if now_ns is None:
+            commit(0)
+
     t_start = time.perf_counter()
     first = last = None
+    guard = contextlib.ExitStack()
+    workers: KeyedWorkers | None = None
+    merge_stats: dict[str, int] | None = None
     try:
+        summary.blas_limit = guard.enter_context(blas_threads(1))
         stack = contextlib.ExitStack()
         try:
             reader = stack.enter_context(AnyReader(paths))
@@ -221,6 +312,11 @@ def process_bags(
             if len(missing) == len(topics):
                 have = sorted({c.topic for c in reader.connections})
                 raise BagError(summary.bags[0], f"none of the configured topics {sorted(topics)} is in the bag (has {have})")
+            # a worker per sensor topic, forked now: it holds a copy of the reader's types and the encoders
+            workers = KeyedWorkers(work, sorted({c.topic for c in conns if c.topic != odom_topic}),
+                                   processes=look_ahead > 0 and _fork_safe(pipeline.config), name="process",
+                                   result_bytes=4 * pipeline.memory.dim * max(1, config.encoders.lidar_views) + 16384)
+            summary.worker_processes = len(workers.pids)
             total = sum(c.msgcount for c in conns)
             bar = None
             if progress:
@@ -228,26 +324,47 @@ def process_bags(
 
                 bar = tqdm(total=total, unit="msg", desc="process", leave=False)
             messages = reader.messages(connections=conns)
+            # read ahead: (connection, log time, raw, seq, the sensor message's frame to come | None for odometry),
+            # or (None, 0, b"", 0, the read error); at most look_ahead + 1 sensor messages, 4 x look_ahead + 1 in all
+            ahead: collections.deque[tuple[Any, int, bytes, int, Any]] = collections.deque()
+            sensors_ahead = 0
+            seqs = itertools.count()
+            reading = True
             while True:
-                try:
-                    item = next(messages, None)
-                except Exception as err:  # a corrupt chunk or record in the middle of the file
-                    raise BagError(summary.bags[0] if len(paths) == 1 else ", ".join(summary.bags),
-                                   f"unreadable after {summary.messages} messages: {err}") from err
-                if item is None:
+                while reading and len(ahead) <= 4 * look_ahead and sensors_ahead <= look_ahead:
+                    try:
+                        item = next(messages, None)
+                    except Exception as err:  # a corrupt chunk or record in the middle of the file
+                        ahead.append((None, 0, b"", 0, err))
+                        reading = False
+                        break
+                    if item is None:
+                        reading = False
+                        break
+                    conn, log_ns, raw = item
+                    seq = next(seqs)
+                    sensor = conn.topic != odom_topic
+                    sensors_ahead += sensor
+                    ahead.append((conn, log_ns, raw, seq, workers.submit(
+                        conn.topic, ("load", seq, conn.topic, conn.msgtype, log_ns), raw) if sensor else None))
+                if not ahead:
                     break
-                conn, log_ns, raw = item
+                conn, log_ns, raw, seq, loaded = ahead.popleft()
+                if conn is None:
+                    raise BagError(summary.bags[0] if len(paths) == 1 else ", ".join(summary.bags),
+                                   f"unreadable after {summary.messages} messages: {loaded}") from loaded
+                sensors_ahead -= loaded is not None
                 summary.messages += 1
                 first = log_ns if first is None else first
                 last = log_ns
                 if bar is not None:
                     bar.update(1)
-                try:
-                    msg = reader.deserialize(raw, conn.msgtype)
-                except Exception:  # rosbags raises several untyped errors on corrupt CDR
-                    summary.bad_messages += 1
-                    continue
                 if conn.topic == odom_topic:
+                    try:
+                        msg = reader.deserialize(raw, conn.msgtype)
+                    except Exception:  # rosbags raises several untyped errors on corrupt CDR
+                        summary.bad_messages += 1
+                        continue
                     if pipeline.poses is not None:
                         try:
                             runner.odometry(msg)
@@ -255,19 +372,33 @@ def process_bags(
                             summary.bad_messages += 1
                     release(log_ns)
                     continue
-                if not runner.accepts(conn.topic, conn.msgtype):
-                    continue  # the other camera transport
-                try:
-                    waiting.append(runner.decode(conn.topic, msg, log_ns))
-                except CmrFusionError:
+                got = loaded.result()
+                if isinstance(got, str):  # UNREADABLE or BAD
                     summary.bad_messages += 1
+                    if got == BAD:  # (an unreadable message counts, and is otherwise as if it were not there)
+                        release(log_ns)
+                    continue
+                if got is None:
+                    continue  # the other camera transport
+                frame_id, stamp_ns, decode_ms, reduction = got  # the frame, its data left in the worker
+                waiting.append((seq, Frame(topics[conn.topic], conn.topic, frame_id, stamp_ns, None, log_ns, decode_ms,
+                                           reduction=reduction)))
                 release(log_ns)
             release(None)
+            if workers.forked:  # the merges ran in the workers
+                merge_stats = dict.fromkeys(STAT_KEYS, 0)
+                for got in [workers.submit(key, ("stats",)) for key in workers.keys]:
+                    for key, value in got.result().items():
+                        merge_stats[key] += value
+            workers.close()
             if writer is not None:  # the trajectory beside the matches (a 3D view in Foxglove)
                 summary.copied = writer.copy_from(paths, [t for t in (odom_topic, "/tf", "/tf_static") if t])
             if bar is not None:
                 bar.close()
     finally:
+        if workers is not None:
+            workers.close(cancel=True)  # after an error: at once (after the run: they have stopped already)
+        guard.close()
         if events_file is not None:
             events_file.close()
         if writer is not None:
@@ -277,7 +408,7 @@ def process_bags(
         summary.memory_skipped_duplicate = mstats.skipped_duplicate
         summary.memory_skipped_capacity = mstats.skipped_capacity
         summary.time_jumps = pipeline.time_jumps
-        acc = pipeline.accumulation_stats()
+        acc = merge_stats if merge_stats is not None else pipeline.accumulation_stats()
         summary.radar_scans_merged, summary.radar_scans_missing = acc["scans_merged"], acc["scans_missing"]
         summary.radar_scans_without_pose = acc["scans_without_pose"]
         pipeline.close()

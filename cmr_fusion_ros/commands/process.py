@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cmr_fusion_ros.cli_options import add_no_progress, add_params_file
+from cmr_fusion_ros.cli_options import add_look_ahead, add_no_progress, add_params_file
 
 HELP = "process bags offline (no DDS, full speed): match events to JSONL and an mcap bag, plus a summary"
 
@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modalities", default=None, metavar="M1,M2",
                         help="modalities to process, comma-separated subset of camera,lidar,radar (default: every "
                              "enabled stream whose topic is in the bags; absent ones are skipped and reported)")
+    add_look_ahead(parser)
     add_no_progress(parser)
     parser.add_argument("--rig-from-bag", action="store_true",
                         help="take the sensor mounts and camera intrinsics the rig-aware inputs need from the first "
@@ -69,12 +70,13 @@ def run(args: argparse.Namespace) -> int:
     config = dataclasses.replace(config, streams=tuple(
         (m, s if m in mods else dataclasses.replace(s, enabled=False)) for m, s in config.streams))
     print(f"command: cmr-fusion process {' '.join(map(str, args.bags))} --out {args.out} --params {params_path}"
-          + (f" --modalities {args.modalities}" if args.modalities else ""))
+          + (f" --modalities {args.modalities}" if args.modalities else "") + f" --look-ahead {args.look_ahead}")
     skipped = [f"{m.value} ({'not chosen' if t in topics else f'no topic {t} in the bags'})"
                for m, t in wanted.items() if m not in mods]
     print(f"modalities: {', '.join(m.value for m in mods)}" + (f"; skipped: {', '.join(skipped)}" if skipped else ""))
     summary = process_bags(args.bags, config, out_dir=args.out, namespace=args.namespace, node_name=args.node_name,
-                           truth_radius_m=args.radius, progress=not args.no_progress, rig_from_bag=args.rig_from_bag)
+                           truth_radius_m=args.radius, progress=not args.no_progress, rig_from_bag=args.rig_from_bag,
+                           look_ahead=args.look_ahead)
     for line in summary.lines():
         print(line)
     print(_pairs_line(args.out / "events.jsonl", mods, pair_names))

@@ -14,6 +14,7 @@ __all__ = [
     "ConversionError",
     "MemoryStoreError",
     "ModelError",
+    "WorkerError",
 ]
 
 
@@ -68,3 +69,12 @@ class BagError(CmrFusionError):
         self.path = path
         self.problem = problem
         super().__init__(f"{path}: {problem}")
+
+
+class WorkerError(CmrFusionError):
+    """A worker process (offline look-ahead, :mod:`cmr_fusion_ros.core.workers`) failed a call or exited."""
+
+    def __init__(self, worker: str, problem: str) -> None:
+        self.worker = worker
+        self.problem = problem
+        super().__init__(f"worker {worker}: {problem}")

@@ -43,7 +43,7 @@ from cmr_fusion_ros.core.calibration import ScoreCalibration
 from cmr_fusion_ros.core.config import FusionConfig, InputLimits
 from cmr_fusion_ros.core.decode import (DEFAULT_LIMITS, IMAGE_TYPES, Frame, check_limits, decode_sensor,
                                         frame_from)
-from cmr_fusion_ros.core.embed import Encoder, FrameEmbedder
+from cmr_fusion_ros.core.embed import Embedded, Encoder, FrameEmbedder
 from cmr_fusion_ros.core.errors import ConfigError, ConversionError
 from cmr_fusion_ros.core.memory import SceneMemory, open_memory
 from cmr_fusion_ros.core.rig import RigAdapter, SensorRig
@@ -316,11 +316,17 @@ class FusionPipeline:
 
     def run(self, job: EmbedJob) -> EmbeddingInput:
         """The route of a prepared frame (merge, views, preprocess, encode); one caller per topic at a time, in the
-        topic's order (another thread may run it: offline processing embeds ahead of its commits)."""
+        topic's order (another thread or process may run it: offline processing embeds ahead of its commits in a
+        worker per topic)."""
         if job.reset:
             job.route.clear_history()
+        return self.embedding_input(job, job.route.embed(job.frame, job.pose, job.views))
+
+    @staticmethod
+    def embedding_input(job: EmbedJob, out: Embedded) -> EmbeddingInput:
+        """What :meth:`run` returns for ``job`` given its route's output (offline processing builds it again from
+        the route output its worker sent back)."""
         fr = job.frame
-        out = job.route.embed(fr, job.pose, job.views)
         return EmbeddingInput(fr.modality, fr.topic, fr.frame_id, fr.stamp_ns, out.vector, job.pose, views=out.views,
                               preprocess_ms=out.preprocess_ms, encode_ms=out.encode_ms, topic_jumped=job.jumped)
 

@@ -119,7 +119,7 @@ class StreamRunner:
         return self.commit(frame, self.pipeline.embed(frame))
 
     def commit(self, frame: Frame, item: EmbeddingInput) -> Processed:
-        """search + insert an embedded frame (offline processing embeds ahead in other threads and commits here,
+        """search + insert an embedded frame (offline processing embeds ahead in worker processes and commits here,
         in arrival order)."""
         with self._commit:
             return Processed(frame, self.pipeline.commit(item))

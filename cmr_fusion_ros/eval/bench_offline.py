@@ -28,15 +28,16 @@ from typing import Any
 
 import numpy as np
 
-from cmr_fusion_ros.cli_options import add_no_progress, add_params_file
+from cmr_fusion_ros.cli_options import add_look_ahead, add_no_progress, add_params_file
 from cmr_fusion_ros.core.types import Modality
 
 __all__ = ["EncoderOverhead", "OfflineRun", "add_arguments", "encoder_overhead", "encoder_inputs", "realtime_factor", "run"]
 
 
 def _cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    """CPU seconds of this process and of its ended children (the look-ahead's worker processes)."""
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 @dataclass
@@ -62,11 +63,12 @@ class OfflineRun:
 
 
 def realtime_factor(bags: Sequence[str | Path], config, *, out_dir: str | Path | None = None,
-                    progress: bool = False) -> OfflineRun:
-    """Process ``bags`` once with ``config`` (memory in a fresh temporary folder unless the config names one)."""
+                    progress: bool = False, look_ahead: int | None = None) -> OfflineRun:
+    """Process ``bags`` once with ``config`` (memory in a fresh temporary folder unless the config names one;
+    ``look_ahead``: ``process_bags``'s, default its default)."""
     import dataclasses
 
-    from cmr_fusion_ros.bag.offline import process_bags
+    from cmr_fusion_ros.bag.offline import DEFAULT_LOOK_AHEAD, process_bags
 
     with tempfile.TemporaryDirectory(prefix="cmr_bench_offline_") as tmp:
         out = Path(out_dir) if out_dir is not None else Path(tmp)
@@ -76,7 +78,8 @@ def realtime_factor(bags: Sequence[str | Path], config, *, out_dir: str | Path |
                                                                directory=str(Path(tmp) / "memory"))))
         la0 = list(os.getloadavg())
         cpu0 = _cpu_s()
-        summary = process_bags(bags, config, out_dir=out, progress=progress)
+        summary = process_bags(bags, config, out_dir=out, progress=progress,
+                               look_ahead=DEFAULT_LOOK_AHEAD if look_ahead is None else look_ahead)
         cpu = _cpu_s() - cpu0
         la1 = list(os.getloadavg())
     return OfflineRun(
@@ -203,6 +206,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iterations", type=int, default=200, help="timed encoder calls per modality and side (default 200)")
     p.add_argument("--batch", type=int, nargs="+", default=[1], help="encoder batch sizes (default: 1)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads, both sides (default 1)")
+    add_look_ahead(p)
     p.add_argument("--skip-process", action="store_true", help="only the encoder comparison")
     p.add_argument("--json", type=Path, default=None, metavar="FILE.json", help="report (FILE.json + FILE.md)")
     p.add_argument("--plot", type=Path, default=None, metavar="FILE.png", help="wrapper vs bare latency per modality")
@@ -215,7 +219,7 @@ def _command(args: argparse.Namespace) -> str:
         if getattr(args, key):
             parts += [f"--{key}", str(getattr(args, key))]
     parts += ["--repeats", str(args.repeats), "--iterations", str(args.iterations), "--batch", *map(str, args.batch),
-              "--threads", str(args.threads)]
+              "--threads", str(args.threads), "--look-ahead", str(args.look_ahead)]
     parts += ["--skip-process"] if args.skip_process else []
     for key in ("json", "plot"):
         if getattr(args, key):
@@ -246,13 +250,15 @@ def run(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, encoders=dataclasses.replace(config.encoders, models_dir=str(args.models)))
     mdir = Path(config.encoders.models_dir) if config.encoders.models_dir else models_dir()
     report.settings = {"bags": [str(b) for b in args.bags], "params": str(params), "models": str(mdir),
-                       "encoder threads": args.threads, "batch sizes": args.batch, "iterations": args.iterations}
+                       "encoder threads": args.threads, "batch sizes": args.batch, "iterations": args.iterations,
+                       "look-ahead": args.look_ahead}
     summary: list[str] = []
     figures: dict[str, Any] = {"process": [], "encoders": []}
 
     if not args.skip_process:
         for r in range(args.repeats):
-            run_ = realtime_factor(args.bags, config, progress=sys.stderr.isatty() and not args.no_progress)
+            run_ = realtime_factor(args.bags, config, progress=sys.stderr.isatty() and not args.no_progress,
+                                   look_ahead=args.look_ahead)
             figures["process"].append({**run_.__dict__, "cpu_realtime_factor": run_.cpu_realtime_factor})
             line = (f"process run {r + 1}/{args.repeats}: bag {run_.bag_duration_s:.1f} s in {run_.wall_s:.1f} s wall = "
                     f"{run_.realtime_factor:.1f}x real time ({run_.cpu_s:.1f} CPU s = {run_.cpu_realtime_factor:.1f}x "

@@ -68,8 +68,21 @@ def test_bench_offline_command_smoke(models, small_bag, tmp_path, capsys):
     assert rc == 0
     assert "offline real-time factor" in out and "encoder wrapper / bare onnxruntime" in out
     report = json.loads((tmp_path / "off.json").read_text())
-    assert report["command"].startswith("cmr-fusion bench offline")
+    assert report["command"].startswith("cmr-fusion bench offline") and "--look-ahead 32" in report["command"]
     assert len(report["figures"]["process"]) == 2
     assert {e["modality"] for e in report["figures"]["encoders"]} == {"lidar", "radar"}
     assert "load average" in (tmp_path / "off.md").read_text()
     assert (tmp_path / "off.png").stat().st_size > 1000
+
+
+def test_cpu_seconds_count_ended_children():
+    """The look-ahead's worker processes are children: their CPU time counts once they have ended."""
+    import subprocess
+    import sys
+
+    from cmr_fusion_ros.eval.bench_offline import _cpu_s
+
+    before = _cpu_s()
+    out = subprocess.run([sys.executable, "-c", "import os\nsum(range(4_000_000))\nt = os.times()\n"
+                          "print(t.user + t.system)"], capture_output=True, text=True, check=True).stdout
+    assert _cpu_s() - before >= 0.9 * float(out)

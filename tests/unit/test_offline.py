@@ -21,6 +21,7 @@ from cmr_fusion_ros.core.pipeline import FusionPipeline
 from cmr_fusion_ros.core.pointcloud import encode_cloud
 from cmr_fusion_ros.core.poses import PoseBuffer
 from cmr_fusion_ros.core.types import Modality
+from cmr_fusion_ros.core.workers import FORK_AVAILABLE
 
 S = 1_000_000_000
 DIM = 32
@@ -152,18 +153,41 @@ def test_resolve_topic():
     assert resolve_topic("/abs", "/car1") == "/abs"
 
 
-def test_configured_limits_and_time_jump(tmp_path):
+@pytest.mark.parametrize("look_ahead", [0, 32])
+def test_configured_limits_and_time_jump(tmp_path, look_ahead):
     """``limits.*`` and ``sync.time_jump_s`` from the config reach offline processing: clouds over a smaller limit
-    are counted as bad messages (the run goes on), and a longer threshold keeps a 3 s step back in one time line."""
+    are counted as bad messages (the run goes on), and a longer threshold keeps a 3 s step back in one time line
+    (decoded and embedded in this thread, or ahead in a thread per topic)."""
     bag = tmp_path / "in"
     # 30-point clouds; the last pair is logged after the others but stamped 3 s back
     write_bag(bag, [(t, t, 10.0 * t) for t in range(10, 16)] + [(12.0, 2, 20.0, 16.0)])
     base = config().to_dict()
-    default = process_bags([bag], config(), pipeline=pipeline(config()), progress=False)
+    default = process_bags([bag], config(), pipeline=pipeline(config()), progress=False, look_ahead=look_ahead)
     assert default.bad_messages == 0 and default.time_jumps == 1
     small = FusionConfig.from_dict({**base, "limits": {"max_points": 29}})
-    summary = process_bags([bag], small, pipeline=pipeline(small), progress=False)
+    summary = process_bags([bag], small, pipeline=pipeline(small), progress=False, look_ahead=look_ahead)
     assert summary.bad_messages == 14 and summary.frames == {"lidar": 0, "radar": 0}
     longer = FusionConfig.from_dict({**base, "sync": {"time_jump_s": 5.0}})
-    summary = process_bags([bag], longer, pipeline=pipeline(longer), progress=False)
+    summary = process_bags([bag], longer, pipeline=pipeline(longer), progress=False, look_ahead=look_ahead)
     assert summary.bad_messages == 0 and summary.time_jumps == 0 and summary.frames == {"lidar": 7, "radar": 7}
+
+
+def test_look_ahead_embeds_in_a_worker_process_per_topic(tmp_path):
+    """Look-ahead 0 decodes and embeds every frame in the calling process; look-ahead N in a forked worker per
+    sensor topic, with the same events, and the summary says so."""
+    bag = tmp_path / "in"
+    write_bag(bag, [(t, t, 10.0 * t) for t in range(6)] + [(60.0, 2, 21.5), (61.0, 8, 300.0)])
+    seen = {}
+    for n in (0, 4):
+        cfg = config()
+        summary = process_bags([bag], cfg, pipeline=pipeline(cfg), out_dir=tmp_path / f"out{n}", progress=False,
+                               look_ahead=n)
+        seen[n] = (summary.worker_processes, (tmp_path / f"out{n}" / "events.jsonl").read_text(), summary.events)
+    assert seen[0][0] == 0 and seen[4][0] == (2 if FORK_AVAILABLE else 0)  # /lidar/points and /radar/points
+    assert seen[4][1:] == seen[0][1:] and seen[0][2] == 2
+    # encoders with several onnxruntime threads cannot run in a forked child: the same steps in this process
+    threaded = FusionConfig.from_dict({**config().to_dict(), "encoders": {"intra_op_threads": 2}})
+    summary = process_bags([bag], threaded, pipeline=pipeline(threaded), out_dir=tmp_path / "out_threads",
+                           progress=False, look_ahead=4)
+    assert summary.worker_processes == 0 and summary.look_ahead == 4
+    assert (tmp_path / "out_threads" / "events.jsonl").read_text() == seen[0][1]
