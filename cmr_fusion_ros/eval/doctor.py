@@ -136,7 +136,8 @@ class DoctorReport:
         out = [m.value for m, v in self.verdicts.items() if not v.in_domain]
         step = (f"fine-tune the {', '.join(out)} encoder(s) on your own recordings: `cmr-fusion train --init "
                 f"{self.models} --bags YOUR_BAGS --val-bags DB_BAG QUERY_BAG` on sessions with odometry that "
-                "revisit their places (the shipped models were trained on 66 simulated towns x 3 sessions), then "
+                "revisit their places (the shipped models: simulated towns of 3 sessions, the default and drawn sensor "
+                "rigs, models/README.md), then "
                 "`cmr-fusion export` and `cmr-fusion eval` on held-out sessions")
         if not self.has_odometry:
             step = "record a nav_msgs/Odometry topic (training and evaluation need poses), then " + step
