@@ -176,8 +176,8 @@ def process_bags(
     input bags), ``summary.json`` and (unless the config names one) the memory in ``memory/``. With
     ``rig_from_bag`` the rig-aware inputs take the mounts and camera intrinsics the ``rig.*`` parameters do not give
     from the first bag's ``/tf_static`` and ``CameraInfo`` (a live node has only the parameters). ``look_ahead``:
-    sensor messages decoded and frames embedded ahead of the in-order commits in a thread per topic (0: all in this
-    thread; the results are the same, see the module doc)."""
+    sensor messages decoded and frames embedded ahead of the in-order commits in a worker process per topic (0: all
+    in this process; the results are the same, see the module doc)."""
     from rosbags.highlevel import AnyReader
 
     require(isinstance(look_ahead, int) and not isinstance(look_ahead, bool) and 0 <= look_ahead <= MAX_LOOK_AHEAD,
