@@ -80,6 +80,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--freeze", nargs="+", default=[], metavar="MODALITY", choices=[m.value for m in Modality],
                         help="keep these encoders as loaded from --init (no gradient) and train the others into "
                              "their space, e.g. --freeze camera lidar to train a new radar encoder")
+    parser.add_argument("--anchor-bags", type=Path, nargs="+", default=None, metavar="BAG",
+                        help="training bags (or folders of them, also given in --bags) whose embeddings are held near "
+                             "the --anchor-models encoders' by a distillation term: fine-tune for a new rig while your "
+                             "old rig's bags keep what the old models did on them")
+    parser.add_argument("--anchor-models", type=Path, default=None, metavar="DIR",
+                        help="the encoders the anchored bags are held to (<modality>_encoder.pt; default: --init)")
+    parser.add_argument("--anchor-weight", type=float, default=1.0, metavar="W",
+                        help="weight of the distillation term (mean 1 - cosine to the anchor encoders' embedding "
+                             "over the anchored frames of a batch) against the contrastive loss (default 1)")
     parser.add_argument("--widths", action="append", default=[], metavar="MODALITY=W1,W2,W3,W4,W5",
                         help="channel widths of one encoder's five stages (default "
                              f"{','.join(map(str, DEFAULT_WIDTHS))}, or the --init checkpoint's); an encoder whose "
@@ -120,6 +129,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
     from tqdm import tqdm
 
     from cmr_fusion_ros.bag.inventory import bag_modalities, choose_modalities, parse_modalities
@@ -134,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(epochs=args.epochs, batch_anchors=args.batch_anchors, steps_per_epoch=args.steps_per_epoch,
                       lr=args.lr, weight_decay=args.weight_decay, dropout=args.dropout, shift_px=args.shift_px,
                       cutout_p=args.cutout_p, pos_radius_m=args.pos_radius, pos_max_yaw_deg=args.pos_max_yaw,
-                      neg_radius_m=args.neg_radius, seed=args.seed, threads=args.threads, frozen=tuple(args.freeze))
+                      neg_radius_m=args.neg_radius, seed=args.seed, threads=args.threads, frozen=tuple(args.freeze),
+                      anchor_weight=args.anchor_weight if args.anchor_bags else 0.0)
     widths = parse_widths(args.widths)
     if cfg.frozen and args.init is None:
         raise ConfigError("--freeze", " ".join(args.freeze), "frozen encoders need --init (the weights they keep)")
@@ -152,6 +163,16 @@ def run(args: argparse.Namespace) -> int:
             bags = [b for b in bags if b.resolve().parent != folders[-1]]
     if not bags:
         raise BagError("--bags", "no training bags left")
+    anchor_models = args.anchor_models or args.init
+    anchored: set[Path] = set()
+    if args.anchor_bags:
+        if anchor_models is None:
+            raise ConfigError("--anchor-bags", " ".join(map(str, args.anchor_bags)),
+                              "anchored bags need --anchor-models or --init (the encoders they are held to)")
+        anchored = {b.resolve() for b in expand_bags(args.anchor_bags)}
+        missing = sorted(str(b) for b in anchored - {b.resolve() for b in bags})
+        if missing:
+            raise ConfigError("--anchor-bags", ", ".join(missing), "bags that are also training bags (--bags)")
     val_set = {b.resolve() for b in val_bags or []}
     if any(b.resolve() in val_set for b in bags):
         raise BagError("--val-bags", "a validation bag is also a training bag")
@@ -193,6 +214,14 @@ def run(args: argparse.Namespace) -> int:
             for db, q in val_pairs
         ] or None
     print(f"training frames: {len(train)} from {len(bags)} bags in {len(train.group_names)} place groups")
+    anchor = None
+    if anchored:  # load_frames keeps the order of the bags: bag index i is bags[i]
+        flags = np.array([b.resolve() in anchored for b in bags])
+        if len(train.bag_names) != len(bags):
+            raise BagError("--anchor-bags", f"{len(bags)} training bags gave {len(train.bag_names)} bag names")
+        anchor = flags[train.bag]
+        print(f"anchored: {int(anchor.sum())} frames of {int(flags.sum())} bags held near {anchor_models}'s "
+              f"embeddings (weight {cfg.anchor_weight:g})")
     if dropped:
         print(f"training samples skipped (no odometry pose: {pose_rule(args)}): "
               + ", ".join(f"{m} {n}" for m, n in dropped.items()))
@@ -238,6 +267,16 @@ def run(args: argparse.Namespace) -> int:
         trainer.load(m, model)
     if args.init is not None:
         print(f"initialised from {args.init}")
+    if anchor is not None:
+        from cmr_fusion_ros.training.models import load_checkpoint
+
+        teachers = {}
+        for m in trainer.trainable:
+            mod, model, _ = load_checkpoint(checkpoint_path(anchor_models, m))
+            if mod is not m:
+                raise ConfigError("--anchor-models", str(checkpoint_path(anchor_models, m)), f"a {m.value} encoder")
+            teachers[m] = model
+        trainer.set_teachers(teachers)
     if cfg.frozen:
         print(f"frozen: {', '.join(m.value for m in cfg.frozen)}; training: {', '.join(m.value for m in trainer.trainable)}")
 
@@ -245,7 +284,8 @@ def run(args: argparse.Namespace) -> int:
         rec = e["val_recall@1"]
         txt = " ".join(f"{k}={v:.2f}" for k, v in rec.items())
         mean = f" mean={e['val_mean_recall@1']:.3f}" if rec else ""
-        tqdm.write(f"epoch {epoch}/{cfg.epochs} loss={e['loss']:.4f} T={e['temperature']:.3f} {e['seconds']:.0f}s"
+        distill = f" anchor={e['anchor_loss']:.4f}" if e.get("anchor_loss") is not None else ""
+        tqdm.write(f"epoch {epoch}/{cfg.epochs} loss={e['loss']:.4f}{distill} T={e['temperature']:.3f} {e['seconds']:.0f}s"
                    f"{mean}{' *' if e.get('best') else ''}" + (f"\n  val R@1: {txt}" if rec else ""), file=sys.stdout)
         sys.stdout.flush()
 
@@ -253,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
         return tqdm(range(steps), desc=f"epoch {epoch}/{cfg.epochs}", leave=False, file=sys.stderr,
                     disable=args.no_progress)
 
-    history = trainer.fit(train, val, on_epoch=on_epoch, progress=progress)
+    history = trainer.fit(train, val, on_epoch=on_epoch, progress=progress, anchor=anchor)
     saved = [m for m in MODALITIES if m in mods or args.init is not None]
     for m in saved:
         save_checkpoint(checkpoint_path(args.out, m), m, trainer.models[m], pre[m].to_dict())
@@ -262,6 +302,8 @@ def run(args: argparse.Namespace) -> int:
         "machine": machine_summary(),
         "seed": cfg.seed,
         "init": str(args.init) if args.init else None,
+        "anchor_models": str(anchor_models) if anchored else None,
+        "anchor_bags": sorted(str(b) for b in bags if b.resolve() in anchored),
         "modalities": [m.value for m in mods],
         "widths": {m.value: list(trainer.models[m].widths) for m in MODALITIES},
         "config": config_dict(cfg),

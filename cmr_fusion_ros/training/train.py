@@ -17,10 +17,19 @@ bag, queries = its second; averaged over the places) is computed after every epo
 Some encoders can be *frozen* (``TrainConfig.frozen``): they keep their (initial) weights and batch-norm statistics,
 are run without gradients, and only the pairs with at least one trainable modality enter the loss. That trains one
 encoder into the space of the others, e.g. a new radar encoder against the shipped camera and LiDAR encoders.
+
+*Anchored* frames (``Trainer.fit(anchor=...)`` with teachers set by :meth:`Trainer.set_teachers` and
+``TrainConfig.anchor_weight`` > 0) add a distillation term: ``anchor_weight`` x the mean of ``1 - cos(student,
+teacher)`` over the anchored frames of each batch and each trained encoder, the teacher being a frozen copy of
+earlier encoders (e.g. the shipped ones) run on the same augmented input. Fine-tuning for a new sensor rig with the
+old rig's bags anchored keeps the old rig's embeddings where they were (contrastive fine-tuning alone moves the whole
+space and the old rig loses recall), and the new rig's frames are pulled into that same space by the cross-modal and
+same-place terms.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -75,6 +84,7 @@ class TrainConfig:
     shift_px: int = 0  # random per-sample translation of every input by up to this many pixels (zero padded)
     cutout_p: float = 0.0  # probability of blanking a random rectangle (up to a quarter of each side) per input
     frozen: tuple[Modality, ...] = ()  # encoders kept as initialised (no gradient, batch-norm statistics fixed)
+    anchor_weight: float = 0.0  # weight of the distillation term on anchored frames (0: none)
 
     def __post_init__(self) -> None:
         def need(key: str, ok: bool, allowed: str) -> None:
@@ -92,7 +102,7 @@ class TrainConfig:
         need("pos_max_yaw_deg", isinstance(v, (int, float)) and 0 < v <= 180, "a number in (0, 180]")
         need("neg_radius_m", self.neg_radius_m >= self.pos_radius_m, f">= pos_radius_m ({self.pos_radius_m})")
         need("hard_max_m", self.hard_max_m > self.neg_radius_m, f"> neg_radius_m ({self.neg_radius_m})")
-        for key in ("weight_decay", "min_time_apart_s", "color_jitter"):
+        for key in ("weight_decay", "min_time_apart_s", "color_jitter", "anchor_weight"):
             v = getattr(self, key)
             need(key, isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, "a number >= 0")
         need("shift_px", isinstance(self.shift_px, int) and 0 <= self.shift_px <= 16, "an integer in 0..16")
@@ -296,6 +306,21 @@ class Trainer:
             if m not in self.trainable:
                 self.models[m].requires_grad_(False)
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.teachers: dict[Modality, ConvEncoder] = {}
+        self.last_anchor_loss = 0.0
+
+    def set_teachers(self, models: Mapping[Modality, ConvEncoder]) -> None:
+        """Frozen copies of ``models`` (same architecture and input shape as the trained encoders) become the
+        distillation targets of anchored frames; trained modalities without a teacher get no distillation term."""
+        for m, model in models.items():
+            mine = self.models[m]
+            if tuple(model.input_shape) != mine.input_shape or model.dim != mine.dim:
+                raise ConfigError(f"train.anchor.{m.value}", f"input {tuple(model.input_shape)}, dim {model.dim}",
+                                  f"input {mine.input_shape}, dim {mine.dim} (the encoder being trained)")
+            t = copy.deepcopy(model)
+            t.requires_grad_(False)
+            t.eval()
+            self.teachers[m] = t
 
     def load(self, modality: Modality, model: ConvEncoder) -> None:
         """Start ``modality`` from ``model``'s weights (same architecture and input shape)."""
@@ -308,8 +333,11 @@ class Trainer:
         mine.load_state_dict(model.state_dict())
 
     def loss(
-        self, batch: dict[Modality, torch.Tensor], pos: np.ndarray, group: np.ndarray, yaw: np.ndarray | None = None
+        self, batch: dict[Modality, torch.Tensor], pos: np.ndarray, group: np.ndarray, yaw: np.ndarray | None = None,
+        anchor: np.ndarray | None = None,
     ) -> torch.Tensor:
+        """Contrastive loss of the batch (mean over the modality pairs), plus ``anchor_weight`` x the mean distillation
+        term of the anchored frames (``anchor``: boolean per frame) when teachers are set."""
         emb = {m: self.models[m](batch[m]) for m in self.trainable}
         with torch.no_grad():
             emb.update({m: self.models[m](batch[m]) for m in self.modalities if m not in self.trainable})
@@ -326,7 +354,20 @@ class Trainer:
             positive, valid = masks[key]
             logits = scale * emb[a] @ emb[b].T
             total = total + 0.5 * (info_nce_multi(logits, positive, valid) + info_nce_multi(logits.T, positive.T, valid.T))
-        return total / len(self.pairs)
+        total = total / len(self.pairs)
+        self.last_anchor_loss = 0.0
+        distilled = [m for m in self.trainable if m in self.teachers]
+        if cfg.anchor_weight > 0 and distilled and anchor is not None and bool(np.any(anchor)):
+            sel = torch.from_numpy(np.asarray(anchor, bool))
+            terms = []
+            for m in distilled:
+                with torch.no_grad():
+                    target = self.teachers[m](batch[m][sel])
+                terms.append((1.0 - (emb[m][sel] * target).sum(dim=1)).mean())
+            distill = torch.stack(terms).mean()
+            self.last_anchor_loss = float(distill.detach())
+            total = total + cfg.anchor_weight * distill
+        return total
 
     def fit(
         self,
@@ -335,10 +376,16 @@ class Trainer:
         *,
         on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
         progress: Callable[[int, int], Any] | None = None,
+        anchor: np.ndarray | None = None,
     ) -> list[dict[str, Any]]:
         """Train; returns the per-epoch history. ``val``: one (database, queries) pair or a list of them (recall
-        averaged over them). ``progress(epoch, steps)`` returns an iterable wrapper (tqdm)."""
+        averaged over them). ``progress(epoch, steps)`` returns an iterable wrapper (tqdm). ``anchor``: boolean per
+        training frame, the frames held near the teachers' embeddings (see :meth:`set_teachers`)."""
         cfg = self.cfg
+        if anchor is not None:
+            anchor = np.asarray(anchor, bool)
+            if anchor.shape != (len(train),):
+                raise ConfigError("train.anchor", f"shape {anchor.shape}", f"one flag per training frame ({len(train)})")
         places = [] if val is None else [val] if isinstance(val, tuple) and isinstance(val[0], FrameSet) else list(val)
         rng = np.random.default_rng(cfg.seed)
         index = _Index(train, cfg)
@@ -359,13 +406,15 @@ class Trainer:
             t0 = time.perf_counter()
             for m, mdl in self.models.items():
                 mdl.train(m in self.trainable)
-            losses = []
+            losses, anchor_losses = [], []
             it = range(steps) if progress is None else progress(epoch, steps)
             for _ in it:
                 idx = sample_batch(index, rng, cfg.batch_anchors)
                 batch = {m: torch.from_numpy(train.tensors[m][idx]) for m in self.modalities}
                 _augment(batch, cfg, rng, self.mirror)
-                loss = self.loss(batch, train.positions[idx], train.group[idx], train.yaw[idx])
+                loss = self.loss(batch, train.positions[idx], train.group[idx], train.yaw[idx],
+                                 None if anchor is None else anchor[idx])
+                anchor_losses.append(self.last_anchor_loss)
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 self.opt.step()
@@ -378,6 +427,7 @@ class Trainer:
             entry = {
                 "epoch": epoch,
                 "loss": float(np.mean(losses)),
+                "anchor_loss": float(np.mean(anchor_losses)) if self.teachers and cfg.anchor_weight > 0 else None,
                 "temperature": float(1.0 / self.logit_scale.detach().exp()),
                 "val_recall@1": rec,
                 "val_mean_recall@1": score if rec else None,

@@ -484,3 +484,98 @@ def test_flip_augmentation_mirrors_each_image_in_place() -> None:
     _augment(batch, cfg, np.random.default_rng(0), trainer.mirror)
     np.testing.assert_array_equal(batch[Modality.LIDAR].numpy(), mirror(pre, before[Modality.LIDAR].numpy()))
     np.testing.assert_array_equal(batch[Modality.CAMERA].numpy(), before[Modality.CAMERA].numpy()[..., ::-1])
+
+
+def _anchor_setup(tmp_path: Path, weight: float):
+    bag = tmp_path / "town" / "session_00"
+    if not bag.exists():
+        bag.parent.mkdir(exist_ok=True)
+        write_bag(bag)
+    frames = FrameSet.concat([frames_from_bag(bag, SMALL)])
+    cfg = TrainConfig(epochs=1, batch_anchors=6, steps_per_epoch=6, pos_radius_m=0.3, neg_radius_m=0.6, lr=5e-3,
+                      hard_max_m=3.0, min_time_apart_s=0.0, threads=1, seed=4, anchor_weight=weight, dropout=0.0)
+    shapes = {m: SMALL[m].input_shape for m in MODALITIES}
+    return frames, cfg, shapes
+
+
+def test_anchored_frames_add_the_distillation_term_and_stay_near_the_teacher(tmp_path: Path) -> None:
+    """The distillation term is anchor_weight x mean(1 - cos(student, teacher)) over the anchored frames only (zero
+    when the student is the teacher); training with anchored frames keeps their embeddings nearer the teacher's than
+    the same training without the term."""
+    from cmr_fusion_ros.training.train import embed_frames
+
+    frames, cfg, shapes = _anchor_setup(tmp_path, 2.0)
+    trainer = Trainer(cfg, shapes)
+    teachers = {m: build_encoder(m, shapes[m]) for m in MODALITIES}
+    trainer.set_teachers(trainer.models)  # the student itself: no distillation loss
+    for mdl in trainer.models.values():
+        mdl.eval()
+    idx = np.arange(min(8, len(frames)))
+    batch = {m: torch.from_numpy(frames.tensors[m][idx]) for m in MODALITIES}
+    args = (batch, frames.positions[idx], frames.group[idx], frames.yaw[idx])
+    with torch.no_grad():
+        base = float(trainer.loss(*args))
+        assert float(trainer.loss(*args, np.ones(len(idx), bool))) == pytest.approx(base, abs=1e-6)
+        assert trainer.last_anchor_loss == pytest.approx(0.0, abs=1e-6)
+        trainer.set_teachers(teachers)  # other encoders: the term is the mean 1 - cosine over the flagged frames
+        flags = np.arange(len(idx)) % 2 == 0
+        with_term = float(trainer.loss(*args, flags))
+        expect = np.mean([float((1 - (trainer.models[m](batch[m][torch.from_numpy(flags)])
+                                      * trainer.teachers[m](batch[m][torch.from_numpy(flags)])).sum(1)).mean())
+                          for m in MODALITIES])
+        assert trainer.last_anchor_loss == pytest.approx(expect, rel=1e-5)
+        assert with_term == pytest.approx(base + 2.0 * expect, rel=1e-5)
+        assert float(trainer.loss(*args, np.zeros(len(idx), bool))) == pytest.approx(base, abs=1e-6)
+    with pytest.raises(ConfigError, match="train.anchor"):
+        trainer.fit(frames, None, anchor=np.ones(len(frames) + 1, bool))
+
+    def closeness(weight: float) -> float:
+        fr, c, sh = _anchor_setup(tmp_path, weight)
+        tr = Trainer(c, sh)
+        start = {m: build_encoder(m, sh[m]) for m in MODALITIES}
+        for m, mdl in start.items():
+            tr.load(m, mdl)
+        tr.set_teachers(start)
+        history = tr.fit(fr, None, anchor=np.ones(len(fr), bool))
+        assert (history[0]["anchor_loss"] is not None) == (weight > 0)
+        student, teacher = embed_frames(tr.models, fr), embed_frames(start, fr)
+        return float(np.mean([np.mean(np.sum(student[m] * teacher[m], axis=1)) for m in MODALITIES]))
+
+    torch.manual_seed(0)
+    assert closeness(20.0) > closeness(0.0) + 0.01
+    with pytest.raises(ConfigError, match="train.anchor_weight"):
+        TrainConfig(anchor_weight=-1.0)
+
+
+def test_train_command_anchor_bags(tmp_path: Path, capsys) -> None:
+    """--anchor-bags: refused without the encoders to hold them to or when not training bags; with --init the
+    anchored frames are counted, the log names the bags and each epoch reports the distillation term."""
+    import json
+
+    from cmr_fusion_ros.cli import main
+
+    town = tmp_path / "town"
+    town.mkdir()
+    write_bag(town / "session_00")
+    write_bag(town / "session_01")
+    common = ["--epochs", "1", "--steps-per-epoch", "1", "--batch-anchors", "4", "--threads", "1"]
+    assert main(["train", "--bags", str(town / "session_00"), "--out", str(tmp_path / "first"), *common]) == 0
+    capsys.readouterr()
+    assert main(["train", "--bags", str(town / "session_00"), "--out", str(tmp_path / "x"), *common,
+                 "--anchor-bags", str(town / "session_00")]) == 2
+    assert "--anchor-bags" in capsys.readouterr().err
+    assert main(["train", "--bags", str(town / "session_00"), "--out", str(tmp_path / "x"), *common,
+                 "--init", str(tmp_path / "first"), "--anchor-bags", str(town / "session_01")]) == 2
+    err = capsys.readouterr().err
+    assert "--anchor-bags" in err and "session_01" in err and "also training bags" in err
+    out = tmp_path / "anchored"
+    assert main(["train", "--bags", str(town / "session_00"), str(town / "session_01"), "--out", str(out), *common,
+                 "--init", str(tmp_path / "first"), "--anchor-bags", str(town / "session_01"),
+                 "--anchor-weight", "3"]) == 0
+    text = capsys.readouterr().out
+    n1 = len(FrameSet.concat([frames_from_bag(town / "session_01", SMALL)]))
+    assert f"anchored: {n1} frames of 1 bags held near {tmp_path / 'first'}" in text and "(weight 3)" in text
+    assert " anchor=" in text
+    log = json.loads((out / "training.json").read_text())
+    assert log["anchor_bags"] == [str(town / "session_01")] and log["anchor_models"] == str(tmp_path / "first")
+    assert log["config"]["anchor_weight"] == 3.0 and log["history"][0]["anchor_loss"] is not None
