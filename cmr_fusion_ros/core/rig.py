@@ -721,6 +721,9 @@ class RigAdapter:
     _layout: LidarLayout | None = field(default=None, init=False, repr=False)
     _warps: dict[int, CameraWarp] = field(default_factory=dict, init=False, repr=False)  # per JPEG reduction
     _intensity_scale: float | None = field(default=None, init=False, repr=False)
+    _layout_tries: int = field(default=0, init=False, repr=False)
+
+    LAYOUT_TRIES = 5  # scans of 100+ points a layout is estimated from before it is taken as unknown
 
     def __post_init__(self) -> None:
         self.modality = Modality(self.modality)
@@ -783,8 +786,13 @@ class RigAdapter:
         return cloud
 
     def lidar_layout(self, cloud: np.ndarray) -> LidarLayout | None:
-        """This LiDAR's layout: given, or estimated once from the first scan large enough."""
-        if self._layout is None:
+        """This LiDAR's layout: given, or estimated once from the first scan large enough. A sensor whose first
+        :attr:`LAYOUT_TRIES` scans of 100 points or more do not look like a spinning scanner's (a solid-state LiDAR,
+        scans of random points) has no layout: it is not estimated again on every scan (about 14 ms for 100k
+        points)."""
+        if self._layout is None and self._layout_tries < self.LAYOUT_TRIES:
+            if len(cloud) >= 100:
+                self._layout_tries += 1
             self._layout = estimate_lidar_layout(cloud)
         return self._layout
 

@@ -10,7 +10,8 @@ Processes (all on this machine: localhost discovery, the project's Fast DDS prof
 * **floor** phase: a plain rclpy **relay** process (``... relay``) subscribes to the sensor topics (raw CDR) and
   republishes the same bytes on ``/bench_relay/<topic>``.
 * **pipeline** phase: ``cmr-fusion launch`` with the real ``fusion_node`` and the given models. The bench's
-  parameters make every processed frame produce an event (``policy.min_score: -1``, ``exclude_recent_s: 0``,
+  parameters make every processed frame produce an event (``policy.min_score: -1``, ``min_probability: 0``,
+  ``exclude_recent_s: 0``,
   ``debounce_s: 0``, ``top_k: 1``; memory in RAM, no odometry); everything else as in the parameters file.
 * **subscriber**: this process (:class:`cmr_fusion_ros.ros.bench_nodes.BenchSubscriber`). Floor: receive wall time minus the stamp in the relayed bytes. Pipeline: receive wall
   time of a ``MatchEventArray`` minus the query stamp of each event in it (the first event per query frame), per
@@ -165,7 +166,8 @@ def bench_parameters(base: Mapping[str, Any], *, models_dir: str | None, camera_
 
     p = copy.deepcopy(dict(base))
     pol = p.setdefault("policy", {})
-    pol.update({"min_score": -1.0, "exclude_recent_s": 0.0, "debounce_s": 0.0, "top_k": 1, "sequence_length": 1})
+    pol.update({"min_score": -1.0, "min_probability": 0.0, "exclude_recent_s": 0.0, "debounce_s": 0.0, "top_k": 1,
+                "sequence_length": 1})
     p.setdefault("memory", {}).setdefault("persistence", {})["directory"] = ""
     p.setdefault("odometry", {})["topic"] = ""
     cam = p.setdefault("streams", {}).setdefault("camera", {})

@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - one orchestration, in 
         "radar": f"{args.radar_points} points (x, y, z, doppler, rcs)",
         "stamps": "wall clock at publish, written into the CDR bytes",
         "duration per phase": f"{args.duration:g} s, first {args.warmup:g} s left out",
-        "node parameters": f"{params_path} with policy.min_score -1, exclude_recent_s 0, debounce_s 0, top_k 1 (every "
+        "node parameters": f"{params_path} with policy.min_score -1, min_probability 0, exclude_recent_s 0, debounce_s 0, top_k 1 (every "
                            "processed frame yields an event), memory in RAM, no odometry",
         "ROS": f"ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, {env['RMW_IMPLEMENTATION']}, discovery "
                f"{env['ROS_AUTOMATIC_DISCOVERY_RANGE']}, profile {env['FASTDDS_DEFAULT_PROFILES_FILE']}",
@@ -284,7 +284,9 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - one orchestration, in 
                           f"(n={floor['n']}); p99 difference {p['p99'] - floor['p99']:.1f} ms, ratio "
                           f"{p['p99'] / floor['p99']:.1f}x" if floor and floor["n"] else "")
                        + f"; node received {d.get('received', '?')}/{pub_p} published, processed "
-                         f"{d.get('processed', '?')}, dropped {d.get('dropped', '?')}")
+                         f"{d.get('processed', '?')}, dropped {d.get('dropped', '?')}"
+                       + ("; NO MatchEvent received for this stream's frames: the node's policy or its events topic "
+                          "kept them from the subscriber" if not p["n"] and d.get("processed") else ""))
     cpu_line = f"CPU: fusion_node {phases['pipeline']['cpu_percent']:.0f} %"
     if "floor" in phases:
         cpu_line += f", relay {phases['floor']['cpu_percent']:.0f} %"
@@ -305,7 +307,8 @@ def run(args: argparse.Namespace) -> int:  # noqa: C901 - one orchestration, in 
     report.tables.append(Table("node stages p50 / p99 (ms, from /diagnostics, last 2000 frames incl. warm-up)",
                                ["stream", "decode", "preprocess", "encode", "search", "publish",
                                 "receive -> published"], stage_rows))
-    report.notes.append("every processed frame produces an event in this bench (min_score -1, exclude_recent_s 0, "
+    report.notes.append("every processed frame produces an event in this bench (min_score -1, min_probability 0, "
+                        "exclude_recent_s 0, "
                         "debounce_s 0): frames the node dropped under overload have no e2e sample")
     report.notes.append("e2e includes what the stages do not: the wait in the stream's bounded queue behind its own "
                         "earlier frames and for the search + insert step another stream may be in (each frame is "

@@ -66,6 +66,7 @@ def test_bench_parameters_make_every_frame_an_event_and_stay_valid():
     p = bench_parameters(base, models_dir="/some/models", camera_transport="raw")
     cfg = FusionConfig.from_dict(p)
     assert cfg.policy.min_score == -1.0 and cfg.policy.exclude_recent_s == 0.0 and cfg.policy.debounce_s == 0.0
+    assert base["policy"]["min_probability"] > 0 and cfg.policy.min_probability == 0.0  # the shipped cards' filter off
     assert cfg.policy.top_k == 1 and cfg.memory.persistence.directory == "" and cfg.odometry.topic == ""
     cam = cfg.stream(Modality.CAMERA)
     assert cam.transport == "raw" and cam.topic == "camera/image"

@@ -270,3 +270,21 @@ def test_mirror_radar_and_camera() -> None:
     img = rng.integers(0, 256, (8, 16, 3), dtype=np.uint8)
     np.testing.assert_array_equal(mirror(cam, cam(img)), cam(np.ascontiguousarray(img[:, ::-1])))
     assert cam.mirror_segments == ((0, 16),)
+
+
+def test_turned_views_equal_the_cloud_turned_by_move_points() -> None:
+    """Every view is the preprocessing of the cloud turned by ``move_points`` (the odometry's planar motion), byte
+    for byte, at headings that are not multiples of 90 degrees and with zero and negative-zero coordinates."""
+    import math
+
+    from cmr_fusion_ros.core.accumulate import move_points
+
+    pre = LidarBevFrontPreprocessing()
+    pts = _scan(seed=3, n=4000)
+    pts[:400, :2] = np.round(pts[:400, :2])
+    pts[:80, 1] = 0.0
+    pts[80:160, 0] = -0.0
+    v = turned_views(pre, pts, 16)
+    for k in (1, 3, 7, 10, 15):
+        turned = move_points(pts, (0.0, 0.0, 0.0), (0.0, 0.0, 2.0 * math.pi * k / 16))
+        assert v[k].tobytes() == pre(turned).tobytes(), k

@@ -139,6 +139,30 @@ def test_estimate_lidar_layout_too_small_or_not_a_spinning_scanner_is_none() -> 
     assert RigAdapter(Modality.LIDAR, SensorRig())(cloud) is cloud  # nothing known: left alone
 
 
+def test_a_lidar_without_a_layout_is_not_estimated_on_every_scan(monkeypatch) -> None:
+    """Scans that do not look like a spinning scanner's are tried LAYOUT_TRIES times (scans under 100 points do not
+    count), then the layout stays unknown and the scans pass without the estimate's cost; a layout found is kept."""
+    import cmr_fusion_ros.core.rig as rig
+
+    calls = []
+    real = rig.estimate_lidar_layout
+    monkeypatch.setattr(rig, "estimate_lidar_layout", lambda c: calls.append(len(c)) or real(c))
+    rng = np.random.default_rng(2)
+    blob = np.zeros(3000, LIDAR_DT)
+    for f in ("x", "y", "z"):
+        blob[f] = rng.uniform(-30, 30, 3000)
+    adapter = RigAdapter(Modality.LIDAR, SensorRig())
+    for cloud in [blob[:50]] * 3 + [blob] * 20:
+        adapter(cloud)
+    assert calls == [50] * 3 + [3000] * RigAdapter.LAYOUT_TRIES
+    calls.clear()
+    spinning = RigAdapter(Modality.LIDAR, SensorRig())
+    scan = _scan(16, 512, -15, 15, rng)
+    for _ in range(4):
+        spinning(scan)
+    assert calls == [len(scan)] and spinning.lidar_layout(scan).beams == 16
+
+
 def test_density_of_the_canonical_layout_is_unchanged() -> None:
     cloud = _scan(32, 1024, -25, 15, np.random.default_rng(2))
     assert match_lidar_density(cloud, CANONICAL_RIG.lidar_layout, CANONICAL_RIG.lidar_layout) is cloud
