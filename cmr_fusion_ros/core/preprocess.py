@@ -547,7 +547,7 @@ def turned_views(pre: Preprocessing, cloud: np.ndarray, views: int) -> np.ndarra
     out[0] = from_points(pts)
     # x, y in float64 once; each view is exactly move_points(xy, (0, 0, 0), (0, 0, angle))'s arithmetic (its zero
     # translation terms included: they decide the sign of a zero), written straight into the float32 rows: the same
-    # values without copying and converting the cloud per view (a third of the time for 100k points)
+    # values without copying and converting the cloud per view (45 -> 40 ms CPU for 16 views of 100k points)
     x, y = pts[0].astype(np.float64), pts[1].astype(np.float64)
     turned, a, b = pts.copy(), np.empty_like(x), np.empty_like(x)
     for k in range(1, int(views)):

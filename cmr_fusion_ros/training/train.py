@@ -22,9 +22,9 @@ encoder into the space of the others, e.g. a new radar encoder against the shipp
 ``TrainConfig.anchor_weight`` > 0) add a distillation term: ``anchor_weight`` x the mean of ``1 - cos(student,
 teacher)`` over the anchored frames of each batch and each trained encoder, the teacher being a frozen copy of
 earlier encoders (e.g. the shipped ones) run on the same augmented input. Fine-tuning for a new sensor rig with the
-old rig's bags anchored keeps the old rig's embeddings where they were (contrastive fine-tuning alone moves the whole
-space and the old rig loses recall), and the new rig's frames are pulled into that same space by the cross-modal and
-same-place terms.
+old rig's bags anchored holds the old rig's embeddings near where they were (contrastive fine-tuning on the new rig
+alone moves the whole space and the old rig loses recall: models/README.md, README "Training the encoders on your own
+bags"), and the new rig's frames are pulled into that same space by the cross-modal and same-place terms.
 """
 
 from __future__ import annotations
