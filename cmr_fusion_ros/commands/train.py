@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     from cmr_fusion_ros.core.preprocess import default_preprocessing, preprocessing_from_dict
     from cmr_fusion_ros.machine import machine_summary
     from cmr_fusion_ros.training.dataset import MODALITIES, load_frames
-    from cmr_fusion_ros.training.models import checkpoint_path, save_checkpoint
+    from cmr_fusion_ros.training.models import checkpoint_path, load_checkpoint, resize_input, save_checkpoint
     from cmr_fusion_ros.training.report import plot_history
     from cmr_fusion_ros.training.train import Trainer, TrainConfig, config_dict, write_json
 
@@ -233,7 +233,6 @@ def run(args: argparse.Namespace) -> int:
     start: dict = {}  # modality -> encoder to start from (from --init)
     if args.init is not None:
         from cmr_fusion_ros.core.errors import ModelError
-        from cmr_fusion_ros.training.models import load_checkpoint, resize_input
 
         for m in MODALITIES:
             mod, model, init_pre = load_checkpoint(checkpoint_path(args.init, m))
@@ -268,8 +267,6 @@ def run(args: argparse.Namespace) -> int:
     if args.init is not None:
         print(f"initialised from {args.init}")
     if anchor is not None:
-        from cmr_fusion_ros.training.models import load_checkpoint
-
         teachers = {}
         for m in trainer.trainable:
             mod, model, _ = load_checkpoint(checkpoint_path(anchor_models, m))

@@ -23,7 +23,7 @@ from typing import Any, Protocol, Sequence
 import cv2
 import numpy as np
 
-from cmr_fusion_ros.core.accumulate import ScanAccumulator
+from cmr_fusion_ros.core.accumulate import ScanAccumulator, move_points
 from cmr_fusion_ros.core.errors import ConfigError, ConversionError
 from cmr_fusion_ros.core.types import MAX_LIDAR_VIEWS, Modality
 from cmr_fusion_ros.core.validate import finite, positive_float, positive_int, require
@@ -545,27 +545,9 @@ def turned_views(pre: Preprocessing, cloud: np.ndarray, views: int) -> np.ndarra
     # the fields are read and checked once; only x, y are turned (the same arithmetic as turning the cloud)
     pts = _lidar_points(cloud)
     out[0] = from_points(pts)
-    # x, y in float64 once; each view is exactly move_points(xy, (0, 0, 0), (0, 0, angle))'s arithmetic (its zero
-    # translation terms included: they decide the sign of a zero), written straight into the float32 rows: the same
-    # values without copying and converting the cloud per view (45 -> 40 ms CPU for 16 views of 100k points)
-    x, y = pts[0].astype(np.float64), pts[1].astype(np.float64)
-    turned, a, b = pts.copy(), np.empty_like(x), np.empty_like(x)
+    xy, turned = np.ascontiguousarray(pts[:2].T), pts.copy()
     for k in range(1, int(views)):
-        angle = 2.0 * math.pi * k / views
-        dx = dy = 0.0 - 0.0
-        c0, s0 = math.cos(angle), math.sin(angle)
-        tx, ty = c0 * dx + s0 * dy, -s0 * dx + c0 * dy
-        da = 0.0 - angle
-        c, s = math.cos(da), math.sin(da)
-        np.multiply(x, c, out=a)
-        np.multiply(y, s, out=b)
-        np.subtract(a, b, out=a)
-        np.add(a, tx, out=a)
-        turned[0] = a
-        np.multiply(x, s, out=a)
-        np.multiply(y, c, out=b)
-        np.add(a, b, out=a)
-        np.add(a, ty, out=a)
-        turned[1] = a
+        moved = move_points(xy, (0.0, 0.0, 0.0), (0.0, 0.0, 2.0 * math.pi * k / views))
+        turned[0], turned[1] = moved[:, 0], moved[:, 1]
         out[k] = from_points(turned)
     return out
