@@ -33,6 +33,27 @@ def expand_bags(paths: list[Path]) -> list[Path]:
     return out
 
 
+def pair_bags(items: list[list[Path]], bags: list[Path]) -> list[tuple[Path, Path]]:
+    """``--pair BAGS REFERENCE`` items -> (training bag, reference bag) pairs: a bag pairs with a bag; a folder's bags
+    pair with the bags at the same relative path under the reference folder. Every paired bag must be a training
+    bag and every one must have its reference (:class:`ConfigError` naming the item otherwise)."""
+    training = {b.resolve() for b in bags}
+    out: list[tuple[Path, Path]] = []
+    for new, ref in items:
+        mine = expand_bags([new])
+        if mine == [new]:
+            found = [(new, ref)]
+        else:
+            found = [(b, ref / b.relative_to(new)) for b in mine]
+        for b, r in found:
+            if b.resolve() not in training:
+                raise ConfigError("--pair", f"{new} {ref}", f"bags that are also training bags (--bags): not {b}")
+            if not ((r / "metadata.yaml").is_file() or (r.suffix in (".mcap", ".db3") and r.is_file())):
+                raise ConfigError("--pair", f"{new} {ref}", f"a reference bag for {b}: {r} is none")
+            out.append((b, r))
+    return out
+
+
 def parse_widths(items: list[str]) -> dict[Modality, tuple[int, ...]]:
     """``["radar=32,64,128,192,256", ...]`` -> widths per modality (:class:`ConfigError` naming the bad item)."""
     out: dict[Modality, tuple[int, ...]] = {}
@@ -89,6 +110,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--anchor-weight", type=float, default=1.0, metavar="W",
                         help="weight of the distillation term (mean 1 - cosine to the anchor encoders' embedding "
                              "over the anchored frames of a batch) against the contrastive loss (default 1)")
+    parser.add_argument("--pair", nargs=2, action="append", type=Path, default=[], metavar=("BAGS", "REFERENCE"),
+                        help="training bags (a bag or a folder of them, also in --bags) recorded beside reference bags "
+                             "of a rig the --anchor-models know (the same drive: a new sensor set mounted next to the "
+                             "old one, or the simulator's same seed with another rig): each frame is pulled towards "
+                             "the anchor encoders' embedding of the reference frame of the same moment; folders pair "
+                             "their bags by relative path; repeat for several pairs")
+    parser.add_argument("--pair-weight", type=float, default=1.0, metavar="W",
+                        help="weight of the paired distillation term (mean 1 - cosine to the anchor encoders' "
+                             "embedding of the reference frames) against the contrastive loss (default 1)")
+    parser.add_argument("--pair-tolerance", type=float, default=0.05, metavar="S",
+                        help="a reference frame pairs with the training frame nearest in time within S seconds "
+                             "(default 0.05)")
     parser.add_argument("--widths", action="append", default=[], metavar="MODALITY=W1,W2,W3,W4,W5",
                         help="channel widths of one encoder's five stages (default "
                              f"{','.join(map(str, DEFAULT_WIDTHS))}, or the --init checkpoint's); an encoder whose "
@@ -145,7 +178,8 @@ def run(args: argparse.Namespace) -> int:
                       lr=args.lr, weight_decay=args.weight_decay, dropout=args.dropout, shift_px=args.shift_px,
                       cutout_p=args.cutout_p, pos_radius_m=args.pos_radius, pos_max_yaw_deg=args.pos_max_yaw,
                       neg_radius_m=args.neg_radius, seed=args.seed, threads=args.threads, frozen=tuple(args.freeze),
-                      anchor_weight=args.anchor_weight if args.anchor_bags else 0.0)
+                      anchor_weight=args.anchor_weight if args.anchor_bags else 0.0,
+                      pair_weight=args.pair_weight if args.pair else 0.0)
     widths = parse_widths(args.widths)
     if cfg.frozen and args.init is None:
         raise ConfigError("--freeze", " ".join(args.freeze), "frozen encoders need --init (the weights they keep)")
@@ -173,6 +207,12 @@ def run(args: argparse.Namespace) -> int:
         missing = sorted(str(b) for b in anchored - {b.resolve() for b in bags})
         if missing:
             raise ConfigError("--anchor-bags", ", ".join(missing), "bags that are also training bags (--bags)")
+    pairs = pair_bags(args.pair, bags)
+    if pairs and anchor_models is None:
+        raise ConfigError("--pair", " ".join(map(str, args.pair[0])),
+                          "paired bags need --anchor-models or --init (the encoders that embed the reference frames)")
+    if not (0 <= args.pair_tolerance <= 10):
+        raise ConfigError("--pair-tolerance", args.pair_tolerance, "seconds in [0, 10]")
     val_set = {b.resolve() for b in val_bags or []}
     if any(b.resolve() in val_set for b in bags):
         raise BagError("--val-bags", "a validation bag is also a training bag")
@@ -266,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
         trainer.load(m, model)
     if args.init is not None:
         print(f"initialised from {args.init}")
-    if anchor is not None:
+    if anchor is not None or pairs:
         teachers = {}
         for m in trainer.trainable:
             mod, model, _ = load_checkpoint(checkpoint_path(anchor_models, m))
@@ -274,6 +314,27 @@ def run(args: argparse.Namespace) -> int:
                 raise ConfigError("--anchor-models", str(checkpoint_path(anchor_models, m)), f"a {m.value} encoder")
             teachers[m] = model
         trainer.set_teachers(teachers)
+    paired = None
+    if pairs:
+        from cmr_fusion_ros.training.train import paired_targets
+
+        index = {b.resolve(): i for i, b in enumerate(bags)}
+        refs = []
+        with tqdm(desc="reading reference bags", unit=" msg", file=sys.stderr, disable=args.no_progress) as bar:
+            for new, ref in pairs:
+                refs.append((index[new.resolve()], load_frames([ref], pre, topics, cache_dir=cache,
+                                                               progress=bar.update, modalities=mods, rig=rig,
+                                                               rejected=rejected)))
+        paired = paired_targets(trainer.teachers, train, refs, trainer.mirror,
+                                tolerance_ns=int(round(args.pair_tolerance * 1e9)))
+        paired_bags = {index[new.resolve()] for new, _ in pairs}
+        in_pairs = int(np.isin(train.bag, list(paired_bags)).sum())
+        if paired.count == 0:
+            raise BagError("--pair", f"no frame of the {len(pairs)} paired bags has a reference frame within "
+                           f"{args.pair_tolerance:g} s (--pair-tolerance)")
+        print(f"paired: {paired.count} of {in_pairs} frames of {len(pairs)} bags pulled towards {anchor_models}'s "
+              f"embeddings of their reference frames (weight {cfg.pair_weight:g}; "
+              f"{in_pairs - paired.count} without a reference frame within {args.pair_tolerance:g} s)")
     if cfg.frozen:
         print(f"frozen: {', '.join(m.value for m in cfg.frozen)}; training: {', '.join(m.value for m in trainer.trainable)}")
 
@@ -282,6 +343,7 @@ def run(args: argparse.Namespace) -> int:
         txt = " ".join(f"{k}={v:.2f}" for k, v in rec.items())
         mean = f" mean={e['val_mean_recall@1']:.3f}" if rec else ""
         distill = f" anchor={e['anchor_loss']:.4f}" if e.get("anchor_loss") is not None else ""
+        distill += f" pair={e['pair_loss']:.4f}" if e.get("pair_loss") is not None else ""
         tqdm.write(f"epoch {epoch}/{cfg.epochs} loss={e['loss']:.4f}{distill} T={e['temperature']:.3f} {e['seconds']:.0f}s"
                    f"{mean}{' *' if e.get('best') else ''}" + (f"\n  val R@1: {txt}" if rec else ""), file=sys.stdout)
         sys.stdout.flush()
@@ -290,7 +352,7 @@ def run(args: argparse.Namespace) -> int:
         return tqdm(range(steps), desc=f"epoch {epoch}/{cfg.epochs}", leave=False, file=sys.stderr,
                     disable=args.no_progress)
 
-    history = trainer.fit(train, val, on_epoch=on_epoch, progress=progress, anchor=anchor)
+    history = trainer.fit(train, val, on_epoch=on_epoch, progress=progress, anchor=anchor, paired=paired)
     saved = [m for m in MODALITIES if m in mods or args.init is not None]
     for m in saved:
         save_checkpoint(checkpoint_path(args.out, m), m, trainer.models[m], pre[m].to_dict())
@@ -299,8 +361,10 @@ def run(args: argparse.Namespace) -> int:
         "machine": machine_summary(),
         "seed": cfg.seed,
         "init": str(args.init) if args.init else None,
-        "anchor_models": str(anchor_models) if anchored else None,
+        "anchor_models": str(anchor_models) if anchored or pairs else None,
         "anchor_bags": sorted(str(b) for b in bags if b.resolve() in anchored),
+        "pairs": [[str(a), str(b)] for a, b in pairs],
+        "paired_frames": paired.count if paired is not None else 0,
         "modalities": [m.value for m in mods],
         "widths": {m.value: list(trainer.models[m].widths) for m in MODALITIES},
         "config": config_dict(cfg),

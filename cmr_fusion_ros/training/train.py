@@ -25,6 +25,13 @@ earlier encoders (e.g. the shipped ones) run on the same augmented input. Fine-t
 old rig's bags anchored holds the old rig's embeddings near where they were (contrastive fine-tuning on the new rig
 alone moves the whole space and the old rig loses recall: models/README.md, README "Training the encoders on your own
 bags"), and the new rig's frames are pulled into that same space by the cross-modal and same-place terms.
+
+*Paired* frames (``Trainer.fit(paired=...)``, built by :func:`paired_targets`, ``TrainConfig.pair_weight`` > 0) add
+a second distillation term: the frame of a new rig is pulled towards a frozen encoder's embedding of another rig's
+frame of the same moment (a reference rig recorded beside it: two sensor sets on one vehicle, or the simulator's
+same seed with another rig: same world, route and stamps). Anchoring holds a rig where it was; pairing moves the new
+rig to where the reference rig's frames of the same places already are. The targets are computed once, before
+training, on the clean reference frames (and on their mirror images, used when a batch is mirrored).
 """
 
 from __future__ import annotations
@@ -51,9 +58,11 @@ from cmr_fusion_ros.training.models import ConvEncoder, build_encoder
 __all__ = [
     "TrainConfig",
     "Trainer",
+    "PairTargets",
     "embed_frames",
     "info_nce_multi",
     "pair_masks",
+    "paired_targets",
     "sample_batch",
     "validate",
     "validate_places",
@@ -85,6 +94,7 @@ class TrainConfig:
     cutout_p: float = 0.0  # probability of blanking a random rectangle (up to a quarter of each side) per input
     frozen: tuple[Modality, ...] = ()  # encoders kept as initialised (no gradient, batch-norm statistics fixed)
     anchor_weight: float = 0.0  # weight of the distillation term on anchored frames (0: none)
+    pair_weight: float = 0.0  # weight of the distillation term towards paired reference frames (0: none)
 
     def __post_init__(self) -> None:
         def need(key: str, ok: bool, allowed: str) -> None:
@@ -102,7 +112,7 @@ class TrainConfig:
         need("pos_max_yaw_deg", isinstance(v, (int, float)) and 0 < v <= 180, "a number in (0, 180]")
         need("neg_radius_m", self.neg_radius_m >= self.pos_radius_m, f">= pos_radius_m ({self.pos_radius_m})")
         need("hard_max_m", self.hard_max_m > self.neg_radius_m, f"> neg_radius_m ({self.neg_radius_m})")
-        for key in ("weight_decay", "min_time_apart_s", "color_jitter", "anchor_weight"):
+        for key in ("weight_decay", "min_time_apart_s", "color_jitter", "anchor_weight", "pair_weight"):
             v = getattr(self, key)
             need(key, isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, "a number >= 0")
         need("shift_px", isinstance(self.shift_px, int) and 0 <= self.shift_px <= 16, "an integer in 0..16")
@@ -209,8 +219,10 @@ def mirror_batch(x: torch.Tensor, segments: Segments) -> torch.Tensor:
 
 
 def _augment(batch: dict[Modality, torch.Tensor], cfg: TrainConfig, rng: np.random.Generator,
-             mirror: Mapping[Modality, Segments]) -> None:
-    if cfg.flip_p and rng.random() < cfg.flip_p:
+             mirror: Mapping[Modality, Segments]) -> bool:
+    """Augment ``batch`` in place; returns whether the batch was mirrored."""
+    flipped = bool(cfg.flip_p and rng.random() < cfg.flip_p)
+    if flipped:
         for m in batch:
             batch[m] = mirror_batch(batch[m], mirror[m])
     if cfg.color_jitter and Modality.CAMERA in batch:
@@ -233,6 +245,7 @@ def _augment(batch: dict[Modality, torch.Tensor], cfg: TrainConfig, rng: np.rand
                     y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
                     out[i, :, y0 : y0 + ch, x0 : x0 + cw] = 0.0
             batch[m] = out
+    return flipped
 
 
 def embed_frames(models: dict[Modality, ConvEncoder], frames: FrameSet, batch: int = 128) -> dict[Modality, np.ndarray]:
@@ -245,6 +258,75 @@ def embed_frames(models: dict[Modality, ConvEncoder], frames: FrameSet, batch: i
             parts = [model(torch.from_numpy(frames.tensors[m][s : s + batch])).numpy() for s in range(0, len(frames), batch)]
             out[m] = np.concatenate(parts) if parts else np.zeros((0, model.dim), np.float32)
     return out
+
+
+@dataclass
+class PairTargets:
+    """Distillation targets of paired training frames: ``row`` (N,) per training frame, the row of its target in
+    ``plain[m]`` / ``mirrored[m]`` ((K, dim) unit vectors per modality), -1 for a frame without a reference frame."""
+
+    row: np.ndarray
+    plain: dict[Modality, np.ndarray]
+    mirrored: dict[Modality, np.ndarray]
+
+    @property
+    def count(self) -> int:
+        return int(np.count_nonzero(self.row >= 0))
+
+
+def _teacher_embed(model: ConvEncoder, tensors: np.ndarray, segments: Segments | None, batch: int = 256) -> np.ndarray:
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(tensors), batch):
+            x = torch.from_numpy(np.ascontiguousarray(tensors[s : s + batch]))
+            out.append(model(x if segments is None else mirror_batch(x, segments)).numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.dim), np.float32)
+
+
+def paired_targets(
+    teachers: Mapping[Modality, ConvEncoder],
+    train: FrameSet,
+    references: Sequence[tuple[int, FrameSet]],
+    mirror: Mapping[Modality, Segments],
+    tolerance_ns: int = 50_000_000,
+) -> PairTargets:
+    """Targets for the frames of training bag ``i`` (``train.bag == i``) from the reference frames of the same
+    moment (nearest stamp within ``tolerance_ns``), one ``(i, reference frames)`` per paired bag: each teacher's
+    embedding of the reference frame, plain and mirrored (``mirror``: each modality's mirror segments). Frames with
+    no reference within the tolerance keep row -1."""
+    row = np.full(len(train), -1, np.int64)
+    plain: dict[Modality, list[np.ndarray]] = {m: [] for m in teachers}
+    mirrored: dict[Modality, list[np.ndarray]] = {m: [] for m in teachers}
+    k = 0
+    for bag_index, ref in references:
+        mine = np.nonzero(train.bag == bag_index)[0]
+        if not len(mine) or not len(ref):
+            continue
+        order = np.argsort(ref.stamps_ns, kind="stable")
+        ts = ref.stamps_ns[order]
+        t = train.stamps_ns[mine]
+        j = np.clip(np.searchsorted(ts, t), 0, len(ts) - 1)
+        left = np.clip(j - 1, 0, len(ts) - 1)
+        j = np.where(np.abs(ts[left] - t) <= np.abs(ts[j] - t), left, j)
+        ok = np.abs(ts[j] - t) <= tolerance_ns
+        if not ok.any():
+            continue
+        pick = order[j[ok]]
+        for m, model in teachers.items():
+            if m not in ref.tensors:
+                raise ConfigError("train.pairs", f"reference {ref.bag_names[0]}", f"frames with {m.value}")
+            model.eval()
+            tensors = ref.tensors[m][pick]  # one load of a cached bag's array
+            plain[m].append(_teacher_embed(model, tensors, None))
+            mirrored[m].append(_teacher_embed(model, tensors, mirror[m]))
+        row[mine[ok]] = np.arange(k, k + len(pick))
+        k += len(pick)
+    dims = {m: model.dim for m, model in teachers.items()}
+    return PairTargets(
+        row,
+        {m: np.concatenate(v) if v else np.zeros((0, dims[m]), np.float32) for m, v in plain.items()},
+        {m: np.concatenate(v) if v else np.zeros((0, dims[m]), np.float32) for m, v in mirrored.items()},
+    )
 
 
 def validate(
@@ -308,6 +390,7 @@ class Trainer:
         self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.teachers: dict[Modality, ConvEncoder] = {}
         self.last_anchor_loss = 0.0
+        self.last_pair_loss = 0.0
 
     def set_teachers(self, models: Mapping[Modality, ConvEncoder]) -> None:
         """Frozen copies of ``models`` (same architecture and input shape as the trained encoders) become the
@@ -335,9 +418,12 @@ class Trainer:
     def loss(
         self, batch: dict[Modality, torch.Tensor], pos: np.ndarray, group: np.ndarray, yaw: np.ndarray | None = None,
         anchor: np.ndarray | None = None,
+        paired: Mapping[Modality, tuple[np.ndarray, np.ndarray]] | None = None,
     ) -> torch.Tensor:
         """Contrastive loss of the batch (mean over the modality pairs), plus ``anchor_weight`` x the mean distillation
-        term of the anchored frames (``anchor``: boolean per frame) when teachers are set."""
+        term of the anchored frames (``anchor``: boolean per frame) when teachers are set, plus ``pair_weight`` x the
+        mean of 1 - cos(embedding, target) over the paired frames (``paired[m]``: the frames' positions in the batch
+        and their (n, dim) targets)."""
         emb = {m: self.models[m](batch[m]) for m in self.trainable}
         with torch.no_grad():
             emb.update({m: self.models[m](batch[m]) for m in self.modalities if m not in self.trainable})
@@ -367,6 +453,16 @@ class Trainer:
             distill = torch.stack(terms).mean()
             self.last_anchor_loss = float(distill.detach())
             total = total + cfg.anchor_weight * distill
+        self.last_pair_loss = 0.0
+        terms = []
+        for m, (rows, target) in (paired or {}).items():
+            if m in self.trainable and len(rows):
+                t = torch.from_numpy(np.ascontiguousarray(target, np.float32))
+                terms.append((1.0 - (emb[m][torch.from_numpy(rows)] * t).sum(dim=1)).mean())
+        if cfg.pair_weight > 0 and terms:
+            term = torch.stack(terms).mean()
+            self.last_pair_loss = float(term.detach())
+            total = total + cfg.pair_weight * term
         return total
 
     def fit(
@@ -377,15 +473,19 @@ class Trainer:
         on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
         progress: Callable[[int, int], Any] | None = None,
         anchor: np.ndarray | None = None,
+        paired: PairTargets | None = None,
     ) -> list[dict[str, Any]]:
         """Train; returns the per-epoch history. ``val``: one (database, queries) pair or a list of them (recall
         averaged over them). ``progress(epoch, steps)`` returns an iterable wrapper (tqdm). ``anchor``: boolean per
-        training frame, the frames held near the teachers' embeddings (see :meth:`set_teachers`)."""
+        training frame, the frames held near the teachers' embeddings (see :meth:`set_teachers`); ``paired``: targets
+        of paired frames (:func:`paired_targets`)."""
         cfg = self.cfg
         if anchor is not None:
             anchor = np.asarray(anchor, bool)
             if anchor.shape != (len(train),):
                 raise ConfigError("train.anchor", f"shape {anchor.shape}", f"one flag per training frame ({len(train)})")
+        if paired is not None and paired.row.shape != (len(train),):
+            raise ConfigError("train.pairs", f"shape {paired.row.shape}", f"one row per training frame ({len(train)})")
         places = [] if val is None else [val] if isinstance(val, tuple) and isinstance(val[0], FrameSet) else list(val)
         rng = np.random.default_rng(cfg.seed)
         index = _Index(train, cfg)
@@ -406,15 +506,22 @@ class Trainer:
             t0 = time.perf_counter()
             for m, mdl in self.models.items():
                 mdl.train(m in self.trainable)
-            losses, anchor_losses = [], []
+            losses, anchor_losses, pair_losses = [], [], []
             it = range(steps) if progress is None else progress(epoch, steps)
             for _ in it:
                 idx = sample_batch(index, rng, cfg.batch_anchors)
                 batch = {m: torch.from_numpy(train.tensors[m][idx]) for m in self.modalities}
-                _augment(batch, cfg, rng, self.mirror)
+                flipped = _augment(batch, cfg, rng, self.mirror)
+                pairs = None
+                if paired is not None and cfg.pair_weight > 0:
+                    rows = paired.row[idx]
+                    at = np.nonzero(rows >= 0)[0]
+                    targets = paired.mirrored if flipped else paired.plain
+                    pairs = {m: (at, t[rows[at]]) for m, t in targets.items()}
                 loss = self.loss(batch, train.positions[idx], train.group[idx], train.yaw[idx],
-                                 None if anchor is None else anchor[idx])
+                                 None if anchor is None else anchor[idx], pairs)
                 anchor_losses.append(self.last_anchor_loss)
+                pair_losses.append(self.last_pair_loss)
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 self.opt.step()
@@ -428,6 +535,7 @@ class Trainer:
                 "epoch": epoch,
                 "loss": float(np.mean(losses)),
                 "anchor_loss": float(np.mean(anchor_losses)) if self.teachers and cfg.anchor_weight > 0 else None,
+                "pair_loss": float(np.mean(pair_losses)) if paired is not None and cfg.pair_weight > 0 else None,
                 "temperature": float(1.0 / self.logit_scale.detach().exp()),
                 "val_recall@1": rec,
                 "val_mean_recall@1": score if rec else None,

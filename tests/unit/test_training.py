@@ -579,3 +579,109 @@ def test_train_command_anchor_bags(tmp_path: Path, capsys) -> None:
     log = json.loads((out / "training.json").read_text())
     assert log["anchor_bags"] == [str(town / "session_01")] and log["anchor_models"] == str(tmp_path / "first")
     assert log["config"]["anchor_weight"] == 3.0 and log["history"][0]["anchor_loss"] is not None
+
+
+def test_paired_targets_match_by_stamp_and_pull_the_student_towards_them(tmp_path: Path) -> None:
+    """paired_targets: each training frame gets the teacher's embedding of the reference frame nearest in time
+    (plain, and of the mirrored input for mirrored batches), none beyond the tolerance; the pair term is pair_weight x
+    mean(1 - cos(student, target)); training with it brings the paired frames' embeddings nearer their targets than
+    the same training without it."""
+    from cmr_fusion_ros.training.train import PairTargets, embed_frames, paired_targets
+
+    frames, cfg, shapes = _anchor_setup(tmp_path, 0.0)
+    rng = np.random.default_rng(3)
+    n = len(frames)
+    ref_tensors = {m: rng.random(frames.tensors[m].shape).astype(np.float32) for m in MODALITIES}
+    shift = np.where(np.arange(n) % 3 == 2, 100_000_000, 20_000_000)  # every third: none within 50 ms (5 Hz)
+    ref = FrameSet(ref_tensors, frames.positions, frames.yaw, frames.stamps_ns + shift, frames.bag, frames.group,
+                   frames.bag_names, frames.group_names)
+    teachers = {m: build_encoder(m, shapes[m]).eval() for m in MODALITIES}
+    trainer = Trainer(cfg, shapes)
+    pt = paired_targets(teachers, frames, [(0, ref)], trainer.mirror, tolerance_ns=50_000_000)
+    assert isinstance(pt, PairTargets)
+    has = np.arange(n) % 3 != 2
+    assert np.array_equal(pt.row >= 0, has) and pt.count == int(has.sum())
+    with torch.no_grad():
+        for m in MODALITIES:
+            x = torch.from_numpy(ref_tensors[m][has])
+            np.testing.assert_allclose(pt.plain[m][pt.row[has]], teachers[m](x).numpy(), atol=1e-5)
+            np.testing.assert_allclose(pt.mirrored[m][pt.row[has]],
+                                       teachers[m](mirror_batch(x, trainer.mirror[m])).numpy(), atol=1e-5)
+    assert paired_targets(teachers, frames, [(0, ref)], trainer.mirror, tolerance_ns=10_000_000).count == 0
+    assert paired_targets(teachers, frames, [(1, ref)], trainer.mirror).count == 0  # no training frame of bag 1
+
+    cfg2 = TrainConfig(**{**cfg.__dict__, "pair_weight": 2.0})
+    tr = Trainer(cfg2, shapes)
+    for mdl in tr.models.values():
+        mdl.eval()
+    idx = np.arange(min(8, n))
+    batch = {m: torch.from_numpy(frames.tensors[m][idx]) for m in MODALITIES}
+    args = (batch, frames.positions[idx], frames.group[idx], frames.yaw[idx], None)
+    rows = pt.row[idx]
+    at = np.nonzero(rows >= 0)[0]
+    with torch.no_grad():
+        base = float(tr.loss(*args))
+        got = float(tr.loss(*args, {m: (at, pt.plain[m][rows[at]]) for m in MODALITIES}))
+        expect = np.mean([float((1 - (tr.models[m](batch[m])[torch.from_numpy(at)]
+                                      * torch.from_numpy(pt.plain[m][rows[at]])).sum(1)).mean()) for m in MODALITIES])
+    assert tr.last_pair_loss == pytest.approx(expect, rel=1e-5)
+    assert got == pytest.approx(base + 2.0 * expect, rel=1e-5)
+    with pytest.raises(ConfigError, match="train.pairs"):
+        tr.fit(frames, None, paired=PairTargets(np.zeros(n + 1, np.int64), pt.plain, pt.mirrored))
+
+    def closeness(weight: float) -> float:  # the reference: the same frames; the teacher: the starting encoders
+        fr, c, sh = _anchor_setup(tmp_path, 0.0)
+        t = Trainer(TrainConfig(**{**c.__dict__, "pair_weight": weight}), sh)
+        start = {m: build_encoder(m, sh[m]).eval() for m in MODALITIES}
+        for m, mdl in start.items():
+            t.load(m, mdl)
+        targets = paired_targets(start, fr, [(0, fr)], t.mirror)
+        history = t.fit(fr, None, paired=targets)
+        assert (history[0]["pair_loss"] is not None) == (weight > 0)
+        student = embed_frames(t.models, fr)
+        return float(np.mean([np.mean(np.sum(student[m] * targets.plain[m][targets.row], axis=1))
+                              for m in MODALITIES]))
+
+    torch.manual_seed(0)
+    assert closeness(20.0) > closeness(0.0) + 0.01
+    with pytest.raises(ConfigError, match="train.pair_weight"):
+        TrainConfig(pair_weight=-1.0)
+
+
+def test_train_command_pair(tmp_path: Path, capsys) -> None:
+    """--pair BAGS REFERENCE: folders pair their bags by relative path; refused without the encoders that embed the
+    references, for a bag that is not a training bag, or without its reference; the paired frames are counted, the
+    log names the pairs and each epoch reports the term."""
+    import json
+
+    from cmr_fusion_ros.cli import main
+
+    town, twin = tmp_path / "town", tmp_path / "twin"
+    for d in (town, twin):
+        d.mkdir()
+        write_bag(d / "session_00")
+    write_bag(town / "session_01")
+    common = ["--epochs", "1", "--steps-per-epoch", "1", "--batch-anchors", "4", "--threads", "1"]
+    assert main(["train", "--bags", str(town / "session_00"), "--out", str(tmp_path / "first"), *common]) == 0
+    capsys.readouterr()
+    bags = ["--bags", str(town / "session_00"), str(town / "session_01")]
+    assert main(["train", *bags, "--out", str(tmp_path / "x"), *common,
+                 "--pair", str(town / "session_00"), str(twin / "session_00")]) == 2
+    assert "--pair" in capsys.readouterr().err
+    assert main(["train", "--bags", str(town / "session_01"), "--out", str(tmp_path / "x"), *common,
+                 "--init", str(tmp_path / "first"), "--pair", str(town / "session_00"), str(twin / "session_00")]) == 2
+    assert "also training bags" in capsys.readouterr().err
+    assert main(["train", *bags, "--out", str(tmp_path / "x"), *common, "--init", str(tmp_path / "first"),
+                 "--pair", str(town), str(twin)]) == 2  # town/session_01 has no twin
+    err = capsys.readouterr().err
+    assert "--pair" in err and "session_01" in err and "is none" in err
+    out = tmp_path / "paired"
+    assert main(["train", *bags, "--out", str(out), *common, "--init", str(tmp_path / "first"),
+                 "--pair", str(town / "session_00"), str(twin / "session_00"), "--pair-weight", "3"]) == 0
+    text = capsys.readouterr().out
+    n0 = len(FrameSet.concat([frames_from_bag(town / "session_00", SMALL)]))
+    assert f"paired: {n0} of {n0} frames of 1 bags pulled towards {tmp_path / 'first'}" in text
+    assert "(weight 3; 0 without" in text and " pair=" in text
+    log = json.loads((out / "training.json").read_text())
+    assert log["pairs"] == [[str(town / "session_00"), str(twin / "session_00")]] and log["paired_frames"] == n0
+    assert log["config"]["pair_weight"] == 3.0 and log["history"][0]["pair_loss"] is not None
