@@ -123,9 +123,9 @@ def run_pg_benchmark(sizes, *, dim: int = 256, n_queries: int = 300, k: int = 10
             loaded_lat, written = _queries_while_inserting(mem, qs, extra[n_ins:], k, insert_rate, insert_seconds,
                                                             size + n_ins)
             with psycopg.connect(uri) as admin:
-                table_b, index_b = admin.execute(
-                    "SELECT pg_table_size('cmr_entries'), pg_relation_size(%s)",
-                    (hnsw_index_name(m, ef_construction),)).fetchone()
+                table_b = admin.execute("SELECT pg_table_size('cmr_entries')").fetchone()[0]
+                index_b = sum(admin.execute("SELECT pg_relation_size(%s)", (hnsw_index_name(m, ef_construction, mod),))
+                              .fetchone()[0] for mod in Modality)
             mem.close()
             row = PgRow(size, f"m={m} ef_construction={ef_construction} ef_search={ef_search}", load_s,
                         size / load_s, build_s, _pct(lat), hits / len(qs), insert_per_s, _pct(loaded_lat),

@@ -88,9 +88,11 @@ def test_schema_version_table_and_hnsw_index(pg_uri):
         cols = {r[0] for r in conn.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'cmr_entries'")}
         assert {"id", "robot", "session", "modality", "topic", "frame_id", "stamp_ns", "pose", "emb"} <= cols
-        idx = conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s",
-                           (hnsw_index_name(16, 64),)).fetchone()[0]
-        assert "hnsw" in idx and "vector_ip_ops" in idx
+        for code, mod in enumerate(Modality):  # one partial index per modality
+            idx = conn.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s",
+                               (hnsw_index_name(16, 64, mod),)).fetchone()[0]
+            assert "hnsw" in idx and "vector_ip_ops" in idx and f"(modality = {code})" in idx
+        assert conn.execute("SELECT to_regclass(%s)", (hnsw_index_name(16, 64),)).fetchone()[0] is None
     with PostgresMemory(pg_config(pg_uri)):  # reopening migrates nothing and keeps one version row
         pass
     with psycopg.connect(pg_uri) as conn:
@@ -146,6 +148,36 @@ def test_hnsw_index_agrees_with_exact_search(pg_uri):
         finally:
             exact.close()
     assert same >= 45  # recall@1 >= 0.9 on 2,400 entries, filtered to 800
+
+
+def test_searches_use_each_modality_s_index_and_a_whole_table_index_is_dropped(pg_uri):
+    """A search of one or two modalities goes through those modalities' partial HNSW indexes (the plan names them);
+    opening with the HNSW backend drops the whole-table index an earlier version built."""
+    with psycopg.connect(pg_uri, autocommit=True) as conn:
+        PostgresMemory(pg_config(pg_uri)).close()  # the schema, no index
+        conn.execute(f"CREATE INDEX {hnsw_index_name(16, 64)} ON cmr_entries USING hnsw (emb vector_ip_ops)")
+    with PostgresMemory(pg_config(pg_uri, backend="faiss_hnsw")) as mem:
+        fill(mem, np.random.default_rng(6), n_per=300)
+        mem.flush()
+        plans = []
+        real = mem._reader.execute
+
+        def explain(sql, params=None, **kw):
+            if sql.lstrip().startswith("SELECT") and "emb <#>" in sql:
+                plans.append("\n".join(r[0] for r in real("EXPLAIN " + sql, params, **kw).fetchall()))
+            return real(sql, params, **kw)
+
+        mem._reader.execute = explain
+        q = np.random.default_rng(7).normal(size=DIM)
+        assert len(mem.search(q, 5, modalities=["lidar"], exclude_session="drive_a")) == 5
+        assert len(mem.search(q, 5, modalities=["camera", "radar"])) == 5
+        mem._reader.execute = real
+        assert mem.stats().exact_fallbacks == 0
+    assert hnsw_index_name(16, 64, Modality.LIDAR) in plans[0]
+    assert all(hnsw_index_name(16, 64, m) not in plans[0] for m in (Modality.CAMERA, Modality.RADAR))
+    assert hnsw_index_name(16, 64, Modality.CAMERA) in plans[1] and hnsw_index_name(16, 64, Modality.RADAR) in plans[1]
+    with psycopg.connect(pg_uri) as conn:
+        assert conn.execute("SELECT to_regclass(%s)", (hnsw_index_name(16, 64),)).fetchone()[0] is None
 
 
 def test_entries_still_queued_are_found(pg_uri):
