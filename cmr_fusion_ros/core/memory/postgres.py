@@ -255,8 +255,8 @@ class PostgresMemory:
 
     Opening connects, creates or migrates the schema, builds the HNSW indexes (one per modality) when
     ``memory.index.backend`` is ``faiss_hnsw`` (its ``hnsw_m`` / ``hnsw_ef_construction`` / ``hnsw_ef_search``;
-    ``exact`` and ``faiss_flat`` scan exactly) and starts the writer thread. A bad URI or a server without pgvector raises ConfigError naming
-    ``memory.postgres.uri``.
+    ``exact`` and ``faiss_flat`` scan exactly) and starts the writer thread. A bad URI or a server without pgvector
+    raises ConfigError naming ``memory.postgres.uri``.
     """
 
     def __init__(self, config: MemoryConfig) -> None:
