@@ -29,7 +29,7 @@ from cmr_fusion_ros.core.preprocess import Preprocessing
 from cmr_fusion_ros.core.rig import RigOptions, rig_adapters
 from cmr_fusion_ros.core.types import Modality
 
-__all__ = ["FrameSet", "load_frames", "frames_from_bag", "MODALITIES"]
+__all__ = ["FrameSet", "load_frames", "frames_from_bag", "nearest_stamps", "MODALITIES"]
 
 MODALITIES = (Modality.CAMERA, Modality.LIDAR, Modality.RADAR)
 CACHE_VERSION = 2  # 2: the runtime decoder (finite-point filter, JPEG reduced decode) and pose buffer (gap rule)
@@ -152,6 +152,16 @@ def _read_cache(path: Path) -> FrameSet:
         )
 
 
+def nearest_stamps(sorted_stamps: np.ndarray, stamps: np.ndarray) -> np.ndarray:
+    """For each of ``stamps``, the index of the nearest of ``sorted_stamps`` (ascending, not empty; ties: the
+    earlier)."""
+    if len(sorted_stamps) == 1:
+        return np.zeros(len(stamps), np.int64)
+    j = np.clip(np.searchsorted(sorted_stamps, stamps), 1, len(sorted_stamps) - 1)
+    left_closer = np.abs(stamps - sorted_stamps[j - 1]) <= np.abs(sorted_stamps[j] - stamps)
+    return np.where(left_closer, j - 1, j)
+
+
 def frames_from_bag(
     path: str | Path,
     preprocessing: dict[Modality, Preprocessing],
@@ -203,10 +213,7 @@ def frames_from_bag(
         t = np.asarray(per[m][0], np.int64)
         order = np.argsort(t, kind="stable")
         ts = t[order]
-        j = np.clip(np.searchsorted(ts, lid_t), 1, len(ts) - 1) if len(ts) > 1 else np.zeros(len(lid_t), np.int64)
-        if len(ts) > 1:
-            left_closer = np.abs(lid_t - ts[j - 1]) <= np.abs(ts[j] - lid_t)
-            j = np.where(left_closer, j - 1, j)
+        j = nearest_stamps(ts, lid_t)
         keep &= np.abs(ts[j] - lid_t) <= sync_tolerance_ns
         match[m] = order[j]
     idx = np.nonzero(keep)[0]

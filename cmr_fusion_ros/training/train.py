@@ -52,13 +52,14 @@ from torch.nn import functional as F
 from cmr_fusion_ros.core.errors import ConfigError
 from cmr_fusion_ros.core.types import Modality
 from cmr_fusion_ros.eval.recall import recall_at_k
-from cmr_fusion_ros.training.dataset import MODALITIES, FrameSet
+from cmr_fusion_ros.training.dataset import MODALITIES, FrameSet, nearest_stamps
 from cmr_fusion_ros.training.models import ConvEncoder, build_encoder
 
 __all__ = [
     "TrainConfig",
     "Trainer",
     "PairTargets",
+    "embed_array",
     "embed_frames",
     "info_nce_multi",
     "pair_masks",
@@ -248,16 +249,22 @@ def _augment(batch: dict[Modality, torch.Tensor], cfg: TrainConfig, rng: np.rand
     return flipped
 
 
-def embed_frames(models: dict[Modality, ConvEncoder], frames: FrameSet, batch: int = 128) -> dict[Modality, np.ndarray]:
-    out: dict[Modality, np.ndarray] = {}
+def embed_array(model: ConvEncoder, tensors: np.ndarray, batch: int = 128,
+                mirror: Segments | None = None) -> np.ndarray:
+    """``model`` (in eval mode) on ``tensors`` (N, C, H, W) in batches, each mirrored first when ``mirror`` is given
+    (its segments); (N, dim) unit vectors."""
+    model.eval()
+    out = []
     with torch.no_grad():
-        for m, model in models.items():
-            if m not in frames.tensors:
-                continue
-            model.eval()
-            parts = [model(torch.from_numpy(frames.tensors[m][s : s + batch])).numpy() for s in range(0, len(frames), batch)]
-            out[m] = np.concatenate(parts) if parts else np.zeros((0, model.dim), np.float32)
-    return out
+        for s in range(0, len(tensors), batch):
+            x = torch.from_numpy(np.ascontiguousarray(tensors[s : s + batch]))
+            out.append(model(x if mirror is None else mirror_batch(x, mirror)).numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.dim), np.float32)
+
+
+def embed_frames(models: dict[Modality, ConvEncoder], frames: FrameSet, batch: int = 128) -> dict[Modality, np.ndarray]:
+    # each modality's tensors taken once (a cached bag's array is read from its file at each access)
+    return {m: embed_array(model, frames.tensors[m], batch) for m, model in models.items() if m in frames.tensors}
 
 
 @dataclass
@@ -272,15 +279,6 @@ class PairTargets:
     @property
     def count(self) -> int:
         return int(np.count_nonzero(self.row >= 0))
-
-
-def _teacher_embed(model: ConvEncoder, tensors: np.ndarray, segments: Segments | None, batch: int = 256) -> np.ndarray:
-    out = []
-    with torch.no_grad():
-        for s in range(0, len(tensors), batch):
-            x = torch.from_numpy(np.ascontiguousarray(tensors[s : s + batch]))
-            out.append(model(x if segments is None else mirror_batch(x, segments)).numpy())
-    return np.concatenate(out) if out else np.zeros((0, model.dim), np.float32)
 
 
 def paired_targets(
@@ -305,9 +303,7 @@ def paired_targets(
         order = np.argsort(ref.stamps_ns, kind="stable")
         ts = ref.stamps_ns[order]
         t = train.stamps_ns[mine]
-        j = np.clip(np.searchsorted(ts, t), 0, len(ts) - 1)
-        left = np.clip(j - 1, 0, len(ts) - 1)
-        j = np.where(np.abs(ts[left] - t) <= np.abs(ts[j] - t), left, j)
+        j = nearest_stamps(ts, t)
         ok = np.abs(ts[j] - t) <= tolerance_ns
         if not ok.any():
             continue
@@ -315,10 +311,9 @@ def paired_targets(
         for m, model in teachers.items():
             if m not in ref.tensors:
                 raise ConfigError("train.pairs", f"reference {ref.bag_names[0]}", f"frames with {m.value}")
-            model.eval()
             tensors = ref.tensors[m][pick]  # one load of a cached bag's array
-            plain[m].append(_teacher_embed(model, tensors, None))
-            mirrored[m].append(_teacher_embed(model, tensors, mirror[m]))
+            plain[m].append(embed_array(model, tensors, 256))
+            mirrored[m].append(embed_array(model, tensors, 256, mirror[m]))
         row[mine[ok]] = np.arange(k, k + len(pick))
         k += len(pick)
     dims = {m: model.dim for m, model in teachers.items()}

@@ -547,6 +547,17 @@ def test_anchored_frames_add_the_distillation_term_and_stay_near_the_teacher(tmp
         TrainConfig(anchor_weight=-1.0)
 
 
+def _first_model(tmp_path: Path, town: Path, capsys) -> list[str]:
+    """Writes town/session_00 and trains tmp_path/first on it in one step; returns those quick training options."""
+    from cmr_fusion_ros.cli import main
+
+    write_bag(town / "session_00")
+    common = ["--epochs", "1", "--steps-per-epoch", "1", "--batch-anchors", "4", "--threads", "1"]
+    assert main(["train", "--bags", str(town / "session_00"), "--out", str(tmp_path / "first"), *common]) == 0
+    capsys.readouterr()
+    return common
+
+
 def test_train_command_anchor_bags(tmp_path: Path, capsys) -> None:
     """--anchor-bags: refused without the encoders to hold them to or when not training bags; with --init the
     anchored frames are counted, the log names the bags and each epoch reports the distillation term."""
@@ -556,11 +567,8 @@ def test_train_command_anchor_bags(tmp_path: Path, capsys) -> None:
 
     town = tmp_path / "town"
     town.mkdir()
-    write_bag(town / "session_00")
     write_bag(town / "session_01")
-    common = ["--epochs", "1", "--steps-per-epoch", "1", "--batch-anchors", "4", "--threads", "1"]
-    assert main(["train", "--bags", str(town / "session_00"), "--out", str(tmp_path / "first"), *common]) == 0
-    capsys.readouterr()
+    common = _first_model(tmp_path, town, capsys)
     assert main(["train", "--bags", str(town / "session_00"), "--out", str(tmp_path / "x"), *common,
                  "--anchor-bags", str(town / "session_00")]) == 2
     assert "--anchor-bags" in capsys.readouterr().err
@@ -659,11 +667,9 @@ def test_train_command_pair(tmp_path: Path, capsys) -> None:
     town, twin = tmp_path / "town", tmp_path / "twin"
     for d in (town, twin):
         d.mkdir()
-        write_bag(d / "session_00")
+    write_bag(twin / "session_00")
     write_bag(town / "session_01")
-    common = ["--epochs", "1", "--steps-per-epoch", "1", "--batch-anchors", "4", "--threads", "1"]
-    assert main(["train", "--bags", str(town / "session_00"), "--out", str(tmp_path / "first"), *common]) == 0
-    capsys.readouterr()
+    common = _first_model(tmp_path, town, capsys)
     bags = ["--bags", str(town / "session_00"), str(town / "session_01")]
     assert main(["train", *bags, "--out", str(tmp_path / "x"), *common,
                  "--pair", str(town / "session_00"), str(twin / "session_00")]) == 2
