@@ -86,3 +86,50 @@ def test_cli_help_names_the_look_ahead(capsys, command):
     help_text = " ".join(capsys.readouterr().out.split())
     assert "--look-ahead N" in help_text and "(0 = everything in one process" in help_text and "default 32" in help_text
 
+
+
+def _outputs(base: Path, bags: list[Path], look_ahead: int) -> tuple[bytes, list]:
+    cfg = _config(base / f"memory_{look_ahead}")
+    summary = process_bags(bags, cfg, out_dir=base / f"out_{look_ahead}", progress=False, look_ahead=look_ahead)
+    memory = SceneMemory.open(base / f"memory_{look_ahead}", cfg.memory)
+    entries = [(e, e.vector.tobytes()) for e in memory.entries()]
+    memory.close()
+    assert summary.bad_messages == 0
+    return (base / f"out_{look_ahead}" / "events.jsonl").read_bytes(), entries
+
+
+@pytest.mark.skipif(not FORK_AVAILABLE, reason="workers read the bag themselves only when forked")
+def test_workers_whose_own_reader_fails_get_the_raw_messages(tmp_path, monkeypatch):
+    """A forked worker reads its topic's messages with its own reader (the raw bytes stay out of the pipe); when that
+    reader cannot be opened, the parent sends the raw bytes instead, and the output is the same."""
+    import os
+
+    import rosbags.highlevel
+
+    parent = os.getpid()
+    tried = tmp_path / "tried"
+    tried.mkdir()
+
+    class ParentOnlyReader(rosbags.highlevel.AnyReader):
+        def open(self) -> None:
+            if os.getpid() != parent:
+                (tried / str(os.getpid())).touch()
+                raise OSError("no second reader in a worker")
+            super().open()
+
+    plain = _outputs(tmp_path / "plain", [BAG], 0)
+    monkeypatch.setattr(rosbags.highlevel, "AnyReader", ParentOnlyReader)
+    assert _outputs(tmp_path / "resend", [BAG], 8) == plain
+    assert len(list(tried.iterdir())) == 3  # each worker (camera, LiDAR, radar) tried its own reader
+
+
+def test_two_bags_with_the_same_topics_and_stamps_give_the_same_output_ahead(tmp_path):
+    """Two copies of a bag merged: every message has a twin of the same topic and log time; a worker's own reader
+    finds each by its connection and log time, so every frame still gets its own message."""
+    import shutil
+
+    copy = tmp_path / "copy" / "session_00"
+    shutil.copytree(BAG, copy)
+    plain = _outputs(tmp_path / "plain", [BAG, copy], 0)
+    assert plain[0].count(b"\n") > 0 and len(plain[1]) > 100
+    assert _outputs(tmp_path / "ahead", [BAG, copy], 32) == plain
