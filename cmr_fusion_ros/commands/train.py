@@ -132,6 +132,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: the shipped radar model's, 3; 1 = single scans)")
     parser.add_argument("--radar-scan-spacing", type=float, default=None, metavar="S",
                         help="seconds between the merged radar scans (default: the shipped model's, 0.5)")
+    parser.add_argument("--lidar-occupancy", default=None, choices=["count", "binary"],
+                        help="the LiDAR bird's-eye occupancy channel: count (log of the points per cell) or binary "
+                             "(1 for a cell with a point: the same for a dense and a sparse LiDAR); default: the "
+                             "shipped model's")
+    parser.add_argument("--lidar-ground-clearance", type=float, default=None, metavar="M",
+                        help="leave the points less than M metres above the scan's ground (10th height percentile "
+                             "3-25 m away) out of the LiDAR bird's-eye grid (0: keep them; default: the shipped "
+                             "model's); the front view keeps them")
     parser.add_argument("--camera-size", default=None, metavar="WxH",
                         help="camera input size in pixels (default 96x72); an --init camera encoder of another size "
                              "keeps its convolutions and gets its head resampled")
@@ -232,6 +240,13 @@ def run(args: argparse.Namespace) -> int:
         pre[Modality.CAMERA] = dataclasses.replace(pre[Modality.CAMERA], width=width, height=height)
     if radar_changes:
         pre[Modality.RADAR] = dataclasses.replace(pre[Modality.RADAR], **radar_changes)
+    lidar_changes = {k: v for k, v in (("occupancy", args.lidar_occupancy),
+                                       ("ground_clearance_m", args.lidar_ground_clearance)) if v is not None}
+    if lidar_changes:
+        try:
+            pre[Modality.LIDAR] = dataclasses.replace(pre[Modality.LIDAR], **lidar_changes)
+        except ConfigError as err:
+            raise ConfigError("--lidar-ground-clearance", args.lidar_ground_clearance, err.allowed) from None
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.cache or args.out / "cache"
     command = "cmr-fusion " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["train"] else "cmr-fusion train"

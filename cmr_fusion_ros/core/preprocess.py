@@ -37,6 +37,7 @@ __all__ = [
     "accumulator_for",
     "batch",
     "default_preprocessing",
+    "ground_height",
     "mirror",
     "points_columns",
     "preprocessing_from_dict",
@@ -157,6 +158,24 @@ class CameraPreprocessing:
         return _to_dict(self, "camera_rgb")
 
 
+GROUND_RANGE_M = (3.0, 25.0)  # horizontal range of the points the ground height is estimated from
+GROUND_PERCENTILE = 10.0
+GROUND_MIN_POINTS = 50
+OCCUPANCY_MODES = ("count", "binary")
+
+
+def ground_height(pts: np.ndarray) -> float | None:
+    """A scan's ground height in its own frame: the 10th percentile of the heights of the points 3-25 m away
+    horizontally (most returns of a driving vehicle's LiDAR there are ground), or None with fewer than 50 such points.
+    ``pts``: ``(>=3, N)`` rows ``x, y, z, ...``."""
+    d2 = pts[0] * pts[0] + pts[1] * pts[1]
+    lo, hi = GROUND_RANGE_M
+    near = (d2 >= lo * lo) & (d2 <= hi * hi)
+    if int(near.sum()) < GROUND_MIN_POINTS:
+        return None
+    return float(np.percentile(pts[2][near], GROUND_PERCENTILE))
+
+
 def _bev_indices(
     x: np.ndarray, y: np.ndarray, x_min: float, x_max: float, y_half: float, rows: int, cols: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -182,14 +201,24 @@ def _check_extent(prefix: str, obj: Any) -> None:
     positive_float(f"{prefix}.y_half_m", obj.y_half_m)
 
 
+def _check_bev_options(prefix: str, obj: Any) -> None:
+    require(obj.occupancy in OCCUPANCY_MODES, f"{prefix}.occupancy", obj.occupancy, " | ".join(OCCUPANCY_MODES))
+    finite(f"{prefix}.ground_clearance_m", obj.ground_clearance_m)
+    require(0 <= obj.ground_clearance_m <= 5, f"{prefix}.ground_clearance_m", obj.ground_clearance_m,
+            "metres in [0, 5] (0: ground kept)")
+
+
 @dataclass(frozen=True, slots=True)
 class LidarBevPreprocessing:
     """LiDAR bird's-eye grid: ``rows x cols`` cells over ``x in [x_min_m, x_max_m)``, ``y in [-y_half_m, y_half_m)``
     (sensor frame, x forward, y left; row 0 is the far front edge, column 0 the left edge).
 
-    Channels: 0 occupancy ``log1p(count) / log1p(count_scale)`` clipped to 1; 1 highest point, ``(z - z_min) /
-    (z_max - z_min)`` clipped to [0, 1] (0 for empty cells); 2 mean intensity divided by ``intensity_scale``.
-    Points with z outside ``[z_min_m, z_max_m]`` or non-finite coordinates are dropped.
+    Channels: 0 occupancy ``log1p(count) / log1p(count_scale)`` clipped to 1 (``occupancy: binary``: 1 for every
+    cell with a point); 1 highest point, ``(z - z_min) / (z_max - z_min)`` clipped to [0, 1] (0 for empty cells); 2
+    mean intensity divided by ``intensity_scale``. Points with z outside ``[z_min_m, z_max_m]`` or non-finite
+    coordinates are dropped; with ``ground_clearance_m`` > 0 also the points less than that above the scan's ground
+    (:func:`ground_height`). Both options make the grid depend less on the LiDAR: how densely a sensor's rings cover
+    the ground, and how many returns an object gets, follow its beam count and mount, not the place.
     """
 
     rows: int = 64
@@ -201,6 +230,8 @@ class LidarBevPreprocessing:
     z_max_m: float = 9.0
     count_scale: float = 32.0
     intensity_scale: float = 255.0
+    occupancy: str = "count"  # count | binary
+    ground_clearance_m: float = 0.0  # points less than this above the scan's ground left out (0: none)
     modality: Modality = Modality.LIDAR
 
     def __post_init__(self) -> None:
@@ -210,6 +241,7 @@ class LidarBevPreprocessing:
         require(self.z_max_m > self.z_min_m, "lidar.z_max_m", self.z_max_m, f"> z_min_m ({self.z_min_m})")
         positive_float("lidar.count_scale", self.count_scale)
         positive_float("lidar.intensity_scale", self.intensity_scale)
+        _check_bev_options("lidar", self)
         require(self.modality is Modality.LIDAR, "lidar.modality", self.modality, "lidar")
 
     @property
@@ -231,6 +263,10 @@ class LidarBevPreprocessing:
         """The grid of finite points given as a ``(4, N)`` float32 array, one row per field ``x, y, z, intensity``."""
         z = pts[2]
         in_z = (z >= self.z_min_m) & (z <= self.z_max_m)
+        if self.ground_clearance_m > 0:
+            ground = ground_height(pts)
+            if ground is not None:
+                in_z &= z >= ground + self.ground_clearance_m
         if not in_z.all():
             pts = np.compress(in_z, pts, axis=1)
         n = self.rows * self.cols
@@ -244,12 +280,15 @@ class LidarBevPreprocessing:
         inten = np.bincount(idx, weights=weights, minlength=n).astype(np.float32)
         occupied = count > 0
         inten[occupied] /= count[occupied] * np.float32(self.intensity_scale)
-        occ = np.minimum(np.log1p(count) / np.float32(math.log1p(self.count_scale)), 1.0).astype(np.float32)
+        if self.occupancy == "binary":
+            occ = occupied.astype(np.float32)
+        else:
+            occ = np.minimum(np.log1p(count) / np.float32(math.log1p(self.count_scale)), 1.0).astype(np.float32)
         out = np.stack([occ, height, inten]).reshape(3, self.rows, self.cols)
         return np.ascontiguousarray(out, dtype=np.float32)
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_dict(self, "lidar_bev")
+        return _without_default_bev_options(_to_dict(self, "lidar_bev"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +318,8 @@ class LidarBevFrontPreprocessing:
     fv_elev_min_deg: float = -25.0
     fv_elev_max_deg: float = 15.0
     fv_max_range_m: float = 80.0
+    occupancy: str = "count"  # the bird's-eye half's occupancy: count | binary (see LidarBevPreprocessing)
+    ground_clearance_m: float = 0.0  # the bird's-eye half leaves out points this close above the ground (0: none)
     modality: Modality = Modality.LIDAR
 
     def __post_init__(self) -> None:
@@ -303,6 +344,7 @@ class LidarBevFrontPreprocessing:
             f"-90 < fv_elev_min_deg ({self.fv_elev_min_deg}) < fv_elev_max_deg < 90",
         )
         positive_float("lidar.fv_max_range_m", self.fv_max_range_m)
+        _check_bev_options("lidar", self)
         require(self.modality is Modality.LIDAR, "lidar.modality", self.modality, "lidar")
 
     @property
@@ -319,6 +361,7 @@ class LidarBevFrontPreprocessing:
         return LidarBevPreprocessing(
             rows=self.rows, cols=self.rows, x_min_m=-h, x_max_m=h, y_half_m=h, z_min_m=self.z_min_m,
             z_max_m=self.z_max_m, count_scale=self.count_scale, intensity_scale=self.intensity_scale,
+            occupancy=self.occupancy, ground_clearance_m=self.ground_clearance_m,
         )
 
     def front_view(self, pts: np.ndarray) -> np.ndarray:
@@ -372,7 +415,7 @@ class LidarBevFrontPreprocessing:
         return np.ascontiguousarray(np.concatenate([bev, fv], axis=2), dtype=np.float32)
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_dict(self, "lidar_bev_front")
+        return _without_default_bev_options(_to_dict(self, "lidar_bev_front"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -472,6 +515,16 @@ def _to_dict(obj: Any, kind: str) -> dict[str, Any]:
         if isinstance(v, tuple):
             d[k] = list(v)
     return {"kind": kind, "modality": obj.modality.value, "params": d}
+
+
+def _without_default_bev_options(d: dict[str, Any]) -> dict[str, Any]:
+    """A LiDAR card's dict without ``occupancy`` / ``ground_clearance_m`` at their defaults: cards and training caches
+    of models from before these options stay as they were (a card without them means count and 0)."""
+    if d["params"].get("occupancy") == "count":
+        del d["params"]["occupancy"]
+    if d["params"].get("ground_clearance_m") == 0:
+        del d["params"]["ground_clearance_m"]
+    return d
 
 
 def preprocessing_from_dict(d: dict[str, Any]) -> Preprocessing:

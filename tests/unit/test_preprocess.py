@@ -13,6 +13,7 @@ from cmr_fusion_ros.core.preprocess import (
     RadarBevPreprocessing,
     batch,
     default_preprocessing,
+    ground_height,
     mirror,
     preprocessing_from_dict,
     turned_views,
@@ -75,6 +76,58 @@ def test_lidar_bev_cells_and_channels() -> None:
     others = np.ones((4, 4), bool)
     others[0, 0] = others[3, 3] = False
     assert (x[:, others] == 0).all()
+
+
+def _street(rng: np.random.Generator, ground_z: float, ring_step_m: float) -> np.ndarray:
+    """Flat ground at ``ground_z`` sampled by rings ``ring_step_m`` apart (a sparse or dense LiDAR), plus a wall 2 m
+    high 10 m ahead sampled as densely, as ``(x, y, z, intensity)`` rows."""
+    pts = []
+    for r in np.arange(4.0, 30.0, ring_step_m):
+        a = rng.uniform(0, 2 * np.pi, 200)
+        pts.append(np.stack([r * np.cos(a), r * np.sin(a), ground_z + rng.normal(0, 0.02, a.size), np.full(a.size, 20.0)], 1))
+    n = int(400 / ring_step_m)
+    wall = np.stack([np.full(n, 10.2), rng.uniform(-3, 3, n), ground_z + rng.uniform(0.5, 2.0, n), np.full(n, 90.0)], 1)
+    return np.concatenate([*pts, wall]).astype(np.float32)
+
+
+def test_ground_height_is_the_ground_of_a_street_scan() -> None:
+    rng = np.random.default_rng(0)
+    for ground_z in (-1.9, -0.3, 0.8):
+        pts = _street(rng, ground_z, 1.0)
+        assert ground_height(pts.T) == pytest.approx(ground_z, abs=0.05)
+    assert ground_height(_street(rng, -1.9, 1.0)[:40].T) is None  # too few points 3-25 m away
+
+
+def test_lidar_bev_ground_clearance_and_binary_occupancy_make_dense_and_sparse_rings_alike() -> None:
+    rng = np.random.default_rng(1)
+    sparse, dense = _street(rng, -1.9, 3.0), _street(rng, -1.9, 0.5)
+    plain = LidarBevPreprocessing(rows=32, cols=32, x_min_m=-40, x_max_m=40, y_half_m=40)
+    invariant = LidarBevPreprocessing(rows=32, cols=32, x_min_m=-40, x_max_m=40, y_half_m=40, occupancy="binary",
+                                      ground_clearance_m=0.3)
+    # as before: the ground rings of the dense sensor fill more cells, so the two grids differ
+    assert (plain(dense)[0] > 0).sum() > (plain(sparse)[0] > 0).sum()
+    assert not np.array_equal(plain(dense)[0] > 0, plain(sparse)[0] > 0)
+    a, b = invariant(sparse), invariant(dense)
+    np.testing.assert_array_equal(a[0] > 0, b[0] > 0)  # the wall's cells only, whatever the ring spacing
+    assert set(np.unique(a[0])) == {0.0, 1.0} and (a[0] > 0).sum() == (b[0] > 0).sum() > 0
+    np.testing.assert_allclose(a[2][a[0] > 0], 90.0 / 255.0, rtol=1e-6)  # the ground's intensity left out too
+    # the front view keeps the ground: only the bird's-eye half changes
+    front = LidarBevFrontPreprocessing(rows=32, fv_rows=16, fv_cols=32)
+    front_inv = LidarBevFrontPreprocessing(rows=32, fv_rows=16, fv_cols=32, occupancy="binary", ground_clearance_m=0.3)
+    np.testing.assert_array_equal(front(dense)[:, :, 32:], front_inv(dense)[:, :, 32:])
+    np.testing.assert_array_equal(front_inv(dense)[:, :, :32], LidarBevPreprocessing(
+        rows=32, cols=32, x_min_m=-40, x_max_m=40, y_half_m=40, occupancy="binary", ground_clearance_m=0.3)(dense))
+
+
+def test_lidar_bev_options_in_the_card() -> None:
+    pre = LidarBevFrontPreprocessing(occupancy="binary", ground_clearance_m=0.3)
+    d = pre.to_dict()
+    assert d["params"]["occupancy"] == "binary" and d["params"]["ground_clearance_m"] == 0.3
+    assert preprocessing_from_dict(d) == pre
+    # at their defaults the keys stay out: cards and training caches of earlier models are unchanged
+    plain = LidarBevFrontPreprocessing().to_dict()["params"]
+    assert "occupancy" not in plain and "ground_clearance_m" not in plain
+    assert preprocessing_from_dict({"kind": "lidar_bev_front", "params": plain}) == LidarBevFrontPreprocessing()
 
 
 def test_lidar_plain_array_equals_structured() -> None:
@@ -142,6 +195,9 @@ def test_radar_bev_channels_and_required_fields() -> None:
         (lambda: CameraPreprocessing(mean=(1.0, 2.0)), "camera.mean"),
         (lambda: LidarBevPreprocessing(z_min_m=2.0, z_max_m=1.0), "lidar.z_max_m"),
         (lambda: LidarBevPreprocessing(rows=1.5), "lidar.rows"),
+        (lambda: LidarBevPreprocessing(occupancy="log"), "lidar.occupancy.*count | binary"),
+        (lambda: LidarBevFrontPreprocessing(ground_clearance_m=-0.1), "lidar.ground_clearance_m"),
+        (lambda: LidarBevFrontPreprocessing(ground_clearance_m=float("nan")), "lidar.ground_clearance_m"),
         (lambda: RadarBevPreprocessing(x_min_m=5.0, x_max_m=5.0), "radar.x_max_m"),
         (lambda: RadarBevPreprocessing(doppler_scale_mps=-1.0), "radar.doppler_scale_mps"),
     ],
