@@ -252,7 +252,17 @@ def test_train_export_eval_commands_end_to_end(tmp_path: Path, capsys) -> None:
     assert "head resampled to the final map (2, 2)" in capsys.readouterr().out
     _, cam, cam_pre = load_checkpoint(checkpoint_path(tmp_path / "cam", "camera"))
     assert cam.input_shape == (3, 48, 64) and (cam_pre["params"]["width"], cam_pre["params"]["height"]) == (64, 48)
+    # a LiDAR encoder whose bird's-eye half leaves the ground out and marks occupied cells with 1
+    assert main(["train", *common, "--out", str(tmp_path / "lidar"), "--init", str(out), "--freeze", "camera", "radar",
+                 "--lidar-occupancy", "binary", "--lidar-ground-clearance", "0.3"]) == 0
+    assert "lidar: " + str(out) + " was trained with other preprocessing (same input shape)" in capsys.readouterr().out
+    assert main(["export", "--checkpoints", str(tmp_path / "lidar"), "--out", str(tmp_path / "lidar_onnx"),
+                 "--no-latency"]) == 0
+    capsys.readouterr()
+    enc = OnnxEncoder(EncoderConfig(str(model_path(tmp_path / "lidar_onnx", "lidar")), warmup_runs=0))
+    assert (enc.preprocessing.occupancy, enc.preprocessing.ground_clearance_m) == ("binary", 0.3)
     for bad, what in ((["--freeze", "radar"], "need --init"),  # frozen without weights to keep
+                      (["--lidar-ground-clearance", "-1"], "--lidar-ground-clearance"),
                       (["--camera-size", "64by48"], "--camera-size"),
                       (["--camera-size", "8x6"], "16..4096"),
                       (["--init", str(out), "--freeze", "camera", "--camera-size", "64x48"], "other preprocessing"),
