@@ -38,8 +38,8 @@ def free_port() -> int:
 class PgServer:
     """``cmr-fusion memory-server --data DIR --port P`` as a child process."""
 
-    def __init__(self, data: Path, port: int | None = None) -> None:
-        self.data, self.port = data, port
+    def __init__(self, data: Path, port: int | None = None, extra: tuple[str, ...] = ()) -> None:
+        self.data, self.port, self.extra = data, port, extra
         self.proc: subprocess.Popen | None = None
         self.uri = self.tcp_uri = ""
 
@@ -48,6 +48,7 @@ class PgServer:
         cmd = [sys.executable, "-m", "cmr_fusion_ros.cli", "memory-server", "--data", str(self.data)]
         if self.port:
             cmd += ["--port", str(self.port)]
+        cmd += list(self.extra)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         deadline = time.monotonic() + timeout_s
         lines = []

@@ -16,6 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True, help="data folder (created and initialised when new)")
     parser.add_argument("--port", type=int, default=None,
                         help="also listen on 127.0.0.1/::1 at this port (password login only; default: socket only)")
+    parser.add_argument("--shared-buffers", default=None, metavar="SIZE",
+                        help="PostgreSQL's buffer cache, e.g. 4GB (kB, MB, GB, TB): kept in the data folder and "
+                             "applied by a restart when it differs; size it to hold the HNSW indexes (default: "
+                             "the data folder's setting, 128MB when new)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    server = start_server(args.data, args.port)
+    server = start_server(args.data, args.port, args.shared_buffers)
     print(f"uri: {server.uri}", flush=True)
     if server.tcp_uri:
         print(f"tcp: {server.tcp_uri}  (loopback only; roles log in with a password)", flush=True)

@@ -470,6 +470,32 @@ def test_memory_server_prints_its_uri_and_stops_cleanly(sig):
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
+def test_memory_server_shared_buffers_kept_in_the_data_folder():
+    with server_dir() as path:
+        server = PgServer(path / "data", extra=("--shared-buffers", "64MB")).start()
+        try:
+            with psycopg.connect(server.uri) as conn:
+                assert conn.execute("SHOW shared_buffers").fetchone()[0] == "64MB"
+                assert conn.execute("SELECT extname FROM pg_extension WHERE extname = 'vector'").fetchone()
+        finally:
+            server.stop()
+        server = PgServer(path / "data").start()  # without the option: the folder's setting stays
+        try:
+            with psycopg.connect(server.uri) as conn:
+                assert conn.execute("SHOW shared_buffers").fetchone()[0] == "64MB"
+        finally:
+            server.stop()
+
+
+@pytest.mark.parametrize("bad", ["4G", "0MB", "-1GB", "lots"])
+def test_memory_server_refuses_a_bad_shared_buffers(tmp_path, capsys, bad):
+    from cmr_fusion_ros.cli import main
+
+    assert main(["memory-server", "--data", str(tmp_path / "data"), f"--shared-buffers={bad}"]) == 2
+    err = capsys.readouterr().err
+    assert "--shared-buffers" in err and "kB, MB, GB or TB" in err and not (tmp_path / "data").exists()
+
+
 def test_memory_server_port_is_loopback_only_with_passwords(pg_server):
     with psycopg.connect(pg_server.uri) as conn:
         assert conn.execute("SHOW listen_addresses").fetchone()[0] == "127.0.0.1"

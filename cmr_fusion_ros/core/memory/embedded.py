@@ -9,6 +9,7 @@ password (scram-sha-256). It never listens on another address.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from cmr_fusion_ros.core.errors import ConfigError, MemoryStoreError
 
-__all__ = ["EmbeddedServer", "start_server"]
+__all__ = ["EmbeddedServer", "check_size", "start_server"]
 
 _HBA = """# written by cmr-fusion memory-server: the Unix socket (its folder's permissions guard it) is trusted;
 # loopback TCP needs a password; nothing else may connect
@@ -52,9 +53,24 @@ class EmbeddedServer:
                    start_new_session=True)
 
 
-def start_server(data: str | os.PathLike, port: int | None = None) -> EmbeddedServer:
+SIZE_RE = re.compile(r"^[1-9][0-9]*(kB|MB|GB|TB)$")
+
+
+def check_size(key: str, size: str) -> str:
+    """A PostgreSQL memory size such as ``4GB`` (kB, MB, GB or TB); ConfigError naming ``key`` otherwise."""
+    if not (isinstance(size, str) and SIZE_RE.match(size)):
+        raise ConfigError(key, size, "a PostgreSQL size: a positive integer and kB, MB, GB or TB, e.g. 4GB")
+    return size
+
+
+def start_server(data: str | os.PathLike, port: int | None = None,
+                 shared_buffers: str | None = None) -> EmbeddedServer:
     """Initialise ``data`` when new, start PostgreSQL there (or reuse the one already running) and enable pgvector
-    in the database ``postgres``. Raises ConfigError when the ``postgres`` extra is missing."""
+    in the database ``postgres``. ``shared_buffers`` (e.g. ``4GB``): the server's buffer cache, kept in the data
+    folder (``ALTER SYSTEM``) and applied by a restart when it differs (PostgreSQL's default is 128MB; an HNSW index
+    searched from disk is several times slower). Raises ConfigError when the ``postgres`` extra is missing."""
+    if shared_buffers is not None:
+        check_size("--shared-buffers", shared_buffers)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset: harmless
@@ -76,10 +92,28 @@ def start_server(data: str | os.PathLike, port: int | None = None) -> EmbeddedSe
     uri = srv.get_uri()
     socket_dir = parse_qs(urlsplit(uri).query).get("host", [str(path)])[0]
     tcp_uri = ""
+    restart = port is not None
+    if shared_buffers is not None:
+        import psycopg
+
+        with psycopg.connect(uri, autocommit=True, connect_timeout=10) as conn:
+            now = conn.execute("SELECT setting::bigint * pg_size_bytes(unit) FROM pg_settings "
+                               "WHERE name = 'shared_buffers'").fetchone()[0]
+            if int(now) != int(conn.execute("SELECT pg_size_bytes(%s)", (shared_buffers,)).fetchone()[0]):
+                conn.execute(f"ALTER SYSTEM SET shared_buffers = '{shared_buffers}'")  # checked by SIZE_RE
+                restart = True
+    if restart:
+        opts = ["-o", f"-h 127.0.0.1 -p {int(port)} -k {socket_dir}"] if port is not None else []
+        if port is not None:
+            (path / "pg_hba.conf").write_text(_HBA)
+        try:
+            pg_ctl(["-w", "-l", str(path / "log"), *opts, "restart"], pgdata=path, user=srv.system_user, timeout=60,
+                   start_new_session=True)
+        except Exception as err:  # pg_ctl raises subprocess errors; the server's log says why
+            log = path / "log"
+            tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+            raise MemoryStoreError(str(path), f"PostgreSQL did not restart: {err} {' | '.join(tail)}") from None
     if port is not None:
-        (path / "pg_hba.conf").write_text(_HBA)
-        pg_ctl(["-w", "-l", str(path / "log"), "-o", f"-h 127.0.0.1 -p {int(port)} -k {socket_dir}", "restart"],
-               pgdata=path, user=srv.system_user, timeout=30, start_new_session=True)
         uri = f"postgresql://postgres@/postgres?host={socket_dir}&port={int(port)}"
         tcp_uri = f"postgresql://127.0.0.1:{int(port)}/postgres"
     _enable_vector(uri)
