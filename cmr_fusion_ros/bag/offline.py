@@ -86,7 +86,6 @@ def event_record(r: MatchResult) -> dict[str, Any]:
 
 
 UNREADABLE = "unreadable"  # a worker's answer for a message whose CDR cannot be deserialised
-RESEND = "resend"  # ... when its own reader cannot give the message: the caller sends it the raw bytes
 BAD = "bad"  # ... for a bad message (a ConversionError of the decoder)
 
 
@@ -242,56 +241,15 @@ def process_bags(
     embedding: collections.deque[tuple[EmbedJob, Ticket]] = collections.deque()  # sent to be embedded, not committed
     decoded: dict[int, Frame] = {}  # in a topic's worker: the frames decoded there, until their embedding
 
-    own: dict[str, Any] = {}  # in a forked worker: its own reader of its topic's messages (see own_raw)
-
-    def own_raw(topic: str, conn_id: int, log_ns: int) -> bytes | None:
-        """In a forked worker: the raw message (connection ``conn_id``, log time ``log_ns``) read from the bags by
-        the worker's own reader of ``topic``'s connections, opened on its first call; None once that reader failed.
-        The raw bytes then never go through the pipe (a 32 x 1024 LiDAR scan is about 370 kB: the parent's sends
-        were most of its time). The parent's reader takes the same messages in the same log-time order; messages of
-        equal log time may come in another order, so they wait in ``pending`` until asked for."""
-        st = own.get(topic)
-        if st is None:
-            try:
-                r = AnyReader(paths)
-                r.open()
-                st = own[topic] = [r.messages(connections=[c for c in r.connections if c.topic == topic]), {}]
-            except Exception:  # rosbags raises several untyped errors on corrupt files
-                st = own[topic] = [None, {}]
-        it, pending = st
-        key = (conn_id, log_ns)
-        while it is not None and not pending.get(key):
-            try:
-                item = next(it, None)
-            except Exception:  # a corrupt chunk: the parent's reader finds it too and reports it
-                item = None
-            if item is None:
-                st[0] = it = None
-                break
-            c, t, raw = item
-            pending.setdefault((c.id, t), collections.deque()).append(raw)
-        queue = pending.get(key)
-        if not queue:
-            return None
-        raw = queue.popleft()
-        if not queue:
-            del pending[key]
-        return raw
-
     def work(call: tuple, payload: bytes | None) -> Any:
         """A topic's worker (a forked process with look-ahead, else this one), answering in plain tuples (quick to
-        send): ``("load", seq, topic, msgtype, log_ns, conn_id)`` with the raw message, or without it in a forked
-        worker (read there by :func:`own_raw`) -> ``(frame_id, stamp_ns, decode_ms, reduction)`` of its frame (kept
-        here for its embedding), ``UNREADABLE`` (corrupt CDR), ``BAD`` (a bad message), ``RESEND`` (its own reader
-        could not give it: send the raw message) or None (not a configured stream: the other camera transport);
-        ``("embed", seq, pose, views, jumped, reset)`` -> the route's output ``(vector, views, preprocess_ms,
-        encode_ms)``; ``("stats",)`` -> the multi-scan merge counts of the routes run here."""
+        send): ``("load", seq, topic, msgtype, log_ns)`` with the raw message -> ``(frame_id, stamp_ns, decode_ms,
+        reduction)`` of its frame (kept here for its embedding), ``UNREADABLE`` (corrupt CDR), ``BAD`` (a bad
+        message) or None (not a configured stream: the other camera transport); ``("embed", seq, pose, views,
+        jumped, reset)`` -> the route's output ``(vector, views, preprocess_ms, encode_ms)``; ``("stats",)`` -> the
+        multi-scan merge counts of the routes run here."""
         if call[0] == "load":
-            _, seq, topic, msgtype, log_ns, conn_id = call
-            if payload is None:
-                payload = own_raw(topic, conn_id, log_ns)
-                if payload is None:
-                    return RESEND
+            _, seq, topic, msgtype, log_ns = call
             try:
                 msg = reader.deserialize(payload, msgtype)
             except Exception:  # rosbags raises several untyped errors on corrupt CDR
@@ -388,8 +346,7 @@ def process_bags(
                     sensor = conn.topic != odom_topic
                     sensors_ahead += sensor
                     ahead.append((conn, log_ns, raw, seq, workers.submit(
-                        conn.topic, ("load", seq, conn.topic, conn.msgtype, log_ns, conn.id),
-                        None if workers.forked else raw) if sensor else None))
+                        conn.topic, ("load", seq, conn.topic, conn.msgtype, log_ns), raw) if sensor else None))
                 if not ahead:
                     break
                 conn, log_ns, raw, seq, loaded = ahead.popleft()
@@ -416,9 +373,6 @@ def process_bags(
                     release(log_ns)
                     continue
                 got = loaded.result()
-                if got == RESEND:  # the worker's own reader could not give it: the raw bytes through the pipe
-                    got = workers.submit(conn.topic, ("load", seq, conn.topic, conn.msgtype, log_ns, conn.id),
-                                         raw).result()
                 if isinstance(got, str):  # UNREADABLE or BAD
                     summary.bad_messages += 1
                     if got == BAD:  # (an unreadable message counts, and is otherwise as if it were not there)
