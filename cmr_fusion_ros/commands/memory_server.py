@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import threading
+import time
 from pathlib import Path
 
 HELP = ("run an embedded PostgreSQL + pgvector server for memory.store: postgres (Unix socket in DIR; --port adds "
@@ -25,14 +25,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cmr_fusion_ros.core.memory.embedded import start_server
 
-    stop = threading.Event()
+    # a plain flag: a handler that takes a lock (threading.Event.set) deadlocks when a second signal arrives while the
+    # first one's handler holds it (Ctrl-C through a wrapper such as `timeout` delivers SIGINT twice)
+    stopping: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda signum, _frame: stopping.append(signum))
     server = start_server(args.data, args.port, args.shared_buffers)
     print(f"uri: {server.uri}", flush=True)
     if server.tcp_uri:
         print(f"tcp: {server.tcp_uri}  (loopback only; roles log in with a password)", flush=True)
-    while not stop.wait(0.5):
+    while not stopping:
+        time.sleep(0.5)
         if not server.alive():
             print(f"cmr-fusion memory-server: PostgreSQL (pid {server.pid}) exited; see {server.data / 'log'}",
                   file=sys.stderr, flush=True)
