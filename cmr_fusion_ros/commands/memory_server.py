@@ -25,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cmr_fusion_ros.core.memory.embedded import start_server
 
-    # a plain flag: a handler that takes a lock (threading.Event.set) deadlocks when a second signal arrives while the
-    # first one's handler holds it (Ctrl-C through a wrapper such as `timeout` delivers SIGINT twice)
+    # a plain flag: a handler that takes a lock (threading.Event.set) can deadlock if another signal's handler runs
+    # while it holds it (a hang seen once with SIGINT sent to `timeout` and to this process: two SIGINTs)
     stopping: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, _frame: stopping.append(signum))
