@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from cmr_fusion_ros.core.errors import ConfigError
+from cmr_fusion_ros.core.preprocess import ground_height
 from cmr_fusion_ros.core.types import Modality
 
 __all__ = [
@@ -79,8 +80,8 @@ def frame_stats(modality: Modality, data: Any, *, hfov_deg: float | None = None,
         out = {"points": float(x.size)}
         if "intensity" in names:
             out["intensity_p95"] = _pct(np.asarray(data["intensity"], np.float64)[ok], 95)
-        band = (r >= 3.0) & (r <= 40.0)
-        out["ground_z_m"] = _pct(z[band], 5)
+        ground = ground_height(np.stack([x, y, z]), range_m=(3.0, 40.0), percentile=5, min_points=1)
+        out["ground_z_m"] = float("nan") if ground is None else ground
         elev = np.degrees(np.arctan2(z, r))
         out["elev_min_deg"], out["elev_max_deg"] = _pct(elev, 0.5), _pct(elev, 99.5)
         return out

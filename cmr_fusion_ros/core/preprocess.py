@@ -164,16 +164,18 @@ GROUND_MIN_POINTS = 50
 OCCUPANCY_MODES = ("count", "binary")
 
 
-def ground_height(pts: np.ndarray) -> float | None:
-    """A scan's ground height in its own frame: the 10th percentile of the heights of the points 3-25 m away
-    horizontally (most returns of a driving vehicle's LiDAR there are ground), or None with fewer than 50 such points.
-    ``pts``: ``(>=3, N)`` rows ``x, y, z, ...``."""
+def ground_height(pts: np.ndarray, range_m: tuple[float, float] = GROUND_RANGE_M,
+                  percentile: float = GROUND_PERCENTILE, min_points: int = GROUND_MIN_POINTS) -> float | None:
+    """A scan's ground height in its own frame: by default the 10th percentile of the heights of the points 3-25 m
+    away horizontally (most returns of a driving vehicle's LiDAR there are ground), or None with fewer than 50 such
+    points (``cmr_fusion_ros.core.domain`` asks for its own percentile and band). ``pts``: ``(>=3, N)`` rows
+    ``x, y, z, ...``."""
     d2 = pts[0] * pts[0] + pts[1] * pts[1]
-    lo, hi = GROUND_RANGE_M
+    lo, hi = range_m
     near = (d2 >= lo * lo) & (d2 <= hi * hi)
-    if int(near.sum()) < GROUND_MIN_POINTS:
+    if int(near.sum()) < max(1, min_points):
         return None
-    return float(np.percentile(pts[2][near], GROUND_PERCENTILE))
+    return float(np.percentile(pts[2][near], percentile))
 
 
 def _bev_indices(
