@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TextIO
 
+from cmr_fusion_ros.core.signals import install_signal_watcher
+
 __all__ = ["ChildSpec", "ChildResult", "Launcher", "child_environment", "describe_returncode"]
 
 
@@ -130,9 +132,6 @@ class Launcher:
         """Ask for a clean stop; asking again during the stop skips to the next escalation step."""
         self._stop_requests += 1
         self._wake.set()
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        self.request_stop()
 
     # ---------------------------------------------------------------- output
 
@@ -254,14 +253,6 @@ class Launcher:
         return 0 if ok else 1
 
     def _install_signal_handlers(self) -> Callable[[], None]:
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-        for sig in previous:
-            signal.signal(sig, self._on_signal)
-
-        def restore() -> None:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-        return restore
+        # request_stop runs in a watcher thread: a handler calling Event.set can hang the main thread if the signal
+        # lands while it is inside self._wake.wait/clear (core/signals.py)
+        return install_signal_watcher(lambda _signum: self.request_stop(), name="launch-signals")

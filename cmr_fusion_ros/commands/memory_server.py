@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import time
+import threading
 from pathlib import Path
 
 HELP = ("run an embedded PostgreSQL + pgvector server for memory.store: postgres (Unix socket in DIR; --port adds "
@@ -25,17 +24,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cmr_fusion_ros.core.memory.embedded import start_server
 
-    # a plain flag: a handler that takes a lock (threading.Event.set) can deadlock if another signal's handler runs
-    # while it holds it (a hang seen once with SIGINT sent to `timeout` and to this process: two SIGINTs)
-    stopping: list[int] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, _frame: stopping.append(signum))
+    from cmr_fusion_ros.core.signals import install_signal_watcher
+
+    # set from a watcher thread, not in the handler (core/signals.py: a hang was seen once with SIGINT sent to
+    # `timeout` and to this process, two SIGINTs, when the handler called Event.set)
+    stopping = threading.Event()
+    install_signal_watcher(lambda _signum: stopping.set(), name="memory-server-signals")
     server = start_server(args.data, args.port, args.shared_buffers)
     print(f"uri: {server.uri}", flush=True)
     if server.tcp_uri:
         print(f"tcp: {server.tcp_uri}  (loopback only; roles log in with a password)", flush=True)
-    while not stopping:
-        time.sleep(0.5)
+    while not stopping.wait(0.5):
         if not server.alive():
             print(f"cmr-fusion memory-server: PostgreSQL (pid {server.pid}) exited; see {server.data / 'log'}",
                   file=sys.stderr, flush=True)

@@ -8,7 +8,6 @@ as they are (``Publisher.publish(bytes)`` sends already-serialized CDR), and sto
 from __future__ import annotations
 
 import importlib
-import signal
 import sys
 import threading
 import time
@@ -27,6 +26,7 @@ from cmr_fusion_ros.bag.replay import (
     ReplayStats,
     TopicPlan,
 )
+from cmr_fusion_ros.core.signals import install_signal_watcher
 
 __all__ = ["ReplayResult", "message_class", "qos_profile", "RosSink", "replay"]
 
@@ -189,24 +189,9 @@ class _Progress:
 
 
 def _install_stop_handlers(stop: threading.Event) -> Callable[[], None]:
-    """SIGINT/SIGTERM set ``stop`` (a second SIGINT falls back to KeyboardInterrupt); returns the restorer."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def handler(signum: int, frame: Any) -> None:
-        if stop.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        stop.set()
-
-    for sig in previous:
-        signal.signal(sig, handler)
-
-    def restore() -> None:
-        for sig, h in previous.items():
-            signal.signal(sig, h)
-
-    return restore
+    """SIGINT/SIGTERM set ``stop`` (from a watcher thread: the handler takes no lock, ``core/signals.py``; a second
+    SIGINT falls back to KeyboardInterrupt); returns the restorer."""
+    return install_signal_watcher(lambda _signum: stop.set(), interrupt_on_repeat=stop.is_set, name="replay-signals")
 
 
 def replay(paths: Sequence[str | Path], options: ReplayOptions, *, progress: bool = True,
