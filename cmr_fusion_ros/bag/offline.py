@@ -12,7 +12,9 @@ memory ids may be numbered differently, see :mod:`cmr_fusion_ros.core.stream`).
 share with the others runs ahead in a worker process per sensor topic
 (:class:`~cmr_fusion_ros.core.workers.KeyedWorkers`, forked at the start, so each holds a copy of the encoders), and
 the stages overlap on several cores: up to N sensor messages are sent (raw) to be deserialised and decoded ahead of
-the main loop, and up to N frames are embedded (merge, views, preprocess, encode) ahead of their commit. Everything
+the main loop (a frame whose route needs no pose, camera and LiDAR, is embedded there and then: one call instead of
+two), and up to N other frames (a multi-scan radar's) are embedded (merge, views, preprocess, encode) ahead of their
+commit. Everything
 that depends on the order stays in this process, in log order, as with N = 0: the odometry, the release of frames waiting for it, each frame's
 :meth:`~cmr_fusion_ros.core.pipeline.FusionPipeline.prepare` (its pose, the topic's time-jump check, a merge-history
 reset) at the moment it is released, and the commit (search, policy, insert, events written). A topic's frames are
@@ -237,17 +239,20 @@ def process_bags(
         if on_output is not None:
             on_output(res)
 
-    waiting: collections.deque[tuple[int, Frame]] = collections.deque()  # (seq, frame) waiting for the odometry
+    waiting: collections.deque[tuple[int, Frame, tuple | None]] = collections.deque()  # (seq, frame, early)
     embedding: collections.deque[tuple[EmbedJob, Ticket]] = collections.deque()  # sent to be embedded, not committed
     decoded: dict[int, Frame] = {}  # in a topic's worker: the frames decoded there, until their embedding
 
     def work(call: tuple, payload: bytes | None) -> Any:
         """A topic's worker (a forked process with look-ahead, else this one), answering in plain tuples (quick to
         send): ``("load", seq, topic, msgtype, log_ns)`` with the raw message -> ``(frame_id, stamp_ns, decode_ms,
-        reduction)`` of its frame (kept here for its embedding), ``UNREADABLE`` (corrupt CDR), ``BAD`` (a bad
-        message) or None (not a configured stream: the other camera transport); ``("embed", seq, pose, views,
-        jumped, reset)`` -> the route's output ``(vector, views, preprocess_ms, encode_ms)``; ``("stats",)`` -> the
-        multi-scan merge counts of the routes run here."""
+        reduction, early)`` of its frame, ``UNREADABLE`` (corrupt CDR), ``BAD`` (a bad message) or None (not a
+        configured stream: the other camera transport). ``early`` is the route's output when the route needs
+        nothing from the main loop (no multi-scan merge: pose and history resets do not change a camera or LiDAR
+        embedding; the views are fixed by the configuration), so the frame is embedded at once and needs no second
+        call; else None and the frame is kept here for ``("embed", seq, pose, views, jumped, reset)`` -> the
+        route's output ``(vector, views, preprocess_ms, encode_ms)``. ``("stats",)`` -> the multi-scan merge counts
+        of the routes run here."""
         if call[0] == "load":
             _, seq, topic, msgtype, log_ns = call
             try:
@@ -260,8 +265,13 @@ def process_bags(
                 frame = runner.decode(topic, msg, log_ns)
             except CmrFusionError:
                 return BAD
+            route = pipeline.embedder(frame.modality, frame.topic)
+            if not route.multi_scan:
+                item = pipeline.run(EmbedJob(frame, route, None, pipeline.views_for(frame.modality), False, False))
+                early = (item.vector, item.views, item.preprocess_ms, item.encode_ms)
+                return frame.frame_id, frame.stamp_ns, frame.decode_ms, frame.reduction, early
             decoded[seq] = frame
-            return frame.frame_id, frame.stamp_ns, frame.decode_ms, frame.reduction
+            return frame.frame_id, frame.stamp_ns, frame.decode_ms, frame.reduction, None
         if call[0] == "embed":
             _, seq, pose, views, jumped, reset = call
             frame = decoded.pop(seq)
@@ -285,10 +295,13 @@ def process_bags(
         committed once more than ``look_ahead`` are on the way."""
         while waiting and (now_ns is None or not runner.waits_for_pose(waiting[0][1])
                            or now_ns - waiting[0][1].receive_ns >= runner.pose_wait_ns):
-            seq, frame = waiting.popleft()
+            seq, frame, early = waiting.popleft()
             job = pipeline.prepare(frame)
-            embedding.append((job, workers.submit(frame.topic, ("embed", seq, job.pose, job.views, job.jumped,
-                                                                job.reset))))
+            if early is not None:  # embedded when it was loaded (its route needs no pose)
+                embedding.append((job, Ticket.done(early)))
+            else:
+                embedding.append((job, workers.submit(frame.topic, ("embed", seq, job.pose, job.views, job.jumped,
+                                                                    job.reset))))
             commit(look_ahead)
         if now_ns is None:
             commit(0)
@@ -380,9 +393,9 @@ def process_bags(
                     continue
                 if got is None:
                     continue  # the other camera transport
-                frame_id, stamp_ns, decode_ms, reduction = got  # the frame, its data left in the worker
+                frame_id, stamp_ns, decode_ms, reduction, early = got  # the frame, its data left in the worker
                 waiting.append((seq, Frame(topics[conn.topic], conn.topic, frame_id, stamp_ns, None, log_ns, decode_ms,
-                                           reduction=reduction)))
+                                           reduction=reduction), early))
                 release(log_ns)
             release(None)
             if workers.forked:  # the merges ran in the workers

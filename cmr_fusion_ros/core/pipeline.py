@@ -312,7 +312,7 @@ class FusionPipeline:
         route = self.embedder(frame.modality, frame.topic)
         jumped = self._topic_jumped(frame.topic, frame.stamp_ns)
         reset = route.take_reset() or jumped
-        return EmbedJob(frame, route, self.pose_at(frame.stamp_ns), self._views(frame.modality), jumped, reset)
+        return EmbedJob(frame, route, self.pose_at(frame.stamp_ns), self.views_for(frame.modality), jumped, reset)
 
     def run(self, job: EmbedJob) -> EmbeddingInput:
         """The route of a prepared frame (merge, views, preprocess, encode); one caller per topic at a time, in the
@@ -337,7 +337,8 @@ class FusionPipeline:
             return self.config.encoders.lidar_views
         return 1
 
-    def _views(self, modality: Modality) -> int:
+    def views_for(self, modality: Modality) -> int:
+        """Views a frame of ``modality`` is embedded at now (:meth:`lidar_views` for LiDAR, else 1)."""
         return self.lidar_views() if modality is Modality.LIDAR else 1
 
     # --- the two entry points ---------------------------------------------------------------------------------

@@ -43,6 +43,13 @@ class Ticket:
         self._worker, self._ident = worker, ident
         self._ok, self._value, self._done = True, None, False
 
+    @classmethod
+    def done(cls, value: Any) -> "Ticket":
+        """A ticket whose result is ``value`` already (a call that did not need to be made)."""
+        ticket = cls(None, 0)
+        ticket._set(True, value)
+        return ticket
+
     def _set(self, ok: bool, value: Any) -> None:
         self._ok, self._value, self._done = ok, value, True
 
