@@ -305,3 +305,13 @@ def test_creation_killed_before_the_first_manifest_starts_afresh(tmp_path):
     with pytest.raises(MemoryStoreError, match="has files but no MANIFEST.json"):
         SceneMemory.open(other, MemoryConfig(dim=4))
     assert (other / "notes.txt").read_text() == "mine"
+
+
+def test_a_directory_under_home_is_the_users_not_a_tilde_folder(tmp_path, monkeypatch):
+    # the default memory.persistence.directory is ~/.ros/cmr_fusion/memory: SceneMemory(config) itself expands it
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    mem = SceneMemory(MemoryConfig.from_dict({"dim": DIM, "persistence": {"directory": "~/mem"}}))
+    add_some(mem, 2)
+    mem.close()
+    assert (tmp_path / "home" / "mem" / "MANIFEST.json").is_file() and not (tmp_path / "~").exists()

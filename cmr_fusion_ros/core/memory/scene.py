@@ -142,8 +142,28 @@ class _Columns:
         # the same immutable fields again, row-wise, so that one gather fetches a result's metadata
         self.meta = np.empty((capacity, len(self.META)), np.int64)
 
+    _META_AT = tuple(map(list(SPEC).index, META))  # where each META field is in a SPEC-ordered row
+
+    def append_one(self, values: tuple) -> None:
+        """One row given as values in ``SPEC``'s order (what ``append`` does for one row, without building nine
+        one-element arrays: the per-frame insert of a node)."""
+        self._reserve(1)
+        n = self.n
+        for k, v in zip(self.SPEC, values):
+            self.a[k][n] = v
+        self.meta[n] = [values[i] for i in self._META_AT]
+        self.n = n + 1
+
     def append(self, rows: dict[str, np.ndarray]) -> None:
         m = rows["ids"].shape[0]
+        self._reserve(m)
+        for k in self.SPEC:
+            self.a[k][self.n : self.n + m] = rows[k]
+        for j, k in enumerate(self.META):
+            self.meta[self.n : self.n + m, j] = rows[k]
+        self.n += m
+
+    def _reserve(self, m: int) -> None:
         cap = self.a["ids"].shape[0]
         if self.n + m > cap:
             new_cap = max(2 * cap, self.n + m)
@@ -155,11 +175,6 @@ class _Columns:
             meta = np.empty((new_cap, len(self.META)), np.int64)
             meta[: self.n] = self.meta[: self.n]
             self.a, self.meta = grown, meta
-        for k in self.SPEC:
-            self.a[k][self.n : self.n + m] = rows[k]
-        for j, k in enumerate(self.META):
-            self.meta[self.n : self.n + m, j] = rows[k]
-        self.n += m
 
     def view(self, key: str) -> np.ndarray:
         return self.a[key][: self.n]
@@ -249,7 +264,7 @@ class SceneMemory:
             directory = self._config.persistence.directory
         if directory is not None:
             t0 = time.perf_counter()
-            self._open_dir(Path(directory))
+            self._open_dir(Path(directory).expanduser())  # the default ~/.ros/... is the user's, not a "~" folder here
             self._load_seconds = time.perf_counter() - t0
         elif read_only:
             raise MemoryStoreError("open", "read_only needs a directory")
@@ -686,18 +701,11 @@ class SceneMemory:
                     session: str, vec: np.ndarray) -> None:
         """Append one entry with id ``eid`` (under the write lock), journal it, remember it for admission."""
         p = None if pose is None else (pose.x, pose.y, pose.z, pose.qx, pose.qy, pose.qz, pose.qw)
-        rows = {
-            "ids": np.array([eid], np.int64),
-            "modality": np.array([code], np.uint8),
-            "stamp_ns": np.array([stamp_ns], np.int64),
-            "pose": np.array([p if p is not None else (np.nan,) * 7], np.float64),
-            "pose_valid": np.array([p is not None]),
-            "topic": np.array([self._strings["topic"].get_or_add(topic)], np.int32),
-            "frame": np.array([self._strings["frame"].get_or_add(frame_id)], np.int32),
-            "session": np.array([self._strings["session"].get_or_add(session)], np.int32),
-            "alive": np.array([True]),
-        }
-        self._append(rows, vec[None, :])
+        strings = self._strings
+        self._cols.append_one((eid, code, stamp_ns, p if p is not None else (np.nan,) * 7, p is not None,
+                               strings["topic"].get_or_add(topic), strings["frame"].get_or_add(frame_id),
+                               strings["session"].get_or_add(session), True))
+        self._add_vectors(vec[None, :])
         self._next_id = eid + 1
         if self._dir is not None:
             self._journal(persist.encode_add(eid, code, stamp_ns, p, topic, frame_id, session, vec))
@@ -706,6 +714,10 @@ class SceneMemory:
 
     def _append(self, rows: dict[str, np.ndarray], vecs: np.ndarray) -> None:
         self._cols.append(rows)
+        self._add_vectors(vecs)
+
+    def _add_vectors(self, vecs: np.ndarray) -> None:
+        """The vectors of the rows just appended to the columns: store, index, count."""
         self._store.append(vecs)
         self._index.add(vecs)
         self._n_alive += vecs.shape[0]
