@@ -178,20 +178,37 @@ def ground_height(pts: np.ndarray, range_m: tuple[float, float] = GROUND_RANGE_M
     return float(np.percentile(pts[2][near], percentile))
 
 
-def _bev_indices(
-    x: np.ndarray, y: np.ndarray, x_min: float, x_max: float, y_half: float, rows: int, cols: int
+def _bev_cells(
+    x: np.ndarray, y: np.ndarray, x_min: float, x_max: float, y_half: float, rows: int, cols: int,
+    keep: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Flat cell index of each point inside ``x in [x_min, x_max), y in [-y_half, y_half)``, and the kept mask.
+    """Flat cell index of every point, ``rows * cols`` for a point outside ``x in [x_min, x_max), y in [-y_half,
+    y_half)`` (or not in ``keep``, if given), and the kept mask. Counting into ``rows * cols + 1`` bins and dropping
+    the last one needs no copy of the kept points' fields (a 100k-point scan's grid: about 1 ms less).
 
     Row 0 is the far +x edge (ahead of the sensor), column 0 the +y edge (left), like an image seen from above.
     """
-    row = np.floor((x_max - x) * (rows / (x_max - x_min))).astype(np.int64)
-    col = np.floor((y_half - y) * (cols / (2.0 * y_half))).astype(np.int64)
-    keep = (row >= 0) & (row < rows) & (col >= 0) & (col < cols)
-    # the flat index of a dropped point may wrap around; only kept ones are returned
-    row *= cols
-    row += col
-    return np.compress(keep, row), keep
+    if keep is not None and not keep.all():  # the points left out take no part in the arithmetic (no overflow
+        x, y = np.where(keep, x, 0), np.where(keep, y, 0)  # warning from them)
+    row_f = (x_max - x) * (rows / (x_max - x_min))
+    col_f = (y_half - y) * (cols / (2.0 * y_half))
+    # on the unfloored values: floor(v) >= 0 iff v >= 0 and floor(v) < n iff v < n (n whole; NaN fails both): the
+    # cells of flooring first
+    inside = (row_f >= 0) & (row_f < rows) & (col_f >= 0) & (col_f < cols)
+    keep = inside if keep is None else keep & inside
+    idx = np.floor(row_f).astype(np.int64)  # (a far point's cast may warn, as it always did; replaced below)
+    idx *= cols
+    idx += np.floor(col_f).astype(np.int64)
+    np.putmask(idx, ~keep, rows * cols)
+    return idx, keep
+
+
+def _bev_indices(
+    x: np.ndarray, y: np.ndarray, x_min: float, x_max: float, y_half: float, rows: int, cols: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The kept points' flat cell indices (:func:`_bev_cells`) and the kept mask."""
+    idx, keep = _bev_cells(x, y, x_min, x_max, y_half, rows, cols)
+    return (idx if keep.all() else np.compress(keep, idx)), keep
 
 
 def _check_extent(prefix: str, obj: Any) -> None:
@@ -269,17 +286,16 @@ class LidarBevPreprocessing:
             ground = ground_height(pts)
             if ground is not None:
                 in_z &= z >= ground + self.ground_clearance_m
-        if not in_z.all():
-            pts = np.compress(in_z, pts, axis=1)
         n = self.rows * self.cols
-        idx, keep = _bev_indices(pts[0], pts[1], self.x_min_m, self.x_max_m, self.y_half_m, self.rows, self.cols)
-        z, weights = np.compress(keep, pts[2:4], axis=1)
-        count = np.bincount(idx, minlength=n).astype(np.float32)
-        height = np.zeros(n, dtype=np.float32)
-        zn = np.clip((z - self.z_min_m) / (self.z_max_m - self.z_min_m), 0.0, 1.0).astype(np.float32)
+        # one mask (heights and extent); points left out go to an extra last cell, dropped at the end
+        idx, _ = _bev_cells(pts[0], pts[1], self.x_min_m, self.x_max_m, self.y_half_m, self.rows, self.cols, in_z)
+        count = np.bincount(idx, minlength=n + 1)[:n].astype(np.float32)
+        height = np.zeros(n + 1, dtype=np.float32)
+        zn = np.clip((pts[2] - self.z_min_m) / (self.z_max_m - self.z_min_m), 0.0, 1.0).astype(np.float32)
         # highest point per cell (empty cells stay 0; the occupancy channel tells them apart)
         np.maximum.at(height, idx, zn)
-        inten = np.bincount(idx, weights=weights, minlength=n).astype(np.float32)
+        height = height[:n]
+        inten = np.bincount(idx, weights=pts[3], minlength=n + 1)[:n].astype(np.float32)
         occupied = count > 0
         inten[occupied] /= count[occupied] * np.float32(self.intensity_scale)
         if self.occupancy == "binary":

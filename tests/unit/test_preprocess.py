@@ -344,3 +344,27 @@ def test_turned_views_equal_the_cloud_turned_by_move_points() -> None:
     for k in (1, 3, 7, 10, 15):
         turned = move_points(pts, (0.0, 0.0, 0.0), (0.0, 0.0, 2.0 * math.pi * k / 16))
         assert v[k].tobytes() == pre(turned).tobytes(), k
+
+
+def test_bev_cells_equal_flooring_first_at_edges_and_for_odd_values():
+    # _bev_indices decides which points are kept on the unfloored values; the cells must be those of flooring first
+    from cmr_fusion_ros.core.preprocess import _bev_cells, _bev_indices
+
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-60, 60, 20000).astype(np.float32)
+    y = rng.uniform(-60, 60, 20000).astype(np.float32)
+    edges = np.array([40.0, -40.0, 39.999996, -39.999996, 0.0, -0.0, 1.25, -1.25, np.nan, np.inf, -np.inf, 3e38, -3e38,
+                      np.nextafter(np.float32(40), np.float32(0))], np.float32)
+    x = np.concatenate([x, edges, np.zeros_like(edges), edges])
+    y = np.concatenate([y, np.zeros_like(edges), edges, edges[::-1]])
+    for x_min, x_max, y_half, rows, cols in ((-40.0, 40.0, 40.0, 64, 64), (0.0, 40.0, 40.0, 32, 64)):
+        with np.errstate(invalid="ignore", over="ignore"):
+            row = np.floor((x_max - x) * (rows / (x_max - x_min))).astype(np.int64)
+            col = np.floor((y_half - y) * (cols / (2.0 * y_half))).astype(np.int64)
+            idx, keep = _bev_indices(x, y, x_min, x_max, y_half, rows, cols)
+        want = (row >= 0) & (row < rows) & (col >= 0) & (col < cols)
+        assert np.array_equal(keep, want)
+        assert np.array_equal(idx, (row * cols + col)[want])
+        every, keep_all = _bev_cells(x, y, x_min, x_max, y_half, rows, cols)  # the left-out points in an extra cell
+        assert np.array_equal(keep_all, want) and np.array_equal(every[want], idx)
+        assert (every[~want] == rows * cols).all()
