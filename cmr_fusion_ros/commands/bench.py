@@ -48,7 +48,11 @@ def _memory_arguments(p: argparse.ArgumentParser) -> None:
 def _run_memory(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from cmr_fusion_ros.core.memory.postgres import check_hnsw_params
     from cmr_fusion_ros.eval import bench_memory as bm
+
+    if "postgres" in args.backends:  # pgvector's rule, before minutes of loading
+        check_hnsw_params(args.pg_m, args.pg_ef_construction, "--pg-m", "--pg-ef-construction")
 
     command = "cmr-fusion bench memory " + " ".join(
         shlex.quote(str(a))

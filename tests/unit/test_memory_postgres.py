@@ -504,3 +504,16 @@ def test_memory_server_port_is_loopback_only_with_passwords(pg_server):
     assert ("local", "trust") in rules and all(auth == "scram-sha-256" for kind, auth in rules if kind == "host")
     with pytest.raises(psycopg.OperationalError, match="password"):
         psycopg.connect(pg_server.tcp_uri, connect_timeout=5, passfile="/dev/null")
+
+
+def test_hnsw_parameters_pgvector_refuses_are_named_before_connecting(capsys):
+    # pgvector builds HNSW only with ef_construction >= 2 m (FAISS has no such rule); caught before any connection
+    from cmr_fusion_ros.cli import main
+
+    cfg = MemoryConfig.from_dict({"dim": 8, "store": "postgres", "postgres": {"uri": "postgresql:///nowhere"},
+                                  "index": {"backend": "faiss_hnsw", "hnsw_m": 48, "hnsw_ef_construction": 80}})
+    with pytest.raises(ConfigError, match=r"memory\.index\.hnsw_ef_construction.*2 x memory\.index\.hnsw_m \(96\)"):
+        PostgresMemory(cfg)
+    assert main(["bench", "memory", "--backends", "postgres", "--pg-m", "16", "--pg-ef-construction", "16",
+                 "--sizes", "1000"]) == 2
+    assert "--pg-ef-construction" in capsys.readouterr().err

@@ -205,6 +205,14 @@ def hnsw_index_name(m: int, ef_construction: int, modality: Modality | None = No
     return base if modality is None else f"{base}_{modality.value}"
 
 
+def check_hnsw_params(m: int, ef_construction: int, m_key: str = "memory.index.hnsw_m",
+                      ef_key: str = "memory.index.hnsw_ef_construction") -> None:
+    """pgvector builds an HNSW index only with ``ef_construction >= 2 * m`` (FAISS has no such rule): ConfigError
+    naming ``ef_key`` otherwise."""
+    if ef_construction < 2 * m:
+        raise ConfigError(ef_key, ef_construction, f">= 2 x {m_key} ({2 * m}), pgvector's rule for HNSW indexes")
+
+
 def ensure_hnsw_index(conn, m: int, ef_construction: int) -> bool:
     """Build the HNSW indexes (inner product on unit vectors = cosine) when missing: one partial index per modality
     (``WHERE modality = c``). A route searches one or two modalities, and an index over every row answers such a
@@ -266,6 +274,8 @@ class PostgresMemory:
         self._dim = config.dim
         self._robot = config.robot_id
         self._approximate = config.index.backend == "faiss_hnsw"
+        if self._approximate:
+            check_hnsw_params(config.index.hnsw_m, config.index.hnsw_ef_construction)
         self._psycopg, _ = _psycopg()
         conn = connect(config, register=False)
         try:
