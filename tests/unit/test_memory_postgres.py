@@ -517,3 +517,31 @@ def test_hnsw_parameters_pgvector_refuses_are_named_before_connecting(capsys):
     assert main(["bench", "memory", "--backends", "postgres", "--pg-m", "16", "--pg-ef-construction", "16",
                  "--sizes", "1000"]) == 2
     assert "--pg-ef-construction" in capsys.readouterr().err
+
+
+def test_tls_verify_full_works_and_a_wrong_ca_or_host_is_refused(pg_uri):
+    # the embedded server has no SSL: a TLS-terminating proxy (tests/tls_proxy.py) in front of its Unix socket plays
+    # the server's side, so the client side (libpq through psycopg, the URI as given) runs as against a TLS server
+    from pathlib import Path
+    from urllib.parse import parse_qs, urlsplit
+
+    from tests.tls_proxy import TLS_DIR, TlsProxy
+
+    parts = urlsplit(pg_uri)
+    sock = next(p for p in Path(parse_qs(parts.query)["host"][0]).glob(".s.PGSQL.*") if p.suffix != ".lock")
+    with TlsProxy(sock) as proxy:
+        uri = (f"postgresql://postgres@localhost:{proxy.port}{parts.path}?sslmode=verify-full"
+               f"&sslrootcert={TLS_DIR / 'ca.pem'}")
+        mem = PostgresMemory(pg_config(uri))
+        vec = np.eye(DIM, dtype=np.float32)[3]
+        entry = mem.add(vec, Modality.LIDAR, "/lidar", "lidar_link", 5 * S)
+        assert mem.flush() == 0 and mem.pg_stats().written == 1
+        assert [n.entry.id for n in mem.search(vec, 1)] == [entry.id]
+        mem.close()
+        with psycopg.connect(uri) as conn:
+            assert conn.pgconn.ssl_in_use and conn.info.parameter_status("server_version")
+        assert proxy.tls_sessions >= 3  # the memory's reader and writer, this check
+        for bad, why in ((uri.replace("ca.pem", "other_ca.pem"), "another CA"),
+                         (uri.replace("@localhost:", "@127.0.0.1:"), "a host name not in the certificate")):
+            with pytest.raises(ConfigError, match=r"memory\.postgres\.uri.*certificate"):  # one clear error
+                PostgresMemory(pg_config(bad))
