@@ -26,11 +26,12 @@ _SENTINEL = b"\x00"  # no signal has number 0: tells the watcher thread to stop
 
 def install_signal_watcher(on_signal: Callable[[int], None],
                            signals: Iterable[signal.Signals] = (signal.SIGINT, signal.SIGTERM), *,
-                           interrupt_on_repeat: Callable[[], bool] | None = None,
+                           interrupt_on_repeat: bool = False,
                            name: str = "signal-watcher") -> Callable[[], None]:
     """Call ``on_signal(signum)`` from a watcher thread for each of ``signals``; returns the function that puts the
-    previous handlers and wake-up fd back (and stops the thread). ``interrupt_on_repeat``: a lock-free check (e.g.
-    ``event.is_set``) run in the handler; when it is true a SIGINT raises ``KeyboardInterrupt`` in the main thread.
+    previous handlers and wake-up fd back (and stops the thread). ``interrupt_on_repeat``: a second SIGINT raises
+    ``KeyboardInterrupt`` in the main thread (counted by the handler itself: the watcher thread may act on the first
+    one before the main thread runs its handler, so "already stopping" cannot be read from the event).
 
     Outside the main thread (where Python allows no handlers) nothing is installed and the restorer does nothing."""
     if threading.current_thread() is not threading.main_thread():
@@ -40,9 +41,13 @@ def install_signal_watcher(on_signal: Callable[[int], None],
     writer.setblocking(False)
     previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
 
+    sigints = [0]
+
     def handler(signum: int, _frame: object) -> None:  # no lock here (see the module doc)
-        if signum == signal.SIGINT and interrupt_on_repeat is not None and interrupt_on_repeat():
-            raise KeyboardInterrupt
+        if signum == signal.SIGINT:
+            sigints[0] += 1
+            if interrupt_on_repeat and sigints[0] > 1:
+                raise KeyboardInterrupt
 
     previous = {s: signal.getsignal(s) for s in wanted}
     for s in wanted:

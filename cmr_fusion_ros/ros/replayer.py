@@ -191,7 +191,7 @@ class _Progress:
 def _install_stop_handlers(stop: threading.Event) -> Callable[[], None]:
     """SIGINT/SIGTERM set ``stop`` (from a watcher thread: the handler takes no lock, ``core/signals.py``; a second
     SIGINT falls back to KeyboardInterrupt); returns the restorer."""
-    return install_signal_watcher(lambda _signum: stop.set(), interrupt_on_repeat=stop.is_set, name="replay-signals")
+    return install_signal_watcher(lambda _signum: stop.set(), interrupt_on_repeat=True, name="replay-signals")
 
 
 def replay(paths: Sequence[str | Path], options: ReplayOptions, *, progress: bool = True,
