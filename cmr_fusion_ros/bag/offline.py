@@ -21,7 +21,10 @@ reset) at the moment it is released, and the commit (search, policy, insert, eve
 embedded one after the other in its own worker, so a multi-scan radar merges the same scans with the same poses. The
 events, the memory and the output bag are the same for every N; N = 0 runs everything in the calling thread through
 the same steps, and so does any N where workers cannot be forked (no ``fork``; or encoders with several
-onnxruntime threads or a GPU provider, which a forked child cannot run). Processes, not threads: most of the work is
+onnxruntime threads or a GPU provider, which a forked child cannot run). Where the bag's layout allows it (MCAP files
+with uncompressed chunks, :mod:`cmr_fusion_ros.bag.positions`), this process reads only the bag's index and the
+odometry, and each worker reads its own messages' bytes from the file; otherwise the raw messages are read here
+through ``rosbags`` and sent to the workers. Processes, not threads: most of the work is
 short numpy and Python steps holding the GIL (see :mod:`cmr_fusion_ros.core.workers`). numpy's BLAS is held to one
 thread meanwhile (:mod:`cmr_fusion_ros.core.blas`).
 """
@@ -41,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from cmr_fusion_ros.bag.positions import MessageReader, message_positions
 from cmr_fusion_ros.core.blas import blas_threads
 from cmr_fusion_ros.core.config import FusionConfig
 from cmr_fusion_ros.core.decode import Frame
@@ -89,6 +93,13 @@ def event_record(r: MatchResult) -> dict[str, Any]:
 
 UNREADABLE = "unreadable"  # a worker's answer for a message whose CDR cannot be deserialised
 BAD = "bad"  # ... for a bad message (a ConversionError of the decoder)
+
+
+@dataclass(frozen=True)
+class Damaged:
+    """A worker's answer for a message whose record in the file is not what the bag's index says (a BagError)."""
+
+    problem: str
 
 
 def _fork_safe(config: FusionConfig) -> bool:
@@ -206,6 +217,7 @@ def process_bags(
     runner = StreamRunner(pipeline, config, topics)
     summary = OfflineSummary(bags=[str(p) for p in paths], truth_radius_m=truth_radius_m,
                              frames={m.value: 0 for m in config.enabled_modalities}, look_ahead=look_ahead)
+    bags_named = ", ".join(summary.bags)  # the bags an error names
     encode: dict[str, list[float]] = {m.value: [] for m in config.enabled_modalities}
     search: dict[str, list[float]] = {m.value: [] for m in config.enabled_modalities}
     events_file = (out / "events.jsonl").open("w") if out is not None else None
@@ -245,16 +257,22 @@ def process_bags(
 
     def work(call: tuple, payload: bytes | None) -> Any:
         """A topic's worker (a forked process with look-ahead, else this one), answering in plain tuples (quick to
-        send): ``("load", seq, topic, msgtype, log_ns)`` with the raw message -> ``(frame_id, stamp_ns, decode_ms,
-        reduction, early)`` of its frame, ``UNREADABLE`` (corrupt CDR), ``BAD`` (a bad message) or None (not a
-        configured stream: the other camera transport). ``early`` is the route's output when the route needs
+        send): ``("load", seq, topic, msgtype, log_ns, where)`` with the raw message as payload, or ``where`` it lies
+        in the bag (read here) -> ``(frame_id, stamp_ns, decode_ms, reduction, early)`` of its frame, ``UNREADABLE``
+        (corrupt CDR), ``BAD`` (a bad message), :class:`Damaged` (the record is not the indexed message) or None (not
+        a configured stream: the other camera transport). ``early`` is the route's output when the route needs
         nothing from the main loop (no multi-scan merge: pose and history resets do not change a camera or LiDAR
         embedding; the views are fixed by the configuration), so the frame is embedded at once and needs no second
         call; else None and the frame is kept here for ``("embed", seq, pose, views, jumped, reset)`` -> the
         route's output ``(vector, views, preprocess_ms, encode_ms)``. ``("stats",)`` -> the multi-scan merge counts
         of the routes run here."""
         if call[0] == "load":
-            _, seq, topic, msgtype, log_ns = call
+            _, seq, topic, msgtype, log_ns, where = call
+            if where is not None:
+                try:
+                    payload = at.read(where)
+                except BagError as err:
+                    return Damaged(str(err))
             try:
                 msg = reader.deserialize(payload, msgtype)
             except Exception:  # rosbags raises several untyped errors on corrupt CDR
@@ -310,6 +328,7 @@ def process_bags(
     first = last = None
     guard = contextlib.ExitStack()
     workers: KeyedWorkers | None = None
+    at: MessageReader | None = None  # reads a message where the bag's index says it is (inherited by the workers)
     merge_stats: dict[str, int] | None = None
     try:
         summary.blas_limit = guard.enter_context(blas_threads(1))
@@ -317,7 +336,7 @@ def process_bags(
         try:
             reader = stack.enter_context(AnyReader(paths))
         except Exception as err:  # rosbags raises several untyped errors on truncated or corrupt files
-            raise BagError(summary.bags[0] if len(paths) == 1 else ", ".join(summary.bags),
+            raise BagError(bags_named,
                            f"cannot open the bag: {err}") from err
         with stack:
             conns = [c for c in reader.connections if c.topic in topics or (c.topic == odom_topic and c.msgtype == ODOM)]
@@ -325,6 +344,13 @@ def process_bags(
             if len(missing) == len(topics):
                 have = sorted({c.topic for c in reader.connections})
                 raise BagError(summary.bags[0], f"none of the configured topics {sorted(topics)} is in the bag (has {have})")
+            try:
+                positions = message_positions(reader, conns)  # None: a layout read through rosbags
+            except BagError as err:
+                raise BagError(bags_named,
+                               f"cannot open the bag: {err}") from err
+            if positions is not None:
+                at = MessageReader(positions.files)
             # a worker per sensor topic, forked now: it holds a copy of the reader's types and the encoders
             workers = KeyedWorkers(work, sorted({c.topic for c in conns if c.topic != odom_topic}),
                                    processes=look_ahead > 0 and _fork_safe(pipeline.config), name="process",
@@ -336,10 +362,13 @@ def process_bags(
                 from tqdm import tqdm
 
                 bar = tqdm(total=total, unit="msg", desc="process", leave=False)
-            messages = reader.messages(connections=conns)
-            # read ahead: (connection, log time, raw, seq, the sensor message's frame to come | None for odometry),
-            # or (None, 0, b"", 0, the read error); at most look_ahead + 1 sensor messages, 4 x look_ahead + 1 in all
-            ahead: collections.deque[tuple[Any, int, bytes, int, Any]] = collections.deque()
+            # (connection, log time, raw message | None, where it is | None)
+            messages = (((c, t, None, where) for c, t, where in positions) if positions is not None
+                        else ((c, t, raw, None) for c, t, raw in reader.messages(connections=conns)))
+            # read ahead: (connection, log time, raw | None, where | None, seq, the sensor message's frame to come |
+            # None for odometry), or (None, 0, None, None, 0, the read error); at most look_ahead + 1 sensor messages,
+            # 4 x look_ahead + 1 in all
+            ahead: collections.deque[tuple[Any, int, bytes | None, Any, int, Any]] = collections.deque()
             sensors_ahead = 0
             seqs = itertools.count()
             reading = True
@@ -348,23 +377,23 @@ def process_bags(
                     try:
                         item = next(messages, None)
                     except Exception as err:  # a corrupt chunk or record in the middle of the file
-                        ahead.append((None, 0, b"", 0, err))
+                        ahead.append((None, 0, None, None, 0, err))
                         reading = False
                         break
                     if item is None:
                         reading = False
                         break
-                    conn, log_ns, raw = item
+                    conn, log_ns, raw, where = item
                     seq = next(seqs)
                     sensor = conn.topic != odom_topic
                     sensors_ahead += sensor
-                    ahead.append((conn, log_ns, raw, seq, workers.submit(
-                        conn.topic, ("load", seq, conn.topic, conn.msgtype, log_ns), raw) if sensor else None))
+                    ahead.append((conn, log_ns, raw, where, seq, workers.submit(
+                        conn.topic, ("load", seq, conn.topic, conn.msgtype, log_ns, where), raw) if sensor else None))
                 if not ahead:
                     break
-                conn, log_ns, raw, seq, loaded = ahead.popleft()
+                conn, log_ns, raw, where, seq, loaded = ahead.popleft()
                 if conn is None:
-                    raise BagError(summary.bags[0] if len(paths) == 1 else ", ".join(summary.bags),
+                    raise BagError(bags_named,
                                    f"unreadable after {summary.messages} messages: {loaded}") from loaded
                 sensors_ahead -= loaded is not None
                 summary.messages += 1
@@ -373,6 +402,12 @@ def process_bags(
                 if bar is not None:
                     bar.update(1)
                 if conn.topic == odom_topic:
+                    if raw is None:
+                        try:
+                            raw = at.read(where)
+                        except BagError as err:
+                            raise BagError(bags_named,
+                                           f"unreadable after {summary.messages} messages: {err}") from err
                     try:
                         msg = reader.deserialize(raw, conn.msgtype)
                     except Exception:  # rosbags raises several untyped errors on corrupt CDR
@@ -386,6 +421,9 @@ def process_bags(
                     release(log_ns)
                     continue
                 got = loaded.result()
+                if isinstance(got, Damaged):
+                    raise BagError(bags_named,
+                                   f"unreadable after {summary.messages} messages: {got.problem}")
                 if isinstance(got, str):  # UNREADABLE or BAD
                     summary.bad_messages += 1
                     if got == BAD:  # (an unreadable message counts, and is otherwise as if it were not there)
@@ -412,6 +450,8 @@ def process_bags(
         if workers is not None:
             workers.close(cancel=True)  # after an error: at once (after the run: they have stopped already)
         guard.close()
+        if at is not None:
+            at.close()
         if events_file is not None:
             events_file.close()
         if writer is not None:

@@ -295,6 +295,8 @@ def copy_topics(sources: Sequence[str | Path], writer: Any, topics: Iterable[str
     Returns the messages copied per topic (topics the bags lack are skipped)."""
     from rosbags.highlevel import AnyReader
 
+    from cmr_fusion_ros.bag.positions import MessageReader, message_positions
+
     wanted = set(topics)
     counts: dict[str, int] = {}
     try:
@@ -308,9 +310,18 @@ def copy_topics(sources: Sequence[str | Path], writer: Any, topics: Iterable[str
                     out[key] = writer.add_connection(c.topic, c.msgtype, msgdef=c.msgdef.data, rihs01=c.digest,
                                                      offered_qos_profiles=qos)
                     counts.setdefault(c.topic, 0)
-            for c, stamp, raw in reader.messages(connections=conns):
-                writer.write(out[(c.topic, c.msgtype)], stamp, raw)
-                counts[c.topic] += 1
+            # where the bag's index gives the messages' places, only their records are read (not every chunk the
+            # topics have a message in: with 100 Hz odometry, that is the whole bag)
+            positions = message_positions(reader, conns)
+            if positions is None:
+                for c, stamp, raw in reader.messages(connections=conns):
+                    writer.write(out[(c.topic, c.msgtype)], stamp, raw)
+                    counts[c.topic] += 1
+            else:
+                with MessageReader(positions.files) as at:
+                    for c, stamp, where in positions:
+                        writer.write(out[(c.topic, c.msgtype)], stamp, at.read(where))
+                        counts[c.topic] += 1
     except BagError:
         raise
     except Exception as err:  # rosbags raises several untyped errors on unreadable bags

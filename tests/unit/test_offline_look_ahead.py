@@ -1,6 +1,8 @@
 """Offline processing with look-ahead (decoded and embedded ahead in a worker process per topic, committed in log
 order) gives the same output as everything in one process: the shipped sample bag through the default config with
-look-ahead 0, 1 and 32 writes byte-identical events.jsonl and match bags and the same memory entries."""
+look-ahead 0, 1 and 32 writes byte-identical events.jsonl and match bags and the same memory entries; so does
+look-ahead 32 with the messages read through rosbags' reader and sent to the workers (the route for bag layouts
+whose message positions ``bag.positions`` does not read) instead of each worker reading its own from the file."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from pathlib import Path
 import pytest
 from rosbags.highlevel import AnyReader
 
+import cmr_fusion_ros.bag.offline as offline
 from cmr_fusion_ros.bag.events import typestore_with_events
 from cmr_fusion_ros.bag.offline import MAX_LOOK_AHEAD, process_bags
 from cmr_fusion_ros.cli import main
@@ -20,6 +23,7 @@ from cmr_fusion_ros.core.workers import FORK_AVAILABLE
 REPO = Path(__file__).resolve().parents[2]
 BAG = REPO / "bags" / "sample_town" / "session_00"
 LOOK_AHEADS = (0, 1, 32)
+THROUGH_ROSBAGS = "32 through rosbags"
 
 
 def _config(memory_dir: Path) -> FusionConfig:
@@ -31,9 +35,13 @@ def _config(memory_dir: Path) -> FusionConfig:
 def runs(tmp_path_factory):
     base = tmp_path_factory.mktemp("look_ahead")
     out = {}
-    for n in LOOK_AHEADS:
+    for n in (*LOOK_AHEADS, THROUGH_ROSBAGS):
         cfg = _config(base / f"memory_{n}")
-        summary = process_bags([BAG], cfg, out_dir=base / f"out_{n}", progress=False, look_ahead=n)
+        with pytest.MonkeyPatch.context() as mp:
+            if n == THROUGH_ROSBAGS:
+                mp.setattr(offline, "message_positions", lambda reader, conns: None)
+            summary = process_bags([BAG], cfg, out_dir=base / f"out_{n}", progress=False,
+                                   look_ahead=32 if n == THROUGH_ROSBAGS else n)
         memory = SceneMemory.open(base / f"memory_{n}", cfg.memory)
         entries = [(e, e.vector.tobytes()) for e in memory.entries()]
         memory.close()
@@ -49,9 +57,9 @@ def test_every_look_ahead_gives_the_same_events_memory_and_bag(runs):
     assert summary0.memory_entries == len(entries0) > 100 and summary0.bad_messages == 0
     assert summary0.radar_scans_merged > 0  # the multi-scan radar merged in the workers as in one process
     assert any(topic.endswith("/matches") for topic, _, _ in bag0)
-    for n in LOOK_AHEADS[1:]:
+    for n in (*LOOK_AHEADS[1:], THROUGH_ROSBAGS):
         summary, events, entries, bag = runs[n]
-        assert summary.look_ahead == n and summary0.look_ahead == 0 and summary0.worker_processes == 0
+        assert summary.look_ahead == (32 if n == THROUGH_ROSBAGS else n) and summary0.look_ahead == 0 and summary0.worker_processes == 0
         assert summary.worker_processes == (3 if FORK_AVAILABLE else 0)  # camera, LiDAR, radar: forked workers
         assert events == events0, f"look-ahead {n}: events.jsonl differs"
         assert entries == entries0, f"look-ahead {n}: memory entries differ"
