@@ -125,9 +125,10 @@ class EventBagWriter:
                 self._writer.write(self._markers, log_ns, self.store.serialize_cdr(arr, MARKER_ARRAY))
                 self.marker_arrays += 1
 
-    def copy_from(self, bags: Sequence[str | Path], topics: Iterable[str]) -> dict[str, int]:
-        """Copy ``topics`` of ``bags`` into this bag unchanged (``bag.writer.copy_topics``)."""
-        return copy_topics(bags, self._writer, topics)
+    def copy_from(self, bags: Sequence[str | Path], topics: Iterable[str], *, reader: Any = None) -> dict[str, int]:
+        """Copy ``topics`` of ``bags`` into this bag unchanged (``bag.writer.copy_topics``; ``reader``: an open
+        ``AnyReader`` of ``bags``)."""
+        return copy_topics(bags, self._writer, topics, reader=reader)
 
     def close(self) -> None:
         self._writer.close()

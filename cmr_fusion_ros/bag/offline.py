@@ -443,7 +443,8 @@ def process_bags(
                         merge_stats[key] += value
             workers.close()
             if writer is not None:  # the trajectory beside the matches (a 3D view in Foxglove)
-                summary.copied = writer.copy_from(paths, [t for t in (odom_topic, "/tf", "/tf_static") if t])
+                summary.copied = writer.copy_from(paths, [t for t in (odom_topic, "/tf", "/tf_static") if t],
+                                                  reader=reader)
             if bar is not None:
                 bar.close()
     finally:

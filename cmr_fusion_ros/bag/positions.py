@@ -123,19 +123,23 @@ def _chunk_positions(storage: Any, channels: dict[int, int], file_index: int) ->
             # the chunk's records start after its header: opcode, length, start, end, uncompressed size, crc,
             # compression (length-prefixed), records length
             records = chunk.chunk_start_offset + 1 + 8 + 8 + 8 + 8 + 4 + 4 + len(chunk.compression) + 8
-            for channel_id, index_offset in chunk.message_index_offsets.items():
-                if channel_id not in channels or not chunk.channel_count.get(channel_id, 0):
-                    continue
-                head = os.pread(fd, _INDEX_HEAD.size, index_offset)
-                if len(head) < _INDEX_HEAD.size:
-                    raise BagError(path, f"message index at byte {index_offset} is cut off")
-                op, length, got_channel, nbytes = _INDEX_HEAD.unpack(head)
+            wanted = [(c, at) for c, at in chunk.message_index_offsets.items()
+                      if c in channels and chunk.channel_count.get(c, 0)]
+            if not wanted:
+                continue
+            base = chunk.chunk_start_offset + chunk.chunk_length  # the chunk's message indexes follow it
+            block = os.pread(fd, chunk.message_index_length, base)  # one read for all of them
+            for channel_id, index_offset in wanted:
+                start = index_offset - base
+                if start < 0 or start + _INDEX_HEAD.size > len(block):
+                    raise BagError(path, f"message index at byte {index_offset} is outside its chunk's indexes")
+                op, length, got_channel, nbytes = _INDEX_HEAD.unpack_from(block, start)
                 if op != _MESSAGE_INDEX or got_channel != channel_id or nbytes % 16 or nbytes + 6 != length:
                     raise BagError(path, f"damaged message index at byte {index_offset} (channel {channel_id})")
-                pairs = os.pread(fd, nbytes, index_offset + _INDEX_HEAD.size)
-                if len(pairs) != nbytes:
+                first = start + _INDEX_HEAD.size
+                if first + nbytes > len(block):
                     raise BagError(path, f"message index at byte {index_offset} is cut off")
-                table = np.frombuffer(pairs, "<u8").reshape(-1, 2).astype(np.int64)
+                table = np.frombuffer(block, "<u8", count=nbytes // 8, offset=first).reshape(-1, 2).astype(np.int64)
                 rel = table[:, 1]
                 if len(rel) and (rel.min() < 0 or rel.max() >= chunk.uncompressed_size):
                     raise BagError(path, f"message index at byte {index_offset} points outside its chunk")
@@ -148,13 +152,16 @@ def _chunk_positions(storage: Any, channels: dict[int, int], file_index: int) ->
 
 class MessageReader:
     """Reads one message's bytes at a position from :class:`MessagePositions` (its own file descriptors: make one
-    per process)."""
+    per process). One ``pread`` per message as a rule: it reads the record's header and as many bytes as the
+    channel's previous message had (a stream's messages are mostly of one size), and a second read only for the
+    rest of a larger one."""
 
     def __init__(self, files: Sequence[str]) -> None:
         self.files = list(files)
         self._fds: dict[int, int] = {}
+        self._size: dict[tuple[int, int], int] = {}  # (file, channel) -> the size of its last message
 
-    def read(self, where: tuple[int, int, int, int]) -> bytes:
+    def read(self, where: tuple[int, int, int, int]) -> memoryview:
         """The raw (CDR) bytes of the message at ``where`` = (file index, record offset, channel id, log time);
         :class:`BagError` when the record there is not that message."""
         file_index, offset, channel_id, log_ns = where
@@ -162,18 +169,22 @@ class MessageReader:
         path = self.files[file_index]
         if fd is None:
             fd = self._fds[file_index] = os.open(path, os.O_RDONLY)
-        head = os.pread(fd, _RECORD_HEAD.size, offset)
-        if len(head) < _RECORD_HEAD.size:
+        head_size = _RECORD_HEAD.size
+        buf = os.pread(fd, head_size + self._size.get((file_index, channel_id), 0), offset)
+        if len(buf) < head_size:
             raise BagError(path, f"message record at byte {offset} is cut off")
-        op, length, got_channel, _seq, got_log, _pub = _RECORD_HEAD.unpack(head)
+        op, length, got_channel, _seq, got_log, _pub = _RECORD_HEAD.unpack_from(buf)
         if op != _MESSAGE or got_channel != channel_id or got_log != log_ns or length < 22:
             raise BagError(path, f"damaged message record at byte {offset}: not the indexed message (channel "
                                  f"{channel_id}, log time {log_ns})")
         size = length - 22
-        data = os.pread(fd, size, offset + _RECORD_HEAD.size)
-        if len(data) != size:
-            raise BagError(path, f"message record at byte {offset} is cut off ({len(data)} of {size} bytes)")
-        return data
+        self._size[(file_index, channel_id)] = size
+        if len(buf) < head_size + size:  # larger than the last one: the rest
+            buf += os.pread(fd, head_size + size - len(buf), offset + len(buf))
+            if len(buf) != head_size + size:
+                raise BagError(path, f"message record at byte {offset} is cut off ({len(buf) - head_size} of {size} "
+                                     "bytes)")
+        return memoryview(buf)[head_size:head_size + size]
 
     def close(self) -> None:
         for fd in self._fds.values():

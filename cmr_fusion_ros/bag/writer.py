@@ -10,6 +10,8 @@ used here). ``/tf_static`` is recorded with a transient-local QoS profile so ``r
 
 from __future__ import annotations
 
+import contextlib
+
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -289,10 +291,11 @@ def marker_array_msg(ts: Any, stamp_ns: int, frame_id: str, specs: Sequence[Any]
     return T[MARKER_ARRAY](markers=out)
 
 
-def copy_topics(sources: Sequence[str | Path], writer: Any, topics: Iterable[str]) -> dict[str, int]:
+def copy_topics(sources: Sequence[str | Path], writer: Any, topics: Iterable[str], *, reader: Any = None) -> dict[str, int]:
     """Copy the messages of ``topics`` from the bags ``sources`` into the open ``rosbags.rosbag2.Writer`` ``writer``
     as they are: same CDR bytes, bag times, message definitions and offered QoS (``/tf_static`` stays latched).
-    Returns the messages copied per topic (topics the bags lack are skipped)."""
+    ``reader``: an open ``AnyReader`` of ``sources`` to read them with (else one is opened). Returns the messages
+    copied per topic (topics the bags lack are skipped)."""
     from rosbags.highlevel import AnyReader
 
     from cmr_fusion_ros.bag.positions import MessageReader, message_positions
@@ -300,7 +303,9 @@ def copy_topics(sources: Sequence[str | Path], writer: Any, topics: Iterable[str
     wanted = set(topics)
     counts: dict[str, int] = {}
     try:
-        with AnyReader([Path(s) for s in sources]) as reader:
+        with contextlib.ExitStack() as stack:
+            if reader is None:
+                reader = stack.enter_context(AnyReader([Path(s) for s in sources]))
             conns = [c for c in reader.connections if c.topic in wanted]
             out: dict[tuple[str, str], Any] = {}
             for c in conns:

@@ -31,7 +31,7 @@ def _through_positions(paths: list[Path]) -> list[tuple[str, int, bytes]] | None
         if positions is None:
             return None
         with MessageReader(positions.files) as at:
-            return [(c.topic, t, at.read(where)) for c, t, where in positions]
+            return [(c.topic, t, bytes(at.read(where))) for c, t, where in positions]
 
 
 @pytest.fixture(scope="module")
