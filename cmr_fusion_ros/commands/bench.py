@@ -33,8 +33,9 @@ def _memory_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pg-ef-construction", type=int, default=64, help="postgres: HNSW ef_construction "
                                                                       "(default: %(default)s)")
     p.add_argument("--pg-ef-search", type=int, default=64, help="postgres: hnsw.ef_search (default: %(default)s)")
-    p.add_argument("--pg-insert-rate", type=float, default=1000.0,
-                   help="postgres: entries/s a writer adds while queries are timed (default: %(default)s)")
+    p.add_argument("--pg-insert-rate", type=float, default=1200.0,
+                   help="postgres: entries/s a writer offers while queries are timed (default: %(default)s, above the "
+                        "1000/s target, so a server that keeps up shows it)")
     p.add_argument("--pg-insert-seconds", type=float, default=10.0, help="postgres: how long (default: %(default)s)")
     p.add_argument("--queries", type=int, default=1000, help="single queries timed per backend (default: %(default)s)")
     p.add_argument("--k", type=int, default=10, help="neighbours per query (default: %(default)s)")
@@ -149,9 +150,11 @@ def _run_postgres(args: argparse.Namespace) -> list:
     for r in rows:
         ok = r.query_ms["p99"] <= 10 and r.recall_at_1 >= 0.95 and r.loaded_insert_per_s >= 1000 \
             and r.loaded_query_ms["p99"] <= 10
+        offered = "" if args.pg_insert_rate > 1000 else \
+            f" (the writer offered {args.pg_insert_rate:g}/s: offer more than 1000/s to show the target)"
         print(f"target n={r.size} postgres: query p99 {r.query_ms['p99']:.2f} ms (under load "
               f"{r.loaded_query_ms['p99']:.2f}) <= 10, recall@1 {r.recall_at_1:.3f} >= 0.95, inserts sustained "
-              f"{r.loaded_insert_per_s:.0f}/s >= 1000: {'MET' if ok else 'NOT MET'} at this size")
+              f"{r.loaded_insert_per_s:.0f}/s >= 1000: {'MET' if ok else 'NOT MET'} at this size{offered}")
     return rows
 
 

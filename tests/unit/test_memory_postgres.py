@@ -414,6 +414,17 @@ def test_benchmark_rows_on_a_small_table(pg_uri):
     assert "600" in format_pg_table([row])
 
 
+
+def test_bench_target_line_says_when_the_writer_offered_too_little(pg_uri, capsys):
+    # a writer offering 1000/s or less cannot show the 1000/s target: the line says so instead of a bare NOT MET
+    from cmr_fusion_ros.cli import main
+
+    assert main(["bench", "memory", "--backends", "postgres", "--sizes", "600", "--dim", str(DIM), "--queries", "30",
+                 "--k", "5", "--pg-insert-rate", "200", "--pg-insert-seconds", "0.5", "--pg-uri", pg_uri]) == 0
+    out = capsys.readouterr().out
+    assert "NOT MET at this size (the writer offered 200/s: offer more than 1000/s to show the target)" in out
+
+
 _KILLED_WRITER = """
 import os, signal, sys
 import numpy as np
