@@ -11,11 +11,11 @@ memory ids may be numbered differently, see :mod:`cmr_fusion_ros.core.stream`).
 **Look-ahead** (``look_ahead`` N > 0, ``cmr-fusion process --look-ahead``): what a message's embedding does not
 share with the others runs ahead in a worker process per sensor topic
 (:class:`~cmr_fusion_ros.core.workers.KeyedWorkers`, forked at the start, so each holds a copy of the encoders), and
-the stages overlap on several cores: up to N sensor messages are sent (raw) to be deserialised and decoded ahead of
-the main loop (a frame whose route needs no pose, camera and LiDAR, is embedded there and then: one call instead of
-two), and up to N other frames (a multi-scan radar's) are embedded (merge, views, preprocess, encode) ahead of their
-commit. Everything
-that depends on the order stays in this process, in log order, as with N = 0: the odometry, the release of frames waiting for it, each frame's
+the stages overlap on several cores: up to N sensor messages are sent (raw, or where they lie in the bag) to be
+deserialised and decoded ahead of the main loop (a frame whose route needs no pose, camera and LiDAR, is embedded
+there and then: one call instead of two), and up to N other frames (a multi-scan radar's) are embedded (merge, views,
+preprocess, encode) ahead of their commit. Everything that depends on the order stays in this process, in log order,
+as with N = 0: the odometry, the release of frames waiting for it, each frame's
 :meth:`~cmr_fusion_ros.core.pipeline.FusionPipeline.prepare` (its pose, the topic's time-jump check, a merge-history
 reset) at the moment it is released, and the commit (search, policy, insert, events written). A topic's frames are
 embedded one after the other in its own worker, so a multi-scan radar merges the same scans with the same poses. The
@@ -336,8 +336,7 @@ def process_bags(
         try:
             reader = stack.enter_context(AnyReader(paths))
         except Exception as err:  # rosbags raises several untyped errors on truncated or corrupt files
-            raise BagError(bags_named,
-                           f"cannot open the bag: {err}") from err
+            raise BagError(bags_named, f"cannot open the bag: {err}") from err
         with stack:
             conns = [c for c in reader.connections if c.topic in topics or (c.topic == odom_topic and c.msgtype == ODOM)]
             missing = [t for t in topics if not any(c.topic == t for c in conns)]
@@ -347,8 +346,7 @@ def process_bags(
             try:
                 positions = message_positions(reader, conns)  # None: a layout read through rosbags
             except BagError as err:
-                raise BagError(bags_named,
-                               f"cannot open the bag: {err}") from err
+                raise BagError(bags_named, f"cannot open the bag: {err}") from err
             if positions is not None:
                 at = MessageReader(positions.files)
             # a worker per sensor topic, forked now: it holds a copy of the reader's types and the encoders
@@ -393,8 +391,7 @@ def process_bags(
                     break
                 conn, log_ns, raw, where, seq, loaded = ahead.popleft()
                 if conn is None:
-                    raise BagError(bags_named,
-                                   f"unreadable after {summary.messages} messages: {loaded}") from loaded
+                    raise BagError(bags_named, f"unreadable after {summary.messages} messages: {loaded}") from loaded
                 sensors_ahead -= loaded is not None
                 summary.messages += 1
                 first = log_ns if first is None else first
@@ -406,8 +403,7 @@ def process_bags(
                         try:
                             raw = at.read(where)
                         except BagError as err:
-                            raise BagError(bags_named,
-                                           f"unreadable after {summary.messages} messages: {err}") from err
+                            raise BagError(bags_named, f"unreadable after {summary.messages} messages: {err}") from err
                     try:
                         msg = reader.deserialize(raw, conn.msgtype)
                     except Exception:  # rosbags raises several untyped errors on corrupt CDR
@@ -422,8 +418,7 @@ def process_bags(
                     continue
                 got = loaded.result()
                 if isinstance(got, Damaged):
-                    raise BagError(bags_named,
-                                   f"unreadable after {summary.messages} messages: {got.problem}")
+                    raise BagError(bags_named, f"unreadable after {summary.messages} messages: {got.problem}")
                 if isinstance(got, str):  # UNREADABLE or BAD
                     summary.bad_messages += 1
                     if got == BAD:  # (an unreadable message counts, and is otherwise as if it were not there)

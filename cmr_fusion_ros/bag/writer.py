@@ -291,7 +291,8 @@ def marker_array_msg(ts: Any, stamp_ns: int, frame_id: str, specs: Sequence[Any]
     return T[MARKER_ARRAY](markers=out)
 
 
-def copy_topics(sources: Sequence[str | Path], writer: Any, topics: Iterable[str], *, reader: Any = None) -> dict[str, int]:
+def copy_topics(sources: Sequence[str | Path], writer: Any, topics: Iterable[str], *,
+                reader: Any = None) -> dict[str, int]:
     """Copy the messages of ``topics`` from the bags ``sources`` into the open ``rosbags.rosbag2.Writer`` ``writer``
     as they are: same CDR bytes, bag times, message definitions and offered QoS (``/tf_static`` stays latched).
     ``reader``: an open ``AnyReader`` of ``sources`` to read them with (else one is opened). Returns the messages
