@@ -56,8 +56,10 @@ def test_same_messages_bytes_and_order_as_rosbags(bag):
     assert _through_positions([bag]) == want
 
 
-def test_the_shipped_sample_bag_reads_the_same(tmp_path):
-    assert _through_positions([SAMPLE]) == _through_rosbags([SAMPLE])
+@pytest.mark.parametrize("path", [SAMPLE, SAMPLE / "session_00.mcap"], ids=["bag folder", "mcap file"])
+def test_the_shipped_sample_bag_reads_the_same(path):
+    got = _through_positions([path])
+    assert got is not None and len(got) > 1000 and got == _through_rosbags([path])
 
 
 def test_only_the_asked_connections(bag):
