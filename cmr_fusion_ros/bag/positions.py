@@ -5,9 +5,11 @@ Offline processing reads a bag in log-time order in one process and decodes each
 main process (chunk, record, payload) and then sent through a pipe to the worker: 458 MB for a 120 s default-rig
 session, the largest piece of the main process' work, which is the critical path. This module reads only the bag's
 indexes (the chunk index of the summary, which ``rosbags`` has read already, and each chunk's message index records)
-and gives, for each message, the file and byte offset of its record; :func:`read_message` then reads the one
-message's bytes with ``os.pread``, in whichever process needs them, and checks the record's header (record kind,
-channel, log time, length within the chunk) so that a damaged file gives a clear error instead of wrong data.
+and gives, for each message, the file and byte offset of its record; :meth:`MessageReader.read` then reads the
+one message's bytes with ``os.pread``, in whichever process needs them, and checks the record's header (record kind,
+channel, log time; a length the file holds) so that a damaged file gives a clear error instead of wrong data. A
+chunk's CRC, which ``rosbags`` checks when it reads a whole chunk, is not checked here (it covers the whole chunk);
+damage inside a message's bytes shows when the message is deserialised or decoded (a bad message, counted).
 
 The order is the one ``rosbags.highlevel.AnyReader.messages`` gives: log time, then (for equal log times) bag, file,
 and place in the file; ``rosbags`` orders by log time, then chunk, then place in the chunk, and equal log times in
