@@ -98,7 +98,8 @@ def message_positions(reader: Any, connections: Sequence[Any]) -> MessagePositio
             for sc in storage.connections:
                 for i, c in enumerate(wanted):
                     if c.owner is bag_reader.storage or c.owner is storage:
-                        if c.topic == sc.topic and c.msgtype == sc.msgtype and c.ext == sc.ext:
+                        if c.topic == sc.topic and c.msgtype == sc.msgtype and c.ext == sc.ext and (
+                                not c.digest or not sc.digest or c.digest == sc.digest):
                             channels[sc.id] = i
             if not storage.chunks:
                 return None  # no chunk index: only a full scan finds the messages
