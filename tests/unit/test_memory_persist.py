@@ -315,3 +315,66 @@ def test_a_directory_under_home_is_the_users_not_a_tilde_folder(tmp_path, monkey
     add_some(mem, 2)
     mem.close()
     assert (tmp_path / "home" / "mem" / "MANIFEST.json").is_file() and not (tmp_path / "~").exists()
+
+
+def _capped(cap: int, eviction: str) -> MemoryConfig:
+    return MemoryConfig.from_dict({
+        "dim": DIM, "index": {"backend": "exact"}, "admission": {"enabled": False},
+        "persistence": {"flush_interval_s": 3600.0, "snapshot_every_n": 0},
+        "capacity": {"max_entries": cap, "eviction": eviction}})
+
+
+def _crash(mem: SceneMemory) -> None:
+    mem.close = lambda: None  # no final snapshot; the lock goes with its fd
+    os.close(mem._fd)
+    os.close(mem._lock_fd)
+
+
+@pytest.mark.parametrize("eviction", ["oldest", "oldest_same_modality"])
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_crash_inside_an_eviction_group_keeps_the_evicted_entries(tmp_path, eviction, batch):
+    """An add that evicts is one unit on disk: the journal cut anywhere inside the evictions + adds it wrote reloads
+    as before that add (the crash test once found an evicted entry gone and its replacement not there)."""
+    d = tmp_path / "mem"
+    mem = SceneMemory.open(d, _capped(6, eviction))
+    add_some(mem, 6)
+    mem.flush()
+    j = journal_of(d)
+    before = j.stat().st_size
+    db, _ = clustered_vectors(3, DIM, seed=5)
+    if batch:  # three camera entries: same-modality eviction takes both cameras and then the oldest (two records)
+        mem.add_batch(db, "camera", "/t0", "f", [7000, 8000, 9000])
+    else:
+        mem.add(db[0], "camera", "/t0", "f", 7000)
+    mem.flush()
+    after = j.stat().st_size
+    full = mem.ids().tolist()
+    _crash(mem)
+    assert len(full) == 6 and full[-1] > 6  # the add evicted
+    data = j.read_bytes()
+    groups = [op for op in persist.read_journal(j, DIM, 0).ops if isinstance(op, persist.JournalDelete)]
+    assert groups and all(op.adds == (3 if batch else 1) for op in groups)  # written as an eviction group
+    for cut in range(before + 1, after):  # every place a crash can cut the group's bytes
+        j.write_bytes(data[:cut])
+        ro = SceneMemory.open(d, _capped(6, eviction), read_only=True)
+        assert ro.ids().tolist() == list(range(1, 7)), cut
+        assert ro.stats().torn_tail_bytes == cut - before
+        ro.close()
+    j.write_bytes(data[: (before + after) // 2])
+    again = SceneMemory.open(d, _capped(6, eviction))  # a writer drops the torn group from the file
+    assert again.ids().tolist() == list(range(1, 7)) and j.stat().st_size == before
+    _crash(again)
+    j.write_bytes(data)
+    assert SceneMemory.open(d, _capped(6, eviction), read_only=True).ids().tolist() == full
+
+
+def test_old_journals_with_deletes_before_the_add_still_load(tmp_path):
+    d = tmp_path / "mem"
+    mem = SceneMemory.open(d, cfg())
+    add_some(mem, 4)
+    mem.flush()
+    _crash(mem)
+    vec = np.ones(DIM, np.float32)
+    with open(journal_of(d), "ab") as f:  # what the code before eviction groups wrote: a delete, then the add
+        f.write(persist.encode_delete(np.array([1])) + persist.encode_add(5, 0, 5000, None, "/t", "f", "s", vec))
+    assert SceneMemory.open(d, cfg(), read_only=True).ids().tolist() == [2, 3, 4, 5]

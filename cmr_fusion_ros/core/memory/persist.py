@@ -13,6 +13,12 @@ Journal: a 32-byte header (magic ``CMRJRNL1``, version, dim, generation, CRC32 o
 very last record when its CRC fails, is a torn tail left by a crash during a write: it is dropped (and truncated when
 the memory is opened for writing). A bad record followed by more data is damage and fails the load.
 
+Record types: add (one entry), delete (ids), and evict (ids deleted to make room for the ``n`` adds that follow it;
+written by capacity eviction). An add and the evictions it caused are one unit: a journal that ends with evict
+records and fewer than their ``n`` adds (a crash while writing the group) drops the whole group, so a crash never
+leaves the evictions without the entries they made room for (older code wrote plain deletes before the add, and a
+crash between them lost an entry; such journals still load as they are).
+
 Every file that replaces another is written to a temporary name, fsynced, then ``os.replace``d, and the directory is
 fsynced, so a crash at any moment leaves either the old or the new version.
 """
@@ -42,6 +48,7 @@ __all__ = [
     "Snapshot",
     "encode_add",
     "encode_delete",
+    "encode_evict",
     "fsync_dir",
     "read_journal",
     "read_manifest",
@@ -62,6 +69,7 @@ _REC = struct.Struct("<II")  # payload length, crc32(payload)
 _ADD = struct.Struct("<BQBqB7d")  # type, id, modality code, stamp, pose valid, pose
 _T_ADD = 1
 _T_DELETE = 2
+_T_EVICT = 3
 MAX_RECORD = 64 << 20
 
 
@@ -188,6 +196,12 @@ def encode_delete(ids: np.ndarray) -> bytes:
     return _record(struct.pack("<BI", _T_DELETE, ids.shape[0]) + ids.tobytes())
 
 
+def encode_evict(ids: np.ndarray, adds: int) -> bytes:
+    """Deletes that make room for the ``adds`` add records written right after (see the module doc)."""
+    ids = np.asarray(ids, dtype="<u8")
+    return _record(struct.pack("<BII", _T_EVICT, adds, ids.shape[0]) + ids.tobytes())
+
+
 @dataclass
 class JournalAdd:
     id: int
@@ -203,6 +217,7 @@ class JournalAdd:
 @dataclass
 class JournalDelete:
     ids: np.ndarray
+    adds: int = 0  # an eviction: the adds it made room for, written right after it (0: a plain delete)
 
 
 @dataclass
@@ -237,6 +252,11 @@ def _decode(payload: memoryview, dim: int) -> JournalAdd | JournalDelete:
         if len(payload) != 5 + 8 * count:
             raise ValueError("delete record length does not match its count")
         return JournalDelete(np.frombuffer(payload[5:], dtype="<u8").astype(np.int64))
+    if kind == _T_EVICT:
+        adds, count = struct.unpack_from("<II", payload, 1)
+        if len(payload) != 9 + 8 * count or adds < 1:
+            raise ValueError("evict record length does not match its count, or it makes room for no add")
+        return JournalDelete(np.frombuffer(payload[9:], dtype="<u8").astype(np.int64), adds)
     raise ValueError(f"unknown record type {kind}")
 
 
@@ -261,6 +281,8 @@ def read_journal(path: Path, dim: int, generation: int) -> JournalScan:
     pos = _HEADER_SIZE
     ops: list[JournalAdd | JournalDelete] = []
     end = len(data)
+    # an eviction group not yet complete: [byte, op index, adds it made room for, adds seen so far]
+    group: list[int] | None = None
     while pos < end:
         if pos + _REC.size > end:
             break  # torn: record header cut
@@ -275,10 +297,25 @@ def read_journal(path: Path, dim: int, generation: int) -> JournalScan:
                 break  # torn: the final record's bytes did not all reach the disk
             raise MemoryStoreError(str(path), f"record at byte {pos} fails its checksum and is not the last one")
         try:
-            ops.append(_decode(payload, dim))
+            op = _decode(payload, dim)
         except (ValueError, struct.error, UnicodeDecodeError, IndexError) as err:
             raise MemoryStoreError(str(path), f"record at byte {pos} is malformed: {err}") from err
+        if isinstance(op, JournalDelete) and op.adds:  # an eviction: its group's adds follow it
+            if group is None:
+                group = [pos, len(ops), op.adds, 0]
+            elif group[3] or group[2] != op.adds:
+                raise MemoryStoreError(str(path), f"record at byte {pos}: an eviction inside an unfinished group")
+        elif group is not None:
+            if not isinstance(op, JournalAdd):
+                raise MemoryStoreError(str(path), f"record at byte {pos}: a delete inside an eviction group")
+            group[3] += 1
+            if group[3] == group[2]:
+                group = None
+        ops.append(op)
         pos = body + length
+    if group is not None:  # the adds the last evictions made room for did not all reach the disk: drop the group
+        del ops[group[1]:]
+        pos = group[0]
     return JournalScan(ops=ops, good_bytes=pos, torn_bytes=end - pos)
 
 

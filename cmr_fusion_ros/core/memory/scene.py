@@ -771,7 +771,9 @@ class SceneMemory:
         return None
 
     def _make_room(self, m: int, code: int) -> bool:
-        """Evict so that ``m`` more entries fit. False when the rule is 'reject' and there is no room."""
+        """Evict so that ``m`` more entries fit. False when the rule is 'reject' and there is no room. The evictions
+        are journaled as one group with the ``m`` adds the caller journals right after them (``persist``: a crash
+        that tears the adds drops the evictions too)."""
         cap = self._config.capacity
         if not cap.max_entries or self._n_alive + m <= cap.max_entries:
             return True
@@ -780,10 +782,10 @@ class SceneMemory:
         need = self._n_alive + m - cap.max_entries
         if cap.eviction == "oldest_same_modality":
             slots = self._oldest_alive(need, code)
-            self._kill(slots)
+            self._kill(slots, adds=m)
             need -= len(slots)
         if need > 0:
-            self._kill(self._oldest_alive(need, None))
+            self._kill(self._oldest_alive(need, None), adds=m)
         return True
 
     def _oldest_alive(self, count: int, code: int | None) -> np.ndarray:
@@ -811,7 +813,9 @@ class SceneMemory:
         self._count["evicted"] += int(slots.shape[0])
         return slots
 
-    def _kill(self, slots: np.ndarray) -> None:
+    def _kill(self, slots: np.ndarray, adds: int = 0) -> None:
+        """Mark ``slots`` deleted and journal it; ``adds`` > 0: an eviction making room for that many adds, which the
+        caller journals right after (:meth:`_make_room`)."""
         if slots.shape[0] == 0:
             return
         self._cols.a["alive"][slots] = False
@@ -820,7 +824,8 @@ class SceneMemory:
         if self._dir is not None:
             ids = self._cols.a["ids"][slots]
             for i in range(0, ids.shape[0], _DELETE_CHUNK):
-                self._journal(persist.encode_delete(ids[i : i + _DELETE_CHUNK]))
+                chunk = ids[i : i + _DELETE_CHUNK]
+                self._journal(persist.encode_evict(chunk, adds) if adds else persist.encode_delete(chunk))
 
     def _maybe_compact(self) -> None:
         n = self._cols.n
