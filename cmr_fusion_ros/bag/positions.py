@@ -33,7 +33,7 @@ import numpy as np
 
 from cmr_fusion_ros.core.errors import BagError
 
-__all__ = ["MessagePositions", "MessageReader", "message_positions"]
+__all__ = ["MessagePositions", "MessageReader", "message_positions", "raw_messages"]
 
 _MESSAGE_INDEX = 0x07
 _MESSAGE = 0x05
@@ -199,3 +199,15 @@ class MessageReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def raw_messages(reader: Any, connections: Sequence[Any]) -> Iterator[tuple[Any, int, bytes | memoryview]]:
+    """``(connection, log_ns, raw)`` of ``connections``, in ``reader.messages`` order: read record by record where the
+    bags' index gives the places (only those messages' bytes, not every chunk they share), else through ``rosbags``."""
+    positions = message_positions(reader, connections)
+    if positions is None:
+        yield from reader.messages(connections=connections)
+        return
+    with MessageReader(positions.files) as at:
+        for c, t, where in positions:
+            yield c, t, at.read(where)

@@ -299,7 +299,7 @@ def copy_topics(sources: Sequence[str | Path], writer: Any, topics: Iterable[str
     copied per topic (topics the bags lack are skipped)."""
     from rosbags.highlevel import AnyReader
 
-    from cmr_fusion_ros.bag.positions import MessageReader, message_positions
+    from cmr_fusion_ros.bag.positions import raw_messages
 
     wanted = set(topics)
     counts: dict[str, int] = {}
@@ -316,18 +316,10 @@ def copy_topics(sources: Sequence[str | Path], writer: Any, topics: Iterable[str
                     out[key] = writer.add_connection(c.topic, c.msgtype, msgdef=c.msgdef.data, rihs01=c.digest,
                                                      offered_qos_profiles=qos)
                     counts.setdefault(c.topic, 0)
-            # where the bag's index gives the messages' places, only their records are read (not every chunk the
-            # topics have a message in: with 100 Hz odometry, that is the whole bag)
-            positions = message_positions(reader, conns)
-            if positions is None:
-                for c, stamp, raw in reader.messages(connections=conns):
-                    writer.write(out[(c.topic, c.msgtype)], stamp, raw)
-                    counts[c.topic] += 1
-            else:
-                with MessageReader(positions.files) as at:
-                    for c, stamp, where in positions:
-                        writer.write(out[(c.topic, c.msgtype)], stamp, at.read(where))
-                        counts[c.topic] += 1
+            # only these topics' records are read (100 Hz odometry has a message in every chunk of the bag)
+            for c, stamp, raw in raw_messages(reader, conns):
+                writer.write(out[(c.topic, c.msgtype)], stamp, raw)
+                counts[c.topic] += 1
     except BagError:
         raise
     except Exception as err:  # rosbags raises several untyped errors on unreadable bags

@@ -25,6 +25,17 @@ def _through_rosbags(paths: list[Path]) -> list[tuple[str, int, bytes]]:
         return [(c.topic, t, bytes(raw)) for c, t, raw in reader.messages(connections=reader.connections)]
 
 
+def test_raw_messages_by_index_and_through_rosbags_are_the_same(bag, monkeypatch):
+    import cmr_fusion_ros.bag.positions as positions
+
+    with AnyReader([bag]) as reader:
+        by_index = [(c.topic, t, bytes(raw)) for c, t, raw in positions.raw_messages(reader, reader.connections)]
+    monkeypatch.setattr(positions, "message_positions", lambda reader, conns: None)
+    with AnyReader([bag]) as reader:
+        fallback = [(c.topic, t, bytes(raw)) for c, t, raw in positions.raw_messages(reader, reader.connections)]
+    assert len(by_index) == 120 and by_index == fallback == _through_rosbags([bag])
+
+
 def _through_positions(paths: list[Path]) -> list[tuple[str, int, bytes]] | None:
     with AnyReader(paths) as reader:
         positions = message_positions(reader, reader.connections)
