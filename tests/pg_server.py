@@ -78,6 +78,17 @@ class PgServer:
         psutil.wait_procs(procs, timeout=10)
         self.proc.wait(timeout=10)
 
+    def why_gone(self) -> str:
+        """For a test that cannot connect: whether the server still runs, the end of PostgreSQL's log and the free
+        disk (a full disk stops the server: "could not write ... No space left on device")."""
+        state = "running" if self.proc is not None and self.proc.poll() is None else \
+            f"exited with {None if self.proc is None else self.proc.returncode}"
+        log = self.data / "log"
+        tail = log.read_text(errors="replace").splitlines()[-8:] if log.exists() else ["(no log file)"]
+        free = shutil.disk_usage(self.data.parent).free / 2**30 if self.data.parent.exists() else float("nan")
+        return (f"memory-server {state}; {free:.1f} GB free in {self.data.parent}; {log} ends:\n  "
+                + "\n  ".join(tail))
+
     def stop(self) -> int | None:
         if self.proc is None:
             return None
@@ -127,7 +138,13 @@ def pg_uri(pg_server) -> str:
 
     _DB_COUNT[0] += 1
     name = f"t{os.getpid()}_{_DB_COUNT[0]}"
-    with psycopg.connect(pg_server.uri, autocommit=True) as conn:
+    try:
+        conn = psycopg.connect(pg_server.uri, autocommit=True)
+    except psycopg.OperationalError as err:
+        conn, why = None, f"{err}\n{pg_server.why_gone()}"
+    if conn is None:
+        pytest.fail(why, pytrace=False)
+    with conn:
         conn.execute(f"CREATE DATABASE {name}")
     uri = with_db(pg_server.uri, name)
     with psycopg.connect(uri, autocommit=True) as conn:
