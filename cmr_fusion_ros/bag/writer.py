@@ -11,7 +11,6 @@ used here). ``/tf_static`` is recorded with a transient-local QoS profile so ``r
 from __future__ import annotations
 
 import contextlib
-
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
